@@ -1,0 +1,556 @@
+/* resnet.h - the one public header of resnet-c.
+ *
+ * resnet-c is a C99 reference implementation of transfer learning with ResNet:
+ * layers (each *_forward beside its *_backward), torchvision / CIFAR ResNets built as a
+ * small graph of nodes, safetensors weights, optimizers matching torch.optim, a data
+ * pipeline, metrics and an HTML report.
+ *
+ * Conventions used everywhere:
+ *   - tensors are float32, NCHW, contiguous; a [N, C] matrix is NCHW with H = W = 1;
+ *   - functions that can fail return 0 on success and -1 on failure after recording one
+ *     line saying what and where, which rn_error() returns;
+ *   - layer backward functions OVERWRITE the input gradient dx and ACCUMULATE (+=) into
+ *     parameter gradients (dweight, dbias, dgamma, dbeta), like torch's autograd;
+ *     any gradient pointer may be NULL when that gradient is not wanted.
+ *
+ * Source files: util.c (errors, RNG, files), layers.c (layers, reference kernels),
+ * gemm.c (SIMD GEMM and fast convolution), resnet.c (network graph, architectures, heads),
+ * optim.c (optimizers), safetensors.c (weights, checkpoints), data.c (images, datasets,
+ * preprocessing, loader), metrics.c (metrics), report.c (HTML report), train.c, infer.c.
+ */
+#ifndef RESNET_H
+#define RESNET_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* ------------------------------------------------------------------------------------ */
+/* Errors and utilities (util.c)                                                         */
+/* ------------------------------------------------------------------------------------ */
+
+#if defined(__GNUC__) || defined(__clang__)
+#define RN_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define RN_PRINTF(a, b)
+#endif
+
+/* Record the error message of the failing call (printf-style, one line, no newline). */
+void rn_set_error(const char *fmt, ...) RN_PRINTF(1, 2);
+const char *rn_error(void);
+
+/* Allocation that never returns NULL: on exhaustion it prints what was asked and exits(2).
+ * rn_alloc returns 64-byte aligned memory (free it with rn_free); rn_calloc zero-fills. */
+void *rn_alloc(size_t bytes);
+void *rn_calloc(size_t count, size_t size);
+void rn_free(void *p);
+char *rn_strdup(const char *s);
+
+/* xoshiro256** seeded through splitmix64: the generator for data order, augmentation,
+ * dropout and initialisation. Same seed, same stream, on every platform. */
+typedef struct { uint64_t s[4]; } Rng;
+void rng_seed(Rng *r, uint64_t seed);
+uint64_t rng_next(Rng *r);
+float rng_uniform(Rng *r);              /* [0, 1), 24 random bits */
+float rng_normal(Rng *r);               /* standard normal (Box-Muller) */
+uint32_t rng_below(Rng *r, uint32_t n); /* uniform integer in [0, n), unbiased */
+void rng_shuffle(Rng *r, int *a, int n);
+
+/* Counter-based uniform in [0, 1) on a 2^-24 grid: hash(seed, index). Exactly reproducible
+ * in PyTorch with int64 tensor ops (tools/golden.py), which lets the golden tests rebuild
+ * the same random weights in C and in Python without shipping them.
+ *   h = lowbias32(index ^ lowbias32(seed)); u = (h >> 8) * 2^-24                        */
+uint32_t hash_u32(uint32_t x);
+float hash_uniform(uint32_t seed, uint32_t index);
+/* Fill x[i] = (2 * hash_uniform(seed, i) - 1) * bound, computed in float32. */
+void hash_fill(float *x, size_t n, uint32_t seed, float bound);
+
+double rn_seconds(void);  /* monotonic wall clock */
+int rn_threads(void);     /* threads OpenMP will use (1 without OpenMP) */
+long rn_peak_rss_kb(void);
+
+/* Write len bytes to path atomically (path.tmp.PID, fsync, rename). */
+int write_file_atomic(const char *path, const void *data, size_t len);
+/* Read a whole file; *len receives its size. Caller frees with free(). */
+uint8_t *read_file(const char *path, size_t *len);
+/* NumPy .npy (format 1.0, little-endian float32, C order), written atomically. */
+int write_npy_f32(const char *path, const float *data, int ndim, const int64_t *shape);
+int mkdir_p(const char *path);
+
+/* Growing byte buffer, used to build JSON, HTML and file images. */
+typedef struct { char *data; size_t len, cap; } Buf;
+void buf_put(Buf *b, const void *data, size_t n);
+void buf_printf(Buf *b, const char *fmt, ...) RN_PRINTF(2, 3);
+void buf_json_string(Buf *b, const char *s); /* quoted, escaped JSON string */
+void buf_free(Buf *b);
+
+/* Per-thread scratch memory for kernels: grows to the largest request and is then reused,
+ * so steady-state training and inference allocate nothing. slot < RN_MAX_THREADS. */
+#define RN_MAX_THREADS 256
+float *rn_scratch(int slot, size_t floats);
+
+/* Progress bar on stderr: redraws one line on a terminal, prints plain lines otherwise. */
+typedef struct { const char *label; long total, done; double t0, last; int tty; } Progress;
+void progress_start(Progress *p, const char *label, long total);
+void progress_update(Progress *p, long done, const char *extra);
+void progress_finish(Progress *p, const char *extra);
+
+/* ------------------------------------------------------------------------------------ */
+/* Layers (layers.c): forward beside backward, a naive reference beside the fast path    */
+/* ------------------------------------------------------------------------------------ */
+
+typedef struct {
+    int in_c, out_c;   /* channels */
+    int kh, kw;        /* kernel size */
+    int stride, pad;   /* same in both directions */
+} ConvSpec;
+
+static inline int conv_out_size(int in, int k, int stride, int pad) {
+    return (in + 2 * pad - k) / stride + 1;
+}
+
+/* y[n, oc, oy, ox] = bias[oc] + sum_{ic,ky,kx} w[oc, ic, ky, kx] * x[n, ic, oy*s-p+ky, ox*s-p+kx]
+ * weight is [out_c, in_c, kh, kw]; bias may be NULL. */
+void conv2d_forward(const ConvSpec *s, int n, int h, int w, const float *x,
+                    const float *weight, const float *bias, float *y);
+void conv2d_backward(const ConvSpec *s, int n, int h, int w, const float *x,
+                     const float *weight, const float *dy, float *dx, float *dweight,
+                     float *dbias);
+/* Naive loops, the reference the fast path is tested against. */
+void conv2d_forward_ref(const ConvSpec *s, int n, int h, int w, const float *x,
+                        const float *weight, const float *bias, float *y);
+void conv2d_backward_ref(const ConvSpec *s, int n, int h, int w, const float *x,
+                         const float *weight, const float *dy, float *dx, float *dweight,
+                         float *dbias);
+
+/* Batch norm over (N, H, W) per channel, as torch.nn.BatchNorm2d.
+ * Train: y = (x - mean_B) / sqrt(var_B + eps) * gamma + beta with the biased batch variance;
+ *        running = (1 - momentum) * running + momentum * stat, where the running variance
+ *        takes the UNBIASED batch variance (times m / (m - 1), m = N*H*W).
+ *        save_mean / save_invstd ([c]) keep what backward needs.
+ * Eval:  y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta.             */
+void batchnorm_forward_train(int n, int c, int hw, const float *x, const float *gamma,
+                             const float *beta, float *running_mean, float *running_var,
+                             float momentum, float eps, float *y, float *save_mean,
+                             float *save_invstd);
+void batchnorm_forward_eval(int n, int c, int hw, const float *x, const float *gamma,
+                            const float *beta, const float *running_mean,
+                            const float *running_var, float eps, float *y);
+/* dx = gamma * invstd / m * (m * dy - sum(dy) - xhat * sum(dy * xhat)) */
+void batchnorm_backward_train(int n, int c, int hw, const float *x, const float *gamma,
+                              const float *save_mean, const float *save_invstd,
+                              const float *dy, float *dx, float *dgamma, float *dbeta);
+/* Backward of the eval-mode affine map (statistics are constants): dx = dy * gamma * invstd */
+void batchnorm_backward_eval(int n, int c, int hw, const float *x, const float *gamma,
+                             const float *running_mean, const float *running_var, float eps,
+                             const float *dy, float *dx, float *dgamma, float *dbeta);
+
+void relu_forward(size_t n, const float *x, float *y);
+void relu_backward(size_t n, const float *y, const float *dy, float *dx); /* uses output y */
+
+/* Max pool k x k, stride, pad (padding never wins). argmax [n, c, oh, ow] holds the input
+ * index (within the channel plane) of each maximum, for backward. */
+void maxpool2d_forward(int n, int c, int h, int w, int k, int stride, int pad,
+                       const float *x, float *y, int32_t *argmax);
+void maxpool2d_backward(int n, int c, int h, int w, int k, int stride, int pad,
+                        const int32_t *argmax, const float *dy, float *dx);
+
+/* Global average pool [n, c, h, w] -> [n, c]. */
+void avgpool_global_forward(int n, int c, int hw, const float *x, float *y);
+void avgpool_global_backward(int n, int c, int hw, const float *dy, float *dx);
+
+/* y[n, o] = b[o] + sum_i x[n, i] * weight[o, i]  (torch.nn.Linear layout [out, in]). */
+void linear_forward(int n, int in, int out, const float *x, const float *weight,
+                    const float *bias, float *y);
+void linear_backward(int n, int in, int out, const float *x, const float *weight,
+                     const float *dy, float *dx, float *dweight, float *dbias);
+
+/* Inverted dropout: mask[i] = 0 or 1/(1-p), drawn from rng; y = x * mask. */
+void dropout_forward(size_t n, float p, Rng *rng, const float *x, float *y, float *mask);
+void dropout_backward(size_t n, const float *mask, const float *dy, float *dx);
+
+/* Option-A shortcut of the CIFAR ResNets: y = zero-pad channels of x[:, :, ::stride, ::stride]
+ * with (out_c - in_c) / 2 zero channels on each side (stride 1 with in_c == out_c: copy). */
+void shortcut_a_forward(int n, int in_c, int h, int w, int out_c, int stride, const float *x,
+                        float *y);
+void shortcut_a_backward(int n, int in_c, int h, int w, int out_c, int stride,
+                         const float *dy, float *dx);
+
+/* Softmax cross-entropy with torch.nn.CrossEntropyLoss(weight, label_smoothing) semantics,
+ * mean reduction. With eps = label_smoothing, K classes, class weights w (NULL = all 1):
+ *   loss_i = (1 - eps) * w[y_i] * (-log p_i[y_i]) + eps / K * sum_k w[k] * (-log p_i[k])
+ *   loss   = sum_i loss_i / sum_i w[y_i]
+ * probs [n, k] receives the softmax (needed by backward). Returns the loss. */
+float softmax_cross_entropy_forward(int n, int k, const float *logits, const int *labels,
+                                    const float *class_weights, float label_smoothing,
+                                    float *probs);
+/* dlogits = d loss / d logits for the loss above. */
+void softmax_cross_entropy_backward(int n, int k, const float *probs, const int *labels,
+                                    const float *class_weights, float label_smoothing,
+                                    float *dlogits);
+void softmax_rows(int n, int k, const float *logits, float *probs);
+
+/* ------------------------------------------------------------------------------------ */
+/* GEMM (gemm.c): the one hot kernel, SIMD behind a thin macro layer, scalar fallback    */
+/* ------------------------------------------------------------------------------------ */
+
+/* C[m, n] = alpha * op(A)[m, k] * op(B)[k, n] + beta * C, row-major, with leading
+ * dimensions lda, ldb, ldc. op(X) = X or X^T. Parallel inside with OpenMP unless called
+ * from inside a parallel region. */
+void sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a,
+           int lda, const float *b, int ldb, float beta, float *c, int ldc);
+void sgemm_ref(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a,
+               int lda, const float *b, int ldb, float beta, float *c, int ldc);
+const char *simd_name(void); /* "avx512", "avx2", "scalar" */
+
+/* ------------------------------------------------------------------------------------ */
+/* Network graph, architectures and heads (resnet.c)                                     */
+/* ------------------------------------------------------------------------------------ */
+
+typedef enum {
+    OP_INPUT, OP_CONV, OP_BN, OP_RELU, OP_MAXPOOL, OP_GAP, OP_ADD, OP_SHORTCUT_A,
+    OP_LINEAR, OP_DROPOUT, OP_CONCAT
+} OpType;
+
+/* Freeze groups, in network order. A network trains the groups >= its first trainable one. */
+enum { STAGE_STEM = 0, STAGE_LAYER1, STAGE_LAYER2, STAGE_LAYER3, STAGE_LAYER4, STAGE_HEAD,
+       STAGE_COUNT };
+
+#define RN_NAME_MAX 96
+
+typedef struct {
+    char name[RN_NAME_MAX];   /* torchvision state_dict name, e.g. "layer1.0.conv1.weight" */
+    int ndim;
+    int64_t shape[4];
+    int64_t numel;
+    float *data;
+    float *grad;              /* NULL for buffers (BN running statistics) */
+    int is_buffer;            /* saved with the weights, never optimised */
+    int stage;                /* freeze group */
+} Param;
+
+typedef struct {
+    OpType op;
+    char name[RN_NAME_MAX];   /* module prefix, e.g. "layer2.0.bn1" */
+    int stage;
+    int in[4], n_in;          /* input node indices (ADD: 2, CONCAT: 2..4) */
+    int c, h, w;              /* output shape of one sample for the planned input size */
+    ConvSpec conv;            /* OP_CONV */
+    int k, stride, pad;       /* OP_MAXPOOL; OP_SHORTCUT_A uses stride */
+    float p;                  /* OP_DROPOUT */
+    int relu;                 /* OP_ADD: ReLU applied to the sum (torchvision block end) */
+    int weight, bias, mean, var; /* parameter indices, -1 when absent */
+    float *out, *dout;        /* [batch, c, h, w]; dout only when the plan trains */
+    float *save0, *save1;     /* BN: mean/invstd; DROPOUT: mask; MAXPOOL: argmax (int32) */
+} Node;
+
+typedef enum { HEAD_LINEAR, HEAD_MLP, HEAD_INCEPTION } HeadType;
+
+#define RN_MAX_HIDDEN 8
+typedef struct {
+    HeadType type;
+    int n_hidden, hidden[RN_MAX_HIDDEN]; /* MLP hidden sizes, e.g. {256} or {512,256,128,64} */
+    float dropout;     /* MLP: after each hidden ReLU; INCEPTION: before the dense layer */
+    int batchnorm;     /* MLP: BatchNorm1d before each dense layer */
+    int branch_filters;/* INCEPTION: filters per branch (1x1, 3x3, 5x5), default 128 */
+} HeadSpec;
+
+typedef struct {
+    char arch[32];            /* "resnet50", "cifar_resnet20", "head" ... */
+    int num_classes;
+    Node *nodes; int n_nodes, cap_nodes;
+    Param *params; int n_params, cap_params;
+    int in_c;                 /* input channels (3 for images, feature channels for heads) */
+    int feature_node;         /* backbone output: the feature map before global pooling */
+    int pooled_node;          /* global-average-pooled features [n, C] (-1 if none) */
+    int first_trainable;      /* stages < this are frozen: no grads, BN in eval mode */
+    float bn_momentum, bn_eps;
+    Rng rng;                  /* dropout */
+    /* plan */
+    int batch, in_h, in_w, training_plan;
+    float *arena;             /* one allocation for every activation and gradient */
+    size_t arena_floats;
+} Net;
+
+/* Architectures: "resnet18", "resnet34", "resnet50", "resnet101", "resnet152" (torchvision
+ * v1.5 topology, names as its state_dict) and "cifar_resnet20/32/44/56/110" (option A).
+ * head == NULL means torchvision's plain "fc" (Linear C -> num_classes; the CIFAR models
+ * call it "linear" as in their checkpoints). Weights are initialised as torchvision does
+ * (Kaiming normal fan_out for convs, BN gamma 1 beta 0, Linear uniform +-1/sqrt(in)),
+ * from seed. Returns NULL on an unknown arch (rn_error says which are known). */
+Net *resnet_create(const char *arch, int num_classes, const HeadSpec *head, uint64_t seed);
+/* A network made of a head only, fed with features of shape [c, h, w] (h = w = 1 for
+ * pooled features). Parameter names equal the head's names inside resnet_create's network,
+ * so trained head weights copy across by name (net_copy_params). */
+Net *head_create(int c, int h, int w, int num_classes, const HeadSpec *head, uint64_t seed);
+void net_free(Net *net);
+int arch_is_known(const char *arch);
+int arch_is_cifar(const char *arch);
+
+/* Size every activation for (batch, h, w) once; training plans also hold gradients.
+ * Reuses the arena when the plan does not grow. Fails on inputs too small for the net. */
+int net_plan(Net *net, int batch, int h, int w, int training);
+/* Forward n <= planned batch samples of x [n, in_c, h, w]. train: batch statistics and
+ * dropout in trainable stages (frozen stages always run in eval mode). Returns the output
+ * of the last node, [n, num_classes]. */
+const float *net_forward(Net *net, const float *x, int n, int train);
+/* Forward only as far as node `upto` (e.g. net->feature_node or net->pooled_node). */
+const float *net_forward_upto(Net *net, const float *x, int n, int train, int upto);
+/* Backward from dlogits [n, num_classes] after net_forward(train = 1): accumulates the
+ * gradients of trainable parameters; frozen stages cost nothing. dx (may be NULL)
+ * receives the gradient of the input. */
+void net_backward(Net *net, const float *dlogits, int n, float *dx);
+void net_zero_grad(Net *net);
+void net_set_first_trainable(Net *net, int stage);
+Param *net_find_param(Net *net, const char *name);
+int64_t net_count_params(const Net *net, int trainable_only);
+/* Copy every parameter of src whose name and shape exist in dst. Returns the count. */
+int net_copy_params(Net *dst, const Net *src);
+/* Node output after the last forward, and its per-sample size. */
+const float *net_node_output(const Net *net, int node);
+size_t net_node_size(const Net *net, int node);
+
+/* ------------------------------------------------------------------------------------ */
+/* Optimizers (optim.c), matching torch.optim                                            */
+/* ------------------------------------------------------------------------------------ */
+
+typedef enum { OPT_SGD, OPT_ADAM, OPT_ADAMW } OptType;
+
+typedef struct {
+    OptType type;
+    float lr;
+    float beta1, beta2, eps;   /* Adam/AdamW: 0.9, 0.999, 1e-8 */
+    float weight_decay;        /* SGD/Adam: L2 added to the gradient; AdamW: decoupled */
+    float momentum;            /* SGD */
+    int nesterov;              /* SGD */
+} OptConfig;
+
+OptConfig opt_default(OptType type, float lr);
+
+typedef struct {
+    OptConfig cfg;
+    int64_t step;
+    int n;                     /* one state slot per network parameter (index-aligned) */
+    float **m, **v;            /* Adam moments / SGD momentum buffer in m; NULL until used */
+} Optimizer;
+
+Optimizer *optimizer_create(const Net *net, const OptConfig *cfg);
+/* One update of every parameter that is trainable (stage >= first_trainable, not a buffer). */
+void optimizer_step(Optimizer *opt, Net *net);
+void optimizer_free(Optimizer *opt);
+int opt_parse(const char *name, OptType *type);
+const char *opt_name(OptType type);
+
+/* ------------------------------------------------------------------------------------ */
+/* safetensors (safetensors.c): strict parser, atomic writer, model files, checkpoints   */
+/* ------------------------------------------------------------------------------------ */
+
+typedef enum { ST_F32, ST_F16, ST_BF16, ST_F64, ST_I64, ST_I32, ST_U8, ST_OTHER } StDtype;
+
+#define ST_MAX_DIMS 8
+typedef struct {
+    char *name;
+    StDtype dtype;
+    char dtype_name[12];
+    int ndim;
+    int64_t shape[ST_MAX_DIMS];
+    uint64_t begin, end;       /* byte offsets relative to the data section */
+} StTensor;
+
+typedef struct {
+    char path[512];            /* for error messages ("<memory>" when parsed from a buffer) */
+    uint8_t *file;             /* whole file, owned */
+    size_t file_len;
+    const uint8_t *data;       /* start of the data section */
+    size_t data_len;
+    StTensor *tensors; int n_tensors;
+    char **meta_keys, **meta_vals; int n_meta;
+} StFile;
+
+/* Parse and validate strictly: header length within the file and <= 100 MB, valid JSON
+ * object, known dtypes, shape * dtype size == byte span, offsets inside the data section,
+ * no overlaps or gaps, no duplicate names, __metadata__ a flat string->string map. */
+int st_open(const char *path, StFile *f);
+int st_parse(const uint8_t *buf, size_t len, const char *label, StFile *f); /* copies buf */
+void st_close(StFile *f);
+const StTensor *st_find(const StFile *f, const char *name);
+/* Convert a tensor to float32 (F32, F16, BF16, F64 accepted). */
+int st_read_f32(const StFile *f, const StTensor *t, float *out);
+const char *st_meta(const StFile *f, const char *key); /* NULL when absent */
+
+typedef struct {
+    Buf header_entries;  /* internal */
+    Buf data;
+    char **meta_keys, **meta_vals; int n_meta;
+    int n_tensors;
+} StWriter;
+void st_writer_init(StWriter *w);
+void st_writer_add_f32(StWriter *w, const char *name, int ndim, const int64_t *shape,
+                       const float *data);
+void st_writer_add_i64(StWriter *w, const char *name, int ndim, const int64_t *shape,
+                       const int64_t *data);
+void st_writer_meta(StWriter *w, const char *key, const char *value);
+int st_writer_save(StWriter *w, const char *path); /* atomic */
+void st_writer_free(StWriter *w);
+
+/* Load weights by torchvision name. Every parameter and buffer of the net must be present
+ * with the same shape, except a head whose shape differs (e.g. a stock 1000-class fc into
+ * a 2-class model) when allow_new_head: the head keeps its fresh initialisation and a
+ * line on stderr says so. Extra tensors in the file are an error unless they belong to a
+ * replaced head; "num_batches_tracked" is ignored. */
+int net_load_weights(Net *net, const char *path, int allow_new_head);
+int net_load_weights_st(Net *net, const StFile *f, int allow_new_head);
+/* Save parameters and buffers plus metadata (arch, classes, preprocessing...). */
+int net_save_weights(const Net *net, const char *path, const char **meta_keys,
+                     const char **meta_vals, int n_meta);
+
+/* Checkpoint: weights, optimizer state (per-parameter moments named "optim.m.<name>" /
+ * "optim.v.<name>"), step, RNG state and caller metadata in one safetensors file. */
+int checkpoint_save(const char *path, const Net *net, const Optimizer *opt, const Rng *rng,
+                    const char **meta_keys, const char **meta_vals, int n_meta);
+int checkpoint_load(const char *path, Net *net, Optimizer *opt, Rng *rng, StFile *keep_meta);
+
+/* ------------------------------------------------------------------------------------ */
+/* Data (data.c): decoding, datasets, preprocessing, augmentation, splits, loader        */
+/* ------------------------------------------------------------------------------------ */
+
+#define RN_MAX_IMAGE_SIDE 16384          /* larger images are rejected before allocation */
+#define RN_MAX_IMAGE_PIXELS (1 << 28)
+
+typedef struct { int w, h; uint8_t *rgb; } Image;  /* 8-bit RGB, row-major, 3 bytes/pixel */
+
+/* Decode any format stb_image reads (JPEG, PNG, BMP, GIF first frame, TGA, PNM, PSD) into
+ * RGB8. On failure returns -1 and writes the reason (one line, no path) into why. */
+int image_decode_file(const char *path, Image *img, char *why, size_t why_len);
+int image_decode_memory(const uint8_t *buf, size_t len, Image *img, char *why,
+                        size_t why_len);
+/* Check the header only (format, size caps): cheap validation when a dataset is listed. */
+int image_probe_file(const char *path, int *w, int *h, char *why, size_t why_len);
+void image_free(Image *img);
+int image_write_png(const char *path, const Image *img); /* atomic */
+
+typedef enum { PREP_TORCHVISION, PREP_CAFFE, PREP_UNIT } PrepKind;
+
+typedef struct {
+    PrepKind kind;    /* torchvision: RGB/255, ImageNet mean/std; caffe: BGR 0-255 minus
+                         mean; unit: RGB/255 */
+    int size;         /* output is size x size */
+    float crop_pct;   /* eval: resize shorter side to size/crop_pct, center crop size */
+} Preprocess;
+
+typedef struct {
+    int enabled;
+    float scale_min, scale_max;   /* random resized crop area fraction, e.g. 0.08..1 */
+    float ratio_min, ratio_max;   /* aspect ratio range, e.g. 3/4..4/3 */
+    int hflip;                    /* horizontal flip with probability 0.5 */
+    float rotate_deg;             /* uniform in [-deg, deg] */
+    float translate;              /* fraction of size, uniform in [-t, t] on each axis */
+    float brightness, contrast;   /* factors uniform in [1-b, 1+b], [1-c, 1+c] */
+} Augment;
+
+Augment augment_default(void);       /* the common transfer-learning recipe */
+int prep_parse(const char *name, PrepKind *kind);
+const char *prep_name(PrepKind kind);
+
+/* Image -> float [3, size, size] (CHW) by the convention. aug == NULL or !aug->enabled:
+ * the eval transform. Otherwise augmentation drawn from rng. */
+void preprocess_image(const Image *img, const Preprocess *p, const Augment *aug, Rng *rng,
+                      float *out);
+
+typedef struct {
+    int n;
+    char **paths;             /* per item; NULL for in-memory (CIFAR binary) items */
+    int *labels;              /* -1 when unlabelled */
+    uint8_t *pixels;          /* in-memory items: n * 32*32*3 RGB (CIFAR binaries) */
+    int pixel_w, pixel_h;
+    int n_classes;
+    char **class_names;
+    int n_skipped;            /* files that could not be used, each reported on stderr */
+    char root[512];
+} Dataset;
+
+/* An ImageFolder tree: classes are the sorted sub-folder names; hidden and non-image
+ * files are ignored; undecodable files are reported, skipped and counted. */
+int dataset_from_folder(const char *dir, Dataset *d);
+/* Same, but with the class list fixed (val/test folders must use train's classes). */
+int dataset_from_folder_classes(const char *dir, char **class_names, int n_classes,
+                                Dataset *d);
+int dataset_from_cifar(const char *dir, int train, Dataset *d); /* CIFAR-10/100 binaries */
+int dataset_from_unlabelled(const char *dir, Dataset *d);
+int dataset_from_csv(const char *csv_path, Dataset *d);         /* lines "path,label" */
+void dataset_free(Dataset *d);
+void dataset_summary(const Dataset *d, const char *title, FILE *out);
+/* Subset by item indices (copies what it needs). */
+void dataset_subset(const Dataset *d, const int *idx, int n, Dataset *out);
+/* Seeded stratified split by fractions (test = 1 - train - val). */
+int dataset_split(const Dataset *d, float train_frac, float val_frac, uint64_t seed,
+                  Dataset *train, Dataset *val, Dataset *test);
+/* "balanced": w_c = n / (K * n_c) (0 for an empty class). */
+void class_weights_balanced(const Dataset *d, float *w);
+/* Decode item i (file or in-memory). */
+int dataset_load_image(const Dataset *d, int i, Image *img, char *why, size_t why_len);
+
+/* Batches of preprocessed images, decoded by worker threads ahead of the consumer.
+ * Shuffling and augmentation depend only on (seed, epoch), never on thread timing. */
+typedef struct Loader Loader;
+Loader *loader_create(const Dataset *d, const Preprocess *p, const Augment *aug, int batch,
+                      int shuffle, uint64_t seed, int n_threads);
+/* Start epoch `epoch` (order and augmentation draws derive from seed and epoch). */
+void loader_start_epoch(Loader *l, int epoch);
+/* Next batch: x [batch, 3, size, size], labels [batch], idx [batch] (dataset indices).
+ * Returns the number of samples (0 at the end of the epoch). Items that fail to decode
+ * are reported once and left out. */
+int loader_next(Loader *l, float *x, int *labels, int *idx);
+int loader_failures(const Loader *l);
+void loader_free(Loader *l);
+
+/* ------------------------------------------------------------------------------------ */
+/* Metrics (metrics.c) and report (report.c)                                             */
+/* ------------------------------------------------------------------------------------ */
+
+typedef struct {
+    int n, k;                 /* samples, classes */
+    double loss;              /* mean cross-entropy when given, else NAN */
+    double accuracy, topk_accuracy;
+    int topk;
+    int *confusion;           /* [k, k]: row = true class, column = predicted */
+    double *precision, *recall, *f1; /* [k] */
+    int *support;             /* [k] */
+    double macro_precision, macro_recall, macro_f1;
+    double weighted_precision, weighted_recall, weighted_f1;
+    double macro_auc;         /* one-vs-rest, rank-based with ties; NAN if undefined */
+} Metrics;
+
+/* probs [n, k] (rows sum to 1), labels [n] in [0, k). */
+void metrics_compute(int n, int k, const float *probs, const int *labels, int topk,
+                     double loss, Metrics *m);
+void metrics_free(Metrics *m);
+/* Area under ROC for scores of positives vs negatives (Mann-Whitney U, ties count 1/2). */
+double roc_auc(int n, const float *scores, const uint8_t *positive);
+/* scikit-learn style classification_report. */
+void metrics_print_report(const Metrics *m, char **class_names, FILE *out);
+void metrics_json(Buf *b, const Metrics *m, char **class_names);
+
+typedef struct {
+    int epoch; int stage;
+    double train_loss, train_acc, val_loss, val_acc, lr, seconds;
+} EpochRecord;
+
+typedef struct {
+    const char *title;
+    char **class_names; int k;
+    const Metrics *test, *val;      /* may be NULL */
+    const EpochRecord *history; int n_history;
+    /* pseudo-labelling accuracy matrix acc[i * n_domains + j] (model after D_i on D_j,
+       NAN where j > i or unknown); NULL when not run */
+    const double *domain_acc; int n_domains; char **domain_names;
+    const char **misclassified; int n_misclassified; /* lines "path: true -> guess (p)" */
+    const char *notes;              /* free text: command, timings */
+} Report;
+
+/* metrics.json ({"test": {...}, "val": {...}, "history": [...], "domains": ...}) and
+ * report.html (self-contained, inline SVG charts), both written atomically into dir. */
+int report_write_json(const Report *r, const char *path);
+int report_write_html(const Report *r, const char *path);
+
+#endif /* RESNET_H */

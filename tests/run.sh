@@ -1,0 +1,25 @@
+#!/bin/sh
+# Runs every test binary given, then the shell tests tests/t_*.sh, and prints one closing
+# line "N passed, N failed" over all test cases. Exit status is non-zero if any failed.
+passed=0; failed=0; skipped=0; bad_bins=""
+log=$(mktemp); trap 'rm -f "$log"' EXIT
+for t in "$@"; do
+  echo "== $t"
+  "$t" > "$log" 2>&1; rc=$?
+  cat "$log"
+  line=$(grep '^# [0-9]* passed, [0-9]* failed' "$log" | tail -n 1)
+  if [ -z "$line" ]; then failed=$((failed + 1)); bad_bins="$bad_bins $t(crashed rc=$rc)"; continue; fi
+  p=$(echo "$line" | sed 's/^# \([0-9]*\) passed.*/\1/')
+  f=$(echo "$line" | sed 's/.* \([0-9]*\) failed.*/\1/')
+  s=$(echo "$line" | sed 's/.* \([0-9]*\) skipped.*/\1/')
+  passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
+  if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); bad_bins="$bad_bins $t(rc=$rc)"; fi
+done
+for s in tests/t_*.sh; do
+  [ -f "$s" ] || continue
+  echo "== $s"
+  if sh "$s"; then passed=$((passed + 1)); echo "ok   $s"; else failed=$((failed + 1)); echo "FAIL $s"; bad_bins="$bad_bins $s"; fi
+done
+[ -n "$bad_bins" ] && echo "failing:$bad_bins"
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ]
