@@ -284,6 +284,10 @@ Net *resnet_create(const char *arch, int num_classes, const HeadSpec *head, uint
  * so trained head weights copy across by name (net_copy_params). */
 Net *head_create(int c, int h, int w, int num_classes, const HeadSpec *head, uint64_t seed);
 void net_free(Net *net);
+/* Head specs as text, stored in model files and given on the command line:
+ *   "linear" | "mlp:256" | "mlp:512,256,128,64:dropout=0.2:bn" | "inception:128:dropout=0.5" */
+int head_parse(const char *text, HeadSpec *head);
+void head_format(const HeadSpec *head, char *out, size_t out_len);
 int arch_is_known(const char *arch);
 int arch_is_cifar(const char *arch);
 
@@ -503,6 +507,22 @@ void loader_start_epoch(Loader *l, int epoch);
 int loader_next(Loader *l, float *x, int *labels, int *idx);
 int loader_failures(const Loader *l);
 void loader_free(Loader *l);
+
+/* (model files live in safetensors.c; declared here because they need Preprocess) */
+/* Model files: weights plus everything inference needs, in the safetensors metadata:
+ *   "format": "resnet-c-model", "arch", "num_classes", "classes" (JSON array of names),
+ *   "head" (head_format text), "preprocess" (prep_name), "img_size", "crop_pct".      */
+typedef struct {
+    char arch[32];
+    int num_classes;
+    char **class_names;       /* num_classes names, owned (model_info_free) */
+    HeadSpec head;
+    Preprocess prep;
+} ModelInfo;
+int model_save(const char *path, const Net *net, const ModelInfo *info);
+/* Build the network the file describes and load its weights. NULL on failure. */
+Net *model_load(const char *path, ModelInfo *info);
+void model_info_free(ModelInfo *info);
 
 /* ------------------------------------------------------------------------------------ */
 /* Metrics (metrics.c) and report (report.c)                                             */
