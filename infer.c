@@ -1,0 +1,917 @@
+/* infer.c - classify images, evaluate a labelled folder, or look inside images patch by patch.
+ *
+ *   ./infer --model RUN/model.safetensors IMAGE_OR_DIR...
+ *   ./infer --arch resnet50 --weights W.safetensors [--crop-pct 1] IMAGE_OR_DIR...
+ *   ./infer --model M --eval DIR --out OUT/
+ *   ./infer --model M --patches 224 --stride 112 --out OUT/ IMAGE...
+ *
+ * Exit status: 0 when every input succeeded, 1 when some input failed (after all others
+ * were processed, each failure reported in one line), 2 on a usage or fatal error.
+ */
+#include "resnet.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <stb_easy_font.h>
+
+typedef enum { OUT_TABLE, OUT_JSON, OUT_CSV } OutFormat;
+
+typedef struct {
+    const char *model, *arch, *weights, *labels, *eval_dir, *out_dir;
+    const char *save_logits, *save_features, *preprocess;
+    int img_size, batch, topk, threads, patch, stride;
+    float crop_pct, secondary_threshold;
+    OutFormat format;
+    const char **inputs;
+    int n_inputs;
+} Options;
+
+static void usage(FILE *f) {
+    fprintf(f,
+        "usage: infer (--model M.safetensors | --arch A --weights W.safetensors) [options] IMAGE_OR_DIR...\n"
+        "       infer --model M --eval DIR [--out OUT]\n"
+        "       infer --model M --patches SIZE [--stride S] [--out OUT] IMAGE...\n"
+        "\n"
+        "model\n"
+        "  --model FILE          model written by train: architecture, head, classes and\n"
+        "                        preprocessing come from the file\n"
+        "  --arch NAME           bare backbone: resnet18|34|50|101|152, cifar_resnet20|32|44|56|110\n"
+        "  --weights FILE        its weights (torchvision names); the class count is read from\n"
+        "                        the file's fc/linear weight; 1000 classes get ImageNet names\n"
+        "  --labels FILE         class names, one a line (default for 1000 classes:\n"
+        "                        $SHARED/data/imagenet_classes.txt, SHARED defaults to ../shared)\n"
+        "preprocessing (defaults: the model file's; for --arch: torchvision, 224 or 32 for CIFAR)\n"
+        "  --img-size N          network input size\n"
+        "  --crop-pct F          eval transform: resize shorter side to size/F, center crop\n"
+        "                        (default 0.875; 1 passes a size x size image unchanged)\n"
+        "  --preprocess NAME     torchvision | caffe | unit\n"
+        "output\n"
+        "  --topk K              classes per image (default 5)\n"
+        "  --json | --csv        machine-readable output on stdout (default: aligned table)\n"
+        "  --save-logits F.npy   logits [N, classes] float32, input order (failed inputs left out)\n"
+        "  --save-features F.npy pooled backbone features [N, C] float32, input order\n"
+        "  --batch N             images per forward pass (default 8)\n"
+        "  --threads N           decoding threads (default: OMP_NUM_THREADS or all cores)\n"
+        "evaluation\n"
+        "  --eval DIR            labelled folder (class sub-folders named as the model's classes):\n"
+        "                        classification report, misclassified files, metrics.json and\n"
+        "                        report.html under --out\n"
+        "  --out DIR             where reports and patch pictures go (default infer_out)\n"
+        "patch-based inference\n"
+        "  --patches SIZE        classify every SIZE x SIZE window of each image (original pixels;\n"
+        "                        each window is resized to the model's input size). Windows start\n"
+        "                        at 0, S, 2S, ...; when the size is not a multiple of the stride a\n"
+        "                        last window is aligned with the right/bottom edge, so every pixel\n"
+        "                        is covered. An image smaller than SIZE is first upscaled so that\n"
+        "                        its shorter side equals SIZE.\n"
+        "  --stride S            window step (default SIZE)\n"
+        "  --secondary-threshold T  other classes whose share of the summed softmax mass\n"
+        "                        exceeds T are secondary (default 0.05)\n"
+        "                        A picture per image, OUT/<name>.patches.png, shows the grid in\n"
+        "                        class colours with a legend.\n");
+}
+
+static int parse_int(const char *s, const char *flag, int lo, int hi, int *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || end == s || v < lo || v > hi) {
+        fprintf(stderr, "infer: %s expects an integer in [%d, %d], got '%s'\n", flag, lo, hi, s);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+static int parse_float(const char *s, const char *flag, float lo, float hi, float *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || *end || end == s || !(v >= lo && v <= hi)) {
+        fprintf(stderr, "infer: %s expects a number in [%g, %g], got '%s'\n", flag, lo, hi, s);
+        return -1;
+    }
+    *out = (float)v;
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, Options *o) {
+    memset(o, 0, sizeof *o);
+    o->batch = 8;
+    o->topk = 5;
+    o->crop_pct = -1;
+    o->secondary_threshold = 0.05f;
+    o->inputs = calloc((size_t)argc, sizeof *o->inputs);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define NEED_VALUE() do { if (!v) { fprintf(stderr, "infer: %s needs a value\n", a); return -1; } i++; } while (0)
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); exit(0); }
+        else if (!strcmp(a, "--model")) { NEED_VALUE(); o->model = v; }
+        else if (!strcmp(a, "--arch")) { NEED_VALUE(); o->arch = v; }
+        else if (!strcmp(a, "--weights")) { NEED_VALUE(); o->weights = v; }
+        else if (!strcmp(a, "--labels")) { NEED_VALUE(); o->labels = v; }
+        else if (!strcmp(a, "--eval")) { NEED_VALUE(); o->eval_dir = v; }
+        else if (!strcmp(a, "--out")) { NEED_VALUE(); o->out_dir = v; }
+        else if (!strcmp(a, "--save-logits")) { NEED_VALUE(); o->save_logits = v; }
+        else if (!strcmp(a, "--save-features")) { NEED_VALUE(); o->save_features = v; }
+        else if (!strcmp(a, "--preprocess")) { NEED_VALUE(); o->preprocess = v; }
+        else if (!strcmp(a, "--img-size")) { NEED_VALUE(); if (parse_int(v, a, 16, 4096, &o->img_size)) return -1; }
+        else if (!strcmp(a, "--batch")) { NEED_VALUE(); if (parse_int(v, a, 1, 4096, &o->batch)) return -1; }
+        else if (!strcmp(a, "--topk")) { NEED_VALUE(); if (parse_int(v, a, 1, 100000, &o->topk)) return -1; }
+        else if (!strcmp(a, "--threads")) { NEED_VALUE(); if (parse_int(v, a, 1, RN_MAX_THREADS, &o->threads)) return -1; }
+        else if (!strcmp(a, "--patches")) { NEED_VALUE(); if (parse_int(v, a, 8, 65536, &o->patch)) return -1; }
+        else if (!strcmp(a, "--stride")) { NEED_VALUE(); if (parse_int(v, a, 1, 65536, &o->stride)) return -1; }
+        else if (!strcmp(a, "--crop-pct")) { NEED_VALUE(); if (parse_float(v, a, 0.05f, 1.0f, &o->crop_pct)) return -1; }
+        else if (!strcmp(a, "--secondary-threshold")) { NEED_VALUE(); if (parse_float(v, a, 0.0f, 1.0f, &o->secondary_threshold)) return -1; }
+        else if (!strcmp(a, "--json")) o->format = OUT_JSON;
+        else if (!strcmp(a, "--csv")) o->format = OUT_CSV;
+        else if (a[0] == '-' && a[1] == '-') { fprintf(stderr, "infer: unknown option %s (see --help)\n", a); return -1; }
+        else o->inputs[o->n_inputs++] = a;
+#undef NEED_VALUE
+    }
+    if (!o->model && !(o->arch && o->weights)) {
+        fprintf(stderr, "infer: give --model FILE, or --arch NAME and --weights FILE (see --help)\n");
+        return -1;
+    }
+    if (o->model && (o->arch || o->weights)) {
+        fprintf(stderr, "infer: --model already holds the architecture and weights; drop --arch/--weights\n");
+        return -1;
+    }
+    if (!o->eval_dir && o->n_inputs == 0) {
+        fprintf(stderr, "infer: no input images or folders given (see --help)\n");
+        return -1;
+    }
+    if (o->eval_dir && o->patch) {
+        fprintf(stderr, "infer: --eval and --patches are separate modes; run them one at a time\n");
+        return -1;
+    }
+    if (o->stride && !o->patch) {
+        fprintf(stderr, "infer: --stride only applies with --patches\n");
+        return -1;
+    }
+    if (o->patch && !o->stride) o->stride = o->patch;
+    if (!o->out_dir) o->out_dir = "infer_out";
+    return 0;
+}
+
+/* ------------------------------------------------------------------ model and class names */
+
+static char **read_lines(const char *path, int *n_out) {
+    size_t len;
+    uint8_t *text = read_file(path, &len);
+    if (!text) return NULL;
+    int cap = 64, n = 0;
+    char **lines = malloc(sizeof *lines * (size_t)cap);
+    char *save = NULL;
+    for (char *line = strtok_r((char *)text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        size_t l = strlen(line);
+        while (l && (line[l - 1] == '\r' || line[l - 1] == ' ')) line[--l] = 0;
+        if (!l) continue;
+        if (n == cap) lines = realloc(lines, sizeof *lines * (size_t)(cap *= 2));
+        lines[n++] = rn_strdup(line);
+    }
+    free(text);
+    *n_out = n;
+    return lines;
+}
+
+/* Class count of a bare backbone's weights: rows of its classifier. */
+static int classes_in_weights(const char *path, const char *arch) {
+    StFile f;
+    if (st_open(path, &f) != 0) return -1;
+    const char *name = arch_is_cifar(arch) ? "linear.weight" : "fc.weight";
+    const StTensor *t = st_find(&f, name);
+    int k = -1;
+    if (!t || t->ndim != 2) rn_set_error("%s: no 2-D classifier tensor '%s' found", path, name);
+    else k = (int)t->shape[0];
+    st_close(&f);
+    return k;
+}
+
+static Net *load_model(const Options *o, ModelInfo *info) {
+    memset(info, 0, sizeof *info);
+    Net *net;
+    if (o->model) {
+        net = model_load(o->model, info);
+        if (!net) return NULL;
+    } else {
+        if (!arch_is_known(o->arch)) {
+            rn_set_error("unknown --arch '%s'", o->arch);
+            return NULL;
+        }
+        int k = classes_in_weights(o->weights, o->arch);
+        if (k < 1) return NULL;
+        net = resnet_create(o->arch, k, NULL, 0);
+        if (!net) return NULL;
+        if (net_load_weights(net, o->weights, 0) != 0) {
+            net_free(net);
+            return NULL;
+        }
+        snprintf(info->arch, sizeof info->arch, "%s", o->arch);
+        info->num_classes = k;
+        info->head.type = HEAD_LINEAR;
+        info->prep.kind = PREP_TORCHVISION;
+        info->prep.size = arch_is_cifar(o->arch) ? 32 : 224;
+        info->prep.crop_pct = 0.875f;
+    }
+    /* command-line preprocessing overrides the defaults (and, with a warning, a model's) */
+    if (o->img_size) {
+        if (o->model && o->img_size != info->prep.size)
+            fprintf(stderr, "infer: note: --img-size %d overrides the model's %d\n", o->img_size, info->prep.size);
+        info->prep.size = o->img_size;
+    }
+    if (o->crop_pct > 0) info->prep.crop_pct = o->crop_pct;
+    if (o->preprocess) {
+        PrepKind kind;
+        if (prep_parse(o->preprocess, &kind) != 0) {
+            net_free(net);
+            return NULL;
+        }
+        if (o->model && kind != info->prep.kind)
+            fprintf(stderr, "infer: note: --preprocess %s overrides the model's %s\n", o->preprocess, prep_name(info->prep.kind));
+        info->prep.kind = kind;
+    }
+    /* class names: model file, --labels, ImageNet names for 1000 classes, else class_<i> */
+    const char *labels = o->labels;
+    char shared_labels[1024];
+    if (!labels && !info->class_names && info->num_classes == 1000) {
+        const char *shared = getenv("SHARED");
+        snprintf(shared_labels, sizeof shared_labels, "%s/data/imagenet_classes.txt",
+                 shared && *shared ? shared : "../shared");
+        struct stat st;
+        if (stat(shared_labels, &st) == 0) labels = shared_labels;
+        else fprintf(stderr, "infer: note: %s not found; classes are shown by index (use --labels)\n", shared_labels);
+    }
+    if (labels) {
+        int n = 0;
+        char **names = read_lines(labels, &n);
+        if (!names) { net_free(net); return NULL; }
+        if (n != info->num_classes) {
+            rn_set_error("%s: %d class names, but the model has %d classes", labels, n, info->num_classes);
+            for (int i = 0; i < n; i++) free(names[i]);
+            free(names);
+            net_free(net);
+            return NULL;
+        }
+        if (info->class_names) {
+            for (int i = 0; i < info->num_classes; i++) free(info->class_names[i]);
+            free(info->class_names);
+        }
+        info->class_names = names;
+    }
+    if (!info->class_names) {
+        info->class_names = malloc(sizeof(char *) * (size_t)info->num_classes);
+        for (int i = 0; i < info->num_classes; i++) {
+            char b[32];
+            snprintf(b, sizeof b, "class_%d", i);
+            info->class_names[i] = rn_strdup(b);
+        }
+    }
+    return net;
+}
+
+/* ------------------------------------------------------------------ inputs */
+
+/* Files in input order; each folder argument contributes its images, sorted. */
+static int collect_inputs(const Options *o, Dataset *ds) {
+    memset(ds, 0, sizeof *ds);
+    int cap = 64;
+    ds->paths = malloc(sizeof(char *) * (size_t)cap);
+    for (int i = 0; i < o->n_inputs; i++) {
+        struct stat st;
+        if (stat(o->inputs[i], &st) != 0) {
+            fprintf(stderr, "infer: skip %s: %s\n", o->inputs[i], strerror(errno));
+            ds->n_skipped++;
+            continue;
+        }
+        if (S_ISDIR(st.st_mode)) {
+            Dataset sub;
+            if (dataset_from_unlabelled(o->inputs[i], &sub) != 0) {
+                fprintf(stderr, "infer: skip %s: %s\n", o->inputs[i], rn_error());
+                ds->n_skipped++;
+                continue;
+            }
+            ds->n_skipped += sub.n_skipped;
+            for (int j = 0; j < sub.n; j++) {
+                if (ds->n == cap) ds->paths = realloc(ds->paths, sizeof(char *) * (size_t)(cap *= 2));
+                ds->paths[ds->n++] = rn_strdup(sub.paths[j]);
+            }
+            dataset_free(&sub);
+        } else {
+            if (ds->n == cap) ds->paths = realloc(ds->paths, sizeof(char *) * (size_t)(cap *= 2));
+            ds->paths[ds->n++] = rn_strdup(o->inputs[i]);
+        }
+    }
+    ds->labels = malloc(sizeof(int) * (size_t)(ds->n ? ds->n : 1));
+    for (int i = 0; i < ds->n; i++) ds->labels[i] = -1;
+    return 0;
+}
+
+/* Indices of the k largest entries of p[n], best first (ties: lower index first). */
+static void top_k(const float *p, int n, int k, int *idx) {
+    for (int j = 0; j < k; j++) idx[j] = -1;
+    for (int c = 0; c < n; c++) {
+        int pos = k;
+        while (pos > 0 && (idx[pos - 1] < 0 || p[c] > p[idx[pos - 1]])) pos--;
+        if (pos >= k) continue;
+        for (int j = k - 1; j > pos; j--) idx[j] = idx[j - 1];
+        idx[pos] = c;
+    }
+}
+
+static const char *base_name(const char *path) {
+    const char *s = strrchr(path, '/');
+    return s ? s + 1 : path;
+}
+
+/* ------------------------------------------------------------------ classify / evaluate */
+
+typedef struct {
+    int n, k, feat;
+    float *probs, *logits, *features; /* [n, k], [n, k], [n, feat] */
+    uint8_t *ok;                      /* per input: decoded and classified */
+    double loss_sum;
+} Results;
+
+/* Run every item of ds through the net in batches; results land in input order. */
+static int run_dataset(Net *net, const ModelInfo *info, const Dataset *ds, const Options *o,
+                       int want_features, Results *r) {
+    int k = info->num_classes, size = info->prep.size, batch = o->batch;
+    memset(r, 0, sizeof *r);
+    r->n = ds->n;
+    r->k = k;
+    int feat_node = net->pooled_node >= 0 ? net->pooled_node : net->feature_node;
+    r->feat = want_features ? (int)net_node_size(net, feat_node) : 0;
+    if (net_plan(net, batch, size, size, 0) != 0) return -1;
+    if (want_features) r->feat = (int)net_node_size(net, feat_node);
+    size_t n = (size_t)(ds->n ? ds->n : 1);
+    r->probs = rn_calloc(n * (size_t)k, sizeof(float));
+    r->logits = rn_calloc(n * (size_t)k, sizeof(float));
+    r->features = want_features ? rn_calloc(n * (size_t)r->feat, sizeof(float)) : NULL;
+    r->ok = rn_calloc(n, 1);
+    if (ds->n == 0) return 0;
+    Loader *loader = loader_create(ds, &info->prep, NULL, batch, 0, 0, o->threads);
+    if (!loader) return -1;
+    loader_start_epoch(loader, 0);
+    float *x = rn_alloc(sizeof(float) * (size_t)batch * 3 * size * size);
+    float *probs = rn_alloc(sizeof(float) * (size_t)batch * k);
+    int *labels = rn_alloc(sizeof(int) * (size_t)batch), *idx = rn_alloc(sizeof(int) * (size_t)batch);
+    Progress prog;
+    progress_start(&prog, "inference", ds->n);
+    long done = 0;
+    int got;
+    while ((got = loader_next(loader, x, labels, idx)) > 0) {
+        const float *logits = net_forward(net, x, got, 0);
+        int labelled = 1;
+        for (int i = 0; i < got; i++) labelled &= labels[i] >= 0 && labels[i] < k;
+        if (labelled)
+            r->loss_sum += (double)softmax_cross_entropy_forward(got, k, logits, labels, NULL, 0, probs) * got;
+        else
+            softmax_rows(got, k, logits, probs);
+        const float *f = want_features ? net_node_output(net, feat_node) : NULL;
+        for (int i = 0; i < got; i++) {
+            size_t at = (size_t)idx[i];
+            memcpy(r->logits + at * k, logits + (size_t)i * k, sizeof(float) * k);
+            memcpy(r->probs + at * k, probs + (size_t)i * k, sizeof(float) * k);
+            if (f) memcpy(r->features + at * r->feat, f + (size_t)i * r->feat, sizeof(float) * r->feat);
+            r->ok[at] = 1;
+        }
+        done += got;
+        progress_update(&prog, done, NULL);
+    }
+    progress_finish(&prog, NULL);
+    loader_free(loader);
+    rn_free(x);
+    rn_free(probs);
+    rn_free(labels);
+    rn_free(idx);
+    return 0;
+}
+
+static void results_free(Results *r) {
+    rn_free(r->probs);
+    rn_free(r->logits);
+    rn_free(r->features);
+    rn_free(r->ok);
+}
+
+/* Rows of the ok inputs, in input order, as one [m, width] array. */
+static int save_rows_npy(const char *path, const float *rows, const uint8_t *ok, int n, int width) {
+    int m = 0;
+    for (int i = 0; i < n; i++) m += ok[i];
+    float *packed = rn_alloc(sizeof(float) * (size_t)(m ? m : 1) * (size_t)width);
+    for (int i = 0, j = 0; i < n; i++)
+        if (ok[i]) memcpy(packed + (size_t)j++ * width, rows + (size_t)i * width, sizeof(float) * width);
+    int64_t shape[2] = {m, width};
+    int rc = write_npy_f32(path, packed, 2, shape);
+    rn_free(packed);
+    if (rc == 0) fprintf(stderr, "infer: wrote %s [%d, %d]\n", path, m, width);
+    return rc;
+}
+
+static void print_results(const Results *r, const Dataset *ds, char **names, const Options *o) {
+    int k = o->topk < r->k ? o->topk : r->k;
+    int *top = malloc(sizeof(int) * (size_t)k);
+    if (o->format == OUT_JSON) {
+        Buf b = {0};
+        buf_put(&b, "[\n", 2);
+        int first = 1;
+        for (int i = 0; i < r->n; i++) {
+            if (!r->ok[i]) continue;
+            top_k(r->probs + (size_t)i * r->k, r->k, k, top);
+            buf_printf(&b, "%s  {\"path\": ", first ? "" : ",\n");
+            buf_json_string(&b, ds->paths[i]);
+            buf_printf(&b, ", \"top\": [");
+            for (int j = 0; j < k; j++) {
+                buf_printf(&b, "%s{\"class\": ", j ? ", " : "");
+                buf_json_string(&b, names[top[j]]);
+                buf_printf(&b, ", \"index\": %d, \"prob\": %.6g}", top[j], r->probs[(size_t)i * r->k + top[j]]);
+            }
+            buf_printf(&b, "]}");
+            first = 0;
+        }
+        buf_put(&b, "\n]\n", 3);
+        fwrite(b.data, 1, b.len, stdout);
+        buf_free(&b);
+    } else if (o->format == OUT_CSV) {
+        printf("path,rank,class,index,prob\n");
+        for (int i = 0; i < r->n; i++) {
+            if (!r->ok[i]) continue;
+            top_k(r->probs + (size_t)i * r->k, r->k, k, top);
+            for (int j = 0; j < k; j++) {
+                /* RFC 4180 quoting for fields that may hold commas or quotes */
+                const char *fields[2] = {ds->paths[i], names[top[j]]};
+                for (int f = 0; f < 2; f++) {
+                    const char *s = fields[f];
+                    if (strpbrk(s, ",\"\n")) {
+                        putchar('"');
+                        for (; *s; s++) { if (*s == '"') putchar('"'); putchar(*s); }
+                        putchar('"');
+                    } else fputs(s, stdout);
+                    putchar(',');
+                    if (f == 0) printf("%d,", j + 1);
+                }
+                printf("%d,%.6f\n", top[j], r->probs[(size_t)i * r->k + top[j]]);
+            }
+        }
+    } else {
+        /* aligned table: one row per image, "class prob" columns for each rank */
+        int wpath = 5, wclass[100] = {0};
+        int kk = k < 100 ? k : 100;
+        for (int i = 0; i < r->n; i++) {
+            if (!r->ok[i]) continue;
+            int l = (int)strlen(ds->paths[i]);
+            if (l > wpath) wpath = l;
+            top_k(r->probs + (size_t)i * r->k, r->k, kk, top);
+            for (int j = 0; j < kk; j++) {
+                int lc = (int)strlen(names[top[j]]);
+                if (lc > 40) lc = 40;
+                if (lc > wclass[j]) wclass[j] = lc;
+            }
+        }
+        if (wpath > 60) wpath = 60;
+        printf("%-*s", wpath, "image");
+        for (int j = 0; j < kk; j++) {
+            char h[16];
+            snprintf(h, sizeof h, "top-%d", j + 1);
+            printf("  %-*s %6s", wclass[j] > 5 ? wclass[j] : 5, h, "p");
+        }
+        putchar('\n');
+        for (int i = 0; i < r->n; i++) {
+            if (!r->ok[i]) continue;
+            const char *p = ds->paths[i];
+            int l = (int)strlen(p);
+            if (l > wpath) printf("...%-*s", wpath - 3, p + l - (wpath - 3));
+            else printf("%-*s", wpath, p);
+            top_k(r->probs + (size_t)i * r->k, r->k, kk, top);
+            for (int j = 0; j < kk; j++)
+                printf("  %-*.40s %6.4f", wclass[j] > 5 ? wclass[j] : 5, names[top[j]],
+                       r->probs[(size_t)i * r->k + top[j]]);
+            putchar('\n');
+        }
+    }
+    free(top);
+}
+
+static int cmd_classify(Net *net, ModelInfo *info, const Options *o) {
+    Dataset ds;
+    collect_inputs(o, &ds);
+    int failed = ds.n_skipped;
+    Results r;
+    if (run_dataset(net, info, &ds, o, o->save_features != NULL, &r) != 0) {
+        fprintf(stderr, "infer: %s\n", rn_error());
+        dataset_free(&ds);
+        return 2;
+    }
+    for (int i = 0; i < ds.n; i++) failed += !r.ok[i];
+    print_results(&r, &ds, info->class_names, o);
+    int rc = 0;
+    if (o->save_logits && save_rows_npy(o->save_logits, r.logits, r.ok, r.n, r.k) != 0) rc = -1;
+    if (o->save_features && save_rows_npy(o->save_features, r.features, r.ok, r.n, r.feat) != 0) rc = -1;
+    if (rc) fprintf(stderr, "infer: %s\n", rn_error());
+    if (failed) fprintf(stderr, "infer: %d of %d inputs failed (reported above)\n", failed, ds.n + ds.n_skipped);
+    results_free(&r);
+    dataset_free(&ds);
+    return rc ? 2 : failed ? 1 : 0;
+}
+
+static int cmd_eval(Net *net, ModelInfo *info, const Options *o) {
+    Dataset ds;
+    if (dataset_from_folder_classes(o->eval_dir, info->class_names, info->num_classes, &ds) != 0) {
+        fprintf(stderr, "infer: %s\n", rn_error());
+        return 2;
+    }
+    dataset_summary(&ds, "eval", stderr);
+    Results r;
+    if (run_dataset(net, info, &ds, o, o->save_features != NULL, &r) != 0) {
+        fprintf(stderr, "infer: %s\n", rn_error());
+        dataset_free(&ds);
+        return 2;
+    }
+    /* metrics over the images that decoded */
+    int m = 0, k = info->num_classes;
+    for (int i = 0; i < ds.n; i++) m += r.ok[i];
+    float *probs = rn_alloc(sizeof(float) * (size_t)(m ? m : 1) * k);
+    int *labels = rn_alloc(sizeof(int) * (size_t)(m ? m : 1));
+    const char **wrong = malloc(sizeof(char *) * (size_t)(m ? m : 1));
+    int n_wrong = 0;
+    for (int i = 0, j = 0; i < ds.n; i++) {
+        if (!r.ok[i]) continue;
+        memcpy(probs + (size_t)j * k, r.probs + (size_t)i * k, sizeof(float) * k);
+        labels[j] = ds.labels[i];
+        int top[3], kk = k < 3 ? k : 3;
+        top_k(r.probs + (size_t)i * k, k, kk, top);
+        if (top[0] != labels[j]) {
+            Buf line = {0};
+            buf_printf(&line, "%s: %s -> ", ds.paths[i], info->class_names[labels[j]]);
+            for (int t = 0; t < kk; t++)
+                buf_printf(&line, "%s%s (%.3f)", t ? ", " : "", info->class_names[top[t]], r.probs[(size_t)i * k + top[t]]);
+            wrong[n_wrong++] = line.data;
+        }
+        j++;
+    }
+    Metrics met;
+    metrics_compute(m, k, probs, labels, k < 5 ? k : 5, m ? r.loss_sum / m : NAN, &met);
+    printf("evaluation of %s (%d images, %d failed)\n\n", o->eval_dir, m, ds.n - m + ds.n_skipped);
+    metrics_print_report(&met, info->class_names, stdout);
+    if (n_wrong) {
+        printf("\nmisclassified (%d): path: true -> top guesses\n", n_wrong);
+        for (int i = 0; i < n_wrong; i++) printf("  %s\n", wrong[i]);
+    }
+    int rc = mkdir_p(o->out_dir);
+    char jpath[1100], hpath[1100];
+    snprintf(jpath, sizeof jpath, "%s/metrics.json", o->out_dir);
+    snprintf(hpath, sizeof hpath, "%s/report.html", o->out_dir);
+    char title[600], notes[1200];
+    snprintf(title, sizeof title, "Evaluation of %s", o->eval_dir);
+    snprintf(notes, sizeof notes, "model: %s; arch %s; preprocessing %s, %d px, crop %.3f",
+             o->model ? o->model : o->weights, info->arch, prep_name(info->prep.kind),
+             info->prep.size, info->prep.crop_pct);
+    Report rep = {0};
+    rep.title = title;
+    rep.class_names = info->class_names;
+    rep.k = k;
+    rep.test = &met;
+    rep.misclassified = wrong;
+    rep.n_misclassified = n_wrong;
+    rep.notes = notes;
+    if (rc == 0) rc = report_write_json(&rep, jpath);
+    if (rc == 0) rc = report_write_html(&rep, hpath);
+    if (rc == 0) fprintf(stderr, "infer: wrote %s and %s\n", jpath, hpath);
+    else fprintf(stderr, "infer: %s\n", rn_error());
+    if (rc == 0 && o->save_logits) rc = save_rows_npy(o->save_logits, r.logits, r.ok, r.n, r.k);
+    if (rc == 0 && o->save_features) rc = save_rows_npy(o->save_features, r.features, r.ok, r.n, r.feat);
+    int failed = ds.n - m + ds.n_skipped;
+    for (int i = 0; i < n_wrong; i++) free((void *)wrong[i]);
+    free(wrong);
+    metrics_free(&met);
+    rn_free(probs);
+    rn_free(labels);
+    results_free(&r);
+    dataset_free(&ds);
+    return rc ? 2 : failed ? 1 : 0;
+}
+
+/* ------------------------------------------------------------------ patch-based inference */
+
+/* Window origins along one axis: 0, s, 2s, ... and, when the last window stops short of
+ * the edge, one more aligned with the edge. Returns the count. */
+static int patch_origins(int extent, int patch, int stride, int *out, int cap) {
+    int n = 0;
+    for (int x = 0; x + patch <= extent && n < cap; x += stride) out[n++] = x;
+    if (n == 0) out[n++] = 0;
+    if (out[n - 1] + patch < extent && n < cap) out[n++] = extent - patch;
+    return n;
+}
+
+static void crop_image(const Image *src, int x0, int y0, int w, int h, Image *dst) {
+    dst->w = w;
+    dst->h = h;
+    dst->rgb = rn_alloc((size_t)w * h * 3);
+    for (int y = 0; y < h; y++)
+        memcpy(dst->rgb + (size_t)y * w * 3, src->rgb + ((size_t)(y0 + y) * src->w + x0) * 3, (size_t)w * 3);
+}
+
+/* Bilinear resize of an RGB8 image, used to upscale images smaller than a patch and to
+ * size the grid picture. */
+static void resize_rgb(const Image *src, int w, int h, Image *dst) {
+    dst->w = w;
+    dst->h = h;
+    dst->rgb = rn_alloc((size_t)w * h * 3);
+    for (int y = 0; y < h; y++) {
+        float fy = (y + 0.5f) * src->h / h - 0.5f;
+        if (fy < 0) fy = 0;
+        int y0 = (int)fy, y1 = y0 + 1 < src->h ? y0 + 1 : y0;
+        float ay = fy - y0;
+        for (int x = 0; x < w; x++) {
+            float fx = (x + 0.5f) * src->w / w - 0.5f;
+            if (fx < 0) fx = 0;
+            int x0 = (int)fx, x1 = x0 + 1 < src->w ? x0 + 1 : x0;
+            float ax = fx - x0;
+            for (int c = 0; c < 3; c++) {
+                float p00 = src->rgb[((size_t)y0 * src->w + x0) * 3 + c], p01 = src->rgb[((size_t)y0 * src->w + x1) * 3 + c];
+                float p10 = src->rgb[((size_t)y1 * src->w + x0) * 3 + c], p11 = src->rgb[((size_t)y1 * src->w + x1) * 3 + c];
+                float v = (1 - ay) * ((1 - ax) * p00 + ax * p01) + ay * ((1 - ax) * p10 + ax * p11);
+                dst->rgb[((size_t)y * w + x) * 3 + c] = (uint8_t)(v + 0.5f);
+            }
+        }
+    }
+}
+
+/* Distinct colours (Tableau 20), cycled for more classes. */
+static const uint8_t palette[20][3] = {
+    {31, 119, 180}, {255, 127, 14}, {44, 160, 44}, {214, 39, 40}, {148, 103, 189},
+    {140, 86, 75}, {227, 119, 194}, {127, 127, 127}, {188, 189, 34}, {23, 190, 207},
+    {174, 199, 232}, {255, 187, 120}, {152, 223, 138}, {255, 152, 150}, {197, 176, 213},
+    {196, 156, 148}, {247, 182, 210}, {199, 199, 199}, {219, 219, 141}, {158, 218, 229}};
+
+static void fill_rect(Image *im, int x0, int y0, int x1, int y1, const uint8_t *rgb) {
+    if (x0 < 0) x0 = 0;
+    if (y0 < 0) y0 = 0;
+    if (x1 > im->w) x1 = im->w;
+    if (y1 > im->h) y1 = im->h;
+    for (int y = y0; y < y1; y++)
+        for (int x = x0; x < x1; x++) memcpy(im->rgb + ((size_t)y * im->w + x) * 3, rgb, 3);
+}
+
+/* Text with stb_easy_font: it emits quads (4 vertices of x, y, z, colour) that we fill. */
+static void draw_text(Image *im, int x, int y, const char *text, int scale, const uint8_t *rgb) {
+    static float quads[4 * 4 * 2000];
+    unsigned char color[4] = {0, 0, 0, 255};
+    int nq = stb_easy_font_print(0, 0, (char *)text, color, quads, (int)sizeof quads);
+    for (int q = 0; q < nq; q++) {
+        const float *v = quads + q * 16; /* 4 vertices x 4 floats (x, y, z, rgba) */
+        int qx0 = (int)v[0], qy0 = (int)v[1], qx1 = (int)v[8], qy1 = (int)v[9];
+        fill_rect(im, x + qx0 * scale, y + qy0 * scale, x + qx1 * scale, y + qy1 * scale, rgb);
+    }
+}
+
+typedef struct { int cls; float share; } ClassShare;
+
+static int by_share_desc(const void *a, const void *b) {
+    float d = ((const ClassShare *)b)->share - ((const ClassShare *)a)->share;
+    return d > 0 ? 1 : d < 0 ? -1 : ((const ClassShare *)a)->cls - ((const ClassShare *)b)->cls;
+}
+
+/* The picture: image with each pixel tinted by the class of the window whose centre is
+ * nearest, window-cell borders, and a legend of the classes present with their shares. */
+static int write_grid_picture(const char *path, const Image *img, const int *xs, int nx,
+                              const int *ys, int ny, int patch, const int *cell_class,
+                              const ClassShare *shares, int n_shares, char **names) {
+    /* draw at most 1024 px on the longer side */
+    double scale = 1.0;
+    int longer = img->w > img->h ? img->w : img->h;
+    if (longer > 1024) scale = 1024.0 / longer;
+    Image base;
+    resize_rgb(img, (int)(img->w * scale + 0.5), (int)(img->h * scale + 0.5), &base);
+    int legend_h = 16 + 22 * n_shares;
+    Image pic = {base.w < 360 ? 360 : base.w, base.h + legend_h, NULL};
+    pic.rgb = rn_alloc((size_t)pic.w * pic.h * 3);
+    memset(pic.rgb, 255, (size_t)pic.w * pic.h * 3);
+    for (int y = 0; y < base.h; y++) {
+        double oy = (y + 0.5) / scale;
+        int gy = 0;
+        for (int j = 1; j < ny; j++)
+            if (fabs(oy - (ys[j] + patch / 2.0)) < fabs(oy - (ys[gy] + patch / 2.0))) gy = j;
+        for (int x = 0; x < base.w; x++) {
+            double ox = (x + 0.5) / scale;
+            int gx = 0;
+            for (int i = 1; i < nx; i++)
+                if (fabs(ox - (xs[i] + patch / 2.0)) < fabs(ox - (xs[gx] + patch / 2.0))) gx = i;
+            const uint8_t *col = palette[cell_class[gy * nx + gx] % 20];
+            const uint8_t *src = base.rgb + ((size_t)y * base.w + x) * 3;
+            uint8_t *dst = pic.rgb + ((size_t)y * pic.w + x) * 3;
+            for (int c = 0; c < 3; c++) dst[c] = (uint8_t)(0.55f * src[c] + 0.45f * col[c] + 0.5f);
+        }
+    }
+    /* borders between cells: where the nearest window changes */
+    static const uint8_t white[3] = {255, 255, 255}, black[3] = {0, 0, 0};
+    for (int i = 0; i + 1 < nx; i++) {
+        int bx = (int)(((xs[i] + xs[i + 1]) / 2.0 + patch / 2.0) * scale);
+        fill_rect(&pic, bx, 0, bx + 1, base.h, white);
+    }
+    for (int j = 0; j + 1 < ny; j++) {
+        int by = (int)(((ys[j] + ys[j + 1]) / 2.0 + patch / 2.0) * scale);
+        fill_rect(&pic, 0, by, base.w, by + 1, white);
+    }
+    for (int s = 0; s < n_shares; s++) {
+        int y = base.h + 8 + 22 * s;
+        fill_rect(&pic, 8, y, 24, y + 16, palette[shares[s].cls % 20]);
+        char label[160];
+        snprintf(label, sizeof label, "%s  %.1f%%%s", names[shares[s].cls], 100.0 * shares[s].share,
+                 s == 0 ? "  (major)" : "");
+        draw_text(&pic, 32, y + 2, label, 2, black);
+    }
+    int rc = image_write_png(path, &pic);
+    rn_free(base.rgb);
+    rn_free(pic.rgb);
+    return rc;
+}
+
+static int cmd_patches(Net *net, ModelInfo *info, const Options *o) {
+    Dataset ds;
+    collect_inputs(o, &ds);
+    int failed = ds.n_skipped, k = info->num_classes, size = info->prep.size, batch = o->batch;
+    if (mkdir_p(o->out_dir) != 0 || net_plan(net, batch, size, size, 0) != 0) {
+        fprintf(stderr, "infer: %s\n", rn_error());
+        dataset_free(&ds);
+        return 2;
+    }
+    Preprocess patch_prep = info->prep;
+    patch_prep.crop_pct = 1.0f; /* a window is classified whole, resized to the input size */
+    float *x = rn_alloc(sizeof(float) * (size_t)batch * 3 * size * size);
+    float *probs = rn_alloc(sizeof(float) * (size_t)batch * k);
+    double *mass = malloc(sizeof(double) * (size_t)k);
+    ClassShare *shares = malloc(sizeof(ClassShare) * (size_t)k);
+    Buf json = {0};
+    buf_put(&json, "[\n", 2);
+    int first = 1;
+    for (int i = 0; i < ds.n; i++) {
+        Image img;
+        char why[256];
+        if (dataset_load_image(&ds, i, &img, why, sizeof why) != 0) {
+            fprintf(stderr, "infer: skip %s: %s\n", ds.paths[i], why);
+            failed++;
+            continue;
+        }
+        int shorter = img.w < img.h ? img.w : img.h;
+        if (shorter < o->patch) { /* upscale so that the shorter side equals the window */
+            Image up;
+            double s = (double)o->patch / shorter;
+            int uw = img.w == shorter ? o->patch : (int)ceil(img.w * s);
+            int uh = img.h == shorter ? o->patch : (int)ceil(img.h * s);
+            resize_rgb(&img, uw, uh, &up);
+            image_free(&img);
+            img = up;
+        }
+        int xs[4096], ys[4096];
+        int nx = patch_origins(img.w, o->patch, o->stride, xs, 4096);
+        int ny = patch_origins(img.h, o->patch, o->stride, ys, 4096);
+        int n_cells = nx * ny;
+        int *cell_class = malloc(sizeof(int) * (size_t)n_cells);
+        float *cell_prob = malloc(sizeof(float) * (size_t)n_cells);
+        for (int c = 0; c < k; c++) mass[c] = 0;
+        for (int start = 0; start < n_cells; start += batch) {
+            int nb = n_cells - start < batch ? n_cells - start : batch;
+            for (int b = 0; b < nb; b++) {
+                int cell = start + b;
+                Image win;
+                crop_image(&img, xs[cell % nx], ys[cell / nx], o->patch, o->patch, &win);
+                preprocess_image(&win, &patch_prep, NULL, NULL, x + (size_t)b * 3 * size * size);
+                rn_free(win.rgb);
+            }
+            const float *logits = net_forward(net, x, nb, 0);
+            softmax_rows(nb, k, logits, probs);
+            for (int b = 0; b < nb; b++) {
+                const float *p = probs + (size_t)b * k;
+                int best = 0;
+                for (int c = 0; c < k; c++) {
+                    mass[c] += p[c];
+                    if (p[c] > p[best]) best = c;
+                }
+                cell_class[start + b] = best;
+                cell_prob[start + b] = p[best];
+            }
+        }
+        /* shares of the summed softmax mass; major = largest, secondary = others > threshold */
+        for (int c = 0; c < k; c++) {
+            shares[c].cls = c;
+            shares[c].share = (float)(mass[c] / n_cells);
+        }
+        qsort(shares, (size_t)k, sizeof *shares, by_share_desc);
+        int n_secondary = 0;
+        while (1 + n_secondary < k && shares[1 + n_secondary].share > o->secondary_threshold) n_secondary++;
+        /* legend: the major and secondary classes, plus any class that wins a cell */
+        int n_legend = 1 + n_secondary;
+        for (int s = n_legend; s < k; s++) {
+            int wins = 0;
+            for (int c = 0; c < n_cells && !wins; c++) wins = cell_class[c] == shares[s].cls;
+            if (wins) { ClassShare t = shares[n_legend]; shares[n_legend] = shares[s]; shares[s] = t; n_legend++; }
+        }
+        char pic_path[1200], stem[512];
+        snprintf(stem, sizeof stem, "%s", base_name(ds.paths[i]));
+        char *dot = strrchr(stem, '.');
+        if (dot) *dot = 0;
+        snprintf(pic_path, sizeof pic_path, "%s/%s.patches.png", o->out_dir, stem);
+        if (write_grid_picture(pic_path, &img, xs, nx, ys, ny, o->patch, cell_class, shares,
+                               n_legend < 12 ? n_legend : 12, info->class_names) != 0) {
+            fprintf(stderr, "infer: %s\n", rn_error());
+            failed++;
+        }
+        if (o->format == OUT_JSON) {
+            buf_printf(&json, "%s  {\"path\": ", first ? "" : ",\n");
+            buf_json_string(&json, ds.paths[i]);
+            buf_printf(&json, ", \"width\": %d, \"height\": %d, \"major\": ", img.w, img.h);
+            buf_json_string(&json, info->class_names[shares[0].cls]);
+            buf_printf(&json, ", \"major_share\": %.6g, \"secondary\": [", shares[0].share);
+            for (int s = 1; s <= n_secondary; s++) {
+                buf_printf(&json, "%s{\"class\": ", s > 1 ? ", " : "");
+                buf_json_string(&json, info->class_names[shares[s].cls]);
+                buf_printf(&json, ", \"share\": %.6g}", shares[s].share);
+            }
+            buf_printf(&json, "], \"grid\": {\"patch\": %d, \"stride\": %d, \"rows\": %d, \"cols\": %d, \"x\": [", o->patch, o->stride, ny, nx);
+            for (int c = 0; c < nx; c++) buf_printf(&json, "%s%d", c ? ", " : "", xs[c]);
+            buf_printf(&json, "], \"y\": [");
+            for (int r = 0; r < ny; r++) buf_printf(&json, "%s%d", r ? ", " : "", ys[r]);
+            buf_printf(&json, "], \"classes\": [");
+            for (int r = 0; r < ny; r++) {
+                buf_printf(&json, "%s[", r ? ", " : "");
+                for (int c = 0; c < nx; c++) {
+                    if (c) buf_put(&json, ", ", 2);
+                    buf_json_string(&json, info->class_names[cell_class[r * nx + c]]);
+                }
+                buf_put(&json, "]", 1);
+            }
+            buf_printf(&json, "], \"probs\": [");
+            for (int r = 0; r < ny; r++) {
+                buf_printf(&json, "%s[", r ? ", " : "");
+                for (int c = 0; c < nx; c++) buf_printf(&json, "%s%.4f", c ? ", " : "", cell_prob[r * nx + c]);
+                buf_put(&json, "]", 1);
+            }
+            buf_printf(&json, "]}, \"picture\": ");
+            buf_json_string(&json, pic_path);
+            buf_put(&json, "}", 1);
+            first = 0;
+        } else if (o->format == OUT_CSV) {
+            if (first) printf("path,role,class,share\n");
+            for (int s = 0; s <= n_secondary; s++)
+                printf("%s,%s,%s,%.6f\n", ds.paths[i], s ? "secondary" : "major",
+                       info->class_names[shares[s].cls], shares[s].share);
+            first = 0;
+        } else {
+            printf("%s  (%dx%d, %d windows of %d px, stride %d)\n", ds.paths[i], img.w, img.h,
+                   n_cells, o->patch, o->stride);
+            printf("  major      %-30s %5.1f%%\n", info->class_names[shares[0].cls], 100.0 * shares[0].share);
+            for (int s = 1; s <= n_secondary; s++)
+                printf("  secondary  %-30s %5.1f%%\n", info->class_names[shares[s].cls], 100.0 * shares[s].share);
+            printf("  grid (rows top to bottom, class index per window):\n");
+            for (int r = 0; r < ny && r < 40; r++) {
+                printf("   ");
+                for (int c = 0; c < nx && c < 40; c++) printf(" %3d", cell_class[r * nx + c]);
+                putchar('\n');
+            }
+            printf("  picture    %s\n", pic_path);
+        }
+        free(cell_class);
+        free(cell_prob);
+        image_free(&img);
+    }
+    if (o->format == OUT_JSON) {
+        buf_put(&json, "\n]\n", 3);
+        fwrite(json.data, 1, json.len, stdout);
+    }
+    if (failed) fprintf(stderr, "infer: %d of %d inputs failed (reported above)\n", failed, ds.n + ds.n_skipped);
+    buf_free(&json);
+    free(mass);
+    free(shares);
+    rn_free(x);
+    rn_free(probs);
+    dataset_free(&ds);
+    return failed ? 1 : 0;
+}
+
+int main(int argc, char **argv) {
+    Options o;
+    if (parse_args(argc, argv, &o) != 0) return 2;
+    ModelInfo info;
+    Net *net = load_model(&o, &info);
+    if (!net) {
+        fprintf(stderr, "infer: %s\n", rn_error());
+        return 2;
+    }
+    fprintf(stderr, "infer: %s, %d classes, %s preprocessing at %d px (crop %.3f), %d threads, %s\n",
+            info.arch, info.num_classes, prep_name(info.prep.kind), info.prep.size,
+            info.prep.crop_pct, rn_threads(), simd_name());
+    int rc = o.eval_dir ? cmd_eval(net, &info, &o) : o.patch ? cmd_patches(net, &info, &o)
+                                                             : cmd_classify(net, &info, &o);
+    net_free(net);
+    model_info_free(&info);
+    free(o.inputs);
+    return rc;
+}
