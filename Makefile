@@ -56,7 +56,8 @@ setup:
 	  echo "stb found in /usr/include/stb"; \
 	else \
 	  echo "installing libstb-dev with apt-get"; \
-	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libstb-dev; \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  ($$SUDO apt-get update -qq || true) && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libstb-dev; \
 	fi
 
 $(BUILD)/%.o: %.c resnet.h $(wildcard *_internal.h) | check-stb
