@@ -30,14 +30,14 @@ static const char *test_skip_reason;
     else if (test_case_failed) { test_cases_failed++; printf("FAIL %s\n", #fn); } \
     else { test_cases_passed++; printf("ok   %s\n", #fn); } fflush(stdout); } while (0)
 
-static int test_summary(void) {
+static inline int test_summary(void) {
     printf("# %d passed, %d failed, %d skipped\n", test_cases_passed, test_cases_failed,
            test_cases_skipped);
     return test_cases_failed ? 1 : 0;
 }
 
 /* Largest |a-b| / max(|b|_inf, floor) over n elements. */
-static double max_rel_diff(const float *a, const float *b, size_t n, double floor_) {
+static inline double max_rel_diff(const float *a, const float *b, size_t n, double floor_) {
     double m = floor_, d = 0;
     for (size_t i = 0; i < n; i++) if (fabs(b[i]) > m) m = fabs(b[i]);
     for (size_t i = 0; i < n; i++) { double e = fabs((double)a[i] - b[i]); if (e > d) d = e; }
@@ -45,7 +45,7 @@ static double max_rel_diff(const float *a, const float *b, size_t n, double floo
 }
 
 /* The ../shared directory (SHARED env var, default ../shared), or NULL when missing. */
-static const char *test_shared_dir(void) {
+static inline const char *test_shared_dir(void) {
     const char *s = getenv("SHARED");
     if (!s || !*s) s = "../shared";
     char p[1024];

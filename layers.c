@@ -1,0 +1,683 @@
+/* layers.c - the layers: each *_forward beside its *_backward, and for the convolution a
+ * naive reference (conv2d_*_ref) beside the fast path (im2col + sgemm).
+ *
+ * All tensors are float32 NCHW. Backward functions overwrite dx and accumulate (+=) into
+ * parameter gradients; any gradient pointer may be NULL. Per-channel statistics and
+ * reductions are summed in double, and every parallel reduction combines its partial
+ * results in a fixed order, so a run with a given thread count repeats bit for bit. */
+#include <math.h>
+#include <string.h>
+
+#include "resnet.h"
+
+/* OpenMP directives vanish (without warnings) in the OPENMP=0 build. */
+#ifdef _OPENMP
+#include <omp.h>
+#define OMP_PRAGMA(x) _Pragma(#x)
+#else
+#define OMP_PRAGMA(x)
+static int omp_get_max_threads(void) { return 1; }
+static int omp_get_thread_num(void) { return 0; }
+static int omp_get_num_threads(void) { return 1; }
+static int omp_in_parallel(void) { return 0; }
+#endif
+
+/* ------------------------------------------------------------------------------------ */
+/* Convolution: reference                                                                */
+/* ------------------------------------------------------------------------------------ */
+
+/* Offset of element [i0, i1, i2, i3] in a contiguous [*, d1, d2, d3] tensor. */
+static inline size_t at4(int i0, int i1, int i2, int i3, int d1, int d2, int d3) {
+    return (((size_t)i0 * d1 + i1) * d2 + i2) * d3 + i3;
+}
+
+void conv2d_forward_ref(const ConvSpec *s, int n, int h, int w, const float *x,
+                        const float *weight, const float *bias, float *y) {
+    int oh = conv_out_size(h, s->kh, s->stride, s->pad);
+    int ow = conv_out_size(w, s->kw, s->stride, s->pad);
+    int ci = s->in_c, co = s->out_c, kh = s->kh, kw = s->kw, st = s->stride, pad = s->pad;
+    for (int b = 0; b < n; b++)
+        for (int oc = 0; oc < co; oc++)
+            for (int oy = 0; oy < oh; oy++)
+                for (int ox = 0; ox < ow; ox++) {
+                    double sum = bias ? bias[oc] : 0.0;
+                    for (int ic = 0; ic < ci; ic++)
+                        for (int ky = 0; ky < kh; ky++)
+                            for (int kx = 0; kx < kw; kx++) {
+                                int iy = oy * st - pad + ky, ix = ox * st - pad + kx;
+                                if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
+                                sum += (double)weight[at4(oc, ic, ky, kx, ci, kh, kw)] *
+                                       x[at4(b, ic, iy, ix, ci, h, w)];
+                            }
+                    y[at4(b, oc, oy, ox, co, oh, ow)] = (float)sum;
+                }
+}
+
+/* Each gradient is gathered in double from the terms that reach it:
+ *   dx[b, ic, iy, ix]       = sum_{oc,ky,kx} w[oc, ic, ky, kx] * dy[b, oc, oy, ox]
+ *                             over the (oy, ox) with iy = oy*s - p + ky, ix = ox*s - p + kx
+ *   dweight[oc, ic, ky, kx] += sum_{b,oy,ox} x[b, ic, iy, ix] * dy[b, oc, oy, ox]
+ *   dbias[oc]               += sum_{b,oy,ox} dy[b, oc, oy, ox]                         */
+void conv2d_backward_ref(const ConvSpec *s, int n, int h, int w, const float *x,
+                         const float *weight, const float *dy, float *dx, float *dweight,
+                         float *dbias) {
+    int oh = conv_out_size(h, s->kh, s->stride, s->pad);
+    int ow = conv_out_size(w, s->kw, s->stride, s->pad);
+    int ci = s->in_c, co = s->out_c, kh = s->kh, kw = s->kw, st = s->stride, pad = s->pad;
+    if (dx)
+        for (int b = 0; b < n; b++)
+            for (int ic = 0; ic < ci; ic++)
+                for (int iy = 0; iy < h; iy++)
+                    for (int ix = 0; ix < w; ix++) {
+                        double sum = 0;
+                        for (int oc = 0; oc < co; oc++)
+                            for (int ky = 0; ky < kh; ky++)
+                                for (int kx = 0; kx < kw; kx++) {
+                                    int ty = iy + pad - ky, tx = ix + pad - kx;
+                                    if (ty < 0 || tx < 0 || ty % st || tx % st) continue;
+                                    int oy = ty / st, ox = tx / st;
+                                    if (oy >= oh || ox >= ow) continue;
+                                    sum += (double)weight[at4(oc, ic, ky, kx, ci, kh, kw)] *
+                                           dy[at4(b, oc, oy, ox, co, oh, ow)];
+                                }
+                        dx[at4(b, ic, iy, ix, ci, h, w)] = (float)sum;
+                    }
+    if (dweight)
+        for (int oc = 0; oc < co; oc++)
+            for (int ic = 0; ic < ci; ic++)
+                for (int ky = 0; ky < kh; ky++)
+                    for (int kx = 0; kx < kw; kx++) {
+                        double sum = 0;
+                        for (int b = 0; b < n; b++)
+                            for (int oy = 0; oy < oh; oy++)
+                                for (int ox = 0; ox < ow; ox++) {
+                                    int iy = oy * st - pad + ky, ix = ox * st - pad + kx;
+                                    if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
+                                    sum += (double)x[at4(b, ic, iy, ix, ci, h, w)] *
+                                           dy[at4(b, oc, oy, ox, co, oh, ow)];
+                                }
+                        dweight[at4(oc, ic, ky, kx, ci, kh, kw)] += (float)sum;
+                    }
+    if (dbias)
+        for (int oc = 0; oc < co; oc++) {
+            double sum = 0;
+            for (int b = 0; b < n; b++)
+                for (int oy = 0; oy < oh; oy++)
+                    for (int ox = 0; ox < ow; ox++) sum += dy[at4(b, oc, oy, ox, co, oh, ow)];
+            dbias[oc] += (float)sum;
+        }
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Convolution: fast path, im2col + sgemm                                                */
+/* ------------------------------------------------------------------------------------ */
+
+/* The output columns ox in [*lo, *hi) whose input column ox*stride - pad + k lies in [0, size). */
+static void valid_range(int out, int size, int k, int stride, int pad, int *lo, int *hi) {
+    int a = pad - k;                                        /* need ox*stride >= a */
+    int l = a <= 0 ? 0 : (a + stride - 1) / stride;
+    int b = size - 1 + pad - k;                             /* need ox*stride <= b */
+    int u = b < 0 ? 0 : b / stride + 1;
+    *lo = l < out ? l : out;
+    *hi = u < out ? u : out;
+    if (*hi < *lo) *hi = *lo;
+}
+
+/* col[(ic*kh + ky)*kw + kx, oy*ow + ox] = x[ic, oy*s - p + ky, ox*s - p + kx] (0 outside):
+ * the [in_c*kh*kw, oh*ow] matrix whose product with the [out_c, in_c*kh*kw] weight is the
+ * convolution of one image. */
+static void im2col(const ConvSpec *s, int h, int w, int oh, int ow, const float *x,
+                   float *col, int parallel) {
+    int rows = s->in_c * s->kh * s->kw;
+OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
+    for (int r = 0; r < rows; r++) {
+        int kx = r % s->kw, ky = (r / s->kw) % s->kh, ic = r / (s->kw * s->kh);
+        const float *plane = x + (size_t)ic * h * w;
+        float *out = col + (size_t)r * oh * ow;
+        int lo, hi;
+        valid_range(ow, w, kx, s->stride, s->pad, &lo, &hi);
+        for (int oy = 0; oy < oh; oy++, out += ow) {
+            int iy = oy * s->stride - s->pad + ky;
+            if (iy < 0 || iy >= h) { memset(out, 0, sizeof(float) * ow); continue; }
+            const float *row = plane + (size_t)iy * w;
+            int ix = lo * s->stride - s->pad + kx; /* the input column of output column lo */
+            for (int ox = 0; ox < lo; ox++) out[ox] = 0;
+            if (s->stride == 1 && hi > lo) memcpy(out + lo, row + ix, sizeof(float) * (hi - lo));
+            else for (int ox = lo; ox < hi; ox++, ix += s->stride) out[ox] = row[ix];
+            for (int ox = hi; ox < ow; ox++) out[ox] = 0;
+        }
+    }
+}
+
+/* The adjoint of im2col: dx[ic, iy, ix] = sum of the col entries that copied it. */
+static void col2im(const ConvSpec *s, int h, int w, int oh, int ow, const float *col,
+                   float *dx, int parallel) {
+OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
+    for (int ic = 0; ic < s->in_c; ic++) {
+        float *plane = dx + (size_t)ic * h * w;
+        memset(plane, 0, sizeof(float) * h * w);
+        for (int ky = 0; ky < s->kh; ky++)
+            for (int kx = 0; kx < s->kw; kx++) {
+                const float *in = col + (size_t)((ic * s->kh + ky) * s->kw + kx) * oh * ow;
+                int lo, hi;
+                valid_range(ow, w, kx, s->stride, s->pad, &lo, &hi);
+                for (int oy = 0; oy < oh; oy++, in += ow) {
+                    int iy = oy * s->stride - s->pad + ky;
+                    if (iy < 0 || iy >= h) continue;
+                    float *row = plane + (size_t)iy * w;
+                    int ix = lo * s->stride - s->pad + kx;
+                    for (int ox = lo; ox < hi; ox++, ix += s->stride) row[ix] += in[ox];
+                }
+            }
+    }
+}
+
+static int conv_is_pointwise(const ConvSpec *s) {
+    return s->kh == 1 && s->kw == 1 && s->stride == 1 && s->pad == 0;
+}
+
+/* Floats of the im2col buffer of one image (none for a pointwise conv, which multiplies
+ * the input plane directly), rounded up to a 64-byte multiple. */
+static size_t conv_col_floats(const ConvSpec *s, int oh, int ow) {
+    if (conv_is_pointwise(s)) return 16;
+    return ((size_t)s->in_c * s->kh * s->kw * oh * ow + 15) / 16 * 16;
+}
+
+/* Threads split the batch when there is at least one image per thread: each runs im2col
+ * and a single-threaded sgemm on its own images (sgemm sees omp_in_parallel). With fewer
+ * images than threads the images go one after the other and sgemm and im2col parallelise
+ * inside. Called from inside a parallel region, everything runs on the calling thread. */
+static int conv_split_batch(int n) {
+    int t = omp_get_max_threads();
+    return !omp_in_parallel() && t > 1 && t <= RN_MAX_THREADS && n >= t;
+}
+
+/* One image: y[out_c, oh*ow] = weight[out_c, K] * col[K, oh*ow] (+ bias). */
+static void conv_forward_image(const ConvSpec *s, int h, int w, int oh, int ow,
+                               const float *x, const float *weight, const float *bias,
+                               float *y, float *col, int inner_parallel) {
+    int K = s->in_c * s->kh * s->kw, N = oh * ow;
+    const float *b = x;
+    if (!conv_is_pointwise(s)) {
+        im2col(s, h, w, oh, ow, x, col, inner_parallel);
+        b = col;
+    }
+    sgemm(0, 0, s->out_c, N, K, 1.0f, weight, K, b, N, 0.0f, y, N);
+    if (bias)
+        for (int oc = 0; oc < s->out_c; oc++) {
+            float *row = y + (size_t)oc * N, v = bias[oc];
+            for (int i = 0; i < N; i++) row[i] += v;
+        }
+}
+
+void conv2d_forward(const ConvSpec *s, int n, int h, int w, const float *x,
+                    const float *weight, const float *bias, float *y) {
+    int oh = conv_out_size(h, s->kh, s->stride, s->pad);
+    int ow = conv_out_size(w, s->kw, s->stride, s->pad);
+    size_t col_size = conv_col_floats(s, oh, ow);
+    size_t x_stride = (size_t)s->in_c * h * w, y_stride = (size_t)s->out_c * oh * ow;
+    if (oh <= 0 || ow <= 0) return; /* the kernel does not fit: an empty output */
+    if (conv_split_batch(n)) {
+OMP_PRAGMA(omp parallel)
+        {
+            float *col = rn_scratch(omp_get_thread_num(), col_size);
+OMP_PRAGMA(omp for schedule(static))
+            for (int b = 0; b < n; b++)
+                conv_forward_image(s, h, w, oh, ow, x + b * x_stride, weight, bias,
+                                   y + b * y_stride, col, 0);
+        }
+    } else {
+        float *col = rn_scratch(omp_get_thread_num(), col_size);
+        int inner = !omp_in_parallel();
+        for (int b = 0; b < n; b++)
+            conv_forward_image(s, h, w, oh, ow, x + b * x_stride, weight, bias,
+                               y + b * y_stride, col, inner);
+    }
+}
+
+/* One image: dweight[out_c, K] += dy[out_c, N] * col[K, N]^T, then
+ * dcol[K, N] = weight^T * dy and dx = col2im(dcol). col is reused for dcol. */
+static void conv_backward_image(const ConvSpec *s, int h, int w, int oh, int ow,
+                                const float *x, const float *weight, const float *dy,
+                                float *dx, float *dweight, float *col, int inner_parallel) {
+    int K = s->in_c * s->kh * s->kw, N = oh * ow;
+    int pointwise = conv_is_pointwise(s);
+    if (dweight) {
+        const float *b = x;
+        if (!pointwise) {
+            im2col(s, h, w, oh, ow, x, col, inner_parallel);
+            b = col;
+        }
+        sgemm(0, 1, s->out_c, K, N, 1.0f, dy, N, b, N, 1.0f, dweight, K);
+    }
+    if (dx) {
+        if (pointwise) {
+            sgemm(1, 0, K, N, s->out_c, 1.0f, weight, K, dy, N, 0.0f, dx, N);
+        } else {
+            sgemm(1, 0, K, N, s->out_c, 1.0f, weight, K, dy, N, 0.0f, col, N);
+            col2im(s, h, w, oh, ow, col, dx, inner_parallel);
+        }
+    }
+}
+
+void conv2d_backward(const ConvSpec *s, int n, int h, int w, const float *x,
+                     const float *weight, const float *dy, float *dx, float *dweight,
+                     float *dbias) {
+    int oh = conv_out_size(h, s->kh, s->stride, s->pad);
+    int ow = conv_out_size(w, s->kw, s->stride, s->pad);
+    size_t col_size = conv_col_floats(s, oh, ow);
+    size_t w_size = (size_t)s->out_c * s->in_c * s->kh * s->kw;
+    size_t x_stride = (size_t)s->in_c * h * w, y_stride = (size_t)s->out_c * oh * ow;
+    if (oh <= 0 || ow <= 0) { /* an empty output: no gradient reaches x or the weights */
+        if (dx) memset(dx, 0, sizeof(float) * n * x_stride);
+        return;
+    }
+    if (dbias) {
+OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
+        for (int oc = 0; oc < s->out_c; oc++) {
+            double sum = 0;
+            for (int b = 0; b < n; b++) {
+                const float *row = dy + b * y_stride + (size_t)oc * oh * ow;
+                for (int i = 0; i < oh * ow; i++) sum += row[i];
+            }
+            dbias[oc] += (float)sum;
+        }
+    }
+    if (!dx && !dweight) return;
+    if (conv_split_batch(n)) {
+        /* Each thread accumulates dweight over its images into its own partial sum
+         * (after its im2col buffer in its scratch slot); the partials are then added to
+         * dweight in thread order, so the result does not depend on thread timing. */
+        float *partial[RN_MAX_THREADS];
+        int used = 0;
+OMP_PRAGMA(omp parallel)
+        {
+            int t = omp_get_thread_num();
+            float *col = rn_scratch(t, col_size + (dweight ? w_size : 0));
+            float *dw = dweight ? col + col_size : NULL;
+            partial[t] = dw;
+            if (dw) memset(dw, 0, sizeof(float) * w_size);
+OMP_PRAGMA(omp single)
+            used = omp_get_num_threads();
+OMP_PRAGMA(omp for schedule(static))
+            for (int b = 0; b < n; b++)
+                conv_backward_image(s, h, w, oh, ow, x + b * x_stride, weight,
+                                    dy + b * y_stride, dx ? dx + b * x_stride : NULL, dw,
+                                    col, 0);
+        }
+        if (dweight) {
+OMP_PRAGMA(omp parallel for schedule(static))
+            for (long i = 0; i < (long)w_size; i++) {
+                float sum = dweight[i];
+                for (int t = 0; t < used; t++) sum += partial[t][i];
+                dweight[i] = sum;
+            }
+        }
+    } else {
+        float *col = rn_scratch(omp_get_thread_num(), col_size);
+        int inner = !omp_in_parallel();
+        for (int b = 0; b < n; b++)
+            conv_backward_image(s, h, w, oh, ow, x + b * x_stride, weight, dy + b * y_stride,
+                                dx ? dx + b * x_stride : NULL, dweight, col, inner);
+    }
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Batch norm                                                                            */
+/* ------------------------------------------------------------------------------------ */
+
+void batchnorm_forward_train(int n, int c, int hw, const float *x, const float *gamma,
+                             const float *beta, float *running_mean, float *running_var,
+                             float momentum, float eps, float *y, float *save_mean,
+                             float *save_invstd) {
+    double m = (double)n * hw;
+OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
+    for (int ch = 0; ch < c; ch++) {
+        /* two passes in double: mean, then the biased variance around it */
+        double sum = 0, sq = 0;
+        for (int b = 0; b < n; b++) {
+            const float *p = x + ((size_t)b * c + ch) * hw;
+            for (int i = 0; i < hw; i++) sum += p[i];
+        }
+        double mean = sum / m;
+        for (int b = 0; b < n; b++) {
+            const float *p = x + ((size_t)b * c + ch) * hw;
+            for (int i = 0; i < hw; i++) { double d = p[i] - mean; sq += d * d; }
+        }
+        double var = sq / m;
+        float invstd = (float)(1.0 / sqrt(var + eps));
+        if (running_mean)
+            running_mean[ch] = (1 - momentum) * running_mean[ch] + momentum * (float)mean;
+        if (running_var) {
+            double unbiased = m > 1 ? var * m / (m - 1) : var;
+            running_var[ch] = (1 - momentum) * running_var[ch] + momentum * (float)unbiased;
+        }
+        if (save_mean) save_mean[ch] = (float)mean;
+        if (save_invstd) save_invstd[ch] = invstd;
+        float scale = (gamma ? gamma[ch] : 1.0f) * invstd;
+        float shift = (beta ? beta[ch] : 0.0f) - (float)mean * scale;
+        for (int b = 0; b < n; b++) {
+            const float *p = x + ((size_t)b * c + ch) * hw;
+            float *q = y + ((size_t)b * c + ch) * hw;
+            for (int i = 0; i < hw; i++) q[i] = p[i] * scale + shift;
+        }
+    }
+}
+
+void batchnorm_forward_eval(int n, int c, int hw, const float *x, const float *gamma,
+                            const float *beta, const float *running_mean,
+                            const float *running_var, float eps, float *y) {
+OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
+    for (int ch = 0; ch < c; ch++) {
+        float invstd = (float)(1.0 / sqrt((double)running_var[ch] + eps));
+        float scale = (gamma ? gamma[ch] : 1.0f) * invstd;
+        float shift = (beta ? beta[ch] : 0.0f) - running_mean[ch] * scale;
+        for (int b = 0; b < n; b++) {
+            const float *p = x + ((size_t)b * c + ch) * hw;
+            float *q = y + ((size_t)b * c + ch) * hw;
+            for (int i = 0; i < hw; i++) q[i] = p[i] * scale + shift;
+        }
+    }
+}
+
+/* With xhat = (x - mean) * invstd over the m = n*hw values of a channel:
+ *   dbeta += sum(dy), dgamma += sum(dy * xhat),
+ *   dx = gamma * invstd / m * (m * dy - sum(dy) - xhat * sum(dy * xhat))               */
+void batchnorm_backward_train(int n, int c, int hw, const float *x, const float *gamma,
+                              const float *save_mean, const float *save_invstd,
+                              const float *dy, float *dx, float *dgamma, float *dbeta) {
+    double m = (double)n * hw;
+OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
+    for (int ch = 0; ch < c; ch++) {
+        double mean = save_mean[ch], invstd = save_invstd[ch];
+        double sum_dy = 0, sum_dy_xhat = 0;
+        for (int b = 0; b < n; b++) {
+            const float *p = x + ((size_t)b * c + ch) * hw;
+            const float *g = dy + ((size_t)b * c + ch) * hw;
+            for (int i = 0; i < hw; i++) {
+                sum_dy += g[i];
+                sum_dy_xhat += g[i] * ((p[i] - mean) * invstd);
+            }
+        }
+        if (dgamma) dgamma[ch] += (float)sum_dy_xhat;
+        if (dbeta) dbeta[ch] += (float)sum_dy;
+        if (!dx) continue;
+        float k = (float)((gamma ? gamma[ch] : 1.0f) * invstd);
+        float mean_dy = (float)(sum_dy / m), mean_dy_xhat = (float)(sum_dy_xhat / m);
+        float fmean = (float)mean, finvstd = (float)invstd;
+        for (int b = 0; b < n; b++) {
+            const float *p = x + ((size_t)b * c + ch) * hw;
+            const float *g = dy + ((size_t)b * c + ch) * hw;
+            float *q = dx + ((size_t)b * c + ch) * hw;
+            for (int i = 0; i < hw; i++) {
+                float xhat = (p[i] - fmean) * finvstd;
+                q[i] = k * (g[i] - mean_dy - xhat * mean_dy_xhat);
+            }
+        }
+    }
+}
+
+void batchnorm_backward_eval(int n, int c, int hw, const float *x, const float *gamma,
+                             const float *running_mean, const float *running_var, float eps,
+                             const float *dy, float *dx, float *dgamma, float *dbeta) {
+OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
+    for (int ch = 0; ch < c; ch++) {
+        double mean = running_mean[ch], invstd = 1.0 / sqrt((double)running_var[ch] + eps);
+        if (dgamma || dbeta) {
+            double sum_dy = 0, sum_dy_xhat = 0;
+            for (int b = 0; b < n; b++) {
+                const float *p = x + ((size_t)b * c + ch) * hw;
+                const float *g = dy + ((size_t)b * c + ch) * hw;
+                for (int i = 0; i < hw; i++) {
+                    sum_dy += g[i];
+                    sum_dy_xhat += g[i] * ((p[i] - mean) * invstd);
+                }
+            }
+            if (dgamma) dgamma[ch] += (float)sum_dy_xhat;
+            if (dbeta) dbeta[ch] += (float)sum_dy;
+        }
+        if (!dx) continue;
+        float k = (float)((gamma ? gamma[ch] : 1.0f) * invstd);
+        for (int b = 0; b < n; b++) {
+            const float *g = dy + ((size_t)b * c + ch) * hw;
+            float *q = dx + ((size_t)b * c + ch) * hw;
+            for (int i = 0; i < hw; i++) q[i] = g[i] * k;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* ReLU                                                                                  */
+/* ------------------------------------------------------------------------------------ */
+
+void relu_forward(size_t n, const float *x, float *y) {
+OMP_PRAGMA(omp parallel for schedule(static) if (n > 65536 && !omp_in_parallel()))
+    for (long i = 0; i < (long)n; i++) y[i] = x[i] > 0 ? x[i] : 0.0f;
+}
+
+/* dx = dy where the output is positive (x > 0 exactly when y > 0); dx may alias dy. */
+void relu_backward(size_t n, const float *y, const float *dy, float *dx) {
+OMP_PRAGMA(omp parallel for schedule(static) if (n > 65536 && !omp_in_parallel()))
+    for (long i = 0; i < (long)n; i++) dx[i] = y[i] > 0 ? dy[i] : 0.0f;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Max pool                                                                              */
+/* ------------------------------------------------------------------------------------ */
+
+/* Scans each window row by row and keeps the first maximum (a later value must be strictly
+ * greater, or NaN, to win), as PyTorch does; padded positions are never candidates. */
+void maxpool2d_forward(int n, int c, int h, int w, int k, int stride, int pad,
+                       const float *x, float *y, int32_t *argmax) {
+    int oh = conv_out_size(h, k, stride, pad), ow = conv_out_size(w, k, stride, pad);
+OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
+    for (long plane = 0; plane < (long)n * c; plane++) {
+        const float *in = x + (size_t)plane * h * w;
+        float *out = y + (size_t)plane * oh * ow;
+        int32_t *arg = argmax + (size_t)plane * oh * ow;
+        for (int oy = 0; oy < oh; oy++)
+            for (int ox = 0; ox < ow; ox++) {
+                int y0 = oy * stride - pad, x0 = ox * stride - pad;
+                int y1 = y0 + k < h ? y0 + k : h, x1 = x0 + k < w ? x0 + k : w;
+                if (y0 < 0) y0 = 0;
+                if (x0 < 0) x0 = 0;
+                float best = -INFINITY;
+                int32_t best_i = y0 * w + x0;
+                for (int iy = y0; iy < y1; iy++)
+                    for (int ix = x0; ix < x1; ix++) {
+                        float v = in[iy * w + ix];
+                        if (v > best || isnan(v)) {
+                            best = v;
+                            best_i = iy * w + ix;
+                            if (isnan(v)) goto done;
+                        }
+                    }
+            done:
+                out[oy * ow + ox] = best;
+                arg[oy * ow + ox] = best_i;
+            }
+    }
+}
+
+void maxpool2d_backward(int n, int c, int h, int w, int k, int stride, int pad,
+                        const int32_t *argmax, const float *dy, float *dx) {
+    int oh = conv_out_size(h, k, stride, pad), ow = conv_out_size(w, k, stride, pad);
+OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
+    for (long plane = 0; plane < (long)n * c; plane++) {
+        float *g = dx + (size_t)plane * h * w;
+        const float *d = dy + (size_t)plane * oh * ow;
+        const int32_t *arg = argmax + (size_t)plane * oh * ow;
+        memset(g, 0, sizeof(float) * h * w);
+        for (int i = 0; i < oh * ow; i++) g[arg[i]] += d[i];
+    }
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Global average pool                                                                   */
+/* ------------------------------------------------------------------------------------ */
+
+void avgpool_global_forward(int n, int c, int hw, const float *x, float *y) {
+OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
+    for (long plane = 0; plane < (long)n * c; plane++) {
+        const float *p = x + (size_t)plane * hw;
+        double sum = 0;
+        for (int i = 0; i < hw; i++) sum += p[i];
+        y[plane] = (float)(sum / hw);
+    }
+}
+
+void avgpool_global_backward(int n, int c, int hw, const float *dy, float *dx) {
+OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
+    for (long plane = 0; plane < (long)n * c; plane++) {
+        float g = dy[plane] / (float)hw;
+        float *q = dx + (size_t)plane * hw;
+        for (int i = 0; i < hw; i++) q[i] = g;
+    }
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Linear                                                                                */
+/* ------------------------------------------------------------------------------------ */
+
+/* y[n, out] = x[n, in] * weight[out, in]^T + bias */
+void linear_forward(int n, int in, int out, const float *x, const float *weight,
+                    const float *bias, float *y) {
+    sgemm(0, 1, n, out, in, 1.0f, x, in, weight, in, 0.0f, y, out);
+    if (bias)
+        for (int b = 0; b < n; b++)
+            for (int o = 0; o < out; o++) y[(size_t)b * out + o] += bias[o];
+}
+
+/* dx = dy * weight, dweight += dy^T * x, dbias += sum over the batch of dy */
+void linear_backward(int n, int in, int out, const float *x, const float *weight,
+                     const float *dy, float *dx, float *dweight, float *dbias) {
+    if (dx) sgemm(0, 0, n, in, out, 1.0f, dy, out, weight, in, 0.0f, dx, in);
+    if (dweight) sgemm(1, 0, out, in, n, 1.0f, dy, out, x, in, 1.0f, dweight, in);
+    if (dbias)
+        for (int o = 0; o < out; o++) {
+            double sum = 0;
+            for (int b = 0; b < n; b++) sum += dy[(size_t)b * out + o];
+            dbias[o] += (float)sum;
+        }
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Dropout                                                                               */
+/* ------------------------------------------------------------------------------------ */
+
+/* Inverted dropout: each element is kept with probability 1 - p and scaled by 1/(1-p).
+ * The mask is drawn sequentially (one rng_uniform per element) for reproducibility;
+ * p <= 0 draws nothing and keeps everything. */
+void dropout_forward(size_t n, float p, Rng *rng, const float *x, float *y, float *mask) {
+    float keep = p < 1 ? 1.0f / (1.0f - p) : 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        mask[i] = p <= 0 ? 1.0f : (rng_uniform(rng) < p ? 0.0f : keep);
+        y[i] = x[i] * mask[i];
+    }
+}
+
+void dropout_backward(size_t n, const float *mask, const float *dy, float *dx) {
+    for (size_t i = 0; i < n; i++) dx[i] = dy[i] * mask[i];
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Option-A shortcut (CIFAR ResNets)                                                     */
+/* ------------------------------------------------------------------------------------ */
+
+void shortcut_a_forward(int n, int in_c, int h, int w, int out_c, int stride, const float *x,
+                        float *y) {
+    int oh = (h + stride - 1) / stride, ow = (w + stride - 1) / stride;
+    int lead = (out_c - in_c) / 2;
+    for (int b = 0; b < n; b++)
+        for (int oc = 0; oc < out_c; oc++) {
+            float *q = y + ((size_t)b * out_c + oc) * oh * ow;
+            int ic = oc - lead;
+            if (ic < 0 || ic >= in_c) { memset(q, 0, sizeof(float) * oh * ow); continue; }
+            const float *p = x + ((size_t)b * in_c + ic) * h * w;
+            for (int oy = 0; oy < oh; oy++)
+                for (int ox = 0; ox < ow; ox++)
+                    q[oy * ow + ox] = p[(size_t)oy * stride * w + (size_t)ox * stride];
+        }
+}
+
+void shortcut_a_backward(int n, int in_c, int h, int w, int out_c, int stride,
+                         const float *dy, float *dx) {
+    int oh = (h + stride - 1) / stride, ow = (w + stride - 1) / stride;
+    int lead = (out_c - in_c) / 2;
+    memset(dx, 0, sizeof(float) * n * in_c * h * w);
+    for (int b = 0; b < n; b++)
+        for (int ic = 0; ic < in_c; ic++) {
+            const float *g = dy + ((size_t)b * out_c + ic + lead) * oh * ow;
+            float *q = dx + ((size_t)b * in_c + ic) * h * w;
+            for (int oy = 0; oy < oh; oy++)
+                for (int ox = 0; ox < ow; ox++)
+                    q[(size_t)oy * stride * w + (size_t)ox * stride] = g[oy * ow + ox];
+        }
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Softmax and cross-entropy                                                             */
+/* ------------------------------------------------------------------------------------ */
+
+/* log(sum_j exp(z_j)), shifted by the maximum so that nothing overflows */
+static double log_sum_exp(int k, const float *z) {
+    float zmax = z[0];
+    for (int j = 1; j < k; j++) if (z[j] > zmax) zmax = z[j];
+    double sum = 0;
+    for (int j = 0; j < k; j++) sum += exp((double)z[j] - zmax);
+    return zmax + log(sum);
+}
+
+void softmax_rows(int n, int k, const float *logits, float *probs) {
+    for (int i = 0; i < n; i++) {
+        const float *z = logits + (size_t)i * k;
+        double lse = log_sum_exp(k, z);
+        for (int j = 0; j < k; j++) probs[(size_t)i * k + j] = (float)exp(z[j] - lse);
+    }
+}
+
+/* Labels outside [0, k) are ignored (like torch's ignore_index): they add nothing to the
+ * loss or its normaliser. With no counted sample the loss is 0. */
+float softmax_cross_entropy_forward(int n, int k, const float *logits, const int *labels,
+                                    const float *class_weights, float label_smoothing,
+                                    float *probs) {
+    double eps = label_smoothing, total = 0, norm = 0;
+    for (int i = 0; i < n; i++) {
+        const float *z = logits + (size_t)i * k;
+        double lse = log_sum_exp(k, z);
+        for (int j = 0; j < k; j++) probs[(size_t)i * k + j] = (float)exp(z[j] - lse);
+        int y = labels[i];
+        if (y < 0 || y >= k) continue;
+        double wy = class_weights ? class_weights[y] : 1.0;
+        /* -log p_j = lse - z_j; the smoothing term is eps/K * sum_j w_j (lse - z_j) */
+        double smooth = 0;
+        for (int j = 0; j < k; j++)
+            smooth += (class_weights ? class_weights[j] : 1.0) * (lse - z[j]);
+        total += (1 - eps) * wy * (lse - z[y]) + eps / k * smooth;
+        norm += wy;
+    }
+    return norm > 0 ? (float)(total / norm) : 0.0f;
+}
+
+/* d loss_i / d z_j = (1 - eps) * w_y * (p_j - [j == y]) + eps/K * (p_j * sum_k w_k - w_j),
+ * divided by the normaliser sum_i w[y_i]. */
+void softmax_cross_entropy_backward(int n, int k, const float *probs, const int *labels,
+                                    const float *class_weights, float label_smoothing,
+                                    float *dlogits) {
+    double eps = label_smoothing, norm = 0, sum_w = 0;
+    for (int j = 0; j < k; j++) sum_w += class_weights ? class_weights[j] : 1.0;
+    for (int i = 0; i < n; i++)
+        if (labels[i] >= 0 && labels[i] < k) norm += class_weights ? class_weights[labels[i]] : 1.0;
+    for (int i = 0; i < n; i++) {
+        const float *p = probs + (size_t)i * k;
+        float *g = dlogits + (size_t)i * k;
+        int y = labels[i];
+        if (y < 0 || y >= k || norm <= 0) { memset(g, 0, sizeof(float) * k); continue; }
+        double wy = class_weights ? class_weights[y] : 1.0;
+        for (int j = 0; j < k; j++) {
+            double wj = class_weights ? class_weights[j] : 1.0;
+            double d = (1 - eps) * wy * (p[j] - (j == y)) + eps / k * (p[j] * sum_w - wj);
+            g[j] = (float)(d / norm);
+        }
+    }
+}

@@ -1,0 +1,606 @@
+/* tests/test_layers.c - every layer's backward against central finite differences of its
+ * forward, the fast convolution against the reference, batch-norm running statistics,
+ * and cross-entropy against numbers computed with torch.nn.CrossEntropyLoss. */
+#include "resnet.h"
+#include "test.h"
+
+/* ------------------------------------------------------------------ helpers */
+
+static float *tensor(size_t n, uint32_t seed, float bound) {
+    float *x = rn_alloc(n * sizeof(float));
+    hash_fill(x, n, seed, bound);
+    return x;
+}
+
+static float *copy_of(const float *x, size_t n) {
+    float *y = rn_alloc(n * sizeof(float));
+    memcpy(y, x, n * sizeof(float));
+    return y;
+}
+
+/* The random projection loss L = sum(y * r), whose gradient with respect to y is r. */
+static double project(const float *y, const float *r, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)y[i] * r[i];
+    return s;
+}
+
+typedef double (*LossFn)(void *ctx);
+
+/* Largest |numeric - analytic| over the elements of v, relative to max |analytic|, where
+ * numeric[i] = (L(v + eps e_i) - L(v - eps e_i)) / (2 eps), both evaluated in place. */
+static double grad_error(float *v, size_t n, const float *analytic, LossFn loss, void *ctx,
+                         float eps) {
+    double worst = 0, scale = 1e-6;
+    for (size_t i = 0; i < n; i++) if (fabs(analytic[i]) > scale) scale = fabs(analytic[i]);
+    for (size_t i = 0; i < n; i++) {
+        float saved = v[i], hi = saved + eps, lo = saved - eps;
+        v[i] = hi;
+        double up = loss(ctx);
+        v[i] = lo;
+        double down = loss(ctx);
+        v[i] = saved;
+        double numeric = (up - down) / ((double)hi - lo);
+        double e = fabs(numeric - analytic[i]) / scale;
+        if (e > worst) worst = e;
+    }
+    return worst;
+}
+
+#define CHECK_GRAD(v, n, analytic, loss, ctx, eps, tol) do { \
+    double e_ = grad_error(v, n, analytic, loss, ctx, eps); \
+    CHECK_MSG(e_ <= (tol), "%s: gradient error %.3g > %g", #analytic, e_, (double)(tol)); \
+    } while (0)
+
+/* ------------------------------------------------------------------ convolution */
+
+typedef struct {
+    ConvSpec s;
+    int n, h, w, fast;
+    float *x, *weight, *bias, *y, *r;
+} ConvCase;
+
+static size_t conv_out_numel(const ConvCase *c) {
+    return (size_t)c->n * c->s.out_c * conv_out_size(c->h, c->s.kh, c->s.stride, c->s.pad) *
+           conv_out_size(c->w, c->s.kw, c->s.stride, c->s.pad);
+}
+
+static double conv_loss(void *ctx) {
+    ConvCase *c = ctx;
+    if (c->fast) conv2d_forward(&c->s, c->n, c->h, c->w, c->x, c->weight, c->bias, c->y);
+    else conv2d_forward_ref(&c->s, c->n, c->h, c->w, c->x, c->weight, c->bias, c->y);
+    return project(c->y, c->r, conv_out_numel(c));
+}
+
+static const ConvSpec grad_specs[] = {
+    {3, 4, 3, 3, 1, 1}, {2, 3, 3, 3, 2, 1}, {2, 3, 1, 1, 1, 0}, {3, 2, 1, 1, 2, 0},
+    {2, 2, 5, 5, 1, 2}, {3, 2, 7, 7, 2, 3}, {2, 3, 3, 3, 2, 0},
+};
+
+static void test_conv_gradients(void) {
+    for (int fast = 0; fast <= 1; fast++)
+        for (size_t t = 0; t < sizeof grad_specs / sizeof grad_specs[0]; t++) {
+            ConvCase c = {grad_specs[t], 2, 7, 6, fast, 0, 0, 0, 0, 0};
+            size_t nx = (size_t)c.n * c.s.in_c * c.h * c.w;
+            size_t nw = (size_t)c.s.out_c * c.s.in_c * c.s.kh * c.s.kw, ny = conv_out_numel(&c);
+            c.x = tensor(nx, 1 + t, 1.0f);
+            c.weight = tensor(nw, 2 + t, 0.5f);
+            c.bias = tensor(c.s.out_c, 3 + t, 0.5f);
+            c.r = tensor(ny, 4 + t, 1.0f);
+            c.y = rn_alloc(ny * sizeof(float));
+            float *dx = rn_alloc(nx * sizeof(float));
+            float *dw = rn_calloc(nw, sizeof(float)), *db = rn_calloc(c.s.out_c, sizeof(float));
+            if (fast) conv2d_backward(&c.s, c.n, c.h, c.w, c.x, c.weight, c.r, dx, dw, db);
+            else conv2d_backward_ref(&c.s, c.n, c.h, c.w, c.x, c.weight, c.r, dx, dw, db);
+            CHECK_GRAD(c.x, nx, dx, conv_loss, &c, 1e-2f, 1e-3);
+            CHECK_GRAD(c.weight, nw, dw, conv_loss, &c, 1e-2f, 1e-3);
+            CHECK_GRAD(c.bias, (size_t)c.s.out_c, db, conv_loss, &c, 1e-2f, 1e-3);
+            if (test_case_failed) {
+                printf("  (failing case: %s, spec %zu)\n", fast ? "fast" : "ref", t);
+                return;
+            }
+            rn_free(c.x); rn_free(c.weight); rn_free(c.bias); rn_free(c.r); rn_free(c.y);
+            rn_free(dx); rn_free(dw); rn_free(db);
+        }
+}
+
+typedef struct { ConvSpec s; int n, h, w; } ConvShape;
+
+static void test_conv_fast_matches_reference(void) {
+    static const ConvShape shapes[] = {
+        {{8, 16, 1, 1, 1, 0}, 3, 9, 9},    /* bottleneck 1x1 */
+        {{8, 12, 1, 1, 2, 0}, 2, 11, 10},  /* downsample 1x1 s2, odd size */
+        {{6, 8, 3, 3, 1, 1}, 3, 11, 13},   /* 3x3 s1 */
+        {{6, 10, 3, 3, 2, 1}, 2, 15, 14},  /* 3x3 s2 */
+        {{3, 8, 7, 7, 2, 3}, 2, 23, 23},   /* stem 7x7 s2 p3 */
+        {{4, 6, 5, 5, 1, 2}, 2, 9, 9},     /* 5x5 p2 (inception head) */
+        {{16, 16, 3, 3, 1, 1}, 1, 8, 8},   /* a single image */
+        {{32, 32, 3, 3, 1, 1}, 5, 14, 14}, /* more images than threads */
+        {{5, 7, 3, 3, 2, 1}, 3, 1, 1},     /* 1x1 input: almost everything padding */
+    };
+    for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
+        const ConvSpec *s = &shapes[t].s;
+        int n = shapes[t].n, h = shapes[t].h, w = shapes[t].w;
+        int oh = conv_out_size(h, s->kh, s->stride, s->pad);
+        int ow = conv_out_size(w, s->kw, s->stride, s->pad);
+        size_t nx = (size_t)n * s->in_c * h * w, ny = (size_t)n * s->out_c * oh * ow;
+        size_t nw = (size_t)s->out_c * s->in_c * s->kh * s->kw;
+        float *x = tensor(nx, 10 + t, 1.0f), *wt = tensor(nw, 20 + t, 0.3f);
+        float *bias = tensor(s->out_c, 30 + t, 0.5f), *dy = tensor(ny, 40 + t, 1.0f);
+        float *y_ref = rn_alloc(ny * 4), *y = rn_alloc(ny * 4);
+        conv2d_forward_ref(s, n, h, w, x, wt, bias, y_ref);
+        conv2d_forward(s, n, h, w, x, wt, bias, y);
+        double e_y = max_rel_diff(y, y_ref, ny, 1e-6);
+
+        /* parameter gradients start non-zero to check that both accumulate */
+        float *dx_ref = rn_alloc(nx * 4), *dw_ref = tensor(nw, 50 + t, 1.0f);
+        float *db_ref = tensor(s->out_c, 60 + t, 1.0f);
+        float *dx = rn_alloc(nx * 4), *dw = copy_of(dw_ref, nw), *db = copy_of(db_ref, s->out_c);
+        conv2d_backward_ref(s, n, h, w, x, wt, dy, dx_ref, dw_ref, db_ref);
+        conv2d_backward(s, n, h, w, x, wt, dy, dx, dw, db);
+        double e_dx = max_rel_diff(dx, dx_ref, nx, 1e-6);
+        double e_dw = max_rel_diff(dw, dw_ref, nw, 1e-6);
+        double e_db = max_rel_diff(db, db_ref, s->out_c, 1e-6);
+        CHECK_MSG(e_y <= 1e-5 && e_dx <= 1e-5 && e_dw <= 1e-5 && e_db <= 1e-5,
+                  "shape %zu: rel diff y %.2g dx %.2g dweight %.2g dbias %.2g", t, e_y, e_dx,
+                  e_dw, e_db);
+
+        /* each gradient alone (the others NULL) gives the same numbers */
+        float *dx1 = rn_alloc(nx * 4), *dw1 = tensor(nw, 50 + t, 1.0f);
+        float *db1 = tensor(s->out_c, 60 + t, 1.0f);
+        conv2d_backward(s, n, h, w, x, wt, dy, dx1, NULL, NULL);
+        conv2d_backward(s, n, h, w, x, wt, dy, NULL, dw1, NULL);
+        conv2d_backward(s, n, h, w, x, wt, dy, NULL, NULL, db1);
+        CHECK(memcmp(dx1, dx, nx * 4) == 0);
+        CHECK(max_rel_diff(dw1, dw, nw, 1e-6) <= 1e-6);
+        CHECK(memcmp(db1, db, s->out_c * 4) == 0);
+
+        /* the same call twice gives the same bits */
+        float *y2 = rn_alloc(ny * 4);
+        conv2d_forward(s, n, h, w, x, wt, bias, y2);
+        CHECK(memcmp(y2, y, ny * 4) == 0);
+        rn_free(x); rn_free(wt); rn_free(bias); rn_free(dy); rn_free(y_ref); rn_free(y);
+        rn_free(dx_ref); rn_free(dw_ref); rn_free(db_ref); rn_free(dx); rn_free(dw);
+        rn_free(db); rn_free(dx1); rn_free(dw1); rn_free(db1); rn_free(y2);
+    }
+}
+
+/* A hand-computed case: 1 input channel, 2x2 kernel of ones, so y sums 2x2 windows. */
+static void test_conv_by_hand(void) {
+    ConvSpec s = {1, 1, 2, 2, 1, 0};
+    float x[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9}, wt[4] = {1, 1, 1, 1}, bias[1] = {0.5f};
+    float want[4] = {12.5f, 16.5f, 24.5f, 28.5f}, y[4], y_ref[4];
+    conv2d_forward(&s, 1, 3, 3, x, wt, bias, y);
+    conv2d_forward_ref(&s, 1, 3, 3, x, wt, bias, y_ref);
+    for (int i = 0; i < 4; i++) {
+        CHECK_CLOSE(y[i], want[i], 1e-6);
+        CHECK_CLOSE(y_ref[i], want[i], 1e-6);
+    }
+    /* padding 1, stride 2 on the same input: corners see only the in-image pixels */
+    ConvSpec p = {1, 1, 3, 3, 2, 1};
+    float ones[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1}, want_p[4] = {12, 16, 24, 28};
+    conv2d_forward(&p, 1, 3, 3, x, ones, NULL, y);
+    for (int i = 0; i < 4; i++) CHECK_CLOSE(y[i], want_p[i], 1e-6);
+}
+
+/* Parameter gradients accumulate: two backward calls give twice one call, dx is overwritten. */
+static void test_gradients_accumulate(void) {
+    ConvSpec s = {4, 6, 3, 3, 2, 1};
+    int n = 3, h = 9, w = 8, oh = 5, ow = 4;
+    size_t nx = (size_t)n * 4 * h * w, nw = 6 * 4 * 9, ny = (size_t)n * 6 * oh * ow;
+    float *x = tensor(nx, 1, 1), *wt = tensor(nw, 2, 1), *dy = tensor(ny, 3, 1);
+    for (int fast = 0; fast <= 1; fast++) {
+        float *dx1 = rn_alloc(nx * 4), *dx2 = rn_alloc(nx * 4);
+        float *dw1 = rn_calloc(nw, 4), *dw2 = rn_calloc(nw, 4);
+        float *db1 = rn_calloc(6, 4), *db2 = rn_calloc(6, 4);
+        void (*bw)(const ConvSpec *, int, int, int, const float *, const float *,
+                   const float *, float *, float *, float *) =
+            fast ? conv2d_backward : conv2d_backward_ref;
+        bw(&s, n, h, w, x, wt, dy, dx1, dw1, db1);
+        bw(&s, n, h, w, x, wt, dy, dx2, dw2, db2);
+        bw(&s, n, h, w, x, wt, dy, dx2, dw2, db2);
+        for (size_t i = 0; i < nw; i++) dw1[i] *= 2;
+        for (int i = 0; i < 6; i++) db1[i] *= 2;
+        CHECK(max_rel_diff(dw2, dw1, nw, 1e-6) <= 1e-6);
+        CHECK(max_rel_diff(db2, db1, 6, 1e-6) <= 1e-6);
+        CHECK(memcmp(dx1, dx2, nx * 4) == 0);
+        rn_free(dx1); rn_free(dx2); rn_free(dw1); rn_free(dw2); rn_free(db1); rn_free(db2);
+    }
+    /* batch norm (train and eval) and linear */
+    int c = 3, hw = 4;
+    size_t nb = (size_t)2 * c * hw;
+    float *bx = tensor(nb, 4, 1), *g = tensor(c, 5, 1), *bdy = tensor(nb, 6, 1);
+    float rm[3] = {0.1f, 0.2f, 0.3f}, rv[3] = {1.0f, 2.0f, 0.5f}, mean[3], invstd[3];
+    float *by = rn_alloc(nb * 4), *bdx = rn_alloc(nb * 4);
+    batchnorm_forward_train(2, c, hw, bx, g, g, rm, rv, 0.1f, 1e-5f, by, mean, invstd);
+    for (int mode = 0; mode < 2; mode++) {
+        float dg1[3] = {0}, db1[3] = {0}, dg2[3] = {0}, db2[3] = {0};
+        for (int k = 0; k < 3; k++) {
+            float *dg = k == 0 ? dg1 : dg2, *db = k == 0 ? db1 : db2;
+            if (mode == 0)
+                batchnorm_backward_train(2, c, hw, bx, g, mean, invstd, bdy, bdx, dg, db);
+            else
+                batchnorm_backward_eval(2, c, hw, bx, g, rm, rv, 1e-5f, bdy, bdx, dg, db);
+        }
+        for (int i = 0; i < c; i++) {
+            CHECK_CLOSE(dg2[i], 2 * dg1[i], 1e-6);
+            CHECK_CLOSE(db2[i], 2 * db1[i], 1e-6);
+        }
+    }
+    float *lx = tensor(12, 7, 1), *lw = tensor(20, 8, 1), *ldy = tensor(15, 9, 1), ldx[12];
+    float dw1[20] = {0}, dw2[20] = {0}, db1[5] = {0}, db2[5] = {0};
+    linear_backward(3, 4, 5, lx, lw, ldy, ldx, dw1, db1);
+    linear_backward(3, 4, 5, lx, lw, ldy, ldx, dw2, db2);
+    linear_backward(3, 4, 5, lx, lw, ldy, ldx, dw2, db2);
+    for (int i = 0; i < 20; i++) CHECK_CLOSE(dw2[i], 2 * dw1[i], 1e-6);
+    for (int i = 0; i < 5; i++) CHECK_CLOSE(db2[i], 2 * db1[i], 1e-6);
+    rn_free(x); rn_free(wt); rn_free(dy); rn_free(bx); rn_free(g); rn_free(bdy); rn_free(by);
+    rn_free(bdx); rn_free(lx); rn_free(lw); rn_free(ldy);
+}
+
+/* ------------------------------------------------------------------ batch norm */
+
+typedef struct {
+    int n, c, hw, train;
+    float *x, *gamma, *beta, *rm, *rv, *y, *r, *mean, *invstd;
+} BnCase;
+
+static double bn_loss(void *ctx) {
+    BnCase *b = ctx;
+    size_t total = (size_t)b->n * b->c * b->hw;
+    if (b->train) {
+        /* running statistics are updated by every call: give it throwaway copies */
+        float *rm = copy_of(b->rm, b->c), *rv = copy_of(b->rv, b->c);
+        batchnorm_forward_train(b->n, b->c, b->hw, b->x, b->gamma, b->beta, rm, rv, 0.1f,
+                                1e-5f, b->y, b->mean, b->invstd);
+        rn_free(rm);
+        rn_free(rv);
+    } else {
+        batchnorm_forward_eval(b->n, b->c, b->hw, b->x, b->gamma, b->beta, b->rm, b->rv,
+                               1e-5f, b->y);
+    }
+    return project(b->y, b->r, total);
+}
+
+static void test_batchnorm_gradients(void) {
+    for (int train = 1; train >= 0; train--) {
+        BnCase b = {2, 3, 5, train, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+        size_t total = (size_t)b.n * b.c * b.hw;
+        b.x = tensor(total, 11, 2.0f);
+        b.gamma = tensor(b.c, 12, 1.0f);
+        b.beta = tensor(b.c, 13, 1.0f);
+        float rm[3] = {0.2f, -0.1f, 0.05f}, rv[3] = {0.8f, 1.5f, 0.3f};
+        b.rm = rm;
+        b.rv = rv;
+        b.y = rn_alloc(total * 4);
+        b.r = tensor(total, 14, 1.0f);
+        b.mean = rn_alloc(b.c * 4);
+        b.invstd = rn_alloc(b.c * 4);
+        bn_loss(&b);
+        float *dx = rn_alloc(total * 4), dg[3] = {0}, dbeta[3] = {0};
+        if (train)
+            batchnorm_backward_train(b.n, b.c, b.hw, b.x, b.gamma, b.mean, b.invstd, b.r, dx,
+                                     dg, dbeta);
+        else
+            batchnorm_backward_eval(b.n, b.c, b.hw, b.x, b.gamma, b.rm, b.rv, 1e-5f, b.r, dx,
+                                    dg, dbeta);
+        CHECK_GRAD(b.x, total, dx, bn_loss, &b, 1e-2f, 2e-3);
+        CHECK_GRAD(b.gamma, (size_t)b.c, dg, bn_loss, &b, 1e-2f, 1e-3);
+        CHECK_GRAD(b.beta, (size_t)b.c, dbeta, bn_loss, &b, 1e-2f, 1e-3);
+        rn_free(b.x); rn_free(b.gamma); rn_free(b.beta); rn_free(b.y); rn_free(b.r);
+        rn_free(b.mean); rn_free(b.invstd); rn_free(dx);
+    }
+}
+
+static void test_batchnorm_running_stats(void) {
+    /* x[n=2, c=2, hw=2]: channel 0 holds {1, 2, 3, 6}, channel 1 holds {-1, 1, 0, 2} */
+    float x[8] = {1, 2, -1, 1, 3, 6, 0, 2}, gamma[2] = {2, 0.5f}, beta[2] = {0.25f, -1};
+    float rm[2] = {0.5f, 0}, rv[2] = {2, 1}, y[8], mean[2], invstd[2];
+    batchnorm_forward_train(2, 2, 2, x, gamma, beta, rm, rv, 0.1f, 1e-5f, y, mean, invstd);
+    /* channel 0: mean 3, biased var 14/4, unbiased 14/3; channel 1: mean 0.5, 5/4, 5/3 */
+    CHECK_CLOSE(mean[0], 3.0, 1e-7);
+    CHECK_CLOSE(mean[1], 0.5, 1e-7);
+    CHECK_CLOSE(invstd[0], 1 / sqrt(3.5 + 1e-5), 1e-6);
+    CHECK_CLOSE(invstd[1], 1 / sqrt(1.25 + 1e-5), 1e-6);
+    CHECK_CLOSE(rm[0], 0.9 * 0.5 + 0.1 * 3, 1e-7);
+    CHECK_CLOSE(rm[1], 0.9 * 0 + 0.1 * 0.5, 1e-7);
+    CHECK_CLOSE(rv[0], 0.9 * 2 + 0.1 * 14.0 / 3, 1e-6);
+    CHECK_CLOSE(rv[1], 0.9 * 1 + 0.1 * 5.0 / 3, 1e-6);
+    CHECK_CLOSE(y[5], (6 - 3) / sqrt(3.5 + 1e-5) * 2 + 0.25, 1e-6);  /* n=1, c=0, i=1 */
+    CHECK_CLOSE(y[2], (-1 - 0.5) / sqrt(1.25 + 1e-5) * 0.5 - 1, 1e-6); /* n=0, c=1, i=0 */
+    /* eval uses the running statistics */
+    batchnorm_forward_eval(2, 2, 2, x, gamma, beta, rm, rv, 1e-5f, y);
+    CHECK_CLOSE(y[5], (6 - rm[0]) / sqrt(rv[0] + 1e-5) * 2 + 0.25, 1e-6);
+    CHECK_CLOSE(y[2], (-1 - rm[1]) / sqrt(rv[1] + 1e-5) * 0.5 - 1, 1e-6);
+}
+
+/* ------------------------------------------------------------------ relu, pools */
+
+typedef struct { size_t n; float *x, *y, *r; } EltCase;
+
+static double relu_loss(void *ctx) {
+    EltCase *e = ctx;
+    relu_forward(e->n, e->x, e->y);
+    return project(e->y, e->r, e->n);
+}
+
+/* n values, all distinct and at least `gap` apart (a shuffled ramp), centred on zero. */
+static float *distinct_values(size_t n, uint64_t seed, float gap) {
+    int *perm = rn_alloc(n * sizeof(int));
+    for (size_t i = 0; i < n; i++) perm[i] = (int)i;
+    Rng rng;
+    rng_seed(&rng, seed);
+    rng_shuffle(&rng, perm, (int)n);
+    float *x = rn_alloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) x[i] = gap * ((float)perm[i] - (float)n / 2 + 0.5f);
+    rn_free(perm);
+    return x;
+}
+
+static void test_relu(void) {
+    EltCase e = {40, distinct_values(40, 1, 0.05f), rn_alloc(160), tensor(40, 2, 1)};
+    float dx[40];
+    relu_forward(e.n, e.x, e.y);
+    relu_backward(e.n, e.y, e.r, dx);
+    CHECK_GRAD(e.x, e.n, dx, relu_loss, &e, 1e-2f, 1e-4);
+    relu_forward(e.n, e.x, e.y);
+    for (size_t i = 0; i < e.n; i++) CHECK(e.y[i] == (e.x[i] > 0 ? e.x[i] : 0));
+    rn_free(e.x); rn_free(e.y); rn_free(e.r);
+}
+
+typedef struct { int n, c, h, w, k, stride, pad; float *x, *y, *r; int32_t *arg; } PoolCase;
+
+static double maxpool_loss(void *ctx) {
+    PoolCase *p = ctx;
+    maxpool2d_forward(p->n, p->c, p->h, p->w, p->k, p->stride, p->pad, p->x, p->y, p->arg);
+    size_t ny = (size_t)p->n * p->c * conv_out_size(p->h, p->k, p->stride, p->pad) *
+                conv_out_size(p->w, p->k, p->stride, p->pad);
+    return project(p->y, p->r, ny);
+}
+
+static void test_maxpool(void) {
+    PoolCase p = {2, 2, 7, 6, 3, 2, 1, 0, 0, 0, 0}; /* the ResNet stem pool, odd sizes */
+    size_t nx = 2 * 2 * 7 * 6, ny = 2 * 2 * 4 * 3;
+    p.x = distinct_values(nx, 3, 0.05f);
+    p.y = rn_alloc(ny * 4);
+    p.r = tensor(ny, 4, 1);
+    p.arg = rn_alloc(ny * sizeof(int32_t));
+    float *dx = rn_alloc(nx * 4);
+    maxpool_loss(&p);
+    maxpool2d_backward(p.n, p.c, p.h, p.w, p.k, p.stride, p.pad, p.arg, p.r, dx);
+    CHECK_GRAD(p.x, nx, dx, maxpool_loss, &p, 1e-2f, 1e-4);
+    rn_free(p.x); rn_free(p.y); rn_free(p.r); rn_free(p.arg); rn_free(dx);
+
+    /* ties: the first maximum in scan order wins, as in PyTorch */
+    float flat[16], y4[4];
+    int32_t arg4[4];
+    for (int i = 0; i < 16; i++) flat[i] = 1;
+    maxpool2d_forward(1, 1, 4, 4, 2, 2, 0, flat, y4, arg4);
+    CHECK(arg4[0] == 0 && arg4[1] == 2 && arg4[2] == 8 && arg4[3] == 10);
+    /* padding never wins: an all-negative input keeps its negative maxima, and a window
+     * of equal values picks its first in-image pixel */
+    for (int i = 0; i < 16; i++) flat[i] = -5;
+    maxpool2d_forward(1, 1, 4, 4, 3, 2, 1, flat, y4, arg4);
+    CHECK(y4[0] == -5 && y4[3] == -5);
+    CHECK(arg4[0] == 0 && arg4[1] == 1 && arg4[2] == 4 && arg4[3] == 5);
+    flat[5] = -4; /* in all four overlapping windows */
+    maxpool2d_forward(1, 1, 4, 4, 3, 2, 1, flat, y4, arg4);
+    CHECK(y4[0] == -4 && y4[1] == -4 && y4[2] == -4 && y4[3] == -4);
+    float g4[4] = {1, 2, 3, 4}, gx[16];
+    maxpool2d_backward(1, 1, 4, 4, 3, 2, 1, arg4, g4, gx);
+    CHECK(gx[5] == 10 && gx[0] == 0 && gx[15] == 0);
+}
+
+typedef struct { int n, c, hw; float *x, *y, *r; } GapCase;
+
+static double gap_loss(void *ctx) {
+    GapCase *g = ctx;
+    avgpool_global_forward(g->n, g->c, g->hw, g->x, g->y);
+    return project(g->y, g->r, (size_t)g->n * g->c);
+}
+
+static void test_avgpool_global(void) {
+    GapCase g = {2, 3, 5, tensor(30, 1, 1), rn_alloc(24), tensor(6, 2, 1)};
+    float dx[30];
+    gap_loss(&g);
+    CHECK_CLOSE(g.y[4], (g.x[20] + g.x[21] + g.x[22] + g.x[23] + g.x[24]) / 5, 1e-6);
+    avgpool_global_backward(g.n, g.c, g.hw, g.r, dx);
+    CHECK_GRAD(g.x, 30, dx, gap_loss, &g, 1e-2f, 1e-4);
+    rn_free(g.x); rn_free(g.y); rn_free(g.r);
+}
+
+/* ------------------------------------------------------------------ linear, dropout */
+
+typedef struct { int n, in, out; float *x, *weight, *bias, *y, *r; } LinearCase;
+
+static double linear_loss(void *ctx) {
+    LinearCase *l = ctx;
+    linear_forward(l->n, l->in, l->out, l->x, l->weight, l->bias, l->y);
+    return project(l->y, l->r, (size_t)l->n * l->out);
+}
+
+static void test_linear(void) {
+    LinearCase l = {3, 5, 4, tensor(15, 1, 1), tensor(20, 2, 1), tensor(4, 3, 1),
+                    rn_alloc(48), tensor(12, 4, 1)};
+    linear_loss(&l);
+    /* y[1, 2] by hand */
+    double want = l.bias[2];
+    for (int i = 0; i < 5; i++) want += (double)l.x[5 + i] * l.weight[2 * 5 + i];
+    CHECK_CLOSE(l.y[1 * 4 + 2], want, 1e-6);
+    float dx[15], dw[20] = {0}, db[4] = {0};
+    linear_backward(l.n, l.in, l.out, l.x, l.weight, l.r, dx, dw, db);
+    CHECK_GRAD(l.x, 15, dx, linear_loss, &l, 1e-2f, 1e-4);
+    CHECK_GRAD(l.weight, 20, dw, linear_loss, &l, 1e-2f, 1e-4);
+    CHECK_GRAD(l.bias, 4, db, linear_loss, &l, 1e-2f, 1e-4);
+    rn_free(l.x); rn_free(l.weight); rn_free(l.bias); rn_free(l.y); rn_free(l.r);
+}
+
+typedef struct { size_t n; float p; float *x, *y, *mask, *r; } DropCase;
+
+static double dropout_loss(void *ctx) {
+    DropCase *d = ctx;
+    Rng rng;
+    rng_seed(&rng, 42); /* the same mask on every call */
+    dropout_forward(d->n, d->p, &rng, d->x, d->y, d->mask);
+    return project(d->y, d->r, d->n);
+}
+
+static void test_dropout(void) {
+    DropCase d = {1000, 0.3f, tensor(1000, 1, 1), rn_alloc(4000), rn_alloc(4000),
+                  tensor(1000, 2, 1)};
+    dropout_loss(&d);
+    int dropped = 0, bad = 0;
+    for (size_t i = 0; i < d.n; i++) {
+        if (d.mask[i] == 0) dropped++;
+        else if (d.mask[i] != 1.0f / 0.7f) bad++;
+        if (d.y[i] != d.x[i] * d.mask[i]) bad++;
+    }
+    CHECK(bad == 0);
+    CHECK_MSG(dropped > 250 && dropped < 350, "dropped %d of 1000 at p = 0.3", dropped);
+    float *dx = rn_alloc(4000);
+    dropout_backward(d.n, d.mask, d.r, dx);
+    CHECK_GRAD(d.x, 100, dx, dropout_loss, &d, 1e-2f, 1e-4); /* the first 100 suffice */
+    /* p = 0 keeps everything */
+    Rng rng;
+    rng_seed(&rng, 1);
+    dropout_forward(d.n, 0.0f, &rng, d.x, d.y, d.mask);
+    CHECK(memcmp(d.y, d.x, d.n * 4) == 0);
+    rn_free(d.x); rn_free(d.y); rn_free(d.mask); rn_free(d.r); rn_free(dx);
+}
+
+/* ------------------------------------------------------------------ option-A shortcut */
+
+typedef struct { int n, in_c, h, w, out_c, stride; float *x, *y, *r; } ShortcutCase;
+
+static double shortcut_loss(void *ctx) {
+    ShortcutCase *s = ctx;
+    shortcut_a_forward(s->n, s->in_c, s->h, s->w, s->out_c, s->stride, s->x, s->y);
+    int oh = (s->h + s->stride - 1) / s->stride, ow = (s->w + s->stride - 1) / s->stride;
+    return project(s->y, s->r, (size_t)s->n * s->out_c * oh * ow);
+}
+
+static void test_shortcut_a(void) {
+    /* [2, 4, 5, 5] -> [2, 8, 3, 3]: channels 2..5 hold x[:, :, ::2, ::2] */
+    ShortcutCase s = {2, 4, 5, 5, 8, 2, tensor(200, 1, 1), rn_alloc(200 * 4),
+                      tensor(144, 2, 1)};
+    shortcut_loss(&s);
+    CHECK(s.y[(0 * 8 + 2) * 9 + 0 * 3 + 1] == s.x[(0 * 4 + 0) * 25 + 0 * 5 + 2]);
+    CHECK(s.y[(1 * 8 + 5) * 9 + 2 * 3 + 2] == s.x[(1 * 4 + 3) * 25 + 4 * 5 + 4]);
+    int nonzero_pad = 0;
+    for (int b = 0; b < 2; b++)
+        for (int c = 0; c < 8; c++)
+            for (int i = 0; i < 9; i++)
+                if ((c < 2 || c >= 6) && s.y[(b * 8 + c) * 9 + i] != 0) nonzero_pad++;
+    CHECK(nonzero_pad == 0);
+    float dx[200];
+    shortcut_a_backward(s.n, s.in_c, s.h, s.w, s.out_c, s.stride, s.r, dx);
+    CHECK_GRAD(s.x, 200, dx, shortcut_loss, &s, 1e-2f, 1e-4);
+    /* stride 1 with equal channels is a copy */
+    shortcut_a_forward(2, 4, 5, 5, 4, 1, s.x, s.y);
+    CHECK(memcmp(s.y, s.x, 200 * 4) == 0);
+    rn_free(s.x); rn_free(s.y); rn_free(s.r);
+}
+
+/* ------------------------------------------------------------------ softmax, cross-entropy */
+
+static const float ce_logits[20] = {
+    1.5f, -0.3f, 0.2f, 2.0f, -1.1f,   0.0f, 0.7f, -2.2f, 0.4f, 1.3f,
+    -0.5f, 0.25f, 3.1f, -0.8f, 0.6f,  2.4f, -1.7f, 0.9f, 0.05f, -0.35f};
+static const int ce_labels[4] = {3, 1, 0, 4};
+static const float ce_weights[5] = {0.5f, 2.0f, 1.0f, 1.5f, 0.25f};
+
+/* torch.nn.CrossEntropyLoss(weight=ce_weights, label_smoothing=eps)(logits, labels) and
+ * the gradient of that mean loss, computed in float64 with torch 1.13. */
+static const double torch_loss_w_s01 = 1.6150149369788993;
+static const double torch_grad_w_s01[20] = {
+    0.10595830153803984, 0.008491963296724638, 0.024812374829786477, -0.14613083263356355,
+    0.006868192969012595, 0.051744663837103036, -0.32400197790683594, 0.0012883031424008084,
+    0.07364531971307957, 0.1973236912142525, -0.10523051781450025, -0.0030506532222031946,
+    0.10526362524043369, -0.004832830494967959, 0.007850376291237708, 0.05314889345599349,
+    -0.008491950816316296, 0.007678250897132205, -0.0017656600590876875, -0.05056953347772173};
+static const double torch_loss_plain = 2.2307413071491764;   /* no weights, no smoothing */
+static const double torch_loss_s02 = 2.2587413071491764;     /* no weights, smoothing 0.2 */
+static const double torch_grad_s02[20] = {
+    0.06909326143241741, 0.0030740281805978886, 0.011555428355084626, -0.07959725750732735,
+    -0.004125460460772589, 0.020172548728043034, -0.1492399483076185, -0.006656786305091413,
+    0.03501215338327929, 0.10071203250138755, -0.20424761293316493, 0.002177803516052447,
+    0.2005272104828123, -0.005738526848474695, 0.007281125782774895, 0.168699088778767,
+    -0.007038478007078979, 0.029873156297584764, 0.007042382385513133, -0.19857614945478588};
+
+static void test_cross_entropy_matches_torch(void) {
+    float probs[20], grad[20];
+    float loss = softmax_cross_entropy_forward(4, 5, ce_logits, ce_labels, ce_weights, 0.1f, probs);
+    CHECK_CLOSE(loss, torch_loss_w_s01, 1e-6);
+    softmax_cross_entropy_backward(4, 5, probs, ce_labels, ce_weights, 0.1f, grad);
+    for (int i = 0; i < 20; i++) CHECK_CLOSE(grad[i], torch_grad_w_s01[i], 1e-6);
+
+    loss = softmax_cross_entropy_forward(4, 5, ce_logits, ce_labels, NULL, 0.0f, probs);
+    CHECK_CLOSE(loss, torch_loss_plain, 1e-6);
+    loss = softmax_cross_entropy_forward(4, 5, ce_logits, ce_labels, NULL, 0.2f, probs);
+    CHECK_CLOSE(loss, torch_loss_s02, 1e-6);
+    softmax_cross_entropy_backward(4, 5, probs, ce_labels, NULL, 0.2f, grad);
+    for (int i = 0; i < 20; i++) CHECK_CLOSE(grad[i], torch_grad_s02[i], 1e-6);
+
+    /* a label outside [0, k) is ignored: same loss as without that row */
+    int ignored[5] = {3, 1, 0, 4, -100};
+    float logits5[25], probs5[25], grad5[25];
+    memcpy(logits5, ce_logits, sizeof ce_logits);
+    for (int j = 0; j < 5; j++) logits5[20 + j] = (float)j;
+    loss = softmax_cross_entropy_forward(5, 5, logits5, ignored, ce_weights, 0.1f, probs5);
+    CHECK_CLOSE(loss, torch_loss_w_s01, 1e-6);
+    softmax_cross_entropy_backward(5, 5, probs5, ignored, ce_weights, 0.1f, grad5);
+    CHECK(grad5[20] == 0 && grad5[24] == 0);
+    CHECK_CLOSE(grad5[3], torch_grad_w_s01[3], 1e-6);
+}
+
+typedef struct { float *logits; float smoothing; const float *weights; } CeCase;
+
+static double ce_loss(void *ctx) {
+    CeCase *c = ctx;
+    float probs[20];
+    return softmax_cross_entropy_forward(4, 5, c->logits, ce_labels, c->weights, c->smoothing,
+                                         probs);
+}
+
+static void test_cross_entropy_gradient(void) {
+    float logits[20], probs[20], grad[20];
+    memcpy(logits, ce_logits, sizeof logits);
+    CeCase c = {logits, 0.15f, ce_weights};
+    softmax_cross_entropy_forward(4, 5, logits, ce_labels, ce_weights, 0.15f, probs);
+    softmax_cross_entropy_backward(4, 5, probs, ce_labels, ce_weights, 0.15f, grad);
+    CHECK_GRAD(logits, 20, grad, ce_loss, &c, 1e-2f, 2e-3);
+}
+
+static void test_softmax_rows(void) {
+    float z[6] = {1000, 1001, 999, -3, 0, 2}, p[6];
+    softmax_rows(2, 3, z, p);
+    double e0 = exp(-1.0), e2 = exp(-2.0);
+    CHECK_CLOSE(p[0], e0 / (e0 + 1 + e2), 1e-6);
+    CHECK_CLOSE(p[1], 1 / (e0 + 1 + e2), 1e-6);
+    CHECK_CLOSE(p[3] + p[4] + p[5], 1.0, 1e-6);
+    CHECK_CLOSE(p[5], exp(2.0) / (exp(-3.0) + 1 + exp(2.0)), 1e-6);
+    /* huge logits: the loss stays finite */
+    int label = 2;
+    float big[3] = {5000, -5000, 4990}, probs[3];
+    float loss = softmax_cross_entropy_forward(1, 3, big, &label, NULL, 0.0f, probs);
+    CHECK_CLOSE(loss, 10.0, 1e-4);
+}
+
+int main(void) {
+    RUN(test_conv_by_hand);
+    RUN(test_conv_gradients);
+    RUN(test_conv_fast_matches_reference);
+    RUN(test_gradients_accumulate);
+    RUN(test_batchnorm_gradients);
+    RUN(test_batchnorm_running_stats);
+    RUN(test_relu);
+    RUN(test_maxpool);
+    RUN(test_avgpool_global);
+    RUN(test_linear);
+    RUN(test_dropout);
+    RUN(test_shortcut_a);
+    RUN(test_cross_entropy_matches_torch);
+    RUN(test_cross_entropy_gradient);
+    RUN(test_softmax_rows);
+    return test_summary();
+}
