@@ -286,6 +286,7 @@ int mkdir_p(const char *path) {
 /* ---------------------------------------------------------------- growing buffer */
 
 void buf_put(Buf *b, const void *data, size_t n) {
+    if (n == 0 && b->data) return;
     if (b->len + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->len + n + 1) cap *= 2;
@@ -294,7 +295,7 @@ void buf_put(Buf *b, const void *data, size_t n) {
         b->data = d;
         b->cap = cap;
     }
-    memcpy(b->data + b->len, data, n);
+    if (n) memcpy(b->data + b->len, data, n);
     b->len += n;
     b->data[b->len] = 0;
 }
