@@ -1,0 +1,394 @@
+/* test_golden.c - the whole library against PyTorch: torchvision resnet50 and the CIFAR
+ * resnet20 with every weight set from the hash generator, a train-mode forward, weighted
+ * label-smoothed cross-entropy, backward, three optimizer steps and an eval forward,
+ * checked against the values tools/golden.py recorded with torch in
+ * tests/fixtures/golden_*.txt (regenerate with /usr/bin/python3 tools/golden.py).
+ *
+ * The recipe must match tools/golden.py exactly:
+ *   tensor seed = FNV-1a-32(state_dict name) + BASE_SEED; x = hash_fill(seed, bound) + offset
+ *   (bound, offset): running_var (0.5, 1) | running_mean (0.1, 0) | conv [o,i,kh,kw]
+ *   (sqrt(6/(i*kh*kw)), 0) | linear [o,i] (1/sqrt(i), 0) | *bn3.weight, a bottleneck's
+ *   last gamma, kept small so the deep net stays well conditioned in float32 (0.02, 0.2) |
+ *   other 1-d *.weight, BN gamma (0.1, 1) | other 1-d, biases (0.1, 0).
+ *   Input hash_fill(INPUT_SEED, 1); labels (3i + 1) mod K; class weights 0.5 + 0.1k.
+ *   Steps, optimizer and its settings and label smoothing come from the "config" line
+ *   (resnet50: SGD with Nesterov momentum; resnet20: Adam, see golden.py for why).
+ *
+ * Tolerances are relative to the scale of each kind of value (max |logit|, the tensor's
+ * max |grad|, ...). Values after the optimizer steps get looser ones: there torch's own
+ * float32 run differs from its float64 run by up to 2e-5 (parameters) and 8.5e-4
+ * (parameter updates), so float32 summation order alone moves them that much.
+ * Fixtures are read from tests/fixtures (or $RN_FIXTURES). */
+#include "resnet.h"
+#include "test.h"
+
+#include <stdint.h>
+
+typedef struct {
+    char kind[16];
+    char name[RN_NAME_MAX];
+    long long index;
+    double value;
+    int64_t shape[4];         /* "tensor" lines: ndim in index, shape here */
+} Record;
+
+typedef struct {
+    char arch[32];
+    int classes, batch, size, steps;
+    char optimizer[16];
+    double lr, weight_decay, momentum, label_smoothing;
+    int nesterov;
+    uint32_t base_seed, input_seed;
+    Record *recs; int n_recs, cap_recs;
+    float *logits0, *eval_logits; int n_logits0, n_eval;
+    double loss[16]; int n_loss;
+} Fixture;
+
+/* Largest error of one kind of value, and where it happened. */
+typedef struct {
+    const char *what;
+    double tol, worst;
+    char where[160];
+    int n, fails;
+} Stat;
+
+static void stat_add(Stat *s, double err, const char *name, long long index) {
+    s->n++;
+    if (!(err <= s->worst) || s->n == 1) {
+        s->worst = err;
+        snprintf(s->where, sizeof s->where, "%s[%lld]", name, index);
+    }
+    if (!(err <= s->tol)) {
+        s->fails++;
+        if (s->fails <= 5)
+            fprintf(stderr, "  %s %s[%lld]: relative error %.3g > %.3g\n", s->what, name,
+                    index, err, s->tol);
+    }
+}
+
+static void stat_print(const char *net, const Stat *s) {
+    printf("  %-14s %-10s max error %.3g (tol %.0e) at %s, %d values, %d over\n", net, s->what,
+           s->worst, s->tol, s->where, s->n, s->fails);
+    CHECK_MSG(s->fails == 0, "%s %s: %d of %d values over tolerance", net, s->what, s->fails,
+              s->n);
+    CHECK_MSG(s->n > 0, "%s %s: nothing compared", net, s->what);
+}
+
+static float *parse_floats(char *text, int *n) {
+    int cap = 64;
+    float *v = malloc(cap * sizeof *v);
+    *n = 0;
+    for (char *tok = strtok(text, " \n"); tok; tok = strtok(NULL, " \n")) {
+        if (*n == cap) v = realloc(v, (cap *= 2) * sizeof *v);
+        v[(*n)++] = strtof(tok, NULL);
+    }
+    return v;
+}
+
+static int fixture_load(const char *path, Fixture *fx) {
+    memset(fx, 0, sizeof *fx);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    char *line = NULL;
+    size_t cap = 0;
+    int config = 0;
+    while (getline(&line, &cap, f) > 0) {
+        char kind[16];
+        int used = 0;
+        if (line[0] == '#' || sscanf(line, "%15s%n", kind, &used) != 1) continue;
+        char *rest = line + used;
+        if (strcmp(kind, "config") == 0) {
+            unsigned base, input;
+            config = sscanf(rest, "%31s %d %d %d %d %15s %lf %lf %lf %d %lf %u %u", fx->arch,
+                            &fx->classes, &fx->batch, &fx->size, &fx->steps, fx->optimizer,
+                            &fx->lr, &fx->weight_decay, &fx->momentum, &fx->nesterov,
+                            &fx->label_smoothing, &base, &input) == 13;
+            fx->base_seed = base;
+            fx->input_seed = input;
+        } else if (strcmp(kind, "logits0") == 0) {
+            fx->logits0 = parse_floats(rest, &fx->n_logits0);
+        } else if (strcmp(kind, "eval_logits") == 0) {
+            fx->eval_logits = parse_floats(rest, &fx->n_eval);
+        } else if (strcmp(kind, "loss") == 0) {
+            int step;
+            double v;
+            if (sscanf(rest, "%d %lf", &step, &v) == 2 && step >= 0 && step < 16) {
+                fx->loss[step] = v;
+                if (step + 1 > fx->n_loss) fx->n_loss = step + 1;
+            }
+        } else {
+            if (fx->n_recs == fx->cap_recs) {
+                fx->cap_recs = fx->cap_recs ? 2 * fx->cap_recs : 1024;
+                fx->recs = realloc(fx->recs, fx->cap_recs * sizeof *fx->recs);
+            }
+            Record *r = &fx->recs[fx->n_recs];
+            memset(r, 0, sizeof *r);
+            snprintf(r->kind, sizeof r->kind, "%s", kind);
+            char name[RN_NAME_MAX];
+            if (strcmp(kind, "tensor") == 0) {
+                int ndim;
+                long long d[4] = {0, 0, 0, 0};
+                if (sscanf(rest, "%95s %d %lld %lld %lld %lld", name, &ndim, &d[0], &d[1],
+                           &d[2], &d[3]) < 3) continue;
+                r->index = ndim;
+                for (int j = 0; j < 4; j++) r->shape[j] = j < ndim ? d[j] : 0;
+            } else if (strcmp(kind, "grad") == 0 || strcmp(kind, "param") == 0 ||
+                       strcmp(kind, "delta") == 0 || strcmp(kind, "bn") == 0) {
+                if (sscanf(rest, "%95s %lld %lf", name, &r->index, &r->value) != 3) continue;
+            } else {
+                if (sscanf(rest, "%95s %lf", name, &r->value) != 2) continue;
+            }
+            snprintf(r->name, sizeof r->name, "%s", name);
+            fx->n_recs++;
+        }
+    }
+    free(line);
+    fclose(f);
+    return config && fx->logits0 && fx->eval_logits ? 0 : -1;
+}
+
+static void fixture_free(Fixture *fx) {
+    free(fx->recs);
+    free(fx->logits0);
+    free(fx->eval_logits);
+}
+
+static double record_value(const Fixture *fx, const char *kind, const char *name) {
+    for (int i = 0; i < fx->n_recs; i++)
+        if (strcmp(fx->recs[i].kind, kind) == 0 && strcmp(fx->recs[i].name, name) == 0)
+            return fx->recs[i].value;
+    return NAN;
+}
+
+/* ------------------------------------------------------------------ the weight recipe */
+
+static uint32_t fnv1a32(const char *s) {
+    uint32_t h = 0x811C9DC5u;
+    for (; *s; s++) h = (h ^ (uint8_t)*s) * 0x01000193u;
+    return h;
+}
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+static void recipe_fill(const Param *p, uint32_t base_seed, float *out) {
+    double bound = 0.1, offset = 0.0;
+    if (ends_with(p->name, "running_var")) {
+        bound = 0.5, offset = 1.0;
+    } else if (ends_with(p->name, "running_mean")) {
+        bound = 0.1;
+    } else if (p->ndim == 4) {
+        bound = sqrt(6.0 / (double)(p->shape[1] * p->shape[2] * p->shape[3]));
+    } else if (p->ndim == 2) {
+        bound = 1.0 / sqrt((double)p->shape[1]);
+    } else if (ends_with(p->name, "bn3.weight")) {
+        bound = 0.02, offset = 0.2;
+    } else if (ends_with(p->name, ".weight")) {
+        offset = 1.0;
+    }
+    hash_fill(out, (size_t)p->numel, fnv1a32(p->name) + base_seed, (float)bound);
+    if (offset != 0.0)
+        for (int64_t i = 0; i < p->numel; i++) out[i] = out[i] + (float)offset;
+}
+
+/* ------------------------------------------------------------------ the run */
+
+static double rel(double a, double b, double scale) {
+    return fabs(a - b) / (scale > 1e-30 ? scale : 1e-30);
+}
+
+static double max_abs_f(const float *x, int64_t n) {
+    double m = 0;
+    for (int64_t i = 0; i < n; i++) if (fabs(x[i]) > m) m = fabs(x[i]);
+    return m;
+}
+
+static void golden_run(const char *key) {
+    char path[1024];
+    const char *dir = getenv("RN_FIXTURES");
+    snprintf(path, sizeof path, "%s/golden_%s.txt", dir && *dir ? dir : "tests/fixtures", key);
+    Fixture fx;
+    int loaded = fixture_load(path, &fx) == 0;
+    CHECK_MSG(loaded, "%s: missing or malformed (run tools/golden.py)", path);
+    if (!loaded) { fixture_free(&fx); return; }
+    double t0 = rn_seconds();
+
+    Net *net = resnet_create(fx.arch, fx.classes, NULL, 1);
+    CHECK_MSG(net != NULL, "resnet_create(%s): %s", fx.arch, rn_error());
+    if (!net) { fixture_free(&fx); return; }
+    net_set_first_trainable(net, STAGE_STEM);
+
+    /* Same tensors, same shapes, then the recipe's values. */
+    int n_tensors = 0, shape_ok = 1;
+    for (int i = 0; i < fx.n_recs; i++) {
+        const Record *r = &fx.recs[i];
+        if (strcmp(r->kind, "tensor") != 0) continue;
+        n_tensors++;
+        Param *p = net_find_param(net, r->name);
+        CHECK_MSG(p != NULL, "%s: no tensor %s", fx.arch, r->name);
+        if (!p) { shape_ok = 0; continue; }
+        int same = p->ndim == r->index;
+        for (int j = 0; same && j < p->ndim; j++) same = p->shape[j] == r->shape[j];
+        CHECK_MSG(same, "%s: %s: shape differs from torch's (%d dims, dim0 %lld vs %lld)",
+                  fx.arch, r->name, p->ndim, (long long)p->shape[0], (long long)r->shape[0]);
+        if (!same) shape_ok = 0;
+    }
+    CHECK_MSG(n_tensors == net->n_params, "%s: %d tensors in torch, %d in the net", fx.arch,
+              n_tensors, net->n_params);
+    if (!shape_ok || n_tensors != net->n_params) { net_free(net); fixture_free(&fx); return; }
+    for (int i = 0; i < net->n_params; i++) recipe_fill(&net->params[i], fx.base_seed,
+                                                        net->params[i].data);
+
+    int batch = fx.batch, k = fx.classes, size = fx.size;
+    size_t in_n = (size_t)batch * 3 * size * size;
+    float *x = malloc(in_n * sizeof *x);
+    hash_fill(x, in_n, fx.input_seed, 1.0f);
+    int *labels = malloc(batch * sizeof *labels);
+    for (int i = 0; i < batch; i++) labels[i] = (3 * i + 1) % k;
+    float *weights = malloc(k * sizeof *weights);
+    for (int c = 0; c < k; c++) weights[c] = (float)(0.5 + 0.1 * c);
+    float *probs = malloc((size_t)batch * k * sizeof *probs);
+    float *dlogits = malloc((size_t)batch * k * sizeof *dlogits);
+    CHECK(fx.n_logits0 == batch * k && fx.n_eval == batch * k && fx.n_loss == fx.steps);
+
+    int planned = net_plan(net, batch, size, size, 1) == 0;
+    CHECK_MSG(planned, "net_plan: %s", rn_error());
+    OptType opt_type = OPT_ADAM;
+    CHECK_MSG(opt_parse(fx.optimizer, &opt_type) == 0, "%s", rn_error());
+    OptConfig cfg = opt_default(opt_type, (float)fx.lr);
+    cfg.weight_decay = (float)fx.weight_decay;
+    if (opt_type == OPT_SGD) {
+        cfg.momentum = (float)fx.momentum;
+        cfg.nesterov = fx.nesterov;
+    }
+    Optimizer *opt = optimizer_create(net, &cfg);
+
+    Stat s_logits = {"logits", 1e-5, 0, "", 0, 0}, s_loss = {"loss", 1e-5, 0, "", 0, 0};
+    Stat s_gnorm = {"gradnorm", 1e-4, 0, "", 0, 0}, s_grad = {"grad", 1e-4, 0, "", 0, 0};
+    Stat s_param = {"param", 1e-4, 0, "", 0, 0}, s_delta = {"delta", 1e-2, 0, "", 0, 0};
+    Stat s_bn = {"bn_stats", 1e-4, 0, "", 0, 0}, s_eval = {"eval", 1e-4, 0, "", 0, 0};
+    for (int step = 0; planned && step < fx.steps && step < fx.n_loss; step++) {
+        net_zero_grad(net);
+        const float *logits = net_forward(net, x, batch, 1);
+        if (step == 0) {
+            double scale = 0;
+            for (int i = 0; i < batch * k; i++) scale = fmax(scale, fabs(fx.logits0[i]));
+            for (int i = 0; i < batch * k; i++)
+                stat_add(&s_logits, rel(logits[i], fx.logits0[i], scale), "logits0", i);
+        }
+        float loss = softmax_cross_entropy_forward(batch, k, logits, labels, weights,
+                                                   (float)fx.label_smoothing, probs);
+        stat_add(&s_loss, rel(loss, fx.loss[step], fabs(fx.loss[step])), "loss", step);
+        softmax_cross_entropy_backward(batch, k, probs, labels, weights,
+                                       (float)fx.label_smoothing, dlogits);
+        net_backward(net, dlogits, batch, NULL);
+        for (int i = 0; step == 0 && i < fx.n_recs; i++) {
+            const Record *r = &fx.recs[i];
+            Param *p = net_find_param(net, r->name);
+            if (!p || !p->grad) continue;
+            if (strcmp(r->kind, "gradnorm") == 0) {
+                double ss = 0;
+                for (int64_t j = 0; j < p->numel; j++) ss += (double)p->grad[j] * p->grad[j];
+                stat_add(&s_gnorm, rel(sqrt(ss), r->value, r->value), r->name, -1);
+            } else if (strcmp(r->kind, "gradmax") == 0) {
+                stat_add(&s_gnorm, rel(max_abs_f(p->grad, p->numel), r->value, r->value),
+                         r->name, -2);
+            } else if (strcmp(r->kind, "grad") == 0 && r->index < p->numel) {
+                double scale = record_value(&fx, "gradmax", r->name);
+                stat_add(&s_grad, rel(p->grad[r->index], r->value, scale), r->name, r->index);
+            }
+        }
+        optimizer_step(opt, net);
+    }
+
+    /* After the steps: parameters, how far they moved (from the recipe's initial values),
+     * BN running statistics. */
+    float *initial = NULL;
+    size_t initial_cap = 0;
+    const Param *initial_of = NULL;
+    for (int i = 0; planned && i < fx.n_recs; i++) {
+        const Record *r = &fx.recs[i];
+        Param *p = net_find_param(net, r->name);
+        if (!p) continue;
+        int is_delta = strncmp(r->kind, "delta", 5) == 0;
+        if (is_delta && initial_of != p) {
+            if ((size_t)p->numel > initial_cap) {
+                initial_cap = (size_t)p->numel;
+                free(initial);
+                initial = malloc(initial_cap * sizeof *initial);
+            }
+            recipe_fill(p, fx.base_seed, initial);
+            initial_of = p;
+        }
+        if (strcmp(r->kind, "param") == 0 && r->index < p->numel) {
+            double scale = record_value(&fx, "parammax", r->name);
+            stat_add(&s_param, rel(p->data[r->index], r->value, scale), r->name, r->index);
+        } else if (strcmp(r->kind, "parammax") == 0) {
+            stat_add(&s_param, rel(max_abs_f(p->data, p->numel), r->value, r->value), r->name,
+                     -2);
+        } else if (strcmp(r->kind, "delta") == 0 && r->index < p->numel) {
+            double d = (double)p->data[r->index] - initial[r->index];
+            double scale = record_value(&fx, "deltamax", r->name);
+            stat_add(&s_delta, rel(d, r->value, scale), r->name, r->index);
+        } else if (strcmp(r->kind, "deltamax") == 0 || strcmp(r->kind, "deltanorm") == 0) {
+            double ss = 0, mx = 0;
+            for (int64_t j = 0; j < p->numel; j++) {
+                double d = (double)p->data[j] - initial[j];
+                ss += d * d;
+                mx = fmax(mx, fabs(d));
+            }
+            double v = r->kind[5] == 'n' ? sqrt(ss) : mx;
+            stat_add(&s_delta, rel(v, r->value, r->value), r->name, r->kind[5] == 'n' ? -1 : -2);
+        } else if (strcmp(r->kind, "bn") == 0 && r->index < p->numel) {
+            double scale = fmax(fabs(r->value), 0.1);
+            stat_add(&s_bn, rel(p->data[r->index], r->value, scale), r->name, r->index);
+        }
+    }
+    free(initial);
+
+    if (planned) {
+        const float *logits = net_forward(net, x, batch, 0);
+        double scale = 0;
+        for (int i = 0; i < batch * k; i++) scale = fmax(scale, fabs(fx.eval_logits[i]));
+        for (int i = 0; i < batch * k; i++)
+            stat_add(&s_eval, rel(logits[i], fx.eval_logits[i], scale), "eval_logits", i);
+    }
+
+    printf("  %s: %d tensors, batch %d at %dx%d, %d %s steps, %.1f s (%s, %d threads)\n",
+           fx.arch, n_tensors, batch, size, size, fx.steps, fx.optimizer, rn_seconds() - t0,
+           simd_name(), rn_threads());
+    const Stat *stats[] = {&s_logits, &s_loss, &s_gnorm, &s_grad, &s_param, &s_delta, &s_bn,
+                           &s_eval};
+    for (size_t i = 0; i < sizeof stats / sizeof *stats; i++) stat_print(fx.arch, stats[i]);
+
+    optimizer_free(opt);
+    free(x);
+    free(labels);
+    free(weights);
+    free(probs);
+    free(dlogits);
+    net_free(net);
+    fixture_free(&fx);
+}
+
+static void test_golden_cifar_resnet20(void) { golden_run("cifar20"); }
+static void test_golden_resnet50(void) { golden_run("resnet50"); }
+
+/* The recipe's generator itself: a few values tools/golden.py printed with torch. */
+static void test_hash_fill_matches_torch(void) {
+    float x[5];
+    hash_fill(x, 5, 7, 1.0f);
+    const float want[5] = {-0.338473082f, 0.0380825996f, 0.196469545f, -0.397574902f,
+                           -0.558852196f};
+    for (int i = 0; i < 5; i++) CHECK(x[i] == want[i]);
+    CHECK(fnv1a32("conv1.weight") + 1234u == 3184445798u);
+}
+
+int main(void) {
+    RUN(test_hash_fill_matches_torch);
+    RUN(test_golden_cifar_resnet20);
+    RUN(test_golden_resnet50);
+    return test_summary();
+}
