@@ -100,7 +100,7 @@ clean:
 FUZZ_SECONDS ?= 60
 fuzz: check-stb
 	@mkdir -p $(BUILD)/fuzz_corpus
-	clang -std=c99 -D_POSIX_C_SOURCE=200809L -g -O1 -fsanitize=fuzzer,address,undefined \
+	clang -std=c99 -D_POSIX_C_SOURCE=200809L -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 	  -isystem $(STB_DIR) -I. tests/fuzz_decode.c data.c util.c -o $(BUILD)/fuzz_decode -lm -pthread
-	$(BUILD)/fuzz_decode -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=2048 \
+	$(BUILD)/fuzz_decode -max_total_time=$(FUZZ_SECONDS) -max_len=16384 -rss_limit_mb=2048 \
 	  -print_final_stats=1 $(BUILD)/fuzz_corpus

@@ -17,7 +17,12 @@
 
 /* ---------------------------------------------------------------- errors, allocation */
 
+/* One message per thread: data loading reports errors from worker threads. */
+#if defined(__GNUC__) || defined(__clang__)
+static __thread char rn_errbuf[1024];
+#else
 static char rn_errbuf[1024];
+#endif
 
 void rn_set_error(const char *fmt, ...) {
     va_list ap;
