@@ -1,0 +1,1229 @@
+/* resnet.c - the network graph: torchvision and CIFAR ResNets and their classifier heads,
+ * built as a list of nodes in topological order; one memory plan; forward and backward.
+ *
+ * A Node is one layer (conv, batch norm, ReLU, ...) reading the outputs of 1..4 earlier
+ * nodes. Parameters carry torchvision's state_dict names, so weights load by name. Every
+ * node and parameter belongs to a freeze group (stage): the stem, layer1..4 and the head.
+ * Stages < net->first_trainable are frozen: their batch norms run in eval mode, their
+ * parameters get no gradient and backward does not even enter them.
+ *
+ * Memory: net_plan sizes everything for one (batch, h, w) and makes ONE allocation holding
+ * every node output, the buffers backward needs (batch-norm statistics, dropout masks,
+ * max-pool argmax) and, for training, the output gradients. Buffers that live for part of
+ * a pass share memory: the plan replays the pass and places each one first-fit among those
+ * alive at the same time. A gradient lives from the moment its first consumer (in reverse
+ * order) writes it until the node itself has been back-propagated; an output lives until
+ * its last consumer has run, unless backward will read it (trainable stages).
+ *
+ * Backward: the layer functions overwrite their input gradient, so a node read by several
+ * others (a block input feeding both the residual branch and the shortcut, the feature map
+ * feeding three inception branches) gets the gradient of its LAST consumer written
+ * directly (backward meets it first); the others write into a scratch buffer that is then
+ * added in.
+ *
+ * Initialisation follows torchvision for every architecture (the CIFAR models included;
+ * akamaster's own script used kaiming_normal_ with fan_in, which only matters when
+ * training from scratch).
+ */
+#include "resnet.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* OpenMP directives vanish (without warnings) in the OPENMP=0 build. */
+#ifdef _OPENMP
+#define OMP_PRAGMA(x) _Pragma(#x)
+#else
+#define OMP_PRAGMA(x)
+#endif
+#define OMP_MIN_WORK 65536 /* elementwise loops shorter than this stay on one thread */
+
+/* max-pool argmax is stored as int32 in float slots of the arena */
+typedef char rn_float_is_4_bytes[(sizeof(float) == sizeof(int32_t)) ? 1 : -1];
+
+/* ------------------------------------------------------------------ architectures */
+
+typedef struct {
+    const char *name;
+    int cifar;       /* CIFAR ResNet (3 stages, option-A shortcuts) */
+    int bottleneck;  /* Bottleneck blocks (expansion 4) instead of BasicBlock */
+    int blocks[4];   /* blocks per stage (CIFAR: n = (depth - 2) / 6 in each of 3) */
+} ArchInfo;
+
+static const ArchInfo archs[] = {
+    {"resnet18", 0, 0, {2, 2, 2, 2}},        {"resnet34", 0, 0, {3, 4, 6, 3}},
+    {"resnet50", 0, 1, {3, 4, 6, 3}},        {"resnet101", 0, 1, {3, 4, 23, 3}},
+    {"resnet152", 0, 1, {3, 8, 36, 3}},      {"cifar_resnet20", 1, 0, {3, 3, 3, 0}},
+    {"cifar_resnet32", 1, 0, {5, 5, 5, 0}},  {"cifar_resnet44", 1, 0, {7, 7, 7, 0}},
+    {"cifar_resnet56", 1, 0, {9, 9, 9, 0}},  {"cifar_resnet110", 1, 0, {18, 18, 18, 0}},
+    {"cifar_resnet1202", 1, 0, {200, 200, 200, 0}},
+};
+#define N_ARCHS ((int)(sizeof archs / sizeof archs[0]))
+
+static const ArchInfo *arch_find(const char *arch) {
+    for (int i = 0; arch && i < N_ARCHS; i++)
+        if (strcmp(archs[i].name, arch) == 0) return &archs[i];
+    return NULL;
+}
+
+int arch_is_known(const char *arch) { return arch_find(arch) != NULL; }
+
+int arch_is_cifar(const char *arch) {
+    const ArchInfo *a = arch_find(arch);
+    return a && a->cifar;
+}
+
+/* ------------------------------------------------------------------ graph building */
+
+static Net *net_new(const char *arch, int num_classes, int in_c, uint64_t seed) {
+    Net *net = rn_calloc(1, sizeof *net);
+    snprintf(net->arch, sizeof net->arch, "%s", arch);
+    net->num_classes = num_classes;
+    net->in_c = in_c;
+    net->feature_node = -1;
+    net->pooled_node = -1;
+    net->first_trainable = STAGE_STEM;
+    net->bn_momentum = 0.1f;
+    net->bn_eps = 1e-5f;
+    rng_seed(&net->rng, seed ^ 0xd1b54a32d192ed03ULL); /* dropout stream, apart from init */
+    return net;
+}
+
+/* Grow an array of `size`-byte items to hold at least `need` (amortised doubling). */
+static void *grow(void *items, int *cap, int need, size_t size) {
+    if (need <= *cap) return items;
+    int new_cap = *cap ? *cap * 2 : 64;
+    while (new_cap < need) new_cap *= 2;
+    void *bigger = rn_calloc((size_t)new_cap, size);
+    if (items) memcpy(bigger, items, (size_t)*cap * size);
+    rn_free(items);
+    *cap = new_cap;
+    return bigger;
+}
+
+/* out = prefix "." suffix, cut to fit (real names are far shorter than RN_NAME_MAX). */
+static void join_name(char *out, const char *prefix, const char *suffix) {
+    size_t a = strlen(prefix), b = strlen(suffix);
+    if (a > RN_NAME_MAX - 2) a = RN_NAME_MAX - 2;
+    if (b > RN_NAME_MAX - 2 - a) b = RN_NAME_MAX - 2 - a;
+    memcpy(out, prefix, a);
+    out[a] = '.';
+    memcpy(out + a + 1, suffix, b);
+    out[a + 1 + b] = 0;
+}
+
+static int node_add(Net *net, OpType op, const char *name, int stage, int in0, int in1) {
+    net->nodes = grow(net->nodes, &net->cap_nodes, net->n_nodes + 1, sizeof(Node));
+    int idx = net->n_nodes++;
+    Node *nd = &net->nodes[idx];
+    memset(nd, 0, sizeof *nd);
+    nd->op = op;
+    snprintf(nd->name, sizeof nd->name, "%s", name);
+    nd->stage = stage;
+    nd->weight = nd->bias = nd->mean = nd->var = -1;
+    nd->last_consumer = -1;
+    int ins[2] = {in0, in1};
+    for (int k = 0; k < 2; k++)
+        if (ins[k] >= 0) {
+            nd->in[nd->n_in++] = ins[k];
+            net->nodes[ins[k]].last_consumer = idx;
+        }
+    return idx;
+}
+
+static void node_add_input(Net *net, int node, int in) {
+    Node *nd = &net->nodes[node];
+    nd->in[nd->n_in++] = in;
+    net->nodes[in].last_consumer = node;
+}
+
+static int param_add(Net *net, const char *prefix, const char *suffix, int ndim,
+                     const int64_t *shape, int is_buffer, int stage) {
+    net->params = grow(net->params, &net->cap_params, net->n_params + 1, sizeof(Param));
+    int idx = net->n_params++;
+    Param *p = &net->params[idx];
+    memset(p, 0, sizeof *p);
+    join_name(p->name, prefix, suffix);
+    p->ndim = ndim;
+    p->numel = 1;
+    for (int d = 0; d < ndim; d++) {
+        p->shape[d] = shape[d];
+        p->numel *= shape[d];
+    }
+    p->data = rn_calloc((size_t)p->numel, sizeof(float));
+    p->grad = is_buffer ? NULL : rn_calloc((size_t)p->numel, sizeof(float));
+    p->is_buffer = is_buffer;
+    p->stage = stage;
+    return idx;
+}
+
+/* N(0, std^2) by Marsaglia's polar method (two normals per accepted pair, no sin/cos):
+ * u, v uniform in (-1, 1) with 0 < s = u^2 + v^2 < 1; u * f and v * f with
+ * f = sqrt(-2 ln(s) / s) are independent standard normals. */
+static void fill_normal(Param *p, float std, Rng *rng) {
+    const double scale = 1.0 / 4503599627370496.0; /* 2^-52 */
+    for (int64_t i = 0; i < p->numel;) {
+        double u = (double)(rng_next(rng) >> 11) * scale - 1.0;
+        double v = (double)(rng_next(rng) >> 11) * scale - 1.0;
+        double s = u * u + v * v;
+        if (s >= 1.0 || s == 0.0) continue;
+        double f = sqrt(-2.0 * log(s) / s);
+        p->data[i++] = (float)(std * u * f);
+        if (i < p->numel) p->data[i++] = (float)(std * v * f);
+    }
+}
+
+static void fill_uniform(Param *p, float bound, Rng *rng) {
+    for (int64_t i = 0; i < p->numel; i++) p->data[i] = (2.0f * rng_uniform(rng) - 1.0f) * bound;
+}
+
+static void fill_const(Param *p, float v) {
+    for (int64_t i = 0; i < p->numel; i++) p->data[i] = v;
+}
+
+/* Conv2d(in_c, out_c, k, stride, pad, bias). torchvision's init: weight ~ N(0, 2 / fan_out)
+ * (kaiming_normal_, mode="fan_out", relu), fan_out = out_c * k * k; a bias keeps torch's
+ * default U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = in_c * k * k. */
+static int conv_add(Net *net, Rng *rng, const char *name, int stage, int in, int in_c,
+                    int out_c, int k, int stride, int pad, int with_bias) {
+    int idx = node_add(net, OP_CONV, name, stage, in, -1);
+    ConvSpec s = {in_c, out_c, k, k, stride, pad};
+    int64_t wshape[4] = {out_c, in_c, k, k}, bshape[1] = {out_c};
+    int w = param_add(net, name, "weight", 4, wshape, 0, stage);
+    fill_normal(&net->params[w], sqrtf(2.0f / (float)(out_c * k * k)), rng);
+    int b = -1;
+    if (with_bias) {
+        b = param_add(net, name, "bias", 1, bshape, 0, stage);
+        fill_uniform(&net->params[b], 1.0f / sqrtf((float)(in_c * k * k)), rng);
+    }
+    Node *nd = &net->nodes[idx];
+    nd->conv = s;
+    nd->weight = w;
+    nd->bias = b;
+    return idx;
+}
+
+/* BatchNorm2d / BatchNorm1d(c): gamma 1, beta 0, running mean 0, running var 1. */
+static int bn_add(Net *net, const char *name, int stage, int in, int c) {
+    int idx = node_add(net, OP_BN, name, stage, in, -1);
+    int64_t shape[1] = {c};
+    int w = param_add(net, name, "weight", 1, shape, 0, stage);
+    int b = param_add(net, name, "bias", 1, shape, 0, stage);
+    int m = param_add(net, name, "running_mean", 1, shape, 1, stage);
+    int v = param_add(net, name, "running_var", 1, shape, 1, stage);
+    fill_const(&net->params[w], 1.0f);
+    fill_const(&net->params[v], 1.0f);
+    Node *nd = &net->nodes[idx];
+    nd->weight = w;
+    nd->bias = b;
+    nd->mean = m;
+    nd->var = v;
+    return idx;
+}
+
+/* Linear(in_f, out_f): weight and bias ~ U(-1/sqrt(in_f), 1/sqrt(in_f)) as torch.nn.Linear. */
+static int linear_add(Net *net, Rng *rng, const char *name, int stage, int in, int in_f,
+                      int out_f) {
+    int idx = node_add(net, OP_LINEAR, name, stage, in, -1);
+    int64_t wshape[2] = {out_f, in_f}, bshape[1] = {out_f};
+    int w = param_add(net, name, "weight", 2, wshape, 0, stage);
+    int b = param_add(net, name, "bias", 1, bshape, 0, stage);
+    float bound = 1.0f / sqrtf((float)in_f);
+    fill_uniform(&net->params[w], bound, rng);
+    fill_uniform(&net->params[b], bound, rng);
+    net->nodes[idx].weight = w;
+    net->nodes[idx].bias = b;
+    return idx;
+}
+
+static int simple_add(Net *net, OpType op, const char *prefix, const char *suffix, int stage,
+                      int in) {
+    char name[RN_NAME_MAX];
+    join_name(name, prefix, suffix);
+    return node_add(net, op, name, stage, in, -1);
+}
+
+/* Conv-BN pair named prefix.convI / prefix.bnI (or any two names). */
+static int conv_bn(Net *net, Rng *rng, const char *conv_name, const char *bn_name, int stage,
+                   int in, int in_c, int out_c, int k, int stride, int pad) {
+    int c = conv_add(net, rng, conv_name, stage, in, in_c, out_c, k, stride, pad, 0);
+    return bn_add(net, bn_name, stage, c, out_c);
+}
+
+/* The block's sum with the identity (or projected) input, then ReLU (fused into OP_ADD). */
+static int block_end(Net *net, const char *prefix, int stage, int residual, int shortcut) {
+    int a = node_add(net, OP_ADD, prefix, stage, residual, shortcut);
+    net->nodes[a].relu = 1;
+    return a;
+}
+
+/* torchvision BasicBlock / akamaster's CIFAR BasicBlock:
+ *   relu(bn2(conv2(relu(bn1(conv1_3x3_stride(x))))) + shortcut(x))
+ * shortcut: identity, or when the shape changes downsample = conv1x1_stride + bn
+ * (torchvision) or option A = subsample + zero channels (CIFAR). */
+static int basic_block(Net *net, Rng *rng, const char *p, int stage, int x, int in_c,
+                       int planes, int stride, int cifar) {
+    char n1[RN_NAME_MAX], n2[RN_NAME_MAX];
+    join_name(n1, p, "conv1");
+    join_name(n2, p, "bn1");
+    int y = conv_bn(net, rng, n1, n2, stage, x, in_c, planes, 3, stride, 1);
+    y = simple_add(net, OP_RELU, p, "relu1", stage, y);
+    join_name(n1, p, "conv2");
+    join_name(n2, p, "bn2");
+    y = conv_bn(net, rng, n1, n2, stage, y, planes, planes, 3, 1, 1);
+    int shortcut = x;
+    if (stride != 1 || in_c != planes) {
+        if (cifar) {
+            shortcut = simple_add(net, OP_SHORTCUT_A, p, "shortcut", stage, x);
+            Node *nd = &net->nodes[shortcut];
+            nd->conv.in_c = in_c;
+            nd->conv.out_c = planes;
+            nd->stride = stride;
+        } else {
+            join_name(n1, p, "downsample.0");
+            join_name(n2, p, "downsample.1");
+            shortcut = conv_bn(net, rng, n1, n2, stage, x, in_c, planes, 1, stride, 0);
+        }
+    }
+    return block_end(net, p, stage, y, shortcut);
+}
+
+/* torchvision Bottleneck (v1.5: the stride sits on the 3x3 conv2), expansion 4:
+ *   relu(bn3(conv3_1x1(relu(bn2(conv2_3x3_stride(relu(bn1(conv1_1x1(x)))))))) + shortcut) */
+static int bottleneck_block(Net *net, Rng *rng, const char *p, int stage, int x, int in_c,
+                            int planes, int stride) {
+    char n1[RN_NAME_MAX], n2[RN_NAME_MAX];
+    int out_c = planes * 4;
+    join_name(n1, p, "conv1");
+    join_name(n2, p, "bn1");
+    int y = conv_bn(net, rng, n1, n2, stage, x, in_c, planes, 1, 1, 0);
+    y = simple_add(net, OP_RELU, p, "relu1", stage, y);
+    join_name(n1, p, "conv2");
+    join_name(n2, p, "bn2");
+    y = conv_bn(net, rng, n1, n2, stage, y, planes, planes, 3, stride, 1);
+    y = simple_add(net, OP_RELU, p, "relu2", stage, y);
+    join_name(n1, p, "conv3");
+    join_name(n2, p, "bn3");
+    y = conv_bn(net, rng, n1, n2, stage, y, planes, out_c, 1, 1, 0);
+    int shortcut = x;
+    if (stride != 1 || in_c != out_c) {
+        join_name(n1, p, "downsample.0");
+        join_name(n2, p, "downsample.1");
+        shortcut = conv_bn(net, rng, n1, n2, stage, x, in_c, out_c, 1, stride, 0);
+    }
+    return block_end(net, p, stage, y, shortcut);
+}
+
+/* ------------------------------------------------------------------ heads */
+
+static int head_check(const HeadSpec *h) {
+    if (!h) return 0;
+    switch (h->type) {
+    case HEAD_LINEAR: return 0;
+    case HEAD_MLP:
+        if (h->n_hidden < 1 || h->n_hidden > RN_MAX_HIDDEN) {
+            rn_set_error("mlp head: expected 1..%d hidden sizes, found %d", RN_MAX_HIDDEN,
+                         h->n_hidden);
+            return -1;
+        }
+        for (int i = 0; i < h->n_hidden; i++)
+            if (h->hidden[i] < 1 || h->hidden[i] > (1 << 20)) {
+                rn_set_error("mlp head: hidden size %d must be in 1..%d", h->hidden[i],
+                             1 << 20);
+                return -1;
+            }
+        break;
+    case HEAD_INCEPTION:
+        if (h->branch_filters < 0 || h->branch_filters > (1 << 16)) {
+            rn_set_error("inception head: branch filters %d must be in 1..%d (0: 128)",
+                         h->branch_filters, 1 << 16);
+            return -1;
+        }
+        break;
+    default:
+        rn_set_error("head: unknown head type %d", (int)h->type);
+        return -1;
+    }
+    if (!(h->dropout >= 0.0f && h->dropout < 1.0f)) {
+        rn_set_error("head: dropout %g must be in [0, 1)", (double)h->dropout);
+        return -1;
+    }
+    return 0;
+}
+
+/* The head on features [c, 1, 1] (linear, MLP; input = the pooled node) or on the feature
+ * map [c, h, w] (inception). Returns the last node.
+ *
+ * MLP: the parameter names follow this torch module, so a torch user builds the same head
+ * (for hidden = {h1, .., hn}, indices counting every module in order):
+ *   head = nn.Sequential(
+ *       [nn.BatchNorm1d(c)]            if bn,   then
+ *       nn.Linear(c, h1), nn.ReLU(),
+ *       [nn.Dropout(p)]                if p > 0,
+ *       ... the same for h2..hn ...,
+ *       [nn.BatchNorm1d(hn)]           if bn,
+ *       nn.Linear(hn, num_classes))
+ * e.g. "mlp:256:dropout=0.2:bn" -> head.0 BatchNorm1d(C), head.1 Linear(C,256), head.2 ReLU,
+ * head.3 Dropout, head.4 BatchNorm1d(256), head.5 Linear(256,K); "mlp:256" -> head.0 Linear,
+ * head.1 ReLU, head.2 Linear. A torchvision model with model.fc = nn.Identity() and
+ * model.head = that Sequential (logits = model.head(model(x))) has the same state_dict.
+ *
+ * Inception, as a torch module `head` with these attributes, on the feature map:
+ *   branch1x1 = Conv2d(c, F, 1), branch3x3 = Conv2d(c, F, 3, padding=1),
+ *   branch5x5 = Conv2d(c, F, 5, padding=2), fc = Linear(3F, num_classes);
+ *   forward(x) = fc(dropout_p(flatten(adaptive_avg_pool(cat([relu(branch1x1(x)),
+ *                relu(branch3x3(x)), relu(branch5x5(x))], dim=1)))))
+ * It replaces torchvision's avgpool and fc. */
+static int head_build(Net *net, Rng *rng, const HeadSpec *head, int x, int c, int k,
+                      const char *linear_name) {
+    const int st = STAGE_HEAD;
+    char name[RN_NAME_MAX];
+    if (!head || head->type == HEAD_LINEAR) return linear_add(net, rng, linear_name, st, x, c, k);
+    if (head->type == HEAD_MLP) {
+        int m = 0, prev = c;
+        for (int i = 0; i <= head->n_hidden; i++) {
+            int out = i < head->n_hidden ? head->hidden[i] : k;
+            if (head->batchnorm) {
+                snprintf(name, sizeof name, "head.%d", m++);
+                x = bn_add(net, name, st, x, prev);
+            }
+            snprintf(name, sizeof name, "head.%d", m++);
+            x = linear_add(net, rng, name, st, x, prev, out);
+            if (i == head->n_hidden) break;
+            snprintf(name, sizeof name, "head.%d", m++);
+            x = node_add(net, OP_RELU, name, st, x, -1);
+            if (head->dropout > 0) {
+                snprintf(name, sizeof name, "head.%d", m++);
+                x = node_add(net, OP_DROPOUT, name, st, x, -1);
+                net->nodes[x].p = head->dropout;
+            }
+            prev = out;
+        }
+        return x;
+    }
+    int f = head->branch_filters > 0 ? head->branch_filters : 128;
+    int b1 = conv_add(net, rng, "head.branch1x1", st, x, c, f, 1, 1, 0, 1);
+    b1 = node_add(net, OP_RELU, "head.branch1x1.relu", st, b1, -1);
+    int b3 = conv_add(net, rng, "head.branch3x3", st, x, c, f, 3, 1, 1, 1);
+    b3 = node_add(net, OP_RELU, "head.branch3x3.relu", st, b3, -1);
+    int b5 = conv_add(net, rng, "head.branch5x5", st, x, c, f, 5, 1, 2, 1);
+    b5 = node_add(net, OP_RELU, "head.branch5x5.relu", st, b5, -1);
+    int cat = node_add(net, OP_CONCAT, "head.concat", st, b1, b3);
+    node_add_input(net, cat, b5);
+    int y = node_add(net, OP_GAP, "head.avgpool", st, cat, -1);
+    if (head->dropout > 0) {
+        y = node_add(net, OP_DROPOUT, "head.dropout", st, y, -1);
+        net->nodes[y].p = head->dropout;
+    }
+    return linear_add(net, rng, "head.fc", st, y, 3 * f, k);
+}
+
+static int check_classes(int num_classes) {
+    if (num_classes < 1 || num_classes > (1 << 20)) {
+        rn_set_error("num_classes: expected 1..%d, found %d", 1 << 20, num_classes);
+        return -1;
+    }
+    return 0;
+}
+
+Net *resnet_create(const char *arch, int num_classes, const HeadSpec *head, uint64_t seed) {
+    const ArchInfo *a = arch_find(arch);
+    if (!a) {
+        char known[512] = "";
+        for (int i = 0; i < N_ARCHS; i++) {
+            strcat(known, i ? ", " : "");
+            strcat(known, archs[i].name);
+        }
+        rn_set_error("unknown architecture \"%s\" (known: %s)", arch ? arch : "(null)", known);
+        return NULL;
+    }
+    if (check_classes(num_classes) || head_check(head)) return NULL;
+    Net *net = net_new(arch, num_classes, 3, seed);
+    Rng rng;
+    rng_seed(&rng, seed);
+    int x = node_add(net, OP_INPUT, "input", STAGE_STEM, -1, -1);
+    int c;
+    char p[RN_NAME_MAX];
+    if (a->cifar) {
+        /* conv1 3x3 16, bn1, relu; layer1..3 with 16, 32, 64 channels (stride 1, 2, 2) */
+        x = conv_bn(net, &rng, "conv1", "bn1", STAGE_STEM, x, 3, 16, 3, 1, 1);
+        x = node_add(net, OP_RELU, "relu", STAGE_STEM, x, -1);
+        c = 16;
+        for (int l = 0; l < 3; l++)
+            for (int b = 0; b < a->blocks[l]; b++) {
+                snprintf(p, sizeof p, "layer%d.%d", l + 1, b);
+                int planes = 16 << l, stride = (l > 0 && b == 0) ? 2 : 1;
+                x = basic_block(net, &rng, p, STAGE_LAYER1 + l, x, c, planes, stride, 1);
+                c = planes;
+            }
+    } else {
+        /* conv1 7x7/2 64, bn1, relu, maxpool 3x3/2; layer1..4 with 64..512 planes */
+        x = conv_bn(net, &rng, "conv1", "bn1", STAGE_STEM, x, 3, 64, 7, 2, 3);
+        x = node_add(net, OP_RELU, "relu", STAGE_STEM, x, -1);
+        x = node_add(net, OP_MAXPOOL, "maxpool", STAGE_STEM, x, -1);
+        net->nodes[x].k = 3;
+        net->nodes[x].stride = 2;
+        net->nodes[x].pad = 1;
+        c = 64;
+        for (int l = 0; l < 4; l++)
+            for (int b = 0; b < a->blocks[l]; b++) {
+                snprintf(p, sizeof p, "layer%d.%d", l + 1, b);
+                int planes = 64 << l, stride = (l > 0 && b == 0) ? 2 : 1;
+                if (a->bottleneck) {
+                    x = bottleneck_block(net, &rng, p, STAGE_LAYER1 + l, x, c, planes, stride);
+                    c = planes * 4;
+                } else {
+                    x = basic_block(net, &rng, p, STAGE_LAYER1 + l, x, c, planes, stride, 0);
+                    c = planes;
+                }
+            }
+    }
+    net->feature_node = x;
+    if (head && head->type == HEAD_INCEPTION) {
+        head_build(net, &rng, head, x, c, num_classes, NULL);
+    } else {
+        net->pooled_node = x = node_add(net, OP_GAP, "avgpool", STAGE_HEAD, x, -1);
+        head_build(net, &rng, head, x, c, num_classes, a->cifar ? "linear" : "fc");
+    }
+    return net;
+}
+
+Net *head_create(int c, int h, int w, int num_classes, const HeadSpec *head, uint64_t seed) {
+    if (c < 1 || h < 1 || w < 1) {
+        rn_set_error("head_create: expected a feature shape >= 1, found [%d, %d, %d]", c, h, w);
+        return NULL;
+    }
+    if (check_classes(num_classes) || head_check(head)) return NULL;
+    Net *net = net_new("head", num_classes, c, seed);
+    Rng rng;
+    rng_seed(&rng, seed);
+    int x = node_add(net, OP_INPUT, "input", STAGE_STEM, -1, -1);
+    net->feature_node = x;
+    if (head && head->type == HEAD_INCEPTION) {
+        head_build(net, &rng, head, x, c, num_classes, NULL);
+    } else {
+        /* pooling a [c, 1, 1] input is a copy; it lets the same head take feature maps */
+        net->pooled_node = x = node_add(net, OP_GAP, "avgpool", STAGE_HEAD, x, -1);
+        head_build(net, &rng, head, x, c, num_classes, "fc");
+    }
+    return net;
+}
+
+void net_free(Net *net) {
+    if (!net) return;
+    for (int i = 0; i < net->n_params; i++) {
+        rn_free(net->params[i].data);
+        rn_free(net->params[i].grad);
+    }
+    rn_free(net->params);
+    rn_free(net->nodes);
+    rn_free(net->arena);
+    rn_free(net);
+}
+
+/* ------------------------------------------------------------------ head specs as text */
+
+static int parse_float(const char *s, float *v) {
+    char *end;
+    if (!*s) return -1;
+    *v = strtof(s, &end);
+    return *end ? -1 : 0;
+}
+
+static int parse_int(const char *s, int *v) {
+    char *end;
+    if (!*s || *s == '+' || *s == '-') return -1;
+    long x = strtol(s, &end, 10);
+    if (*end || x < 1 || x > (1 << 20)) return -1;
+    *v = (int)x;
+    return 0;
+}
+
+int head_parse(const char *text, HeadSpec *head) {
+    memset(head, 0, sizeof *head);
+    if (!text || !*text) {
+        rn_set_error("head: empty text (expected linear, mlp:H1,H2..[:dropout=P][:bn] or "
+                     "inception[:F][:dropout=P])");
+        return -1;
+    }
+    char buf[256];
+    if (strlen(text) >= sizeof buf) {
+        rn_set_error("head \"%.40s...\": text too long", text);
+        return -1;
+    }
+    strcpy(buf, text);
+    char *fields[16];
+    int nf = 0;
+    for (char *s = buf;;) {
+        if (nf == 16) {
+            rn_set_error("head \"%s\": too many fields", text);
+            return -1;
+        }
+        fields[nf++] = s;
+        char *colon = strchr(s, ':');
+        if (!colon) break;
+        *colon = 0;
+        s = colon + 1;
+    }
+    int first_option = 1, seen_dropout = 0;
+    if (strcmp(fields[0], "linear") == 0) {
+        head->type = HEAD_LINEAR;
+    } else if (strcmp(fields[0], "mlp") == 0) {
+        head->type = HEAD_MLP;
+        if (nf < 2 || !*fields[1]) {
+            rn_set_error("head \"%s\": mlp needs hidden sizes, e.g. mlp:256 or mlp:512,256",
+                         text);
+            return -1;
+        }
+        for (char *s = fields[1];;) {
+            char *comma = strchr(s, ',');
+            if (comma) *comma = 0;
+            if (head->n_hidden == RN_MAX_HIDDEN) {
+                rn_set_error("head \"%s\": at most %d hidden layers", text, RN_MAX_HIDDEN);
+                return -1;
+            }
+            if (parse_int(s, &head->hidden[head->n_hidden]) != 0) {
+                rn_set_error("head \"%s\": hidden size \"%s\" is not an integer in 1..%d", text,
+                             s, 1 << 20);
+                return -1;
+            }
+            head->n_hidden++;
+            if (!comma) break;
+            s = comma + 1;
+        }
+        first_option = 2;
+    } else if (strcmp(fields[0], "inception") == 0) {
+        head->type = HEAD_INCEPTION;
+        head->branch_filters = 128;
+        head->dropout = 0.5f;
+        if (nf > 1 && strncmp(fields[1], "dropout=", 8) != 0) {
+            if (parse_int(fields[1], &head->branch_filters) != 0) {
+                rn_set_error("head \"%s\": branch filters \"%s\" is not an integer in 1..%d",
+                             text, fields[1], 1 << 20);
+                return -1;
+            }
+            first_option = 2;
+        }
+    } else {
+        rn_set_error("head \"%s\": unknown type \"%s\" (expected linear, mlp or inception)", text,
+                     fields[0]);
+        return -1;
+    }
+    for (int i = first_option; i < nf; i++) {
+        const char *f = fields[i];
+        if (head->type != HEAD_LINEAR && strncmp(f, "dropout=", 8) == 0 && !seen_dropout) {
+            if (parse_float(f + 8, &head->dropout) != 0 ||
+                !(head->dropout >= 0.0f && head->dropout < 1.0f)) {
+                rn_set_error("head \"%s\": dropout \"%s\" is not a number in [0, 1)", text,
+                             f + 8);
+                return -1;
+            }
+            seen_dropout = 1;
+        } else if (head->type == HEAD_MLP && strcmp(f, "bn") == 0 && !head->batchnorm) {
+            head->batchnorm = 1;
+        } else {
+            rn_set_error("head \"%s\": unexpected \"%s\" (forms: linear, "
+                         "mlp:H1,H2..[:dropout=P][:bn], inception[:F][:dropout=P])", text, f);
+            return -1;
+        }
+    }
+    return head_check(head);
+}
+
+/* Shortest decimal text that reads back as exactly the same float. */
+static void format_float(char *out, size_t len, float v) {
+    for (int prec = 1; prec <= 9; prec++) {
+        snprintf(out, len, "%.*g", prec, (double)v);
+        if (strtof(out, NULL) == v) return;
+    }
+}
+
+void head_format(const HeadSpec *head, char *out, size_t out_len) {
+    char num[32];
+    if (!out || out_len == 0) return;
+    if (!head || head->type == HEAD_LINEAR) {
+        snprintf(out, out_len, "linear");
+        return;
+    }
+    Buf b = {0};
+    if (head->type == HEAD_MLP) {
+        buf_printf(&b, "mlp:");
+        for (int i = 0; i < head->n_hidden; i++)
+            buf_printf(&b, "%s%d", i ? "," : "", head->hidden[i]);
+        if (head->dropout > 0) {
+            format_float(num, sizeof num, head->dropout);
+            buf_printf(&b, ":dropout=%s", num);
+        }
+        if (head->batchnorm) buf_printf(&b, ":bn");
+    } else {
+        format_float(num, sizeof num, head->dropout);
+        buf_printf(&b, "inception:%d:dropout=%s",
+                   head->branch_filters > 0 ? head->branch_filters : 128, num);
+    }
+    snprintf(out, out_len, "%s", b.data);
+    buf_free(&b);
+}
+
+/* ------------------------------------------------------------------ planning */
+
+#define ALIGN_FLOATS 16 /* 64 bytes */
+#define NONE ((size_t)-1)
+
+static size_t node_numel(const Node *nd) { return (size_t)nd->c * nd->h * nd->w; }
+
+static size_t align_up(size_t n) { return (n + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS; }
+
+/* Output shape of node i from its inputs' shapes. */
+static int infer_shape(Net *net, int i) {
+    Node *nd = &net->nodes[i];
+    const Node *x = nd->n_in > 0 ? &net->nodes[nd->in[0]] : NULL;
+    switch (nd->op) {
+    case OP_INPUT: nd->c = net->in_c; nd->h = net->in_h; nd->w = net->in_w; break;
+    case OP_CONV:
+        if (x->c != nd->conv.in_c) goto channels;
+        nd->c = nd->conv.out_c;
+        nd->h = conv_out_size(x->h, nd->conv.kh, nd->conv.stride, nd->conv.pad);
+        nd->w = conv_out_size(x->w, nd->conv.kw, nd->conv.stride, nd->conv.pad);
+        break;
+    case OP_BN:
+        if (x->c != net->params[nd->weight].numel) goto channels;
+        /* fall through */
+    case OP_RELU: case OP_DROPOUT: nd->c = x->c; nd->h = x->h; nd->w = x->w; break;
+    case OP_MAXPOOL:
+        nd->c = x->c;
+        nd->h = conv_out_size(x->h, nd->k, nd->stride, nd->pad);
+        nd->w = conv_out_size(x->w, nd->k, nd->stride, nd->pad);
+        break;
+    case OP_GAP: nd->c = x->c; nd->h = nd->w = 1; break;
+    case OP_ADD: {
+        const Node *y = &net->nodes[nd->in[1]];
+        if (x->c != y->c || x->h != y->h || x->w != y->w) {
+            rn_set_error("%s: cannot add [%d, %d, %d] and [%d, %d, %d]", nd->name, x->c, x->h,
+                         x->w, y->c, y->h, y->w);
+            return -1;
+        }
+        nd->c = x->c; nd->h = x->h; nd->w = x->w;
+        break;
+    }
+    case OP_SHORTCUT_A:
+        if (x->c != nd->conv.in_c) goto channels;
+        nd->c = nd->conv.out_c;
+        nd->h = (x->h - 1) / nd->stride + 1; /* x[:, :, ::stride, ::stride] */
+        nd->w = (x->w - 1) / nd->stride + 1;
+        break;
+    case OP_LINEAR: {
+        const Param *wt = &net->params[nd->weight];
+        if ((int64_t)x->c * x->h * x->w != wt->shape[1]) {
+            rn_set_error("%s: expected %lld input features, found [%d, %d, %d]", nd->name,
+                         (long long)wt->shape[1], x->c, x->h, x->w);
+            return -1;
+        }
+        nd->c = (int)wt->shape[0]; nd->h = nd->w = 1;
+        break;
+    }
+    case OP_CONCAT:
+        nd->c = 0; nd->h = x->h; nd->w = x->w;
+        for (int k = 0; k < nd->n_in; k++) {
+            const Node *y = &net->nodes[nd->in[k]];
+            if (y->h != x->h || y->w != x->w) {
+                rn_set_error("%s: cannot concatenate %dx%d and %dx%d maps", nd->name, x->h,
+                             x->w, y->h, y->w);
+                return -1;
+            }
+            nd->c += y->c;
+        }
+        break;
+    }
+    if (nd->h < 1 || nd->w < 1) {
+        rn_set_error("%s: input %dx%d is too small for %s (output of %s would be %dx%d)",
+                     net->arch, net->in_w, net->in_h, net->arch, nd->name, nd->w, nd->h);
+        return -1;
+    }
+    return 0;
+channels:
+    rn_set_error("%s: expected %d input channels, found %d", nd->name,
+                 nd->op == OP_BN ? (int)net->params[nd->weight].numel : nd->conv.in_c, x->c);
+    return -1;
+}
+
+/* First-fit placement of buffers that live for part of a pass: `live` lists the nodes
+ * holding memory, by offset; a new buffer goes into the first gap that fits. */
+typedef struct {
+    const size_t *size;
+    size_t *off;
+    int *live, n_live;
+    size_t peak;
+} Placer;
+
+static void placer_take(Placer *pl, int j) {
+    size_t at = 0;
+    int pos = 0;
+    for (; pos < pl->n_live; pos++) {
+        if (pl->off[pl->live[pos]] >= at + pl->size[j]) break;
+        at = pl->off[pl->live[pos]] + pl->size[pl->live[pos]];
+    }
+    memmove(pl->live + pos + 1, pl->live + pos, sizeof(int) * (size_t)(pl->n_live - pos));
+    pl->live[pos] = j;
+    pl->n_live++;
+    pl->off[j] = at;
+    if (at + pl->size[j] > pl->peak) pl->peak = at + pl->size[j];
+}
+
+static void placer_drop(Placer *pl, int j) {
+    for (int pos = 0; pos < pl->n_live; pos++)
+        if (pl->live[pos] == j) {
+            memmove(pl->live + pos, pl->live + pos + 1,
+                    sizeof(int) * (size_t)(pl->n_live - pos - 1));
+            pl->n_live--;
+            return;
+        }
+}
+
+/* Output gradients, replaying backward (last node first): node j's gradient is born when
+ * its last consumer is processed (that consumer writes it first) and dies once j itself
+ * has been processed. Returns the floats needed; off[j] = NONE for none. */
+static size_t place_gradients(const Net *net, const size_t *size, size_t *off, int ft) {
+    int n = net->n_nodes;
+    Placer pl = {size, off, rn_alloc(sizeof(int) * (size_t)n), 0, 0};
+    for (int i = 0; i < n; i++) off[i] = NONE;
+    placer_take(&pl, n - 1);
+    for (int t = n - 1; t >= 0; t--) {
+        const Node *nd = &net->nodes[t];
+        for (int k = 0; k < nd->n_in; k++) {
+            const Node *in = &net->nodes[nd->in[k]];
+            if (in->last_consumer == t && in->stage >= ft && off[nd->in[k]] == NONE)
+                placer_take(&pl, nd->in[k]);
+        }
+        placer_drop(&pl, t);
+    }
+    rn_free(pl.live);
+    return pl.peak;
+}
+
+/* Node outputs: node t's output is born when t runs and dies after its last consumer has
+ * run, unless it must stay: the input, the features, the pooled features and the logits
+ * (readable after a forward) and, in a training plan, the outputs backward reads - those
+ * of trainable nodes and of the inputs of trainable nodes (ft: first trainable stage). */
+static size_t place_outputs(const Net *net, const size_t *size, size_t *off, int training,
+                            int ft) {
+    int n = net->n_nodes;
+    Placer pl = {size, off, rn_alloc(sizeof(int) * (size_t)n), 0, 0};
+    for (int t = 0; t < n; t++) {
+        const Node *nd = &net->nodes[t];
+        placer_take(&pl, t);
+        for (int k = 0; k < nd->n_in; k++) {
+            int j = nd->in[k];
+            if (net->nodes[j].last_consumer != t) continue;
+            int keep = j == 0 || j == net->feature_node || j == net->pooled_node ||
+                       (training && nd->stage >= ft); /* t's stage >= j's stage */
+            if (!keep) placer_drop(&pl, j);
+        }
+    }
+    rn_free(pl.live);
+    return pl.peak;
+}
+
+int net_plan(Net *net, int batch, int h, int w, int training) {
+    const int max_side = 1 << 15;
+    if (batch < 1 || h < 1 || w < 1 || h > max_side || w > max_side || batch > (1 << 20)) {
+        rn_set_error("%s: cannot plan batch %d of %dx%d inputs (expected batch >= 1, "
+                     "1 <= size <= %d)", net->arch, batch, w, h, max_side);
+        return -1;
+    }
+    if (net->n_nodes < 2 || net->nodes[0].op != OP_INPUT) {
+        rn_set_error("%s: the network has no input node", net->arch);
+        return -1;
+    }
+    int n = net->n_nodes;
+    int old_h = net->in_h, old_w = net->in_w;
+    net->in_h = h;
+    net->in_w = w;
+    double floats = 0;
+    int ok = 1;
+    for (int i = 0; i < n && ok; i++) {
+        ok = infer_shape(net, i) == 0;
+        floats += (double)batch * node_numel(&net->nodes[i]);
+    }
+    if (ok && floats * (training ? 3 : 1) > 1e12) {
+        rn_set_error("%s: batch %d of %dx%d inputs needs %.0f GB of activations", net->arch,
+                     batch, w, h, floats * 4e-9 * (training ? 3 : 1));
+        ok = 0;
+    }
+    if (!ok) { /* leave the previous plan intact */
+        net->in_h = old_h;
+        net->in_w = old_w;
+        for (int k = 0; k < n && net->arena; k++) {
+            char why[256];
+            snprintf(why, sizeof why, "%s", rn_error());
+            infer_shape(net, k); /* succeeded before */
+            rn_set_error("%s", why);
+        }
+        return -1;
+    }
+    /* Offsets in floats. Training: every output kept for backward, saved buffers, the
+     * scratch and the gradients. Inference: outputs share memory by lifetime. */
+    size_t *size = rn_alloc(sizeof(size_t) * 5 * (size_t)n);
+    size_t *out_off = size + n, *s0_off = size + 2 * n, *s1_off = size + 3 * n,
+           *dout_off = size + 4 * n;
+    const int ft = net->first_trainable;
+    size_t total = 0, biggest = 0; /* biggest: the scratch, for nodes read several times */
+    for (int i = 0; i < n; i++) {
+        const Node *nd = &net->nodes[i];
+        size[i] = align_up((size_t)batch * node_numel(nd));
+        for (int k = 0; k < nd->n_in; k++) {
+            const Node *in = &net->nodes[nd->in[k]];
+            if (in->last_consumer != i && in->stage >= ft && size[nd->in[k]] > biggest)
+                biggest = size[nd->in[k]];
+        }
+    }
+    total = place_outputs(net, size, out_off, training, ft);
+    for (int i = 0; i < n; i++) {
+        const Node *nd = &net->nodes[i];
+        s0_off[i] = s1_off[i] = NONE;
+        if (nd->op == OP_BN) {
+            s0_off[i] = total;
+            s1_off[i] = total + align_up((size_t)nd->c);
+            total += 2 * align_up((size_t)nd->c);
+        } else if (nd->op == OP_DROPOUT || nd->op == OP_MAXPOOL) {
+            s0_off[i] = total;
+            total += size[i];
+        }
+    }
+    size_t scratch_off = total;
+    if (training) {
+        total += biggest; /* scratch: gradients of a branch point's second consumer */
+        size_t dout_floats = place_gradients(net, size, dout_off, ft);
+        for (int i = 0; i < n; i++)
+            if (dout_off[i] != NONE) dout_off[i] += total;
+        total += dout_floats;
+    }
+    if (total > net->arena_floats) {
+        rn_free(net->arena);
+        net->arena = rn_alloc(total * sizeof(float));
+        net->arena_floats = total;
+    }
+    float *a = net->arena;
+    for (int i = 0; i < n; i++) {
+        Node *nd = &net->nodes[i];
+        nd->out = a + out_off[i];
+        nd->save0 = s0_off[i] == NONE ? NULL : a + s0_off[i];
+        nd->save1 = s1_off[i] == NONE ? NULL : a + s1_off[i];
+        nd->dout = training && dout_off[i] != NONE ? a + dout_off[i] : NULL;
+    }
+    net->grad_scratch = training ? a + scratch_off : NULL;
+    rn_free(size);
+    net->batch = batch;
+    net->training_plan = training;
+    net->plan_first_trainable = ft;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ forward */
+
+static int bn_trains(const Net *net, const Node *nd, int train) {
+    return train && nd->stage >= net->first_trainable;
+}
+
+/* y = a + b, or relu(a + b): the end of a residual block. */
+static void add_forward(size_t count, const float *a, const float *b, int relu, float *y) {
+    long n = (long)count;
+    OMP_PRAGMA(omp parallel for schedule(static) if (n > OMP_MIN_WORK))
+    for (long i = 0; i < n; i++) {
+        float s = a[i] + b[i];
+        y[i] = relu && s < 0 ? 0 : s;
+    }
+}
+
+const float *net_forward_upto(Net *net, const float *x, int n, int train, int upto) {
+    if (!net->arena || n < 1 || n > net->batch || !x) {
+        rn_set_error("%s: forward of %d samples needs a plan for at least that many "
+                     "(planned batch %d)", net->arch, n, net->arena ? net->batch : 0);
+        return NULL;
+    }
+    if (upto < 0 || upto >= net->n_nodes) {
+        rn_set_error("%s: no node %d (the network has %d)", net->arch, upto, net->n_nodes);
+        return NULL;
+    }
+    net->forward_train = train;
+    memcpy(net->nodes[0].out, x, sizeof(float) * n * node_numel(&net->nodes[0]));
+    for (int i = 1; i <= upto; i++) {
+        Node *nd = &net->nodes[i];
+        const Node *in = &net->nodes[nd->in[0]];
+        size_t count = (size_t)n * node_numel(nd);
+        const Param *p = net->params;
+        switch (nd->op) {
+        case OP_INPUT: break;
+        case OP_CONV:
+            conv2d_forward(&nd->conv, n, in->h, in->w, in->out, p[nd->weight].data,
+                           nd->bias >= 0 ? p[nd->bias].data : NULL, nd->out);
+            break;
+        case OP_BN:
+            if (bn_trains(net, nd, train)) {
+                if (n * nd->h * nd->w < 2) {
+                    rn_set_error("%s: batch norm in training needs more than one value per "
+                                 "channel (batch %d of %dx%d)", nd->name, n, nd->w, nd->h);
+                    return NULL;
+                }
+                batchnorm_forward_train(n, nd->c, nd->h * nd->w, in->out, p[nd->weight].data,
+                                        p[nd->bias].data, p[nd->mean].data, p[nd->var].data,
+                                        net->bn_momentum, net->bn_eps, nd->out, nd->save0,
+                                        nd->save1);
+            } else {
+                batchnorm_forward_eval(n, nd->c, nd->h * nd->w, in->out, p[nd->weight].data,
+                                       p[nd->bias].data, p[nd->mean].data, p[nd->var].data,
+                                       net->bn_eps, nd->out);
+            }
+            break;
+        case OP_RELU: relu_forward(count, in->out, nd->out); break;
+        case OP_MAXPOOL:
+            maxpool2d_forward(n, in->c, in->h, in->w, nd->k, nd->stride, nd->pad, in->out,
+                              nd->out, (int32_t *)(void *)nd->save0);
+            break;
+        case OP_GAP: avgpool_global_forward(n, in->c, in->h * in->w, in->out, nd->out); break;
+        case OP_ADD: add_forward(count, in->out, net->nodes[nd->in[1]].out, nd->relu, nd->out);
+            break;
+        case OP_SHORTCUT_A:
+            shortcut_a_forward(n, in->c, in->h, in->w, nd->c, nd->stride, in->out, nd->out);
+            break;
+        case OP_LINEAR:
+            linear_forward(n, (int)node_numel(in), nd->c, in->out, p[nd->weight].data,
+                           p[nd->bias].data, nd->out);
+            break;
+        case OP_DROPOUT:
+            if (train && nd->stage >= net->first_trainable && nd->p > 0)
+                dropout_forward(count, nd->p, &net->rng, in->out, nd->out, nd->save0);
+            else
+                memcpy(nd->out, in->out, sizeof(float) * count);
+            break;
+        case OP_CONCAT: {
+            size_t plane = (size_t)nd->h * nd->w, at = 0;
+            for (int k = 0; k < nd->n_in; k++) {
+                const Node *y = &net->nodes[nd->in[k]];
+                size_t part = (size_t)y->c * plane;
+                for (int s = 0; s < n; s++)
+                    memcpy(nd->out + s * node_numel(nd) + at, y->out + s * part,
+                           sizeof(float) * part);
+                at += part;
+            }
+            break;
+        }
+        }
+    }
+    return net->nodes[upto].out;
+}
+
+const float *net_forward(Net *net, const float *x, int n, int train) {
+    return net_forward_upto(net, x, n, train, net->n_nodes - 1);
+}
+
+/* ------------------------------------------------------------------ backward */
+
+/* Where node `consumer` writes its gradient for input node j: straight into j's gradient
+ * when it is j's last consumer (the first one backward meets), else into the scratch
+ * buffer, which gradient_done then adds in (residual branch points sum their gradients). */
+static float *gradient_target(Net *net, int consumer, int j, float *scratch) {
+    return net->nodes[j].last_consumer == consumer ? net->nodes[j].dout : scratch;
+}
+
+static void add_into(float *d, const float *g, size_t count) {
+    long n = (long)count;
+    OMP_PRAGMA(omp parallel for schedule(static) if (n > OMP_MIN_WORK))
+    for (long i = 0; i < n; i++) d[i] += g[i];
+}
+
+static void gradient_done(Net *net, int j, const float *target, size_t count) {
+    if (target != net->nodes[j].dout) add_into(net->nodes[j].dout, target, count);
+}
+
+/* d(j) = g (first write) or d(j) += g, for ops that pass gradients through unchanged. */
+static void gradient_pass(Net *net, int consumer, int j, const float *g, size_t count) {
+    float *d = net->nodes[j].dout;
+    if (net->nodes[j].last_consumer == consumer) memcpy(d, g, sizeof(float) * count);
+    else add_into(d, g, count);
+}
+
+/* dy *= (y > 0), in place: the gradient through the ReLU fused into a block's sum */
+static void relu_mask(size_t count, const float *y, float *dy) {
+    long n = (long)count;
+    OMP_PRAGMA(omp parallel for schedule(static) if (n > OMP_MIN_WORK))
+    for (long i = 0; i < n; i++)
+        if (!(y[i] > 0)) dy[i] = 0;
+}
+
+void net_backward(Net *net, const float *dlogits, int n, float *dx) {
+    const int last = net->n_nodes - 1;
+    if (!net->training_plan || !net->arena || n < 1 || n > net->batch || !dlogits) {
+        rn_set_error("%s: backward of %d samples needs a training plan for at least that "
+                     "many (planned batch %d, training %d)", net->arch, n, net->batch,
+                     net->training_plan);
+        return;
+    }
+    /* the plan kept only the outputs of the stages that were trainable when it was made */
+    int need = dx ? STAGE_STEM : net->first_trainable;
+    if (need < net->plan_first_trainable) {
+        rn_set_error("%s: backward %s needs a training plan made with first_trainable <= %d "
+                     "(this one: %d); call net_plan again", net->arch,
+                     dx ? "to the input" : "into the trainable stages", need,
+                     net->plan_first_trainable);
+        return;
+    }
+    /* Nodes of frozen stages are skipped unless the input gradient is wanted: stages never
+     * decrease along the node order, so no trainable parameter lies before them. */
+    const int ft = net->first_trainable, all = dx != NULL, train = net->forward_train;
+    const Param *p = net->params;
+    float *scratch = net->grad_scratch;
+    memcpy(net->nodes[last].dout, dlogits, sizeof(float) * n * node_numel(&net->nodes[last]));
+    for (int i = last; i >= 1; i--) {
+        Node *nd = &net->nodes[i];
+        if ((!all && nd->stage < ft) || !nd->dout) continue;
+        const int trains = nd->stage >= ft; /* this node's parameters get gradients */
+        const int j = nd->in[0];
+        const Node *in = &net->nodes[j];
+        const int want = all || in->stage >= ft; /* the input's gradient is needed */
+        const size_t count = (size_t)n * node_numel(nd), in_count = (size_t)n * node_numel(in);
+        float *dy = nd->dout;
+        float *dxp = want ? gradient_target(net, i, j, scratch) : NULL;
+        switch (nd->op) {
+        case OP_INPUT: break;
+        case OP_CONV:
+            if (!dxp && !trains) break;
+            conv2d_backward(&nd->conv, n, in->h, in->w, in->out, p[nd->weight].data, dy, dxp,
+                            trains ? p[nd->weight].grad : NULL,
+                            trains && nd->bias >= 0 ? p[nd->bias].grad : NULL);
+            break;
+        case OP_BN:
+            if (bn_trains(net, nd, train))
+                batchnorm_backward_train(n, nd->c, nd->h * nd->w, in->out, p[nd->weight].data,
+                                         nd->save0, nd->save1, dy, dxp, p[nd->weight].grad,
+                                         p[nd->bias].grad);
+            else
+                batchnorm_backward_eval(n, nd->c, nd->h * nd->w, in->out, p[nd->weight].data,
+                                        p[nd->mean].data, p[nd->var].data, net->bn_eps, dy,
+                                        dxp, trains ? p[nd->weight].grad : NULL,
+                                        trains ? p[nd->bias].grad : NULL);
+            break;
+        case OP_RELU:
+            if (dxp) relu_backward(count, nd->out, dy, dxp);
+            break;
+        case OP_MAXPOOL:
+            if (dxp)
+                maxpool2d_backward(n, in->c, in->h, in->w, nd->k, nd->stride, nd->pad,
+                                   (const int32_t *)(const void *)nd->save0, dy, dxp);
+            break;
+        case OP_GAP:
+            if (dxp) avgpool_global_backward(n, in->c, in->h * in->w, dy, dxp);
+            break;
+        case OP_ADD: {
+            /* y = relu(a + b): both inputs receive dy * (y > 0), computed in place */
+            if (nd->relu) relu_mask(count, nd->out, dy);
+            dxp = NULL; /* passed through below */
+            for (int k = 0; k < 2; k++)
+                if (all || net->nodes[nd->in[k]].stage >= ft)
+                    gradient_pass(net, i, nd->in[k], dy, count);
+            break;
+        }
+        case OP_SHORTCUT_A:
+            if (dxp) shortcut_a_backward(n, in->c, in->h, in->w, nd->c, nd->stride, dy, dxp);
+            break;
+        case OP_LINEAR:
+            linear_backward(n, (int)node_numel(in), nd->c, in->out, p[nd->weight].data, dy, dxp,
+                            trains ? p[nd->weight].grad : NULL,
+                            trains ? p[nd->bias].grad : NULL);
+            break;
+        case OP_DROPOUT:
+            if (!dxp) break;
+            if (train && trains && nd->p > 0) dropout_backward(count, nd->save0, dy, dxp);
+            else memcpy(dxp, dy, sizeof(float) * count);
+            break;
+        case OP_CONCAT: {
+            /* each input receives its channel slice of dy, sample by sample */
+            dxp = NULL;
+            size_t per_sample = node_numel(nd), at = 0;
+            for (int k = 0; k < nd->n_in; k++) {
+                int jk = nd->in[k];
+                size_t part = node_numel(&net->nodes[jk]);
+                if (all || net->nodes[jk].stage >= ft) {
+                    float *t = gradient_target(net, i, jk, scratch);
+                    for (int s = 0; s < n; s++)
+                        memcpy(t + s * part, dy + s * per_sample + at, sizeof(float) * part);
+                    gradient_done(net, jk, t, (size_t)n * part);
+                }
+                at += part;
+            }
+            break;
+        }
+        }
+        if (dxp) gradient_done(net, j, dxp, in_count);
+    }
+    if (dx) memcpy(dx, net->nodes[0].dout, sizeof(float) * n * node_numel(&net->nodes[0]));
+}
+
+void net_zero_grad(Net *net) {
+    for (int i = 0; i < net->n_params; i++)
+        if (net->params[i].grad)
+            memset(net->params[i].grad, 0, sizeof(float) * (size_t)net->params[i].numel);
+}
+
+void net_set_first_trainable(Net *net, int stage) {
+    net->first_trainable = stage < STAGE_STEM ? STAGE_STEM : stage > STAGE_COUNT ? STAGE_COUNT
+                                                                                 : stage;
+    /* the same sizes planned before cannot fail */
+    if (net->arena && net->training_plan && net->first_trainable < net->plan_first_trainable)
+        net_plan(net, net->batch, net->in_h, net->in_w, 1);
+}
+
+Param *net_find_param(Net *net, const char *name) {
+    for (int i = 0; i < net->n_params; i++)
+        if (strcmp(net->params[i].name, name) == 0) return &net->params[i];
+    return NULL;
+}
+
+int64_t net_count_params(const Net *net, int trainable_only) {
+    int64_t total = 0;
+    for (int i = 0; i < net->n_params; i++) {
+        const Param *p = &net->params[i];
+        if (p->is_buffer || (trainable_only && p->stage < net->first_trainable)) continue;
+        total += p->numel;
+    }
+    return total;
+}
+
+/* dst's parameter for src's name: the same name, else fc.X <-> linear.X */
+static Param *find_counterpart(Net *dst, const char *name) {
+    Param *d = net_find_param(dst, name);
+    char alias[RN_NAME_MAX];
+    if (!d && strncmp(name, "fc.", 3) == 0) {
+        join_name(alias, "linear", name + 3);
+        d = net_find_param(dst, alias);
+    } else if (!d && strncmp(name, "linear.", 7) == 0) {
+        join_name(alias, "fc", name + 7);
+        d = net_find_param(dst, alias);
+    }
+    return d;
+}
+
+int net_copy_params(Net *dst, const Net *src) {
+    int copied = 0;
+    for (int i = 0; i < src->n_params; i++) {
+        const Param *s = &src->params[i];
+        Param *d = find_counterpart(dst, s->name);
+        if (!d || d->ndim != s->ndim || d->is_buffer != s->is_buffer) continue;
+        int same = 1;
+        for (int k = 0; k < s->ndim; k++) same &= d->shape[k] == s->shape[k];
+        if (!same) continue;
+        memcpy(d->data, s->data, sizeof(float) * (size_t)s->numel);
+        copied++;
+    }
+    return copied;
+}
+
+const float *net_node_output(const Net *net, int node) {
+    if (node < 0 || node >= net->n_nodes) return NULL;
+    return net->nodes[node].out;
+}
+
+size_t net_node_size(const Net *net, int node) {
+    if (node < 0 || node >= net->n_nodes) return 0;
+    return node_numel(&net->nodes[node]);
+}

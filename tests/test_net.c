@@ -1,0 +1,601 @@
+/* test_net.c - network graph: architectures (parameter counts and torchvision names),
+ * heads, shapes, planning, finite-difference gradients of whole networks, frozen stages,
+ * head specs as text. */
+#include "resnet.h"
+#include "test.h"
+
+/* ------------------------------------------------------------------ helpers */
+
+static void fill_random(float *x, size_t n, uint64_t seed) {
+    Rng r;
+    rng_seed(&r, seed);
+    for (size_t i = 0; i < n; i++) x[i] = 2.0f * rng_uniform(&r) - 1.0f;
+}
+
+/* L = sum_i r_i * logits_i for the current parameters; the dropout stream is rewound so
+ * every evaluation draws the same masks. */
+static double probe_loss(Net *net, const float *x, int n, const float *r, const Rng *rng0) {
+    net->rng = *rng0;
+    const float *y = net_forward(net, x, n, 1);
+    if (!y) return NAN;
+    double s = 0;
+    for (int i = 0; i < n * net->num_classes; i++) s += (double)r[i] * y[i];
+    return s;
+}
+
+typedef struct { double worst, tol; int checked; } GradCheck;
+
+/* Central differences d L / d v at *v against the analytic value `an`, with steps eps,
+ * eps/2 and eps/4, keeping the closest: crossing a ReLU kink spoils one step size, a
+ * wrong gradient all of them. The error is relative to `scale`, the largest analytic
+ * gradient of the group checked. */
+static void check_one(GradCheck *g, Net *net, const float *x, int n, const float *r,
+                      const Rng *rng0, float *v, double an, float eps, double scale) {
+    float saved = *v;
+    double best = INFINITY, best_fd = 0;
+    for (int k = 0; k < 3; k++, eps *= 0.5f) {
+        *v = saved + eps;
+        double lp = probe_loss(net, x, n, r, rng0);
+        *v = saved - eps;
+        double lm = probe_loss(net, x, n, r, rng0);
+        *v = saved;
+        double fd = (lp - lm) / (2.0 * eps);
+        double err = fabs(fd - an) / (scale > 1e-3 ? scale : 1e-3);
+        if (err < best) { best = err; best_fd = fd; }
+    }
+    if (best > g->worst) g->worst = best;
+    g->checked++;
+    if (best > g->tol)
+        fprintf(stderr, "    gradient mismatch: analytic %.6g, numeric %.6g\n", an, best_fd);
+}
+
+static double max_abs(const float *a, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) if (fabs(a[i]) > m) m = fabs(a[i]);
+    return m;
+}
+
+/* Analytic gradients by net_backward, then finite differences on every input coordinate
+ * listed and on `per_param` entries of each named parameter. */
+static void gradcheck_net(Net *net, int n, int h, int w, const char **names, int n_names,
+                          int n_inputs, int per_param, float eps, double tol) {
+    CHECK(net_plan(net, n, h, w, 1) == 0);
+    size_t in_size = (size_t)n * net->in_c * h * w;
+    float *x = malloc(sizeof(float) * in_size), *dx = malloc(sizeof(float) * in_size);
+    float *r = malloc(sizeof(float) * (size_t)n * net->num_classes);
+    fill_random(x, in_size, 11);
+    fill_random(r, (size_t)n * net->num_classes, 12);
+    Rng rng0 = net->rng;
+    net_zero_grad(net);
+    CHECK(probe_loss(net, x, n, r, &rng0) == probe_loss(net, x, n, r, &rng0));
+    net_backward(net, r, n, dx);
+
+    GradCheck g = {0, tol, 0};
+    Rng pick;
+    rng_seed(&pick, 99);
+    double scale = max_abs(dx, in_size);
+    CHECK(scale > 0);
+    for (int k = 0; k < n_inputs; k++) {
+        size_t i = rng_below(&pick, (uint32_t)in_size);
+        check_one(&g, net, x, n, r, &rng0, &x[i], dx[i], eps, scale);
+    }
+    double worst_input = g.worst;
+    for (int p = 0; p < n_names; p++) {
+        Param *prm = net_find_param(net, names[p]);
+        CHECK_MSG(prm != NULL && prm->grad != NULL, "%s", names[p]);
+        if (!prm || !prm->grad) continue;
+        double pscale = max_abs(prm->grad, (size_t)prm->numel);
+        CHECK_MSG(pscale > 0, "%s has an all-zero gradient", names[p]);
+        GradCheck gp = {0, tol, 0};
+        for (int k = 0; k < per_param; k++) {
+            size_t i = rng_below(&pick, (uint32_t)prm->numel);
+            check_one(&gp, net, x, n, r, &rng0, &prm->data[i], prm->grad[i], eps, pscale);
+        }
+        CHECK_MSG(gp.worst < tol, "%s: worst relative error %.4g", names[p], gp.worst);
+        if (getenv("GRADCHECK_VERBOSE")) printf("       %-28s %.2e\n", names[p], gp.worst);
+        if (gp.worst > g.worst) g.worst = gp.worst;
+    }
+    CHECK_MSG(worst_input < tol, "input gradient: worst relative error %.4g", worst_input);
+    printf("     %s: %d inputs + %d x %d params, worst error %.2e\n", net->arch, n_inputs,
+           n_names, per_param, g.worst);
+    free(x);
+    free(dx);
+    free(r);
+}
+
+/* ------------------------------------------------------------------ architectures */
+
+static void test_param_counts(void) {
+    struct { const char *arch; int64_t count; } cases[] = {
+        {"resnet18", 11689512},        {"resnet34", 21797672},       {"resnet50", 25557032},
+        {"resnet101", 44549160},       {"resnet152", 60192808},      {"cifar_resnet20", 269722},
+        {"cifar_resnet32", 464154},    {"cifar_resnet44", 658586},   {"cifar_resnet56", 853018},
+        {"cifar_resnet110", 1727962},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int cifar = strncmp(cases[i].arch, "cifar", 5) == 0;
+        Net *net = resnet_create(cases[i].arch, cifar ? 10 : 1000, NULL, 1);
+        CHECK(net != NULL);
+        if (!net) continue;
+        CHECK_MSG(net_count_params(net, 0) == cases[i].count, "%s: %lld parameters",
+                  cases[i].arch, (long long)net_count_params(net, 0));
+        CHECK(arch_is_known(cases[i].arch) && arch_is_cifar(cases[i].arch) == cifar);
+        net_free(net);
+    }
+    CHECK(resnet_create("resnet19", 10, NULL, 1) == NULL);
+    CHECK(strstr(rn_error(), "resnet19") && strstr(rn_error(), "resnet152"));
+    CHECK(resnet_create("resnet18", 0, NULL, 1) == NULL);
+    CHECK(!arch_is_known("resnet") && !arch_is_cifar("resnet50"));
+}
+
+/* Names, shapes and ORDER equal torchvision's state_dict (fixtures dumped from torch). */
+static void compare_with_fixture(const char *arch, const char *path) {
+    FILE *f = fopen(path, "r");
+    CHECK_MSG(f != NULL, "%s missing (run the tests from the repository root)", path);
+    if (!f) return;
+    Net *net = resnet_create(arch, 1000, NULL, 1);
+    char line[256];
+    int i = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (line[0] == '#') continue;
+        char name[128], shape[64];
+        if (sscanf(line, "%127s %63s", name, shape) != 2) continue;
+        if (i >= net->n_params) { i++; continue; }
+        const Param *p = &net->params[i++];
+        char mine[64] = "";
+        for (int d = 0; d < p->ndim; d++)
+            snprintf(mine + strlen(mine), sizeof mine - strlen(mine), "%s%lld", d ? "," : "",
+                     (long long)p->shape[d]);
+        CHECK_MSG(strcmp(p->name, name) == 0 && strcmp(mine, shape) == 0,
+                  "%s #%d: %s [%s], torchvision %s [%s]", arch, i - 1, p->name, mine, name,
+                  shape);
+        int buffer = strstr(name, "running_") != NULL;
+        CHECK(p->is_buffer == buffer && (p->grad == NULL) == buffer);
+    }
+    fclose(f);
+    CHECK_MSG(i == net->n_params, "%s: %d parameters, torchvision %d", arch, net->n_params, i);
+    net_free(net);
+}
+
+static void test_torchvision_names(void) {
+    compare_with_fixture("resnet18", "tests/fixtures/resnet18_keys.txt");
+    compare_with_fixture("resnet50", "tests/fixtures/resnet50_keys.txt");
+}
+
+static void test_cifar_names(void) {
+    Net *net = resnet_create("cifar_resnet20", 10, NULL, 1);
+    /* akamaster/pytorch_resnet_cifar10 state_dict: 97 tensors without num_batches_tracked */
+    CHECK(net->n_params == 97);
+    Param *p = net_find_param(net, "linear.weight");
+    CHECK(p && p->ndim == 2 && p->shape[0] == 10 && p->shape[1] == 64);
+    p = net_find_param(net, "layer3.2.bn2.running_var");
+    CHECK(p && p->is_buffer && p->numel == 64 && p->data[0] == 1.0f);
+    p = net_find_param(net, "layer2.0.conv1.weight");
+    CHECK(p && p->shape[0] == 32 && p->shape[1] == 16 && p->shape[2] == 3);
+    CHECK(net_find_param(net, "layer2.0.downsample.0.weight") == NULL);
+    CHECK(net_find_param(net, "fc.weight") == NULL);
+    CHECK(net->nodes[net->pooled_node].op == OP_GAP);
+    int shortcuts = 0;
+    for (int i = 0; i < net->n_nodes; i++) shortcuts += net->nodes[i].op == OP_SHORTCUT_A;
+    CHECK(shortcuts == 2);
+    net_free(net);
+}
+
+static void test_stages(void) {
+    Net *net = resnet_create("resnet50", 5, NULL, 1);
+    CHECK(net_find_param(net, "conv1.weight")->stage == STAGE_STEM);
+    CHECK(net_find_param(net, "bn1.running_mean")->stage == STAGE_STEM);
+    CHECK(net_find_param(net, "layer1.2.bn3.bias")->stage == STAGE_LAYER1);
+    CHECK(net_find_param(net, "layer3.0.downsample.0.weight")->stage == STAGE_LAYER3);
+    CHECK(net_find_param(net, "layer4.2.conv3.weight")->stage == STAGE_LAYER4);
+    CHECK(net_find_param(net, "fc.bias")->stage == STAGE_HEAD);
+    for (int i = 1; i < net->n_nodes; i++) CHECK(net->nodes[i].stage >= net->nodes[i - 1].stage);
+    net_set_first_trainable(net, STAGE_HEAD);
+    CHECK(net_count_params(net, 1) == 5 * 2048 + 5);
+    net_set_first_trainable(net, STAGE_LAYER4);
+    CHECK(net_count_params(net, 1) > 14000000 && net_count_params(net, 1) < 16000000);
+    net_free(net);
+}
+
+static void test_init(void) {
+    Net *a = resnet_create("resnet18", 10, NULL, 7), *b = resnet_create("resnet18", 10, NULL, 7);
+    Net *c = resnet_create("resnet18", 10, NULL, 8);
+    int same = 1, differ = 0;
+    for (int i = 0; i < a->n_params; i++) {
+        same &= memcmp(a->params[i].data, b->params[i].data,
+                       sizeof(float) * (size_t)a->params[i].numel) == 0;
+        differ |= memcmp(a->params[i].data, c->params[i].data,
+                         sizeof(float) * (size_t)a->params[i].numel) != 0;
+    }
+    CHECK(same && differ);
+    /* kaiming_normal_(fan_out): std = sqrt(2 / (512 * 3 * 3)) */
+    Param *w = net_find_param(a, "layer4.1.conv2.weight");
+    double s = 0, s2 = 0;
+    for (int64_t i = 0; i < w->numel; i++) {
+        s += w->data[i];
+        s2 += (double)w->data[i] * w->data[i];
+    }
+    double mean = s / w->numel, sd = sqrt(s2 / w->numel - mean * mean);
+    CHECK_CLOSE(sd, sqrt(2.0 / (512 * 9)), 0.01 * sqrt(2.0 / (512 * 9)) + 1e-4);
+    CHECK(fabs(mean) < 1e-3);
+    Param *fc = net_find_param(a, "fc.weight");
+    double bound = 1.0 / sqrt(512.0), m = max_abs(fc->data, (size_t)fc->numel);
+    CHECK(m <= bound && m > 0.95 * bound);
+    CHECK(net_find_param(a, "bn1.weight")->data[3] == 1.0f);
+    CHECK(net_find_param(a, "bn1.bias")->data[3] == 0.0f);
+    CHECK(net_find_param(a, "layer1.0.bn2.running_mean")->data[0] == 0.0f);
+    net_free(a);
+    net_free(b);
+    net_free(c);
+}
+
+/* ------------------------------------------------------------------ shapes and plans */
+
+static void test_shapes(void) {
+    struct { const char *arch; int h, w, fc, fh, fw; } cases[] = {
+        {"resnet18", 224, 224, 512, 7, 7},    {"resnet18", 32, 32, 512, 1, 1},
+        {"resnet34", 225, 200, 512, 8, 7},    {"resnet50", 96, 160, 2048, 3, 5},
+        {"resnet50", 1, 1, 2048, 1, 1},       {"resnet50", 64, 64, 2048, 2, 2},
+        {"cifar_resnet20", 32, 32, 64, 8, 8}, {"cifar_resnet56", 20, 33, 64, 5, 9},
+    };
+    Net *net = NULL;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (!net || strcmp(net->arch, cases[i].arch) != 0) {
+            net_free(net);
+            net = resnet_create(cases[i].arch, 7, NULL, 1);
+        }
+        CHECK(net_plan(net, 2, cases[i].h, cases[i].w, 0) == 0);
+        const Node *f = &net->nodes[net->feature_node];
+        CHECK_MSG(f->c == cases[i].fc && f->h == cases[i].fh && f->w == cases[i].fw,
+                  "%s %dx%d: features [%d, %d, %d]", cases[i].arch, cases[i].h, cases[i].w,
+                  f->c, f->h, f->w);
+        CHECK(net_node_size(net, net->pooled_node) == (size_t)cases[i].fc);
+        CHECK(net_node_size(net, net->n_nodes - 1) == 7);
+    }
+    net_free(net);
+    net = resnet_create("resnet18", 3, NULL, 1);
+    CHECK(net_plan(net, 1, 0, 32, 0) != 0);
+    CHECK(net_plan(net, 0, 32, 32, 0) != 0);
+    CHECK(net_plan(net, 1, 1 << 20, 32, 0) != 0);
+    CHECK(net_plan(net, 1 << 20, 1 << 14, 1 << 14, 0) != 0 && strstr(rn_error(), "GB"));
+    /* a head expecting 64 features cannot take a 32-channel map */
+    Net *head = head_create(64, 1, 1, 3, NULL, 1);
+    head->in_c = 32;
+    CHECK(net_plan(head, 1, 1, 1, 0) != 0 && strstr(rn_error(), "fc"));
+    net_free(head);
+    /* the plan reuses its arena when it does not grow */
+    CHECK(net_plan(net, 4, 64, 64, 1) == 0);
+    float *arena = net->arena;
+    CHECK(net_plan(net, 2, 48, 64, 1) == 0 && net->arena == arena);
+    CHECK(net_plan(net, 4, 64, 64, 0) == 0 && net->arena == arena);
+    CHECK(net_forward(net, NULL, 1, 0) == NULL);
+    CHECK(net_forward(net, arena, 5, 0) == NULL);
+    net_free(net);
+    /* Memory, resnet50 at 224x224 (each plan below is bigger than the one before, so
+     * arena_floats is exactly what it needs). An inference plan shares the outputs by
+     * lifetime; training layer4 + head keeps only the outputs their backward reads; full
+     * training keeps every output, with gradients sharing memory by lifetime. */
+    net = resnet_create("resnet50", 10, NULL, 1);
+    CHECK(net_plan(net, 2, 224, 224, 0) == 0);
+    size_t outputs = 0, infer = net->arena_floats;
+    for (int i = 0; i < net->n_nodes; i++) outputs += 2 * net_node_size(net, i);
+    net_set_first_trainable(net, STAGE_LAYER4);
+    CHECK(net_plan(net, 2, 224, 224, 1) == 0);
+    size_t layer4 = net->arena_floats;
+    net_set_first_trainable(net, STAGE_STEM);
+    CHECK(net->plan_first_trainable == STAGE_STEM);
+    printf("     resnet50 224x224, MB per sample: outputs %.1f; plans: inference %.1f, "
+           "training layer4+head %.1f, training all %.1f\n", outputs * 2e-6, infer * 2e-6,
+           layer4 * 2e-6, net->arena_floats * 2e-6);
+    CHECK(infer < outputs / 5);
+    CHECK(layer4 < outputs / 4);
+    CHECK(net->arena_floats < outputs * 5 / 4);
+    net_free(net);
+}
+
+/* Eval forward: each sample independent of the batch; repeatable bit for bit. */
+static void test_forward_consistency(void) {
+    Net *net = resnet_create("resnet18", 4, NULL, 3);
+    const int n = 3, h = 40, w = 28;
+    CHECK(net_plan(net, n, h, w, 0) == 0);
+    size_t per = (size_t)3 * h * w;
+    float *x = malloc(sizeof(float) * n * per), batch_out[12], one[4];
+    fill_random(x, n * per, 5);
+    const float *y = net_forward(net, x, n, 0);
+    CHECK(y != NULL);
+    memcpy(batch_out, y, sizeof batch_out);
+    for (int i = 0; i < 12; i++) CHECK(isfinite(batch_out[i]));
+    for (int s = 0; s < n; s++) {
+        y = net_forward(net, x + s * per, 1, 0);
+        memcpy(one, y, sizeof one);
+        for (int k = 0; k < 4; k++) CHECK_CLOSE(one[k], batch_out[s * 4 + k], 1e-4);
+    }
+    y = net_forward(net, x, n, 0);
+    CHECK(memcmp(y, batch_out, sizeof batch_out) == 0);
+    /* forward_upto the pooled features = GAP of the feature map */
+    const float *pooled = net_forward_upto(net, x, 1, 0, net->pooled_node);
+    const float *fmap = net_node_output(net, net->feature_node);
+    const Node *f = &net->nodes[net->feature_node];
+    double s = 0;
+    for (int i = 0; i < f->h * f->w; i++) s += fmap[5 * f->h * f->w + i];
+    CHECK_CLOSE(pooled[5], s / (f->h * f->w), 1e-5);
+    free(x);
+    net_free(net);
+}
+
+/* ------------------------------------------------------------------ gradients */
+
+static void test_gradcheck_cifar_resnet20(void) {
+    Net *net = resnet_create("cifar_resnet20", 5, NULL, 21);
+    /* the stock init makes near-identity blocks; perturb BN so every path matters */
+    for (int i = 0; i < net->n_params; i++) {
+        Param *p = &net->params[i];
+        if (strstr(p->name, "bn") && !p->is_buffer)
+            for (int64_t k = 0; k < p->numel; k++)
+                p->data[k] += 0.3f * (hash_uniform(i, (uint32_t)k) - 0.5f);
+    }
+    const char *names[] = {"conv1.weight", "bn1.weight", "layer1.0.conv1.weight",
+                           "layer1.2.bn2.bias", "layer2.0.conv2.weight", "layer2.0.bn1.weight",
+                           "layer3.2.conv2.weight", "layer3.1.bn2.bias", "linear.weight",
+                           "linear.bias"};
+    gradcheck_net(net, 3, 16, 16, names, 10, 16, 3, 1e-3f, 0.05);
+    net_free(net);
+}
+
+static void test_gradcheck_mlp_head(void) {
+    HeadSpec h;
+    CHECK(head_parse("mlp:7,6:dropout=0.3:bn", &h) == 0);
+    Net *net = head_create(9, 2, 3, 4, &h, 5);
+    CHECK(net != NULL);
+    const char *names[] = {"head.0.weight", "head.0.bias", "head.1.weight", "head.1.bias",
+                           "head.4.weight", "head.5.weight", "head.8.bias", "head.9.weight",
+                           "head.9.bias"};
+    gradcheck_net(net, 5, 2, 3, names, 9, 20, 4, 1e-3f, 0.01);
+    net_free(net);
+}
+
+static void test_gradcheck_inception_head(void) {
+    HeadSpec h;
+    CHECK(head_parse("inception:4:dropout=0.5", &h) == 0);
+    Net *net = head_create(6, 5, 4, 3, &h, 5);
+    CHECK(net != NULL);
+    const char *names[] = {"head.branch1x1.weight", "head.branch1x1.bias",
+                           "head.branch3x3.weight", "head.branch3x3.bias",
+                           "head.branch5x5.weight", "head.branch5x5.bias", "head.fc.weight",
+                           "head.fc.bias"};
+    gradcheck_net(net, 3, 5, 4, names, 8, 20, 4, 1e-3f, 0.01);
+    net_free(net);
+}
+
+/* Gradients are the same whether or not dx is asked for; two backward passes add up. */
+static void test_backward_accumulates(void) {
+    Net *net = resnet_create("cifar_resnet20", 3, NULL, 2);
+    CHECK(net_plan(net, 2, 12, 12, 1) == 0);
+    float x[2 * 3 * 12 * 12], dx[2 * 3 * 12 * 12], r[6];
+    fill_random(x, sizeof x / sizeof x[0], 1);
+    fill_random(r, 6, 2);
+    Param *p = net_find_param(net, "layer1.1.conv2.weight");
+    float *g1 = malloc(sizeof(float) * (size_t)p->numel);
+    net_zero_grad(net);
+    net_forward(net, x, 2, 1);
+    net_backward(net, r, 2, NULL);
+    memcpy(g1, p->grad, sizeof(float) * (size_t)p->numel);
+    CHECK(max_abs(g1, (size_t)p->numel) > 0);
+    net_forward(net, x, 2, 1);
+    net_backward(net, r, 2, dx);
+    double worst = 0;
+    for (int64_t i = 0; i < p->numel; i++) {
+        double e = fabs(p->grad[i] - 2.0 * g1[i]);
+        if (e > worst) worst = e;
+    }
+    CHECK(worst <= 1e-5 * (1 + max_abs(g1, (size_t)p->numel)));
+    net_zero_grad(net);
+    CHECK(max_abs(p->grad, (size_t)p->numel) == 0);
+    /* backward without a training plan fails cleanly */
+    CHECK(net_plan(net, 2, 12, 12, 0) == 0);
+    rn_set_error("none");
+    net_backward(net, r, 2, NULL);
+    CHECK(strstr(rn_error(), "training plan") != NULL);
+    free(g1);
+    net_free(net);
+}
+
+/* first_trainable = layer4: earlier parameters get no gradient, frozen batch norms keep
+ * their running statistics, trainable ones update them. */
+static void check_frozen(const Net *net, int ft) {
+    for (int i = 0; i < net->n_params; i++) {
+        const Param *p = &net->params[i];
+        if (p->is_buffer) {
+            int moved = 0;
+            for (int64_t k = 0; k < p->numel; k++)
+                moved |= p->data[k] != (strstr(p->name, "running_var") ? 1.0f : 0.0f);
+            CHECK_MSG(moved == (p->stage >= ft), "%s", p->name);
+        } else {
+            double g = max_abs(p->grad, (size_t)p->numel);
+            CHECK_MSG((g > 0) == (p->stage >= ft), "%s: |grad| %g", p->name, g);
+        }
+    }
+}
+
+static void test_frozen_stages(void) {
+    Net *net = resnet_create("resnet18", 3, NULL, 4);
+    net_set_first_trainable(net, STAGE_LAYER4);
+    CHECK(net_plan(net, 2, 32, 32, 1) == 0);
+    size_t frozen_floats = net->arena_floats;
+    float *x = malloc(sizeof(float) * 2 * 3 * 32 * 32);
+    float *dx = malloc(sizeof(float) * 2 * 3 * 32 * 32);
+    float r[6];
+    fill_random(x, 2 * 3 * 32 * 32, 3);
+    fill_random(r, 6, 4);
+    net_zero_grad(net);
+    CHECK(net_forward(net, x, 2, 1) != NULL);
+    net_backward(net, r, 2, NULL);
+    check_frozen(net, STAGE_LAYER4);
+    Param *w = net_find_param(net, "layer4.0.conv1.weight");
+    float *g1 = malloc(sizeof(float) * (size_t)w->numel);
+    memcpy(g1, w->grad, sizeof(float) * (size_t)w->numel);
+    /* the plan kept no outputs of the frozen stages: no input gradient from it */
+    net_zero_grad(net);
+    rn_set_error("none");
+    net_backward(net, r, 2, dx);
+    CHECK(strstr(rn_error(), "net_plan") != NULL);
+    CHECK(max_abs(net_find_param(net, "fc.weight")->grad, 3 * 512) == 0);
+    /* lowering first_trainable re-plans; raising it again keeps that plan */
+    net_set_first_trainable(net, STAGE_STEM);
+    CHECK(net->plan_first_trainable == STAGE_STEM && net->arena_floats > frozen_floats);
+    net_set_first_trainable(net, STAGE_LAYER4);
+    CHECK(net_forward(net, x, 2, 1) != NULL);
+    net_backward(net, r, 2, dx);
+    check_frozen(net, STAGE_LAYER4);
+    CHECK(max_abs(dx, 2 * 3 * 32 * 32) > 0);
+    /* the smaller plan computed the same gradients */
+    CHECK(max_rel_diff(w->grad, g1, (size_t)w->numel, 1e-6) < 1e-5);
+    free(g1);
+    /* everything frozen: backward leaves all gradients untouched */
+    net_set_first_trainable(net, STAGE_COUNT);
+    net_zero_grad(net);
+    net_forward(net, x, 2, 1);
+    net_backward(net, r, 2, NULL);
+    for (int i = 0; i < net->n_params; i++)
+        if (net->params[i].grad)
+            CHECK(max_abs(net->params[i].grad, (size_t)net->params[i].numel) == 0);
+    CHECK(net_count_params(net, 1) == 0);
+    free(x);
+    free(dx);
+    net_free(net);
+}
+
+/* BatchNorm in training needs more than one value per channel, like torch. */
+static void test_bn_needs_two_values(void) {
+    HeadSpec h;
+    head_parse("mlp:4:bn", &h);
+    Net *net = head_create(5, 1, 1, 2, &h, 1);
+    float x[5] = {1, 2, 3, 4, 5};
+    CHECK(net_plan(net, 1, 1, 1, 1) == 0);
+    CHECK(net_forward(net, x, 1, 1) == NULL && strstr(rn_error(), "head.0"));
+    CHECK(net_forward(net, x, 1, 0) != NULL);
+    net_free(net);
+}
+
+/* ------------------------------------------------------------------ heads */
+
+static void test_head_names(void) {
+    HeadSpec h;
+    CHECK(head_parse("mlp:512,256:dropout=0.2:bn", &h) == 0);
+    Net *net = resnet_create("resnet50", 6, &h, 1);
+    /* Sequential(BN(2048), Linear(2048,512), ReLU, Dropout, BN(512), Linear(512,256), ReLU,
+     *            Dropout, BN(256), Linear(256,6)) */
+    const char *want[][2] = {{"head.0.running_var", "2048"}, {"head.1.weight", "512,2048"},
+                             {"head.4.weight", "512"},      {"head.5.weight", "256,512"},
+                             {"head.8.bias", "256"},        {"head.9.weight", "6,256"}};
+    for (int i = 0; i < 6; i++) {
+        Param *p = net_find_param(net, want[i][0]);
+        char s[64] = "";
+        for (int d = 0; p && d < p->ndim; d++)
+            snprintf(s + strlen(s), sizeof s - strlen(s), "%s%lld", d ? "," : "",
+                     (long long)p->shape[d]);
+        CHECK_MSG(p && strcmp(s, want[i][1]) == 0, "%s [%s]", want[i][0], s);
+    }
+    CHECK(net_find_param(net, "fc.weight") == NULL);
+    CHECK(net_find_param(net, "head.10.weight") == NULL);
+    CHECK(net_find_param(net, "head.1.weight")->stage == STAGE_HEAD);
+    /* a head-only net has the same names and shapes: weights copy across */
+    Net *head = head_create(2048, 1, 1, 6, &h, 9);
+    int n_head = 0;
+    for (int i = 0; i < net->n_params; i++) n_head += strncmp(net->params[i].name, "head.", 5) == 0;
+    CHECK(head->n_params == n_head);
+    CHECK(net_copy_params(net, head) == n_head);
+    CHECK(memcmp(net_find_param(net, "head.5.weight")->data,
+                 net_find_param(head, "head.5.weight")->data,
+                 sizeof(float) * 256 * 512) == 0);
+    net_free(head);
+    net_free(net);
+
+    CHECK(head_parse("inception:32:dropout=0.25", &h) == 0);
+    net = resnet_create("resnet18", 4, &h, 1);
+    CHECK(net->pooled_node == -1);
+    CHECK(net_find_param(net, "head.branch5x5.weight")->shape[3] == 5);
+    CHECK(net_find_param(net, "head.branch3x3.bias")->numel == 32);
+    CHECK(net_find_param(net, "head.fc.weight")->shape[1] == 96);
+    CHECK(net_plan(net, 2, 64, 64, 0) == 0);
+    CHECK(net->nodes[net->n_nodes - 1].c == 4);
+    head = head_create(512, 2, 2, 4, &h, 3);
+    CHECK(net_copy_params(net, head) == 8 && head->n_params == 8);
+    /* the head net on the feature map equals the full net's head */
+    float x[2 * 3 * 64 * 64];
+    fill_random(x, sizeof x / sizeof x[0], 8);
+    const float *y = net_forward(net, x, 2, 0);
+    float logits[8];
+    memcpy(logits, y, sizeof logits);
+    CHECK(net_plan(head, 2, 2, 2, 0) == 0);
+    y = net_forward(head, net_node_output(net, net->feature_node), 2, 0);
+    for (int i = 0; i < 8; i++) CHECK_CLOSE(y[i], logits[i], 1e-5);
+    net_free(head);
+    net_free(net);
+
+    /* CIFAR checkpoints call the plain head "linear": it still copies across */
+    net = resnet_create("cifar_resnet20", 10, NULL, 1);
+    head = head_create(64, 1, 1, 10, NULL, 2);
+    CHECK(net_find_param(head, "fc.weight") && net_find_param(net, "linear.weight"));
+    CHECK(net_copy_params(net, head) == 2);
+    CHECK(memcmp(net_find_param(net, "linear.weight")->data,
+                 net_find_param(head, "fc.weight")->data, sizeof(float) * 640) == 0);
+    CHECK(net_copy_params(head, net) == 2);
+    net_free(head);
+    net_free(net);
+}
+
+static void test_head_text(void) {
+    const char *canonical[] = {"linear", "mlp:256", "mlp:512,256,128,64:dropout=0.2:bn",
+                               "mlp:3:bn", "inception:128:dropout=0.5", "inception:64:dropout=0",
+                               "mlp:10,20:dropout=0.12345679"};
+    char out[128];
+    HeadSpec h, h2;
+    for (size_t i = 0; i < sizeof canonical / sizeof canonical[0]; i++) {
+        CHECK_MSG(head_parse(canonical[i], &h) == 0, "%s: %s", canonical[i], rn_error());
+        head_format(&h, out, sizeof out);
+        CHECK_MSG(strcmp(out, canonical[i]) == 0, "%s -> %s", canonical[i], out);
+        CHECK(head_parse(out, &h2) == 0 && memcmp(&h, &h2, sizeof h) == 0);
+    }
+    CHECK(head_parse("mlp:512,256,128,64:dropout=0.2:bn", &h) == 0);
+    CHECK(h.type == HEAD_MLP && h.n_hidden == 4 && h.hidden[3] == 64 && h.batchnorm);
+    CHECK(fabsf(h.dropout - 0.2f) == 0);
+    CHECK(head_parse("inception", &h) == 0 && h.branch_filters == 128 && h.dropout == 0.5f);
+    CHECK(head_parse("mlp:64:bn:dropout=0.1", &h) == 0);
+    head_format(&h, out, sizeof out);
+    CHECK(strcmp(out, "mlp:64:dropout=0.1:bn") == 0);
+    const char *bad[] = {"", "mlp", "mlp:", "mlp:0", "mlp:12x", "mlp:1,,2", "mlp:-3",
+                         "mlp:5:dropout=1", "mlp:5:dropout=abc", "mlp:5:batchnorm", "linear:5",
+                         "inception:0", "inception:dropout=2", "conv", "mlp:1,2,3,4,5,6,7,8,9",
+                         "mlp:5:bn:bn", "inception:8:bn"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        rn_set_error("none");
+        CHECK_MSG(head_parse(bad[i], &h) != 0, "\"%s\" was accepted", bad[i]);
+        CHECK_MSG(strcmp(rn_error(), "none") != 0 && strstr(rn_error(), "head"), "\"%s\": %s",
+                  bad[i], rn_error());
+    }
+    CHECK(head_parse(NULL, &h) != 0);
+    head_format(NULL, out, sizeof out);
+    CHECK(strcmp(out, "linear") == 0);
+    head_format(&(HeadSpec){HEAD_MLP, 2, {5, 6}, 0, 0, 0}, out, 6);
+    CHECK(strcmp(out, "mlp:5") == 0); /* truncated, still terminated */
+}
+
+int main(void) {
+    RUN(test_param_counts);
+    RUN(test_torchvision_names);
+    RUN(test_cifar_names);
+    RUN(test_stages);
+    RUN(test_init);
+    RUN(test_shapes);
+    RUN(test_forward_consistency);
+    RUN(test_gradcheck_cifar_resnet20);
+    RUN(test_gradcheck_mlp_head);
+    RUN(test_gradcheck_inception_head);
+    RUN(test_backward_accumulates);
+    RUN(test_frozen_stages);
+    RUN(test_bn_needs_two_values);
+    RUN(test_head_names);
+    RUN(test_head_text);
+    return test_summary();
+}
