@@ -60,7 +60,7 @@ setup:
 	  ($$SUDO apt-get update -qq || true) && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libstb-dev; \
 	fi
 
-$(BUILD)/%.o: %.c resnet.h $(wildcard *_internal.h) | check-stb
+$(BUILD)/%.o: %.c $(wildcard *.h) | check-stb
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(STB_CFLAGS) -I. -c $< -o $@
 

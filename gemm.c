@@ -1,6 +1,36 @@
-/* gemm.c - placeholder: the reference GEMM; the SIMD kernels replace sgemm(). */
+/* gemm.c - single-precision GEMM: packed panels, cache blocking, a register-blocked
+ * SIMD micro-kernel (simd.h), OpenMP over the output tiles.
+ *
+ * C = alpha * op(A) * op(B) + beta * C is computed the way BLIS does it:
+ *
+ *   for jc over N in blocks of NC:
+ *     for pc over K in blocks of KC:
+ *       pack op(B)[pc:pc+kc, jc:jc+nc] into NR-wide panels  (lives in L2/L3)
+ *       for ic over M in blocks of MC:
+ *         pack op(A)[ic:ic+mc, pc:pc+kc] into MR-tall panels (lives in L2)
+ *         for each MR x NR tile: micro-kernel, kc rank-1 updates in registers
+ *
+ * Packing turns every transpose case into the same contiguous layout, so there is one
+ * kernel (transposing packs go through VLEN x VLEN register transposes). Packing only pays
+ * when a panel is reused, so a row-major A feeding few columns of C (layer4 weights against
+ * a 7x7 map) and a row-major B feeding few rows are read in place instead. Edge panels are
+ * zero-padded; edge tiles go through a small buffer; a last panel of at most VLEN columns
+ * runs a half-width kernel.
+ *
+ * Threads take contiguous runs of whole tiles along the long side of C and run this loop
+ * nest on them independently (no barriers). Every element of C sees the same sequence of
+ * operations whatever the path or the thread count, because K is blocked by shape alone and
+ * never split: results are bit-identical for 1 or N threads, and for sgemm called inside a
+ * parallel region (where it runs on the calling thread). */
 #include "resnet.h"
+#include "simd.h"
 
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* Naive triple loop: the reference the fast path is tested against. */
 void sgemm_ref(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a,
                int lda, const float *b, int ldb, float beta, float *c, int ldc) {
     for (int i = 0; i < m; i++)
@@ -16,9 +46,323 @@ void sgemm_ref(int trans_a, int trans_b, int m, int n, int k, float alpha, const
         }
 }
 
-void sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a,
-           int lda, const float *b, int ldb, float beta, float *c, int ldc) {
-    sgemm_ref(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+const char *simd_name(void) { return SIMD_NAME; }
+
+/* Tile shape: MR rows x NV vectors. The accumulators (MR * NV vectors) plus NV loads of B
+ * and one broadcast of A must fit the register file (32 zmm, 16 ymm). */
+#if VLEN == 16
+#define MR 14
+#define NV 2
+#elif VLEN == 8
+#define MR 6
+#define NV 2
+#else
+#define MR 4
+#define NV 8
+#endif
+#define NR (NV * VLEN)
+
+/* Cache blocks: a kc x NR panel of B stays in L1 while the MR panels of A stream past it;
+ * the mc x kc block of A stays in L2; the kc x nc block of B in L2/L3. */
+#define KC 320
+#define MC (MR * 18)
+#define NC 3072
+
+/* Widest C (in columns) for which a row-major A is read in place rather than packed,
+ * and tallest C (in rows) for which a row-major B is. */
+#define DIRECT_A_MAX_N 512
+#define DIRECT_B_MAX_M 32
+
+/* Below this many multiply-adds one thread is faster than waking the team. */
+#define PARALLEL_MIN_MACS (1 << 20)
+
+#if defined(__GNUC__) || defined(__clang__)
+#define RN_INLINE static inline __attribute__((always_inline))
+#else
+#define RN_INLINE static inline
+#endif
+
+static int round_up(int x, int m) { return (x + m - 1) / m * m; }
+static int min_int(int a, int b) { return a < b ? a : b; }
+
+/* Split `total` into equal blocks of at most `max_block` (a multiple of `unit`): equal
+ * blocks avoid a thin last block. Depends on the shape only, never on threads. */
+static int block_size(int total, int max_block, int unit) {
+    int nblocks = (total + max_block - 1) / max_block;
+    return round_up((total + nblocks - 1) / nblocks, unit);
 }
 
-const char *simd_name(void) { return "scalar"; }
+/* A matrix operand: element (r, c) of op(X) is p[r * ld + c], or p[c * ld + r] if trans. */
+typedef struct { const float *p; int ld, trans; } Operand;
+
+/* Pack op(A)[i0:i0+rows, p0:p0+kc] as one MR-row panel: dst[p * MR + r], zero-padded.
+ * May write up to VLEN floats past the panel (the next panel or the buffer's slack). */
+static void pack_a_panel(Operand a, int i0, int rows, int p0, int kc, float *dst) {
+    if (rows < MR) memset(dst, 0, sizeof(float) * MR * kc);
+    if (a.trans) {        /* op(A)[i, p] = a[p * ld + i]: rows are contiguous per p */
+        for (int p = 0; p < kc; p++) {
+            const float *src = a.p + (size_t)(p0 + p) * a.ld + i0;
+            for (int r = 0; r < rows; r++) dst[p * MR + r] = src[r];
+        }
+        return;
+    }
+    /* op(A)[i, p] = a[i * ld + p]: transpose VLEN x VLEN blocks in registers (rows past
+     * MR are zero); each store spills VLEN - MR floats that the next one overwrites. */
+    int p = 0;
+#if VLEN > 1 && MR <= VLEN
+    if (rows == MR)
+        for (; p + VLEN <= kc; p += VLEN) {
+            VF blk[VLEN];
+            RN_UNROLL for (int r = 0; r < VLEN; r++)
+                blk[r] = r < MR ? vload(a.p + (size_t)(i0 + r) * a.ld + p0 + p) : vzero();
+            vtranspose(blk);
+            RN_UNROLL for (int q = 0; q < VLEN; q++) vstore(dst + (p + q) * MR, blk[q]);
+        }
+#endif
+    for (int r = 0; r < rows; r++) {
+        const float *src = a.p + (size_t)(i0 + r) * a.ld + p0;
+        for (int q = p; q < kc; q++) dst[q * MR + r] = src[q];
+    }
+}
+
+/* Pack op(B)[p0:p0+kc, j0:j0+cols] as one NR-wide panel: dst[p * NR + c], zero-padded. */
+static void pack_b_panel(Operand b, int p0, int kc, int j0, int cols, float *dst) {
+    if (cols < NR) memset(dst, 0, sizeof(float) * NR * kc);
+    if (!b.trans) {       /* op(B)[p, j] = b[p * ld + j]: row copies */
+        for (int p = 0; p < kc; p++)
+            memcpy(dst + p * NR, b.p + (size_t)(p0 + p) * b.ld + j0, sizeof(float) * cols);
+        return;
+    }
+    /* op(B)[p, j] = b[j * ld + p]: transpose VLEN x VLEN blocks in registers */
+    int p = 0;
+#if VLEN > 1
+    if (cols == NR)
+        for (; p + VLEN <= kc; p += VLEN)
+            RN_UNROLL for (int v = 0; v < NV; v++) {
+                VF blk[VLEN];
+                RN_UNROLL for (int c = 0; c < VLEN; c++)
+                    blk[c] = vload(b.p + (size_t)(j0 + v * VLEN + c) * b.ld + p0 + p);
+                vtranspose(blk);
+                RN_UNROLL for (int q = 0; q < VLEN; q++)
+                    vstore(dst + (p + q) * NR + v * VLEN, blk[q]);
+            }
+#endif
+    for (int c = 0; c < cols; c++) {
+        const float *src = b.p + (size_t)(j0 + c) * b.ld + p0;
+        for (int q = p; q < kc; q++) dst[q * NR + c] = src[q];
+    }
+}
+
+/* kc rank-1 updates of the first nv vectors of the MR x NR accumulators:
+ * acc += A[:, p] B[p, :], with A element (r, p) at ap[r * a_rs + p * a_ps] and row p of B
+ * at bp + p * b_ps (packed panels, or rows read in place). Inlined with constant a_rs,
+ * a_ps and nv. */
+RN_INLINE void kernel_updates(int kc, const float *ap, size_t a_rs, size_t a_ps,
+                              const float *bp, size_t b_ps, VF acc[MR][NV], int nv) {
+    for (int p = 0; p < kc; p++) {
+        VF bv[NV];
+        RN_UNROLL for (int v = 0; v < nv; v++) bv[v] = vload(bp + v * VLEN);
+        RN_UNROLL for (int r = 0; r < MR; r++) {
+            VF av = vset1(ap[r * a_rs]);
+            RN_UNROLL for (int v = 0; v < nv; v++) acc[r][v] = vfma(av, bv[v], acc[r][v]);
+        }
+        ap += a_ps;
+        bp += b_ps;
+    }
+}
+
+/* The micro-kernel: acc[MR x NR] = sum_p A[:, p] B[p, :] held in registers, then
+ * C = alpha * acc + beta * C on the valid rows x cols of the tile. A is a packed panel
+ * (a_rs == 1) or MR full rows of a row-major A read in place (a_rs = lda); B is a packed
+ * panel (b_ps = NR) or NR full columns of a row-major B read in place (b_ps = ldb).
+ * C element (r, c) lives at c[r * rs + c * cs]; beta == 0 never reads C. */
+static void micro_kernel(int kc, const float *ap, size_t a_rs, const float *bp, size_t b_ps,
+                         int rows, int cols, float alpha, float beta, float *c, size_t rs,
+                         size_t cs) {
+    VF acc[MR][NV];
+    RN_UNROLL for (int r = 0; r < MR; r++)
+        RN_UNROLL for (int v = 0; v < NV; v++) acc[r][v] = vzero();
+    if (cols > VLEN) { /* the full tile */
+        if (a_rs == 1)
+            kernel_updates(kc, ap, 1, MR, bp, b_ps, acc, NV);
+        else
+            kernel_updates(kc, ap, a_rs, 1, bp, b_ps, acc, NV);
+    } else { /* a narrow last panel (e.g. 9 columns): one vector of B, half the work */
+        if (a_rs == 1)
+            kernel_updates(kc, ap, 1, MR, bp, b_ps, acc, 1);
+        else
+            kernel_updates(kc, ap, a_rs, 1, bp, b_ps, acc, 1);
+    }
+    /* Edge tiles and strided C go through a buffer with the same vector arithmetic, so an
+     * element's result never depends on where its tile sits. */
+    int direct = rows == MR && cols == NR && cs == 1;
+    float tile[MR * NR];
+    float *out = direct ? c : tile;
+    size_t ld = direct ? rs : NR;
+    if (!direct && beta != 0) {
+        memset(tile, 0, sizeof tile);
+        for (int r = 0; r < rows; r++)
+            for (int j = 0; j < cols; j++) tile[r * NR + j] = c[r * rs + j * cs];
+    }
+    VF valpha = vset1(alpha), vbeta = vset1(beta);
+    RN_UNROLL for (int r = 0; r < MR; r++)
+        RN_UNROLL for (int v = 0; v < NV; v++) {
+            float *op = out + r * ld + v * VLEN;
+            VF y = vmul(valpha, acc[r][v]);
+            if (beta != 0) y = vadd(y, vmul(vbeta, vload(op)));
+            vstore(op, y);
+        }
+    if (!direct)
+        for (int r = 0; r < rows; r++)
+            for (int j = 0; j < cols; j++) c[r * rs + j * cs] = tile[r * NR + j];
+}
+
+/* Packing buffer of the calling thread, grown to the largest request and then reused
+ * (a thread-local pointer, so concurrent callers inside a parallel region never share). */
+static __thread float *pack_buf;
+static __thread size_t pack_cap;
+
+static float *pack_buffer(size_t floats) {
+    if (floats > pack_cap) {
+        rn_free(pack_buf);
+        pack_buf = rn_alloc(floats * sizeof(float));
+        pack_cap = floats;
+    }
+    return pack_buf;
+}
+
+/* Element (r, c) of op(X). */
+static const float *operand_at(Operand x, int r, int c) {
+    return x.trans ? x.p + (size_t)c * x.ld + r : x.p + (size_t)r * x.ld + c;
+}
+
+/* The blocked product of one thread on its own part of C, with its own packing buffer.
+ * C element (i, j) lives at c[i * rs + j * cs]. */
+static void gemm_blocks(Operand a, Operand b, int m, int n, int k, float alpha, float beta,
+                        float *c, size_t rs, size_t cs) {
+    int nc_max = block_size(n, NC, NR), kc_max = block_size(k, KC, 1);
+    int mc_max = block_size(m, MC, MR);
+    /* A row-major A used by few columns is read in place: packing it would cost more than
+     * the products it feeds (e.g. layer4 weights against a 7x7 image). */
+    int direct_a = !a.trans && n <= DIRECT_A_MAX_N;
+    int direct_b = !b.trans && m <= DIRECT_B_MAX_M;
+    size_t a_floats = (size_t)mc_max * kc_max + VLEN; /* + slack for pack_a_panel */
+    float *ap = pack_buffer(a_floats + (size_t)nc_max * kc_max), *bp = ap + a_floats;
+    for (int jc = 0; jc < n; jc += nc_max) {
+        int nc = min_int(nc_max, n - jc);
+        for (int pc = 0; pc < k; pc += kc_max) {
+            int kc = min_int(kc_max, k - pc);
+            float beta_block = pc == 0 ? beta : 1.0f; /* later K blocks accumulate */
+            for (int jr = 0; jr < nc; jr += NR)
+                if (!direct_b || nc - jr < NR)
+                    pack_b_panel(b, pc, kc, jc + jr, min_int(NR, nc - jr),
+                                 bp + (size_t)jr * kc);
+            for (int ic = 0; ic < m; ic += mc_max) {
+                int mc = min_int(mc_max, m - ic);
+                for (int ir = 0; ir < mc; ir += MR)
+                    if (!direct_a || mc - ir < MR)
+                        pack_a_panel(a, ic + ir, min_int(MR, mc - ir), pc, kc,
+                                     ap + (size_t)ir * kc);
+                /* a kc x NR panel of B stays in L1 while the panels of A pass by */
+                for (int jr = 0; jr < nc; jr += NR) {
+                    int j = jc + jr, cols = min_int(NR, n - j);
+                    const float *bpanel = bp + (size_t)jr * kc;
+                    size_t b_ps = NR;
+                    if (direct_b && cols == NR) {
+                        bpanel = operand_at(b, pc, j);
+                        b_ps = (size_t)b.ld;
+                    }
+                    for (int ir = 0; ir < mc; ir += MR) {
+                        int i = ic + ir, rows = min_int(MR, m - i);
+                        const float *apanel = ap + (size_t)ir * kc;
+                        size_t a_rs = 1;
+                        if (direct_a && rows == MR) {
+                            apanel = operand_at(a, i, pc);
+                            a_rs = (size_t)a.ld;
+                        }
+                        micro_kernel(kc, apanel, a_rs, bpanel, b_ps, rows, cols, alpha,
+                                     beta_block, c + i * rs + j * cs, rs, cs);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* One product, split among threads by gemm_part. */
+typedef struct {
+    Operand a, b;
+    int m, n, k;
+    float alpha, beta;
+    float *c;
+    size_t rs, cs;
+    int split_n; /* threads split the columns of C (else its rows) */
+} GemmJob;
+
+/* Part `part` of `parts`: a contiguous run of whole tiles along the longer side of C, so
+ * the tile grid (and every element's arithmetic) is the same for any thread count. Each
+ * part packs the shorter side's operand for itself and never waits for the others. */
+static void gemm_part(const GemmJob *g, int part, int parts) {
+    int unit = g->split_n ? NR : MR, len = g->split_n ? g->n : g->m;
+    int tiles = (len + unit - 1) / unit;
+    int first = (int)((long)tiles * part / parts) * unit;
+    int last = min_int((int)((long)tiles * (part + 1) / parts) * unit, len);
+    if (last <= first) return;
+    if (g->split_n)
+        gemm_blocks(g->a, (Operand){operand_at(g->b, 0, first), g->b.ld, g->b.trans}, g->m,
+                    last - first, g->k, g->alpha, g->beta, g->c + first * g->cs, g->rs,
+                    g->cs);
+    else
+        gemm_blocks((Operand){operand_at(g->a, first, 0), g->a.ld, g->a.trans}, g->b,
+                    last - first, g->n, g->k, g->alpha, g->beta, g->c + first * g->rs,
+                    g->rs, g->cs);
+}
+
+/* Padded work of an m x n product in micro-tiles: the MR x NR grid the kernel runs. */
+static double padded_work(int m, int n) {
+    return (double)round_up(m, MR) * round_up(n, NR);
+}
+
+void sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a,
+           int lda, const float *b, int ldb, float beta, float *c, int ldc) {
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0 || alpha == 0) { /* C = beta * C, without touching A and B */
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++) {
+                float *cp = &c[(size_t)i * ldc + j];
+                *cp = beta == 0 ? 0.0f : beta * *cp;
+            }
+        return;
+    }
+    Operand opa = {a, lda, trans_a}, opb = {b, ldb, trans_b};
+    size_t rs = (size_t)ldc, cs = 1;
+    /* A narrow C with a transposed A (e.g. dcol = W^T dY on a 3x3 map: 4608 x 9) wastes
+     * most of its column panels; computing C^T = op(B)^T op(A)^T instead puts the long
+     * side along the vectors and packs both operands without transposing. Each element
+     * still sees the same products in the same order. (A row-major A is read in place
+     * instead, which beats both.) */
+    if (trans_a && padded_work(n, m) < 0.9 * padded_work(m, n)) {
+        Operand t = {b, ldb, !trans_b};
+        opb = (Operand){a, lda, !trans_a};
+        opa = t;
+        int tmp = m; m = n; n = tmp;
+        rs = 1;
+        cs = (size_t)ldc;
+    }
+    GemmJob job = {opa, opb, m, n, k, alpha, beta, c, rs, cs, n >= m};
+    int threads = 1;
+#ifdef _OPENMP
+    if (!omp_in_parallel() && (double)m * n * k >= PARALLEL_MIN_MACS)
+        threads = omp_get_max_threads();
+#endif
+    int tiles = job.split_n ? (n + NR - 1) / NR : (m + MR - 1) / MR;
+    if (threads > tiles) threads = tiles;
+    if (threads <= 1) {
+        gemm_part(&job, 0, 1);
+        return;
+    }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads)
+    gemm_part(&job, omp_get_thread_num(), omp_get_num_threads());
+#endif
+}
