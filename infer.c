@@ -21,6 +21,8 @@
 
 typedef enum { OUT_TABLE, OUT_JSON, OUT_CSV } OutFormat;
 
+#define MAX_WINDOWS (1 << 20) /* patch windows per image */
+
 typedef struct {
     const char *model, *arch, *weights, *labels, *eval_dir, *out_dir;
     const char *save_logits, *save_features, *preprocess;
@@ -67,13 +69,18 @@ static void usage(FILE *f) {
         "                        each window is resized to the model's input size). Windows start\n"
         "                        at 0, S, 2S, ...; when the size is not a multiple of the stride a\n"
         "                        last window is aligned with the right/bottom edge, so every pixel\n"
-        "                        is covered. An image smaller than SIZE is first upscaled so that\n"
-        "                        its shorter side equals SIZE.\n"
+        "                        is covered (a stride above SIZE leaves gaps). An image smaller\n"
+        "                        than SIZE is first upscaled, aspect kept, so that its shorter\n"
+        "                        side equals SIZE; window origins are then in upscaled pixels\n"
+        "                        (JSON \"scale\" gives the factor, 1 when none).\n"
         "  --stride S            window step (default SIZE)\n"
-        "  --secondary-threshold T  other classes whose share of the summed softmax mass\n"
-        "                        exceeds T are secondary (default 0.05)\n"
-        "                        A picture per image, OUT/<name>.patches.png, shows the grid in\n"
-        "                        class colours with a legend.\n");
+        "  --secondary-threshold T  the major class has the largest share of the softmax mass\n"
+        "                        summed over all windows; other classes whose share exceeds T\n"
+        "                        are secondary (default 0.05)\n"
+        "                        A picture per image, OUT/<name>.patches.png, tints each window's\n"
+        "                        cell in the colour of its class, with a legend of class names.\n"
+        "                        --json gives per image: major, major_share, secondary [{class,\n"
+        "                        share}], grid {patch, stride, rows, cols, x, y, classes, probs}.\n");
 }
 
 static int parse_int(const char *s, const char *flag, int lo, int hi, int *out) {
@@ -149,6 +156,10 @@ static int parse_args(int argc, char **argv, Options *o) {
     }
     if (o->eval_dir && o->patch) {
         fprintf(stderr, "infer: --eval and --patches are separate modes; run them one at a time\n");
+        return -1;
+    }
+    if (o->patch && (o->save_logits || o->save_features)) {
+        fprintf(stderr, "infer: --save-logits/--save-features apply to whole images, not --patches\n");
         return -1;
     }
     if (o->stride && !o->patch) {
@@ -325,6 +336,20 @@ static void top_k(const float *p, int n, int k, int *idx) {
     }
 }
 
+/* One CSV field on stdout, quoted as RFC 4180 asks when it holds a comma, quote or newline. */
+static void csv_field(const char *s) {
+    if (!strpbrk(s, ",\"\r\n")) {
+        fputs(s, stdout);
+        return;
+    }
+    putchar('"');
+    for (; *s; s++) {
+        if (*s == '"') putchar('"');
+        putchar(*s);
+    }
+    putchar('"');
+}
+
 static const char *base_name(const char *path) {
     const char *s = strrchr(path, '/');
     return s ? s + 1 : path;
@@ -336,7 +361,6 @@ typedef struct {
     int n, k, feat;
     float *probs, *logits, *features; /* [n, k], [n, k], [n, feat] */
     uint8_t *ok;                      /* per input: decoded and classified */
-    double loss_sum;
 } Results;
 
 /* Run every item of ds through the net in batches; results land in input order. */
@@ -368,12 +392,7 @@ static int run_dataset(Net *net, const ModelInfo *info, const Dataset *ds, const
     int got;
     while ((got = loader_next(loader, x, labels, idx)) > 0) {
         const float *logits = net_forward(net, x, got, 0);
-        int labelled = 1;
-        for (int i = 0; i < got; i++) labelled &= labels[i] >= 0 && labels[i] < k;
-        if (labelled)
-            r->loss_sum += (double)softmax_cross_entropy_forward(got, k, logits, labels, NULL, 0, probs) * got;
-        else
-            softmax_rows(got, k, logits, probs);
+        softmax_rows(got, k, logits, probs);
         const float *f = want_features ? net_node_output(net, feat_node) : NULL;
         for (int i = 0; i < got; i++) {
             size_t at = (size_t)idx[i];
@@ -446,18 +465,10 @@ static void print_results(const Results *r, const Dataset *ds, char **names, con
             top_k(r->probs + (size_t)i * r->k, r->k, k, top);
             for (int j = 0; j < k; j++) {
                 /* RFC 4180 quoting for fields that may hold commas or quotes */
-                const char *fields[2] = {ds->paths[i], names[top[j]]};
-                for (int f = 0; f < 2; f++) {
-                    const char *s = fields[f];
-                    if (strpbrk(s, ",\"\n")) {
-                        putchar('"');
-                        for (; *s; s++) { if (*s == '"') putchar('"'); putchar(*s); }
-                        putchar('"');
-                    } else fputs(s, stdout);
-                    putchar(',');
-                    if (f == 0) printf("%d,", j + 1);
-                }
-                printf("%d,%.6f\n", top[j], r->probs[(size_t)i * r->k + top[j]]);
+                csv_field(ds->paths[i]);
+                printf(",%d,", j + 1);
+                csv_field(names[top[j]]);
+                printf(",%d,%.6f\n", top[j], r->probs[(size_t)i * r->k + top[j]]);
             }
         }
     } else {
@@ -541,10 +552,13 @@ static int cmd_eval(Net *net, ModelInfo *info, const Options *o) {
     int *labels = rn_alloc(sizeof(int) * (size_t)(m ? m : 1));
     const char **wrong = malloc(sizeof(char *) * (size_t)(m ? m : 1));
     int n_wrong = 0;
+    double loss_sum = 0; /* cross-entropy from the probabilities, exactly as train reports it */
     for (int i = 0, j = 0; i < ds.n; i++) {
         if (!r.ok[i]) continue;
         memcpy(probs + (size_t)j * k, r.probs + (size_t)i * k, sizeof(float) * k);
         labels[j] = ds.labels[i];
+        float p_true = probs[(size_t)j * k + labels[j]];
+        loss_sum += -log(p_true > 1e-12f ? p_true : 1e-12f);
         int top[3], kk = k < 3 ? k : 3;
         top_k(r.probs + (size_t)i * k, k, kk, top);
         if (top[0] != labels[j]) {
@@ -557,7 +571,7 @@ static int cmd_eval(Net *net, ModelInfo *info, const Options *o) {
         j++;
     }
     Metrics met;
-    metrics_compute(m, k, probs, labels, k < 5 ? k : 5, m ? r.loss_sum / m : NAN, &met);
+    metrics_compute(m, k, probs, labels, k < 5 ? k : 5, m ? loss_sum / m : NAN, &met);
     printf("evaluation of %s (%d images, %d failed)\n\n", o->eval_dir, m, ds.n - m + ds.n_skipped);
     metrics_print_report(&met, info->class_names, stdout);
     if (n_wrong) {
@@ -600,13 +614,21 @@ static int cmd_eval(Net *net, ModelInfo *info, const Options *o) {
 
 /* ------------------------------------------------------------------ patch-based inference */
 
-/* Window origins along one axis: 0, s, 2s, ... and, when the last window stops short of
- * the edge, one more aligned with the edge. Returns the count. */
-static int patch_origins(int extent, int patch, int stride, int *out, int cap) {
-    int n = 0;
-    for (int x = 0; x + patch <= extent && n < cap; x += stride) out[n++] = x;
-    if (n == 0) out[n++] = 0;
-    if (out[n - 1] + patch < extent && n < cap) out[n++] = extent - patch;
+/* Window origins along one axis: 0, s, 2s, ... while the window fits and, when the last
+ * one stops short of the edge (extent - patch not a multiple of the stride), one more
+ * aligned with the edge, so every pixel is covered (stride > patch leaves gaps between
+ * windows but still reaches the edge). extent >= patch. out = NULL only counts. */
+static int patch_origins(int extent, int patch, int stride, int *out) {
+    int n = 0, last = 0;
+    for (int x = 0; x + patch <= extent; x += stride) {
+        if (out) out[n] = x;
+        n++;
+        last = x;
+    }
+    if (last + patch < extent) {
+        if (out) out[n] = extent - patch;
+        n++;
+    }
     return n;
 }
 
@@ -760,25 +782,39 @@ static int cmd_patches(Net *net, ModelInfo *info, const Options *o) {
             failed++;
             continue;
         }
-        int shorter = img.w < img.h ? img.w : img.h;
+        int orig_w = img.w, orig_h = img.h, shorter = img.w < img.h ? img.w : img.h;
+        double scale = 1.0;
         if (shorter < o->patch) { /* upscale so that the shorter side equals the window */
             Image up;
-            double s = (double)o->patch / shorter;
-            int uw = img.w == shorter ? o->patch : (int)ceil(img.w * s);
-            int uh = img.h == shorter ? o->patch : (int)ceil(img.h * s);
-            resize_rgb(&img, uw, uh, &up);
+            scale = (double)o->patch / shorter;
+            int uw = img.w == shorter ? o->patch : (int)(img.w * scale + 0.5);
+            int uh = img.h == shorter ? o->patch : (int)(img.h * scale + 0.5);
+            resize_rgb(&img, uw < o->patch ? o->patch : uw, uh < o->patch ? o->patch : uh, &up);
             image_free(&img);
             img = up;
         }
-        int xs[4096], ys[4096];
-        int nx = patch_origins(img.w, o->patch, o->stride, xs, 4096);
-        int ny = patch_origins(img.h, o->patch, o->stride, ys, 4096);
+        int nx = patch_origins(img.w, o->patch, o->stride, NULL);
+        int ny = patch_origins(img.h, o->patch, o->stride, NULL);
+        if ((int64_t)nx * ny > MAX_WINDOWS) {
+            fprintf(stderr, "infer: skip %s: %d x %d = %lld windows of %d px at stride %d, more "
+                    "than %d (raise --stride)\n", ds.paths[i], nx, ny, (long long)nx * ny,
+                    o->patch, o->stride, MAX_WINDOWS);
+            image_free(&img);
+            failed++;
+            continue;
+        }
+        int *xs = malloc(sizeof(int) * (size_t)nx), *ys = malloc(sizeof(int) * (size_t)ny);
+        patch_origins(img.w, o->patch, o->stride, xs);
+        patch_origins(img.h, o->patch, o->stride, ys);
         int n_cells = nx * ny;
         int *cell_class = malloc(sizeof(int) * (size_t)n_cells);
         float *cell_prob = malloc(sizeof(float) * (size_t)n_cells);
         for (int c = 0; c < k; c++) mass[c] = 0;
         for (int start = 0; start < n_cells; start += batch) {
             int nb = n_cells - start < batch ? n_cells - start : batch;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static)
+#endif
             for (int b = 0; b < nb; b++) {
                 int cell = start + b;
                 Image win;
@@ -827,7 +863,8 @@ static int cmd_patches(Net *net, ModelInfo *info, const Options *o) {
         if (o->format == OUT_JSON) {
             buf_printf(&json, "%s  {\"path\": ", first ? "" : ",\n");
             buf_json_string(&json, ds.paths[i]);
-            buf_printf(&json, ", \"width\": %d, \"height\": %d, \"major\": ", img.w, img.h);
+            buf_printf(&json, ", \"width\": %d, \"height\": %d, \"scale\": %.6g, \"major\": ",
+                       orig_w, orig_h, scale);
             buf_json_string(&json, info->class_names[shares[0].cls]);
             buf_printf(&json, ", \"major_share\": %.6g, \"secondary\": [", shares[0].share);
             for (int s = 1; s <= n_secondary; s++) {
@@ -860,13 +897,17 @@ static int cmd_patches(Net *net, ModelInfo *info, const Options *o) {
             first = 0;
         } else if (o->format == OUT_CSV) {
             if (first) printf("path,role,class,share\n");
-            for (int s = 0; s <= n_secondary; s++)
-                printf("%s,%s,%s,%.6f\n", ds.paths[i], s ? "secondary" : "major",
-                       info->class_names[shares[s].cls], shares[s].share);
+            for (int s = 0; s <= n_secondary; s++) {
+                csv_field(ds.paths[i]);
+                printf(",%s,", s ? "secondary" : "major");
+                csv_field(info->class_names[shares[s].cls]);
+                printf(",%.6f\n", shares[s].share);
+            }
             first = 0;
         } else {
-            printf("%s  (%dx%d, %d windows of %d px, stride %d)\n", ds.paths[i], img.w, img.h,
-                   n_cells, o->patch, o->stride);
+            printf("%s  (%dx%d", ds.paths[i], orig_w, orig_h);
+            if (scale != 1.0) printf(" upscaled to %dx%d", img.w, img.h);
+            printf(", %d x %d windows of %d px, stride %d)\n", ny, nx, o->patch, o->stride);
             printf("  major      %-30s %5.1f%%\n", info->class_names[shares[0].cls], 100.0 * shares[0].share);
             for (int s = 1; s <= n_secondary; s++)
                 printf("  secondary  %-30s %5.1f%%\n", info->class_names[shares[s].cls], 100.0 * shares[s].share);
@@ -880,6 +921,8 @@ static int cmd_patches(Net *net, ModelInfo *info, const Options *o) {
         }
         free(cell_class);
         free(cell_prob);
+        free(xs);
+        free(ys);
         image_free(&img);
     }
     if (o->format == OUT_JSON) {
@@ -898,11 +941,16 @@ static int cmd_patches(Net *net, ModelInfo *info, const Options *o) {
 
 int main(int argc, char **argv) {
     Options o;
-    if (parse_args(argc, argv, &o) != 0) return 2;
+    if (parse_args(argc, argv, &o) != 0) {
+        free(o.inputs);
+        return 2;
+    }
     ModelInfo info;
     Net *net = load_model(&o, &info);
     if (!net) {
         fprintf(stderr, "infer: %s\n", rn_error());
+        model_info_free(&info);
+        free(o.inputs);
         return 2;
     }
     fprintf(stderr, "infer: %s, %d classes, %s preprocessing at %d px (crop %.3f), %d threads, %s\n",
