@@ -324,7 +324,7 @@ static void make_fixtures(void) {
     CHECK(write_png("odd.png", 100, 70, 100, BLUE, BLUE) == 0); /* 100, 70: not multiples */
     CHECK(write_png("small.png", 20, 10, 20, GREEN, GREEN) == 0); /* smaller than a window */
     snprintf(path, sizeof path, "%s/broken.png", tmp);
-    CHECK(write_file_atomic(path, "\x89PNG\r\n\x1a\nnot really a png", 26) == 0);
+    CHECK(write_file_atomic(path, "\x89PNG\r\n\x1a\nnot really a png", sizeof "\x89PNG\r\n\x1a\nnot really a png" - 1) == 0);
     /* labelled folder: 4 right, blue/e.png is red so it is misclassified as red */
     const char *dirs[3] = {"eval/red", "eval/green", "eval/blue"};
     for (int d = 0; d < 3; d++) {
