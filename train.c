@@ -1,0 +1,1690 @@
+/* train.c - the training command line: transfer learning with a ResNet backbone.
+ *
+ *   ./train --arch resnet50 --weights W.safetensors --data DIR --out RUN/
+ *
+ * The default job: a frozen pretrained backbone whose pooled features are computed once
+ * (and cached on disk), an MLP head trained on them with early stopping on a stratified
+ * 70/15/15 split, then metrics, RUN/report.html and RUN/model.safetensors for ./infer.
+ * Optional: staged fine-tuning of the last stages, pseudo-labelling over unlabelled
+ * domains, resumable checkpoints (--resume), and a procedural demo data set
+ * (--make-demo-data DIR, used by tools/demo.sh).
+ *
+ * Training phases, in order; each checkpoints after every epoch:
+ *   phase 1        head on frozen features (pretrained weights), or the whole net from
+ *                  scratch (--weights none);
+ *   phase 2        fine-tuning with the last --unfreeze stages trainable (--finetune-epochs);
+ *   phase 2+i      pseudo-labelling on unlabelled domain i (--pseudo).
+ */
+#include "resnet.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* ------------------------------------------------------------------------------------ */
+/* Options: one table gives parsing, defaults and --help                                 */
+/* ------------------------------------------------------------------------------------ */
+
+typedef struct {
+    const char *arch, *weights, *data, *data_csv, *cifar_bin, *val, *test, *out, *resume;
+    const char *cache_dir, *head, *preprocess, *unfreeze, *opt, *class_weights, *schedule;
+    const char *pseudo, *pseudo_eval, *make_demo_data;
+    int img_size, augment, aug_flip, limit_per_class, seed, threads, batch;
+    int epochs, finetune_epochs, patience, pseudo_epochs, demo_per_class, kill_after;
+    float crop_pct, aug_scale_min, aug_scale_max, aug_rotate, aug_translate;
+    float aug_brightness, aug_contrast, lr, finetune_lr, weight_decay, momentum;
+    float label_smoothing, pseudo_threshold, pseudo_lr, val_frac, test_frac;
+    const char *aug_scale;
+    int help, no_cache;
+} Args;
+
+static Args A;
+
+typedef enum { K_STR, K_INT, K_FLOAT, K_FLAG, K_SECTION } OptKind;
+typedef struct {
+    const char *name; OptKind kind; void *ptr; const char *def; const char *help;
+} OptionDef;
+
+static const OptionDef OPTIONS[] = {
+    {"Model", K_SECTION, NULL, NULL, NULL},
+    {"arch", K_STR, &A.arch, "resnet50",
+     "resnet18|34|50|101|152 (torchvision) or cifar_resnet20|32|44|56|110"},
+    {"weights", K_STR, &A.weights, "",
+     "required: pretrained backbone (.safetensors, torchvision names), or 'none' for a "
+     "random init that trains the whole net from scratch (see --unfreeze)"},
+    {"head", K_STR, &A.head, "mlp:256:dropout=0.2",
+     "linear | mlp:256 | mlp:512,256,128,64:dropout=0.2:bn | inception:128:dropout=0.5"},
+    {"Data", K_SECTION, NULL, NULL, NULL},
+    {"data", K_STR, &A.data, "", "training folder, one sub-folder per class (ImageFolder)"},
+    {"data-csv", K_STR, &A.data_csv, "", "training list instead: lines 'path,label'"},
+    {"cifar-bin", K_STR, &A.cifar_bin, "",
+     "CIFAR-10/100 binary folder instead (its test batch becomes the test set)"},
+    {"val", K_STR, &A.val, "", "validation folder with train's classes (default: split)"},
+    {"test", K_STR, &A.test, "", "test folder with train's classes (default: split)"},
+    {"val-frac", K_FLOAT, &A.val_frac, "0.15", "validation fraction of the split"},
+    {"test-frac", K_FLOAT, &A.test_frac, "0.15",
+     "test fraction of the split (stratified, seeded; 70/15/15 by default)"},
+    {"limit-per-class", K_INT, &A.limit_per_class, "0",
+     "use at most N training images per class (seeded choice; 0 = all)"},
+    {"img-size", K_INT, &A.img_size, "0", "input size (0 = 224, CIFAR archs 32)"},
+    {"preprocess", K_STR, &A.preprocess, "torchvision",
+     "torchvision (ImageNet mean/std) | caffe (BGR minus mean) | unit (RGB/255)"},
+    {"crop-pct", K_FLOAT, &A.crop_pct, "0",
+     "eval resize to size/crop_pct then center crop (0 = 0.875, CIFAR archs 1)"},
+    {"augment", K_FLAG, &A.augment, "0",
+     "train-time augmentation (random resized crop, flip...); with a frozen backbone the "
+     "training features are then recomputed every epoch instead of cached"},
+    {"aug-scale", K_STR, &A.aug_scale, "0.08,1", "random resized crop area range MIN,MAX"},
+    {"aug-flip", K_INT, &A.aug_flip, "1", "random horizontal flip (0/1)"},
+    {"aug-rotate", K_FLOAT, &A.aug_rotate, "0", "random rotation in [-DEG, DEG]"},
+    {"aug-translate", K_FLOAT, &A.aug_translate, "0", "random shift, fraction of the size"},
+    {"aug-brightness", K_FLOAT, &A.aug_brightness, "0", "brightness factor in [1-B, 1+B]"},
+    {"aug-contrast", K_FLOAT, &A.aug_contrast, "0", "contrast factor in [1-C, 1+C]"},
+    {"Training", K_SECTION, NULL, NULL, NULL},
+    {"epochs", K_INT, &A.epochs, "30",
+     "phase 1 epochs: the head (frozen backbone), or the whole net with --weights none"},
+    {"batch", K_INT, &A.batch, "32", "batch size"},
+    {"opt", K_STR, &A.opt, "adam", "adam | adamw | sgd"},
+    {"lr", K_FLOAT, &A.lr, "0.001", "phase 1 learning rate"},
+    {"weight-decay", K_FLOAT, &A.weight_decay, "0", "L2 (sgd, adam) or decoupled (adamw)"},
+    {"momentum", K_FLOAT, &A.momentum, "0.9", "SGD momentum"},
+    {"label-smoothing", K_FLOAT, &A.label_smoothing, "0", "cross-entropy label smoothing"},
+    {"class-weights", K_STR, &A.class_weights, "none", "none | balanced | w1,w2,..."},
+    {"schedule", K_STR, &A.schedule, "constant",
+     "constant | step:EVERY:GAMMA | cosine | plateau:PATIENCE:FACTOR (per phase)"},
+    {"patience", K_INT, &A.patience, "5",
+     "early stopping: stop after P epochs without a better val loss and restore the best "
+     "weights (0 = off)"},
+    {"finetune-epochs", K_INT, &A.finetune_epochs, "0",
+     "phase 2: fine-tune with the last --unfreeze stages trainable"},
+    {"unfreeze", K_STR, &A.unfreeze, "auto",
+     "N last backbone stages | all (auto: 1, or all with --weights none)"},
+    {"finetune-lr", K_FLOAT, &A.finetune_lr, "0.0001", "phase 2 learning rate"},
+    {"Pseudo-labelling", K_SECTION, NULL, NULL, NULL},
+    {"pseudo", K_STR, &A.pseudo, "",
+     "unlabelled folders DIR1,DIR2,... visited in order: each is labelled by the current "
+     "model (confident, class-balanced picks) and trained on with the labelled training set"},
+    {"pseudo-eval", K_STR, &A.pseudo_eval, "",
+     "labelled held-out folders, one per --pseudo domain (for the accuracy matrix)"},
+    {"pseudo-epochs", K_INT, &A.pseudo_epochs, "3", "epochs per pseudo-labelled domain"},
+    {"pseudo-lr", K_FLOAT, &A.pseudo_lr, "0",
+     "learning rate of the pseudo-label phases (0 = --finetune-lr after fine-tuning, else "
+     "--lr); the weights with the best labelled val loss of each phase are kept"},
+    {"pseudo-threshold", K_FLOAT, &A.pseudo_threshold, "0.8",
+     "keep pseudo-labels whose probability is at least T"},
+    {"Run", K_SECTION, NULL, NULL, NULL},
+    {"out", K_STR, &A.out, "runs/run", "output folder (model, checkpoint, metrics, report)"},
+    {"resume", K_STR, &A.resume, "",
+     "RUN folder of an interrupted run: continue it to the same result (its options are "
+     "read from RUN/args.txt; options given here override them)"},
+    {"cache-dir", K_STR, &A.cache_dir, "", "feature cache folder (default: the parent of --out)"},
+    {"no-cache", K_FLAG, &A.no_cache, "0", "compute features without reading/writing the cache"},
+    {"seed", K_INT, &A.seed, "0", "seed of splits, init, shuffling, augmentation, dropout"},
+    {"threads", K_INT, &A.threads, "0", "compute and decoding threads (0 = OpenMP default)"},
+    {"make-demo-data", K_STR, &A.make_demo_data, "",
+     "write the procedural demo data set to DIR and exit"},
+    {"demo-per-class", K_INT, &A.demo_per_class, "150", "demo training images per class"},
+    {"kill-after-epochs", K_INT, &A.kill_after, "0",
+     "testing: SIGKILL itself after N epochs (after the checkpoint)"},
+    {"help", K_FLAG, &A.help, "0", "this list"},
+};
+#define N_OPTIONS ((int)(sizeof OPTIONS / sizeof OPTIONS[0]))
+
+static int set_option(const OptionDef *o, const char *v) {
+    char *end = NULL;
+    switch (o->kind) {
+    case K_STR: *(const char **)o->ptr = v; return 0;
+    case K_INT: case K_FLAG: {
+        errno = 0;
+        long x = strtol(v, &end, 10);
+        if (errno || end == v || *end || x < -2147483647L || x > 2147483647L) break;
+        *(int *)o->ptr = (int)x;
+        return 0;
+    }
+    case K_FLOAT: {
+        errno = 0;
+        double x = strtod(v, &end);
+        if (errno || end == v || *end || !isfinite(x)) break;
+        *(float *)o->ptr = (float)x;
+        return 0;
+    }
+    case K_SECTION: break;
+    }
+    rn_set_error("--%s: expected %s, found '%s'", o->name,
+                 o->kind == K_FLOAT ? "a number" : "an integer", v);
+    return -1;
+}
+
+static const OptionDef *find_option(const char *name, size_t len) {
+    for (int i = 0; i < N_OPTIONS; i++)
+        if (OPTIONS[i].kind != K_SECTION && strlen(OPTIONS[i].name) == len &&
+            strncmp(OPTIONS[i].name, name, len) == 0)
+            return &OPTIONS[i];
+    return NULL;
+}
+
+static void set_defaults(void) {
+    for (int i = 0; i < N_OPTIONS; i++)
+        if (OPTIONS[i].kind != K_SECTION) set_option(&OPTIONS[i], OPTIONS[i].def);
+}
+
+/* --name value | --name=value | --flag. Strings point into argv (kept alive by main). */
+static int parse_args(int argc, char **argv) {
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--", 2) != 0) {
+            rn_set_error("unexpected argument '%s' (options start with --; see --help)", a);
+            return -1;
+        }
+        const char *name = a + 2, *eq = strchr(name, '=');
+        size_t len = eq ? (size_t)(eq - name) : strlen(name);
+        const OptionDef *o = find_option(name, len);
+        if (!o) {
+            rn_set_error("unknown option '%s' (see --help)", a);
+            return -1;
+        }
+        const char *v = eq ? eq + 1 : NULL;
+        if (!v && o->kind == K_FLAG) v = "1";
+        if (!v) {
+            if (i + 1 >= argc) {
+                rn_set_error("--%s needs a value", o->name);
+                return -1;
+            }
+            v = argv[++i];
+        }
+        if (set_option(o, v) != 0) return -1;
+    }
+    return 0;
+}
+
+static void print_help(void) {
+    printf("usage: train --arch ARCH --weights W.safetensors --data DIR --out RUN/ [options]\n"
+           "       train --resume RUN/\n"
+           "       train --make-demo-data DIR\n\n"
+           "Transfer learning with a ResNet: by default the backbone is frozen, its pooled\n"
+           "features are computed once and cached, and an MLP head is trained on them with\n"
+           "early stopping. Writes RUN/model.safetensors (for ./infer), RUN/metrics.json,\n"
+           "RUN/report.html and RUN/checkpoint.safetensors (every epoch).\n");
+    for (int i = 0; i < N_OPTIONS; i++) {
+        const OptionDef *o = &OPTIONS[i];
+        if (o->kind == K_SECTION) {
+            printf("\n%s:\n", o->name);
+            continue;
+        }
+        char left[64];
+        snprintf(left, sizeof left, "--%s%s", o->name,
+                 o->kind == K_FLAG ? "" : o->kind == K_STR ? " S" : o->kind == K_INT ? " N" : " X");
+        char text[512];
+        snprintf(text, sizeof text, "%s%s%s%s", o->help, o->kind != K_FLAG && o->def[0] ?
+                 " [default: " : "", o->kind != K_FLAG ? o->def : "",
+                 o->kind != K_FLAG && o->def[0] ? "]" : "");
+        /* word-wrap the description at 96 columns, continuation lines indented */
+        printf("  %-22s", left);
+        int col = 24;
+        for (const char *w = text; *w;) {
+            while (*w == ' ') w++;
+            int len = (int)strcspn(w, " ");
+            if (col + 1 + len > 96 && col > 24) {
+                printf("\n%24s", "");
+                col = 24;
+            }
+            printf(" %.*s", len, w);
+            col += 1 + len;
+            w += len;
+        }
+        printf("\n");
+    }
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Procedural demo data: four shape classes, a labelled set and two shifted domains      */
+/* ------------------------------------------------------------------------------------ */
+
+#define DEMO_SIZE 64
+static const char *DEMO_CLASSES[4] = {"circle", "square", "triangle", "stripes"};
+
+/* The shifts grow from domain to domain (gradual domain adaptation): a new palette and
+ * more noise, then also less contrast and blur. */
+typedef struct {
+    const char *name;
+    int rotate_channels;  /* palette shift: (r, g, b) -> (g, b, r) */
+    float noise;          /* Gaussian pixel noise, 0-255 scale */
+    float fade;           /* shape colour pulled this fraction towards the background */
+    int blur;             /* 3x3 box blur */
+} DemoDomain;
+
+static const DemoDomain DEMO_DOMAINS[3] = {
+    {"train", 0, 6.0f, 0.0f, 0},
+    {"shift1_palette_noise", 1, 18.0f, 0.0f, 0},
+    {"shift2_faded_blur", 1, 24.0f, 0.4f, 1},
+};
+
+/* Is pixel offset (dx, dy) from the shape centre inside shape `cls`? */
+static int demo_inside(int cls, float dx, float dy, float rad, float ang, float period) {
+    float c = cosf(ang), s = sinf(ang);
+    float u = dx * c + dy * s, v = -dx * s + dy * c;
+    switch (cls) {
+    case 0: return dx * dx + dy * dy <= rad * rad;
+    case 1: return fabsf(u) <= 0.85f * rad && fabsf(v) <= 0.85f * rad;
+    case 2: {
+        /* equilateral triangle: inside when on the inner side of all three edges */
+        float px[3], py[3];
+        for (int k = 0; k < 3; k++) {
+            px[k] = 1.1f * rad * cosf(ang + k * 2.0943951f);
+            py[k] = 1.1f * rad * sinf(ang + k * 2.0943951f);
+        }
+        for (int k = 0; k < 3; k++) {
+            int j = (k + 1) % 3;
+            if ((px[j] - px[k]) * (dy - py[k]) - (py[j] - py[k]) * (dx - px[k]) < 0) return 0;
+        }
+        return 1;
+    }
+    default: /* stripes inside a disc */
+        if (dx * dx + dy * dy > rad * rad * 1.2f) return 0;
+        return fmodf(u + 1000.0f * period, period) < 0.5f * period;
+    }
+}
+
+static void demo_draw(Rng *r, int cls, const DemoDomain *dom, Image *img) {
+    const int S = DEMO_SIZE;
+    float bg[3], fg[3], grad[2];
+    for (int c = 0; c < 3; c++) {
+        bg[c] = 160 + 90 * rng_uniform(r);
+        fg[c] = 10 + 120 * rng_uniform(r);
+        fg[c] += dom->fade * (bg[c] - fg[c]);
+    }
+    grad[0] = (rng_uniform(r) - 0.5f) * 1.2f;
+    grad[1] = (rng_uniform(r) - 0.5f) * 1.2f;
+    float rad = 10 + 11 * rng_uniform(r);
+    float cx = rad + 2 + (S - 2 * rad - 4) * rng_uniform(r);
+    float cy = rad + 2 + (S - 2 * rad - 4) * rng_uniform(r);
+    float ang = 6.2831853f * rng_uniform(r), period = 4 + 4 * rng_uniform(r);
+    float *pix = rn_alloc(sizeof(float) * S * S * 3);
+    for (int y = 0; y < S; y++)
+        for (int x = 0; x < S; x++) {
+            int in = demo_inside(cls, x + 0.5f - cx, y + 0.5f - cy, rad, ang, period);
+            float shade = grad[0] * (x - S / 2) + grad[1] * (y - S / 2);
+            for (int c = 0; c < 3; c++)
+                pix[(y * S + x) * 3 + c] =
+                    (in ? fg[c] : bg[c] + shade) + dom->noise * rng_normal(r);
+        }
+    img->w = img->h = S;
+    img->rgb = rn_alloc((size_t)S * S * 3);
+    for (int y = 0; y < S; y++)
+        for (int x = 0; x < S; x++)
+            for (int c = 0; c < 3; c++) {
+                int sc = dom->rotate_channels ? (c + 1) % 3 : c;
+                float v = 0;
+                if (dom->blur) {
+                    int cnt = 0;
+                    for (int yy = y - 1; yy <= y + 1; yy++)
+                        for (int xx = x - 1; xx <= x + 1; xx++)
+                            if (yy >= 0 && yy < S && xx >= 0 && xx < S) {
+                                v += pix[(yy * S + xx) * 3 + sc];
+                                cnt++;
+                            }
+                    v /= cnt;
+                } else {
+                    v = pix[(y * S + x) * 3 + sc];
+                }
+                img->rgb[(y * S + x) * 3 + c] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v + 0.5f);
+            }
+    free(pix);
+}
+
+static int demo_write(Rng *r, int cls, const DemoDomain *dom, const char *dir, const char *stem,
+                      int index) {
+    char path[1024];
+    if (mkdir_p(dir) != 0) return -1;
+    snprintf(path, sizeof path, "%s/%s_%04d.png", dir, stem, index);
+    Image img;
+    demo_draw(r, cls, dom, &img);
+    int rc = image_write_png(path, &img);
+    image_free(&img);
+    return rc;
+}
+
+/* DIR/train/<class>/ (labelled), and for each shifted domain DIR/<domain>/unlabelled/
+ * (flat, shuffled class order) plus DIR/<domain>/heldout/<class>/ (labelled, for scoring). */
+static int make_demo_data(const char *root, int per_class, uint64_t seed) {
+    char dir[1024];
+    int n_unlab = per_class / 2 > 4 ? per_class / 2 : 4;
+    int n_held = per_class / 4 > 4 ? per_class / 4 : 4;
+    for (int d = 0; d < 3; d++) {
+        const DemoDomain *dom = &DEMO_DOMAINS[d];
+        Rng r;
+        rng_seed(&r, seed * 1000003u + (uint64_t)d);
+        if (d == 0) {
+            for (int c = 0; c < 4; c++)
+                for (int i = 0; i < per_class; i++) {
+                    snprintf(dir, sizeof dir, "%s/train/%s", root, DEMO_CLASSES[c]);
+                    if (demo_write(&r, c, dom, dir, DEMO_CLASSES[c], i) != 0) return -1;
+                }
+            continue;
+        }
+        int n = 4 * n_unlab, *order = rn_alloc(sizeof(int) * n);
+        for (int i = 0; i < n; i++) order[i] = i % 4;
+        rng_shuffle(&r, order, n);
+        snprintf(dir, sizeof dir, "%s/%s/unlabelled", root, dom->name);
+        for (int i = 0; i < n; i++)
+            if (demo_write(&r, order[i], dom, dir, "img", i) != 0) {
+                free(order);
+                return -1;
+            }
+        free(order);
+        for (int c = 0; c < 4; c++)
+            for (int i = 0; i < n_held; i++) {
+                snprintf(dir, sizeof dir, "%s/%s/heldout/%s", root, dom->name, DEMO_CLASSES[c]);
+                if (demo_write(&r, c, dom, dir, DEMO_CLASSES[c], i) != 0) return -1;
+            }
+    }
+    printf("demo data in %s: train/ (4 classes x %d), %s/ and %s/ (unlabelled %d, held-out "
+           "4 x %d each)\n", root, per_class, DEMO_DOMAINS[1].name, DEMO_DOMAINS[2].name,
+           4 * n_unlab, n_held);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Small helpers                                                                         */
+/* ------------------------------------------------------------------------------------ */
+
+/* realloc that never returns NULL: like rn_alloc, exits when memory is exhausted. */
+static void *grow(void *p, size_t bytes) {
+    void *q = realloc(p, bytes ? bytes : 1);
+    if (!q) {
+        fprintf(stderr, "fatal: out of memory allocating %zu bytes\n", bytes);
+        exit(2);
+    }
+    return q;
+}
+
+/* Split "a,b,c" into a malloc'd array of malloc'd strings; returns the count. */
+static int split_list(const char *s, char ***out) {
+    int n = 0;
+    char **l = NULL;
+    while (s && *s) {
+        const char *e = strchr(s, ',');
+        size_t len = e ? (size_t)(e - s) : strlen(s);
+        l = grow(l, sizeof(char *) * (n + 1));
+        l[n] = rn_alloc(len + 1);
+        memcpy(l[n], s, len);
+        l[n++][len] = 0;
+        s = e ? e + 1 : NULL;
+    }
+    *out = l;
+    return n;
+}
+
+static void free_list(char **l, int n) {
+    for (int i = 0; i < n; i++) free(l[i]);
+    free(l);
+}
+
+static uint64_t fnv1a(uint64_t h, const void *p, size_t n) {
+    const uint8_t *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ULL;
+    return h;
+}
+
+static uint64_t fnv1a_str(uint64_t h, const char *s) { return fnv1a(h, s, strlen(s) + 1); }
+
+/* A file's identity for cache keys: path, size and modification time. */
+static uint64_t fnv1a_file(uint64_t h, const char *path) {
+    struct stat st;
+    int64_t v[3] = {0, 0, 0};
+    if (stat(path, &st) == 0) {
+        v[0] = (int64_t)st.st_size;
+        v[1] = (int64_t)st.st_mtim.tv_sec;
+        v[2] = (int64_t)st.st_mtim.tv_nsec;
+    }
+    return fnv1a(fnv1a_str(h, path), v, sizeof v);
+}
+
+static int file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+static const char *base_name(const char *path) {
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] == '/') n--;
+    const char *s = path + n;
+    while (s > path && s[-1] != '/') s--;
+    return s;
+}
+
+/* The folder holding `path` ("." when none). */
+static void parent_dir(const char *path, char *out, size_t len) {
+    snprintf(out, len, "%s", path);
+    size_t n = strlen(out);
+    while (n > 1 && out[n - 1] == '/') out[--n] = 0;
+    char *slash = strrchr(out, '/');
+    if (!slash) snprintf(out, len, ".");
+    else if (slash == out) out[1] = 0;
+    else *slash = 0;
+}
+
+static int argmax(const float *x, int k) {
+    int best = 0;
+    for (int i = 1; i < k; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+/* Learning-rate schedules, evaluated per epoch within a phase. */
+typedef enum { SCHED_CONSTANT, SCHED_STEP, SCHED_COSINE, SCHED_PLATEAU } SchedKind;
+typedef struct { SchedKind kind; int every, patience; float gamma, factor; } Schedule;
+
+static int schedule_parse(const char *s, Schedule *sc) {
+    memset(sc, 0, sizeof *sc);
+    if (strcmp(s, "constant") == 0) sc->kind = SCHED_CONSTANT;
+    else if (strcmp(s, "cosine") == 0) sc->kind = SCHED_COSINE;
+    else if (sscanf(s, "step:%d:%f", &sc->every, &sc->gamma) == 2 && sc->every > 0)
+        sc->kind = SCHED_STEP;
+    else if (sscanf(s, "plateau:%d:%f", &sc->patience, &sc->factor) == 2 && sc->patience >= 0 &&
+             sc->factor > 0 && sc->factor < 1)
+        sc->kind = SCHED_PLATEAU;
+    else {
+        rn_set_error("--schedule: expected constant, step:EVERY:GAMMA, cosine or "
+                     "plateau:PATIENCE:FACTOR, found '%s'", s);
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Trainer: the network, its head-on-features twin, and the data they see               */
+/* ------------------------------------------------------------------------------------ */
+
+/* A labelled (or unlabelled) set of images and, once computed, their backbone features. */
+typedef struct {
+    const char *name;
+    Dataset d;
+    float *feats;     /* [d.n, fdim] features of the frozen backbone, NULL until computed */
+    uint8_t *ok;      /* [d.n] the item decoded (features valid) */
+} Split;
+
+typedef struct {
+    Net *net;             /* the full network */
+    Net *head;            /* the head alone, trained on cached features (frozen backbone) */
+    int full;             /* 1: the current phase trains `net` on images end to end */
+    int feat_node;        /* node whose output feeds the head */
+    int fc, fh, fw;       /* its per-sample shape */
+    size_t fdim;
+    Optimizer *opt;
+    Preprocess prep;
+    Augment aug;
+    int k, batch, threads;
+    uint64_t seed;
+    float *class_w;       /* NULL = unweighted */
+    float smoothing;
+    uint64_t backbone_key;/* hash of weights file identity and arch, for the feature cache */
+    char cache_dir[512];
+    int use_cache;
+    /* batch buffers */
+    float *x, *feat, *probs, *dlogits;
+    int *labels, *idx;
+} Trainer;
+
+static Net *trained_net(Trainer *t) { return t->full ? t->net : t->head; }
+
+/* Mean loss of one training step on n samples; counts correct predictions. */
+static float train_step(Trainer *t, Net *net, const float *x, const int *labels, int n,
+                        int *correct) {
+    net_zero_grad(net);
+    const float *logits = net_forward(net, x, n, 1);
+    float loss = softmax_cross_entropy_forward(n, t->k, logits, labels, t->class_w,
+                                               t->smoothing, t->probs);
+    softmax_cross_entropy_backward(n, t->k, t->probs, labels, t->class_w, t->smoothing,
+                                   t->dlogits);
+    net_backward(net, t->dlogits, n, NULL);
+    optimizer_step(t->opt, net);
+    for (int i = 0; i < n; i++) *correct += argmax(t->probs + (size_t)i * t->k, t->k) == labels[i];
+    return loss;
+}
+
+/* Keep only labelled samples of a loaded batch (moves x rows down). */
+static int compact_labelled(float *x, size_t row, int *labels, int *idx, int n) {
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        if (labels[i] < 0) continue;
+        if (m != i) {
+            memmove(x + (size_t)m * row, x + (size_t)i * row, row * sizeof(float));
+            labels[m] = labels[i];
+            idx[m] = idx[i];
+        }
+        m++;
+    }
+    return m;
+}
+
+/* ---------------------------------------------------------------- feature cache */
+
+static uint64_t features_key(const Trainer *t, const Dataset *d) {
+    uint64_t h = fnv1a_str(1469598103934665603ULL, "resnet-c features v1");
+    int32_t v[6] = {t->feat_node, (int32_t)t->fdim, (int32_t)t->prep.kind, t->prep.size, 0,
+                    d->n};
+    memcpy(&v[4], &t->prep.crop_pct, sizeof(float));
+    h = fnv1a(h, &t->backbone_key, sizeof t->backbone_key);
+    h = fnv1a(h, v, sizeof v);
+    for (int i = 0; i < d->n; i++) {
+        if (d->paths && d->paths[i]) h = fnv1a_file(h, d->paths[i]);
+        else if (d->pixels) h = fnv1a(h, d->pixels + (size_t)i * d->pixel_w * d->pixel_h * 3,
+                                      (size_t)d->pixel_w * d->pixel_h * 3);
+    }
+    return h;
+}
+
+/* File: "RNFEAT1\n", u64 key, i64 n, i64 dim, n bytes ok, n * dim float32. */
+static int cache_read(const char *path, uint64_t key, Split *s, size_t fdim) {
+    size_t len = 0;
+    uint8_t *buf = read_file(path, &len);
+    if (!buf) return -1;
+    size_t n = (size_t)s->d.n, need = 32 + n + n * fdim * sizeof(float);
+    uint64_t k = 0;
+    int64_t hn = 0, hd = 0;
+    if (len >= 32) {
+        memcpy(&k, buf + 8, 8);
+        memcpy(&hn, buf + 16, 8);
+        memcpy(&hd, buf + 24, 8);
+    }
+    if (len != need || memcmp(buf, "RNFEAT1\n", 8) != 0 || k != key || hn != (int64_t)n ||
+        hd != (int64_t)fdim) {
+        free(buf);
+        return -1;
+    }
+    memcpy(s->ok, buf + 32, n);
+    memcpy(s->feats, buf + 32 + n, n * fdim * sizeof(float));
+    free(buf);
+    return 0;
+}
+
+static int cache_write(const char *path, uint64_t key, const Split *s, size_t fdim) {
+    size_t n = (size_t)s->d.n, len = 32 + n + n * fdim * sizeof(float);
+    uint8_t *buf = rn_alloc(len);
+    if (!buf) {
+        rn_set_error("%s: cannot allocate %zu bytes", path, len);
+        return -1;
+    }
+    int64_t hn = (int64_t)n, hd = (int64_t)fdim;
+    memcpy(buf, "RNFEAT1\n", 8);
+    memcpy(buf + 8, &key, 8);
+    memcpy(buf + 16, &hn, 8);
+    memcpy(buf + 24, &hd, 8);
+    memcpy(buf + 32, s->ok, n);
+    memcpy(buf + 32 + n, s->feats, n * fdim * sizeof(float));
+    int rc = write_file_atomic(path, buf, len);
+    free(buf);
+    return rc;
+}
+
+/* Backbone features of every item (eval transform, eval mode), from the cache when the
+ * same weights, arch, preprocessing and files were seen before. */
+static int compute_features(Trainer *t, Split *s) {
+    if (s->feats) return 0;
+    size_t n = (size_t)s->d.n;
+    s->feats = rn_calloc(n ? n * t->fdim : 1, sizeof(float));
+    s->ok = rn_calloc(n ? n : 1, 1);
+    if (n == 0) return 0;
+    uint64_t key = features_key(t, &s->d);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/features-%016llx.bin", t->cache_dir, (unsigned long long)key);
+    if (t->use_cache && cache_read(path, key, s, t->fdim) == 0) {
+        fprintf(stderr, "features of %s (%zu images): cached in %s\n", s->name, n, path);
+        return 0;
+    }
+    if (net_plan(t->net, t->batch, t->prep.size, t->prep.size, t->net->training_plan) != 0)
+        return -1;
+    Loader *l = loader_create(&s->d, &t->prep, NULL, t->batch, 0, t->seed, t->threads);
+    if (!l) return -1;
+    loader_start_epoch(l, 0);
+    char label[64];
+    snprintf(label, sizeof label, "features %s", s->name);
+    Progress p;
+    progress_start(&p, label, (long)n);
+    long done = 0;
+    int got;
+    while ((got = loader_next(l, t->x, t->labels, t->idx)) > 0) {
+        const float *f = net_forward_upto(t->net, t->x, got, 0, t->feat_node);
+        for (int i = 0; i < got; i++) {
+            memcpy(s->feats + (size_t)t->idx[i] * t->fdim, f + (size_t)i * t->fdim,
+                   t->fdim * sizeof(float));
+            s->ok[t->idx[i]] = 1;
+        }
+        done += got;
+        progress_update(&p, done, "img");
+    }
+    progress_finish(&p, "img");
+    loader_free(l);
+    if (t->use_cache) {
+        if (mkdir_p(t->cache_dir) != 0 || cache_write(path, key, s, t->fdim) != 0)
+            fprintf(stderr, "warning: feature cache not written: %s\n", rn_error());
+        else
+            fprintf(stderr, "features of %s cached in %s\n", s->name, path);
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- epochs and predictions */
+
+/* One training epoch over the labelled items of s. epoch_id seeds order and augmentation. */
+static int train_epoch(Trainer *t, Split *s, int epoch_id, double *loss, double *acc) {
+    Net *net = trained_net(t);
+    double sum = 0;
+    long seen = 0;
+    int correct = 0;
+    size_t img_row = (size_t)3 * t->prep.size * t->prep.size;
+    if (!t->full && !t->aug.enabled) {
+        /* head on cached features: shuffle the usable items, gather batches */
+        if (compute_features(t, s) != 0) return -1;
+        int *items = rn_alloc(sizeof(int) * (s->d.n + 1)), m = 0;
+        for (int i = 0; i < s->d.n; i++)
+            if (s->ok[i] && s->d.labels[i] >= 0) items[m++] = i;
+        Rng r;
+        rng_seed(&r, t->seed * 7919u + (uint64_t)epoch_id);
+        rng_shuffle(&r, items, m);
+        for (int b = 0; b < m; b += t->batch) {
+            int n = m - b < t->batch ? m - b : t->batch;
+            if (n < 2 && m >= 2) break; /* batch norm needs two samples */
+            for (int i = 0; i < n; i++) {
+                memcpy(t->feat + (size_t)i * t->fdim, s->feats + (size_t)items[b + i] * t->fdim,
+                       t->fdim * sizeof(float));
+                t->labels[i] = s->d.labels[items[b + i]];
+            }
+            sum += (double)train_step(t, net, t->feat, t->labels, n, &correct) * n;
+            seen += n;
+        }
+        free(items);
+    } else {
+        /* images through the loader: end to end, or the frozen backbone feeding the head */
+        if (net_plan(t->net, t->batch, t->prep.size, t->prep.size, t->full) != 0) return -1;
+        Loader *l = loader_create(&s->d, &t->prep, &t->aug, t->batch, 1, t->seed, t->threads);
+        if (!l) return -1;
+        loader_start_epoch(l, epoch_id);
+        Progress p;
+        progress_start(&p, t->full ? "train" : "train (aug)", s->d.n);
+        long done = 0;
+        int got;
+        while ((got = loader_next(l, t->x, t->labels, t->idx)) > 0) {
+            done += got;
+            int n = compact_labelled(t->x, img_row, t->labels, t->idx, got);
+            if (n >= 2 || (n == 1 && s->d.n == 1)) {
+                const float *x = t->x;
+                if (!t->full) {
+                    const float *f = net_forward_upto(t->net, t->x, n, 0, t->feat_node);
+                    memcpy(t->feat, f, (size_t)n * t->fdim * sizeof(float));
+                    x = t->feat;
+                }
+                sum += (double)train_step(t, net, x, t->labels, n, &correct) * n;
+                seen += n;
+            }
+            char extra[64];
+            snprintf(extra, sizeof extra, "loss %.4f", seen ? sum / seen : 0.0);
+            progress_update(&p, done, extra);
+        }
+        progress_finish(&p, NULL);
+        loader_free(l);
+    }
+    *loss = seen ? sum / seen : NAN;
+    *acc = seen ? (double)correct / seen : NAN;
+    return 0;
+}
+
+/* Class probabilities of every item of s ([d.n, k], rows of failed items left 0, ok[i] = 0)
+ * with the current model in eval mode. Returns the mean cross-entropy over labelled items
+ * (NAN when there are none) through *loss. */
+static int predict(Trainer *t, Split *s, float *probs, uint8_t *ok, double *loss) {
+    int n_items = s->d.n;
+    memset(probs, 0, sizeof(float) * (size_t)n_items * t->k);
+    memset(ok, 0, (size_t)n_items);
+    if (!t->full) {
+        if (compute_features(t, s) != 0) return -1;
+        for (int b = 0; b < n_items; b += t->batch) {
+            int n = n_items - b < t->batch ? n_items - b : t->batch;
+            const float *logits = net_forward(t->head, s->feats + (size_t)b * t->fdim, n, 0);
+            softmax_rows(n, t->k, logits, probs + (size_t)b * t->k);
+            memcpy(ok + b, s->ok + b, (size_t)n);
+        }
+    } else {
+        if (net_plan(t->net, t->batch, t->prep.size, t->prep.size, t->net->training_plan) != 0)
+            return -1;
+        Loader *l = loader_create(&s->d, &t->prep, NULL, t->batch, 0, t->seed, t->threads);
+        if (!l) return -1;
+        loader_start_epoch(l, 0);
+        char label[64];
+        snprintf(label, sizeof label, "eval %s", s->name);
+        Progress p;
+        progress_start(&p, label, n_items);
+        long done = 0;
+        int got;
+        while ((got = loader_next(l, t->x, t->labels, t->idx)) > 0) {
+            const float *logits = net_forward(t->net, t->x, got, 0);
+            softmax_rows(got, t->k, logits, t->probs);
+            for (int i = 0; i < got; i++) {
+                memcpy(probs + (size_t)t->idx[i] * t->k, t->probs + (size_t)i * t->k,
+                       sizeof(float) * t->k);
+                ok[t->idx[i]] = 1;
+            }
+            done += got;
+            progress_update(&p, done, "img");
+        }
+        if (n_items > 4 * t->batch) progress_finish(&p, "img");
+        loader_free(l);
+    }
+    double sum = 0;
+    long m = 0;
+    for (int i = 0; i < n_items; i++) {
+        int y = s->d.labels[i];
+        if (!ok[i] || y < 0) continue;
+        float p = probs[(size_t)i * t->k + y];
+        sum += -log(p > 1e-12f ? p : 1e-12f);
+        m++;
+    }
+    *loss = m ? sum / m : NAN;
+    return 0;
+}
+
+/* Loss and accuracy of s; metrics too when m != NULL (labelled, decodable items only). */
+static int evaluate(Trainer *t, Split *s, double *loss, double *acc, Metrics *m,
+                    float **probs_out, uint8_t **ok_out) {
+    float *probs = rn_alloc(sizeof(float) * ((size_t)s->d.n * t->k + 1));
+    uint8_t *ok = rn_alloc((size_t)s->d.n + 1);
+    if (predict(t, s, probs, ok, loss) != 0) {
+        free(probs);
+        free(ok);
+        return -1;
+    }
+    int n = 0, correct = 0;
+    float *cp = rn_alloc(sizeof(float) * ((size_t)s->d.n * t->k + 1));
+    int *cl = rn_alloc(sizeof(int) * (s->d.n + 1));
+    for (int i = 0; i < s->d.n; i++) {
+        if (!ok[i] || s->d.labels[i] < 0) continue;
+        memcpy(cp + (size_t)n * t->k, probs + (size_t)i * t->k, sizeof(float) * t->k);
+        cl[n] = s->d.labels[i];
+        correct += argmax(cp + (size_t)n * t->k, t->k) == cl[n];
+        n++;
+    }
+    *acc = n ? (double)correct / n : NAN;
+    if (m) metrics_compute(n, t->k, cp, cl, t->k < 5 ? t->k : 5, *loss, m);
+    free(cp);
+    free(cl);
+    if (probs_out) *probs_out = probs;
+    else free(probs);
+    if (ok_out) *ok_out = ok;
+    else free(ok);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Phases, early stopping, checkpoints and resume                                        */
+/* ------------------------------------------------------------------------------------ */
+
+typedef struct {
+    char dir[512];                 /* RUN/ */
+    EpochRecord *hist; int n_hist, cap_hist;
+    double *dacc; int n_dom;       /* (n_dom x n_dom) accuracy matrix, NAN = unknown */
+    int resume_phase, resume_epoch;/* from RUN/checkpoint.safetensors; 0 = fresh start */
+    StFile ck;                     /* its metadata */
+    int epochs_run;                /* in this process (for --kill-after-epochs) */
+    double t0;
+} Run;
+
+typedef struct {
+    int phase, epochs;
+    float lr;
+    Schedule sched;
+    int patience;                  /* 0: no early stopping, no restore */
+    const int *pseudo_labels; int n_pseudo; /* saved with the checkpoint of pseudo phases */
+} PhaseCfg;
+
+typedef struct {                   /* everything an epoch loop needs to continue */
+    int epoch;                     /* epochs done */
+    double best;                   /* best monitored loss (val, or train without val) */
+    int best_epoch, bad;           /* early stopping */
+    double plateau_best; int plateau_bad; float lr_scale;
+} PhaseState;
+
+static void history_add(Run *run, const EpochRecord *e) {
+    if (run->n_hist == run->cap_hist) {
+        run->cap_hist = run->cap_hist ? 2 * run->cap_hist : 64;
+        run->hist = grow(run->hist, sizeof(EpochRecord) * run->cap_hist);
+    }
+    run->hist[run->n_hist++] = *e;
+}
+
+static void history_format(const Run *run, Buf *b) {
+    for (int i = 0; i < run->n_hist; i++) {
+        const EpochRecord *e = &run->hist[i];
+        buf_printf(b, "%d %d %.17g %.17g %.17g %.17g %.17g %.17g;", e->epoch, e->stage,
+                   e->train_loss, e->train_acc, e->val_loss, e->val_acc, e->lr, e->seconds);
+    }
+    buf_put(b, "", 1);
+}
+
+static int history_parse(Run *run, const char *s) {
+    run->n_hist = 0;
+    while (s && *s) {
+        EpochRecord e;
+        char *end;
+        e.epoch = (int)strtol(s, &end, 10);
+        e.stage = (int)strtol(end, &end, 10);
+        double *f[6] = {&e.train_loss, &e.train_acc, &e.val_loss, &e.val_acc, &e.lr, &e.seconds};
+        for (int i = 0; i < 6; i++) *f[i] = strtod(end, &end);
+        if (*end != ';') {
+            rn_set_error("checkpoint: bad history metadata near '%.20s'", s);
+            return -1;
+        }
+        history_add(run, &e);
+        s = end + 1;
+    }
+    return 0;
+}
+
+static void doubles_format(const double *x, int n, Buf *b) {
+    for (int i = 0; i < n; i++) buf_printf(b, "%s%.17g", i ? "," : "", x[i]);
+    buf_put(b, "", 1);
+}
+
+static void ints_format(const int *x, int n, Buf *b) {
+    for (int i = 0; i < n; i++) buf_printf(b, "%s%d", i ? "," : "", x[i]);
+    buf_put(b, "", 1);
+}
+
+/* Parse exactly n comma-separated numbers. */
+static int numbers_parse(const char *s, int n, double *x, int *xi) {
+    for (int i = 0; i < n; i++) {
+        char *end;
+        double v = strtod(s ? s : "", &end);
+        if (!s || end == s || (*end != (i + 1 < n ? ',' : '\0'))) {
+            rn_set_error("checkpoint: expected %d comma-separated numbers in metadata", n);
+            return -1;
+        }
+        if (x) x[i] = v;
+        if (xi) xi[i] = (int)v;
+        s = end + 1;
+    }
+    return 0;
+}
+
+static double meta_num(const StFile *f, const char *key) {
+    const char *v = st_meta(f, key);
+    return v ? strtod(v, NULL) : NAN;
+}
+
+static int save_checkpoint(Run *run, Trainer *t, const PhaseCfg *pc, const PhaseState *st) {
+    char vals[9][64];
+    snprintf(vals[0], 64, "%d", pc->phase);
+    snprintf(vals[1], 64, "%d", st->epoch);
+    snprintf(vals[2], 64, "%.17g", st->best);
+    snprintf(vals[3], 64, "%d", st->best_epoch);
+    snprintf(vals[4], 64, "%d", st->bad);
+    snprintf(vals[5], 64, "%.17g", st->plateau_best);
+    snprintf(vals[6], 64, "%d", st->plateau_bad);
+    snprintf(vals[7], 64, "%.9g", st->lr_scale);
+    snprintf(vals[8], 64, "%s", t->full ? "full" : "head");
+    Buf hist = {0}, dacc = {0}, pl = {0};
+    history_format(run, &hist);
+    doubles_format(run->dacc, run->n_dom * run->n_dom, &dacc);
+    ints_format(pc->pseudo_labels, pc->pseudo_labels ? pc->n_pseudo : 0, &pl);
+    const char *keys[] = {"phase", "epoch", "best_loss", "best_epoch", "bad_epochs",
+                          "plateau_best", "plateau_bad", "lr_scale", "net", "history",
+                          "domain_acc", "pseudo_labels"};
+    const char *v[] = {vals[0], vals[1], vals[2], vals[3], vals[4], vals[5], vals[6], vals[7],
+                       vals[8], hist.data, dacc.data, pl.data};
+    char path[1024];
+    snprintf(path, sizeof path, "%s/checkpoint.safetensors", run->dir);
+    Net *net = trained_net(t);
+    int rc = checkpoint_save(path, net, t->opt, NULL, keys, v, 12);
+    buf_free(&hist);
+    buf_free(&dacc);
+    buf_free(&pl);
+    return rc;
+}
+
+static float phase_lr(const PhaseCfg *pc, const PhaseState *st, int e) {
+    switch (pc->sched.kind) {
+    case SCHED_STEP: return pc->lr * powf(pc->sched.gamma, (float)(e / pc->sched.every));
+    case SCHED_COSINE: return pc->lr * 0.5f * (1.0f + cosf(3.14159265f * e / pc->epochs));
+    case SCHED_PLATEAU: return pc->lr * st->lr_scale;
+    default: return pc->lr;
+    }
+}
+
+/* Train the current model (head or full net) on `train` for pc->epochs, checkpointing each
+ * epoch; with early stopping the best weights (RUN/best-phaseN.safetensors) come back at
+ * the end. Continues from RUN/checkpoint.safetensors when it belongs to this phase. */
+static int run_phase(Run *run, Trainer *t, const PhaseCfg *pc, Split *train, Split *val) {
+    Net *net = trained_net(t);
+    PhaseState st = {0, INFINITY, -1, 0, INFINITY, 0, 1.0f};
+    char best_path[1024], ck_path[1024];
+    snprintf(best_path, sizeof best_path, "%s/best-phase%d.safetensors", run->dir, pc->phase);
+    snprintf(ck_path, sizeof ck_path, "%s/checkpoint.safetensors", run->dir);
+    OptType ot = OPT_ADAM;
+    opt_parse(A.opt, &ot);
+    OptConfig oc = opt_default(ot, pc->lr);
+    oc.weight_decay = A.weight_decay;
+    if (ot == OPT_SGD) oc.momentum = A.momentum;
+    optimizer_free(t->opt);
+    t->opt = optimizer_create(net, &oc);
+    if (run->resume_phase == pc->phase) {
+        StFile meta;
+        if (checkpoint_load(ck_path, net, t->opt, NULL, &meta) != 0) return -1;
+        st.epoch = (int)meta_num(&meta, "epoch");
+        st.best = meta_num(&meta, "best_loss");
+        st.best_epoch = (int)meta_num(&meta, "best_epoch");
+        st.bad = (int)meta_num(&meta, "bad_epochs");
+        st.plateau_best = meta_num(&meta, "plateau_best");
+        st.plateau_bad = (int)meta_num(&meta, "plateau_bad");
+        st.lr_scale = (float)meta_num(&meta, "lr_scale");
+        st_close(&meta);
+        run->resume_phase = 0;
+        printf("resumed phase %d after epoch %d\n", pc->phase, st.epoch);
+    }
+    for (int e = st.epoch; e < pc->epochs; e++) {
+        if (pc->patience > 0 && st.bad >= pc->patience) break;
+        double t0 = rn_seconds();
+        float lr = phase_lr(pc, &st, e);
+        t->opt->cfg.lr = lr;
+        EpochRecord rec = {e + 1, pc->phase, 0, 0, NAN, NAN, lr, 0};
+        if (train_epoch(t, train, pc->phase * 100000 + e, &rec.train_loss, &rec.train_acc) != 0)
+            return -1;
+        if (val->d.n > 0 && evaluate(t, val, &rec.val_loss, &rec.val_acc, NULL, NULL, NULL) != 0)
+            return -1;
+        double monitored = isnan(rec.val_loss) ? rec.train_loss : rec.val_loss;
+        int improved = monitored < st.best;
+        if (improved) {
+            st.best = monitored;
+            st.best_epoch = e;
+            st.bad = 0;
+            if (pc->patience > 0 && net_save_weights(net, best_path, NULL, NULL, 0) != 0)
+                return -1;
+        } else {
+            st.bad++;
+        }
+        /* torch ReduceLROnPlateau: more than PATIENCE bad epochs scale the lr by FACTOR */
+        if (pc->sched.kind == SCHED_PLATEAU) {
+            if (monitored < st.plateau_best) {
+                st.plateau_best = monitored;
+                st.plateau_bad = 0;
+            } else if (++st.plateau_bad > pc->sched.patience) {
+                st.lr_scale *= pc->sched.factor;
+                st.plateau_bad = 0;
+            }
+        }
+        rec.seconds = rn_seconds() - t0;
+        history_add(run, &rec);
+        st.epoch = e + 1;
+        printf("phase %d epoch %3d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  "
+               "lr %.3g  %.1fs%s\n", pc->phase, e + 1, pc->epochs, rec.train_loss,
+               rec.train_acc, rec.val_loss, rec.val_acc, lr, rec.seconds, improved ? "  *" : "");
+        fflush(stdout);
+        if (save_checkpoint(run, t, pc, &st) != 0) return -1;
+        if (A.kill_after > 0 && ++run->epochs_run >= A.kill_after) {
+            fprintf(stderr, "--kill-after-epochs %d: killing myself\n", A.kill_after);
+            fflush(NULL);
+            raise(SIGKILL);
+        }
+    }
+    if (pc->patience > 0 && st.best_epoch >= 0 && file_exists(best_path)) {
+        if (net_load_weights(net, best_path, 0) != 0) return -1;
+        printf("phase %d: restored the best weights (epoch %d, %s loss %.4f)\n", pc->phase,
+               st.best_epoch + 1, val->d.n > 0 ? "val" : "train", st.best);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* The job                                                                               */
+/* ------------------------------------------------------------------------------------ */
+
+static void split_free(Split *s) {
+    dataset_free(&s->d);
+    rn_free(s->feats);
+    rn_free(s->ok);
+    memset(s, 0, sizeof *s);
+}
+
+/* The first trainable stage for "--unfreeze N|all": the last N stages present in the net. */
+static int unfreeze_stage(const Net *net, const char *spec, int *stage) {
+    int present[STAGE_COUNT] = {0}, list[STAGE_COUNT], n = 0;
+    for (int i = 0; i < net->n_params; i++)
+        if (net->params[i].stage < STAGE_HEAD) present[net->params[i].stage] = 1;
+    for (int s = 0; s < STAGE_HEAD; s++)
+        if (present[s]) list[n++] = s;
+    if (strcmp(spec, "all") == 0) {
+        *stage = STAGE_STEM;
+        return 0;
+    }
+    char *end;
+    long k = strtol(spec, &end, 10);
+    if (end == spec || *end || k < 0) {
+        rn_set_error("--unfreeze: expected a number of stages or 'all', found '%s'", spec);
+        return -1;
+    }
+    *stage = k == 0 ? STAGE_HEAD : k >= n ? STAGE_STEM : list[n - k];
+    return 0;
+}
+
+/* Keep at most `limit` items per class, chosen with a seeded shuffle; order preserved. */
+static void limit_per_class(Dataset *d, int limit, uint64_t seed) {
+    int *order = rn_alloc(sizeof(int) * (d->n + 1));
+    int *count = rn_calloc(d->n_classes + 1, sizeof(int));
+    uint8_t *keep = rn_calloc(d->n + 1, 1);
+    for (int i = 0; i < d->n; i++) order[i] = i;
+    Rng r;
+    rng_seed(&r, seed ^ 0x6c696d6974ULL);
+    rng_shuffle(&r, order, d->n);
+    for (int i = 0; i < d->n; i++) {
+        int y = d->labels[order[i]];
+        if (y >= 0 && y < d->n_classes && count[y]++ < limit) keep[order[i]] = 1;
+    }
+    int m = 0;
+    for (int i = 0; i < d->n; i++)
+        if (keep[i]) order[m++] = i;
+    Dataset sub;
+    dataset_subset(d, order, m, &sub);
+    dataset_free(d);
+    *d = sub;
+    free(order);
+    free(count);
+    free(keep);
+}
+
+/* Training, validation and test sets: given folders, or a stratified split of --data. */
+static int load_data(Split *tr, Split *va, Split *te) {
+    Dataset all;
+    memset(&all, 0, sizeof all);
+    int sources = !!A.data[0] + !!A.data_csv[0] + !!A.cifar_bin[0];
+    if (sources != 1) {
+        rn_set_error("give exactly one of --data DIR, --data-csv FILE, --cifar-bin DIR");
+        return -1;
+    }
+    int rc = A.data[0] ? dataset_from_folder(A.data, &all)
+             : A.data_csv[0] ? dataset_from_csv(A.data_csv, &all)
+                             : dataset_from_cifar(A.cifar_bin, 1, &all);
+    if (rc != 0) return -1;
+    if (A.limit_per_class > 0) limit_per_class(&all, A.limit_per_class, (uint64_t)A.seed);
+    int have_val = 0, have_test = 0;
+    if (A.val[0]) {
+        if (dataset_from_folder_classes(A.val, all.class_names, all.n_classes, &va->d) != 0)
+            goto fail;
+        have_val = 1;
+    }
+    if (A.test[0] || A.cifar_bin[0]) {
+        rc = A.test[0] ? dataset_from_folder_classes(A.test, all.class_names, all.n_classes,
+                                                     &te->d)
+                       : dataset_from_cifar(A.cifar_bin, 0, &te->d);
+        if (rc != 0) goto fail;
+        have_test = 1;
+    }
+    float vf = have_val ? 0 : A.val_frac, tf = have_test ? 0 : A.test_frac;
+    if (!(vf >= 0 && tf >= 0 && vf + tf < 1)) {
+        rn_set_error("--val-frac %g + --test-frac %g: expected fractions >= 0 summing below 1",
+                     vf, tf);
+        goto fail;
+    }
+    if (vf == 0 && tf == 0) {
+        tr->d = all;
+        return 0;
+    }
+    Dataset parts[3];
+    if (dataset_split(&all, 1 - vf - tf, vf, (uint64_t)A.seed, &parts[0], &parts[1],
+                      &parts[2]) != 0)
+        goto fail;
+    tr->d = parts[0];
+    if (have_val) dataset_free(&parts[1]);
+    else va->d = parts[1];
+    if (have_test) dataset_free(&parts[2]);
+    else te->d = parts[2];
+    dataset_free(&all);
+    return 0;
+fail:
+    dataset_free(&all);
+    return -1;
+}
+
+/* Training set of a pseudo-labelling phase: the labelled training items plus the items of
+ * u whose pseudo-label is >= 0. Features are concatenated when both sets have them; image
+ * paths when both have paths (an in-memory training set leaves only the pseudo items). */
+static void pseudo_train_set(const Split *tr, const Split *u, const int *plabel, size_t fdim,
+                             Split *out) {
+    memset(out, 0, sizeof *out);
+    out->name = "train+pseudo";
+    int with_train = tr->d.paths != NULL || (tr->feats && u->feats);
+    int n = 0, n_max = (with_train ? tr->d.n : 0) + u->d.n;
+    Dataset *d = &out->d;
+    d->labels = rn_alloc(sizeof(int) * (n_max + 1));
+    d->paths = rn_alloc(sizeof(char *) * (n_max + 1));
+    int have_paths = (!with_train || tr->d.paths) && u->d.paths;
+    if (tr->feats && u->feats) {
+        out->feats = rn_alloc(sizeof(float) * ((size_t)n_max * fdim + 1));
+        out->ok = rn_alloc((size_t)n_max + 1);
+    }
+    for (int part = with_train ? 0 : 1; part < 2; part++) {
+        const Split *s = part == 0 ? tr : u;
+        for (int i = 0; i < s->d.n; i++) {
+            int y = part == 0 ? s->d.labels[i] : plabel[i];
+            if (y < 0) continue;
+            d->labels[n] = y;
+            d->paths[n] = have_paths ? rn_strdup(s->d.paths[i]) : NULL;
+            if (out->feats) {
+                memcpy(out->feats + (size_t)n * fdim, s->feats + (size_t)i * fdim,
+                       fdim * sizeof(float));
+                out->ok[n] = s->ok[i];
+            }
+            n++;
+        }
+    }
+    d->n = n;
+    if (!have_paths) {
+        free(d->paths);
+        d->paths = NULL;
+    }
+    d->n_classes = tr->d.n_classes;
+    d->class_names = rn_alloc(sizeof(char *) * (d->n_classes + 1));
+    for (int c = 0; c < d->n_classes; c++) d->class_names[c] = rn_strdup(tr->d.class_names[c]);
+    snprintf(d->root, sizeof d->root, "%s", u->d.root);
+}
+
+typedef struct { float score; int index; } Scored;
+
+static int cmp_scored_desc(const void *a, const void *b) {
+    const Scored *x = a, *y = b;
+    if (x->score != y->score) return x->score < y->score ? 1 : -1;
+    return x->index - y->index; /* ties: lower index first, for a deterministic order */
+}
+
+/* Pseudo-labels: argmax where its probability is >= threshold, class-balanced (as in
+ * class-balanced self-training): each predicted class keeps at most its share
+ * ceil(kept / k) of the most confident images, so that one class the model over-predicts
+ * on the new domain cannot take over. -1 = not used. */
+static void select_pseudo_labels(int n, int k, const float *probs, const uint8_t *ok,
+                                 float threshold, int *label) {
+    int kept = 0;
+    for (int i = 0; i < n; i++) {
+        int y = argmax(probs + (size_t)i * k, k);
+        label[i] = ok[i] && probs[(size_t)i * k + y] >= threshold ? y : -1;
+        kept += label[i] >= 0;
+    }
+    /* per class: sort its members by confidence, drop those beyond the cap */
+    int cap = (kept + k - 1) / k;
+    Scored *m = rn_alloc(sizeof(Scored) * ((size_t)n + 1));
+    for (int c = 0; c < k; c++) {
+        int count = 0;
+        for (int i = 0; i < n; i++)
+            if (label[i] == c) m[count++] = (Scored){probs[(size_t)i * k + c], i};
+        if (count <= cap) continue;
+        qsort(m, (size_t)count, sizeof(Scored), cmp_scored_desc);
+        for (int j = cap; j < count; j++) label[m[j].index] = -1;
+    }
+    rn_free(m);
+}
+
+/* A domain's display name: its folder's name, or the parent's for ".../unlabelled". */
+static char *domain_name(const char *dir) {
+    const char *b = base_name(dir);
+    if (strncmp(b, "unlabel", 7) != 0 && strncmp(b, "images", 6) != 0) return rn_strdup(b);
+    char parent[512];
+    parent_dir(dir, parent, sizeof parent);
+    return rn_strdup(base_name(parent));
+}
+
+static void print_matrix(const Run *run, char **names) {
+    printf("\naccuracy of the model after domain i (rows) on held-out domain j (columns; j > i: "
+           "before adapting to j):\n");
+    printf("%-34s", "");
+    for (int j = 0; j < run->n_dom; j++) printf("     D%-3d", j);
+    printf("\n");
+    for (int i = 0; i < run->n_dom; i++) {
+        char row[64];
+        snprintf(row, sizeof row, "D%d %s", i, names[i]);
+        printf("%-34.34s", row);
+        for (int j = 0; j < run->n_dom; j++) {
+            double a = run->dacc[i * run->n_dom + j];
+            if (isnan(a)) printf(" %8s", "-");
+            else printf(" %8.4f", a);
+        }
+        printf("\n");
+    }
+}
+
+/* Row `row` of the domain accuracy matrix: the current model on the labelled test split
+ * (column 0) and on every held-out domain (columns 1..n_ev), the later domains included,
+ * which shows the accuracy before adapting to them. */
+static int domain_row(Run *run, Trainer *t, Split *te, Split *ev, int n_ev, int row) {
+    double loss, acc;
+    for (int j = 0; j <= n_ev; j++) {
+        Split *s = j == 0 ? te : &ev[j - 1];
+        if (s->d.n == 0) continue;
+        if (evaluate(t, s, &loss, &acc, NULL, NULL, NULL) != 0) return -1;
+        run->dacc[row * run->n_dom + j] = acc;
+    }
+    return 0;
+}
+
+static int train_job(Run *run, const char *command) {
+    Split tr = {.name = "train"}, va = {.name = "val"}, te = {.name = "test"};
+    Split *u = NULL, *ev = NULL;
+    char **pdirs = NULL, **edirs = NULL, **dnames = NULL;
+    int n_p = 0, n_e = 0, rc = -1;
+    Net *net = NULL;
+    Trainer t;
+    memset(&t, 0, sizeof t);
+    Metrics mv, mt;
+    memset(&mv, 0, sizeof mv);
+    memset(&mt, 0, sizeof mt);
+    int have_mv = 0, have_mt = 0;
+    char **mis = NULL;
+    int n_mis = 0;
+    float *test_probs = NULL;
+    uint8_t *test_ok = NULL;
+
+    /* ---- checks and data */
+    if (!arch_is_known(A.arch)) {
+        rn_set_error("--arch '%s' is not known (resnet18/34/50/101/152, "
+                     "cifar_resnet20/32/44/56/110)", A.arch);
+        return -1;
+    }
+    if (!A.weights[0]) {
+        rn_set_error("--weights is required: a .safetensors file with the backbone, or 'none' "
+                     "to train from a random init");
+        return -1;
+    }
+    int scratch = strcmp(A.weights, "none") == 0;
+    HeadSpec hs;
+    Schedule sched;
+    if (head_parse(A.head, &hs) != 0 || schedule_parse(A.schedule, &sched) != 0) return -1;
+    OptType ot;
+    if (opt_parse(A.opt, &ot) != 0) return -1;
+    if (A.batch < 1 || A.epochs < 0 || A.finetune_epochs < 0 || A.pseudo_epochs < 0) {
+        rn_set_error("--batch must be >= 1 and epoch counts >= 0");
+        return -1;
+    }
+    if (prep_parse(A.preprocess, &t.prep.kind) != 0) return -1;
+    int cifar = arch_is_cifar(A.arch);
+    t.prep.size = A.img_size > 0 ? A.img_size : cifar ? 32 : 224;
+    t.prep.crop_pct = A.crop_pct > 0 ? A.crop_pct : cifar ? 1.0f : 0.875f;
+    t.aug = augment_default();
+    t.aug.enabled = A.augment;
+    if (sscanf(A.aug_scale, "%f,%f", &t.aug.scale_min, &t.aug.scale_max) != 2 ||
+        !(t.aug.scale_min > 0 && t.aug.scale_min <= t.aug.scale_max && t.aug.scale_max <= 1)) {
+        rn_set_error("--aug-scale: expected MIN,MAX with 0 < MIN <= MAX <= 1, found '%s'",
+                     A.aug_scale);
+        return -1;
+    }
+    t.aug.hflip = A.aug_flip;
+    t.aug.rotate_deg = A.aug_rotate;
+    t.aug.translate = A.aug_translate;
+    t.aug.brightness = A.aug_brightness;
+    t.aug.contrast = A.aug_contrast;
+    n_p = split_list(A.pseudo, &pdirs);
+    n_e = split_list(A.pseudo_eval, &edirs);
+    if (n_e != 0 && n_e != n_p) {
+        rn_set_error("--pseudo-eval: expected one folder per --pseudo folder (%d), found %d", n_p,
+                     n_e);
+        goto done;
+    }
+
+    if (load_data(&tr, &va, &te) != 0) goto done;
+    t.k = tr.d.n_classes;
+    dataset_summary(&tr.d, "train", stdout);
+    dataset_summary(&va.d, "val", stdout);
+    dataset_summary(&te.d, "test", stdout);
+    if (tr.d.n == 0 || t.k < 2) {
+        rn_set_error("%s: need at least 2 classes and 1 training image, found %d classes, %d "
+                     "images", tr.d.root, t.k, tr.d.n);
+        goto done;
+    }
+    u = rn_calloc((size_t)n_p + 1, sizeof *u);
+    ev = rn_calloc((size_t)n_p + 1, sizeof *ev);
+    dnames = rn_calloc((size_t)n_p + 1, sizeof *dnames);
+    dnames[0] = rn_strdup("labelled test");
+    for (int i = 0; i < n_p; i++) {
+        dnames[i + 1] = domain_name(pdirs[i]);
+        u[i].name = dnames[i + 1];
+        if (dataset_from_unlabelled(pdirs[i], &u[i].d) != 0) goto done;
+        if (n_e) {
+            ev[i].name = edirs[i];
+            if (dataset_from_folder_classes(edirs[i], tr.d.class_names, t.k, &ev[i].d) != 0)
+                goto done;
+        }
+    }
+
+    /* ---- network */
+    net = resnet_create(A.arch, t.k, &hs, (uint64_t)A.seed);
+    if (!net) goto done;
+    if (!scratch && net_load_weights(net, A.weights, 1) != 0) goto done;
+    t.net = net;
+    t.batch = A.batch;
+    t.threads = A.threads > 0 ? A.threads : rn_threads();
+    t.seed = (uint64_t)A.seed;
+    t.smoothing = A.label_smoothing;
+    t.feat_node = hs.type == HEAD_INCEPTION ? net->feature_node : net->pooled_node;
+    if (net_plan(net, t.batch, t.prep.size, t.prep.size, 0) != 0) goto done;
+    t.fc = net->nodes[t.feat_node].c;
+    t.fh = net->nodes[t.feat_node].h;
+    t.fw = net->nodes[t.feat_node].w;
+    t.fdim = net_node_size(net, t.feat_node);
+    if (!scratch) {
+        t.head = head_create(t.fc, t.fh, t.fw, t.k, &hs, (uint64_t)A.seed);
+        if (!t.head || net_plan(t.head, t.batch, t.fh, t.fw, 1) != 0) goto done;
+    }
+    t.backbone_key = fnv1a_str(fnv1a_file(1469598103934665603ULL, A.weights), A.arch);
+    if (A.cache_dir[0]) snprintf(t.cache_dir, sizeof t.cache_dir, "%s", A.cache_dir);
+    else parent_dir(run->dir, t.cache_dir, sizeof t.cache_dir);
+    t.use_cache = !A.no_cache && !scratch;
+    t.x = rn_alloc(sizeof(float) * (size_t)t.batch * 3 * t.prep.size * t.prep.size);
+    t.feat = rn_alloc(sizeof(float) * (size_t)t.batch * t.fdim);
+    t.probs = rn_alloc(sizeof(float) * (size_t)t.batch * t.k);
+    t.dlogits = rn_alloc(sizeof(float) * (size_t)t.batch * t.k);
+    t.labels = rn_alloc(sizeof(int) * t.batch);
+    t.idx = rn_alloc(sizeof(int) * t.batch);
+    if (strcmp(A.class_weights, "none") != 0) {
+        t.class_w = rn_calloc(t.k, sizeof(float));
+        if (strcmp(A.class_weights, "balanced") == 0) {
+            class_weights_balanced(&tr.d, t.class_w);
+        } else {
+            double *w = rn_alloc(sizeof(double) * t.k);
+            int bad = numbers_parse(A.class_weights, t.k, w, NULL);
+            for (int c = 0; c < t.k; c++) t.class_w[c] = (float)w[c];
+            free(w);
+            if (bad) {
+                rn_set_error("--class-weights: expected 'balanced' or %d comma-separated numbers, "
+                             "found '%s'", t.k, A.class_weights);
+                goto done;
+            }
+        }
+    }
+    printf("%s: %lld parameters, input %dx%d (%s), head %s, features %s [%d, %d, %d], %d "
+           "threads, %s kernels\n", A.arch, (long long)net_count_params(net, 0), t.prep.size,
+           t.prep.size, prep_name(t.prep.kind), A.head,
+           scratch ? "(trained end to end)" : "frozen", t.fc, t.fh, t.fw, rn_threads(),
+           simd_name());
+
+    /* ---- resume state */
+    run->n_dom = 1 + n_p;
+    run->dacc = rn_alloc(sizeof(double) * run->n_dom * run->n_dom);
+    for (int i = 0; i < run->n_dom * run->n_dom; i++) run->dacc[i] = NAN;
+    if (run->resume_phase) {
+        if (history_parse(run, st_meta(&run->ck, "history")) != 0 ||
+            numbers_parse(st_meta(&run->ck, "domain_acc"), run->n_dom * run->n_dom, run->dacc,
+                          NULL) != 0)
+            goto done;
+    }
+
+    /* ---- phase 1: the head on frozen features, or the whole net from scratch */
+    const char *unfreeze = strcmp(A.unfreeze, "auto") == 0 ? (scratch ? "all" : "1") : A.unfreeze;
+    int first_trainable = STAGE_HEAD;
+    if (unfreeze_stage(net, unfreeze, &first_trainable) != 0) goto done;
+    t.full = scratch;
+    net_set_first_trainable(net, scratch ? first_trainable : STAGE_HEAD);
+    PhaseCfg pc = {1, A.epochs, A.lr, sched, A.patience, NULL, 0};
+    if (run->resume_phase <= 1 && run_phase(run, &t, &pc, &tr, &va) != 0) goto done;
+
+    /* ---- phase 2: fine-tune the last stages together with the head */
+    if (A.finetune_epochs > 0) {
+        if (!t.full) net_copy_params(net, t.head);
+        t.full = 1;
+        net_set_first_trainable(net, first_trainable);
+        PhaseCfg pc2 = {2, A.finetune_epochs, A.finetune_lr, sched, A.patience, NULL, 0};
+        if (run->resume_phase <= 2 && run_phase(run, &t, &pc2, &tr, &va) != 0) goto done;
+    }
+    double loss, acc;
+    if (run->resume_phase <= 2 && domain_row(run, &t, &te, ev, n_e ? n_p : 0, 0) != 0) goto done;
+
+    /* ---- pseudo-labelling, one unlabelled domain after the other */
+    for (int i = 0; i < n_p; i++) {
+        int phase = 3 + i, n_u = u[i].d.n, kept = 0;
+        if (run->resume_phase > phase) continue;
+        int *plabel = rn_alloc(sizeof(int) * (n_u + 1));
+        if (run->resume_phase == phase) {
+            if (numbers_parse(st_meta(&run->ck, "pseudo_labels"), n_u, NULL, plabel) != 0) {
+                free(plabel);
+                goto done;
+            }
+        } else {
+            float *probs = rn_alloc(sizeof(float) * ((size_t)n_u * t.k + 1));
+            uint8_t *ok = rn_alloc((size_t)n_u + 1);
+            if (predict(&t, &u[i], probs, ok, &loss) != 0) {
+                free(probs);
+                free(ok);
+                free(plabel);
+                goto done;
+            }
+            select_pseudo_labels(n_u, t.k, probs, ok, A.pseudo_threshold, plabel);
+            free(probs);
+            free(ok);
+        }
+        for (int j = 0; j < n_u; j++) kept += plabel[j] >= 0;
+        printf("\npseudo-labelling %s: %d of %d images kept (p >= %.2f, class-balanced)\n",
+               u[i].name, kept, n_u, A.pseudo_threshold);
+        if (!t.full && !t.aug.enabled && (compute_features(&t, &tr) != 0 ||
+                                          compute_features(&t, &u[i]) != 0)) {
+            free(plabel);
+            goto done;
+        }
+        Split tp;
+        pseudo_train_set(&tr, &u[i], plabel, t.fdim, &tp);
+        float plr = A.pseudo_lr > 0 ? A.pseudo_lr : A.finetune_epochs > 0 ? A.finetune_lr : A.lr;
+        PhaseCfg pcp = {phase, A.pseudo_epochs, plr, {SCHED_CONSTANT, 0, 0, 0, 0}, A.patience,
+                        plabel, n_u};
+        int prc = run_phase(run, &t, &pcp, &tp, &va);
+        split_free(&tp);
+        free(plabel);
+        if (prc != 0) goto done;
+        if (domain_row(run, &t, &te, ev, n_e ? n_p : 0, i + 1) != 0) goto done;
+    }
+
+    /* ---- final evaluation, model, report */
+    if (!t.full) net_copy_params(net, t.head);
+    if (va.d.n > 0) {
+        if (evaluate(&t, &va, &loss, &acc, &mv, NULL, NULL) != 0) goto done;
+        have_mv = 1;
+        printf("\n== validation (%d images)\n", va.d.n);
+        metrics_print_report(&mv, tr.d.class_names, stdout);
+    }
+    if (te.d.n > 0) {
+        if (evaluate(&t, &te, &loss, &acc, &mt, &test_probs, &test_ok) != 0) goto done;
+        have_mt = 1;
+        printf("\n== test (%d images)\n", te.d.n);
+        metrics_print_report(&mt, tr.d.class_names, stdout);
+        mis = rn_alloc(sizeof(char *) * 50);
+        for (int i = 0; i < te.d.n && n_mis < 50; i++) {
+            const float *p = test_probs + (size_t)i * t.k;
+            int y = te.d.labels[i], g = argmax(p, t.k);
+            if (!test_ok[i] || y < 0 || g == y) continue;
+            char line[1200], where[32];
+            snprintf(where, sizeof where, "#%d", i);
+            snprintf(line, sizeof line, "%s: %s -> %s (%.2f)",
+                     te.d.paths && te.d.paths[i] ? te.d.paths[i] : where, tr.d.class_names[y],
+                     tr.d.class_names[g], p[g]);
+            mis[n_mis++] = rn_strdup(line);
+        }
+    }
+    if (n_p > 0) print_matrix(run, dnames);
+
+    char path[1024];
+    ModelInfo info;
+    memset(&info, 0, sizeof info);
+    snprintf(info.arch, sizeof info.arch, "%s", A.arch);
+    info.num_classes = t.k;
+    info.class_names = tr.d.class_names;
+    info.head = hs;
+    info.prep = t.prep;
+    snprintf(path, sizeof path, "%s/model.safetensors", run->dir);
+    if (model_save(path, net, &info) != 0) goto done;
+
+    Buf notes = {0};
+    buf_printf(&notes, "command: %s\nweights: %s\ntrain %d, val %d, test %d images; %d threads, "
+               "%s kernels; total %.1f s", command, A.weights, tr.d.n, va.d.n, te.d.n,
+               rn_threads(), simd_name(), rn_seconds() - run->t0);
+    char title[256];
+    snprintf(title, sizeof title, "%s on %s", A.arch,
+             A.data[0] ? A.data : A.data_csv[0] ? A.data_csv : A.cifar_bin);
+    Report r = {title, tr.d.class_names, t.k, have_mt ? &mt : NULL, have_mv ? &mv : NULL,
+                run->hist, run->n_hist, n_p ? run->dacc : NULL, n_p ? run->n_dom : 0, dnames,
+                (const char **)mis, n_mis, notes.data};
+    char jpath[1024];
+    snprintf(jpath, sizeof jpath, "%s/metrics.json", run->dir);
+    snprintf(path, sizeof path, "%s/report.html", run->dir);
+    int wrc = report_write_json(&r, jpath) != 0 || report_write_html(&r, path) != 0;
+    buf_free(&notes);
+    if (wrc) goto done;
+    printf("\nmodel:   %s/model.safetensors\nmetrics: %s\nreport:  %s\n", run->dir, jpath, path);
+    rc = 0;
+
+done:
+    if (have_mv) metrics_free(&mv);
+    if (have_mt) metrics_free(&mt);
+    for (int i = 0; i < n_mis; i++) free(mis[i]);
+    free(mis);
+    free(test_probs);
+    free(test_ok);
+    for (int i = 0; i < n_p && u; i++) {
+        split_free(&u[i]);
+        split_free(&ev[i]);
+    }
+    for (int i = 0; dnames && i <= n_p; i++) free(dnames[i]);
+    free(dnames);
+    free(u);
+    free(ev);
+    free_list(pdirs, n_p);
+    free_list(edirs, n_e);
+    split_free(&tr);
+    split_free(&va);
+    split_free(&te);
+    optimizer_free(t.opt);
+    rn_free(t.class_w);
+    rn_free(t.x);
+    rn_free(t.feat);
+    rn_free(t.probs);
+    rn_free(t.dlogits);
+    rn_free(t.labels);
+    rn_free(t.idx);
+    if (t.head) net_free(t.head);
+    if (net) net_free(net);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* main: options (with --resume, the run's own options first), then the job              */
+/* ------------------------------------------------------------------------------------ */
+
+/* Read RUN/args.txt (one argument a line) into a NULL-terminated argv; *buf owns it. */
+static char **read_args_file(const char *path, int *argc, char **buf) {
+    size_t len;
+    *buf = (char *)read_file(path, &len);
+    if (!*buf) return NULL;
+    char **v = rn_alloc(sizeof(char *) * (len + 2));
+    int n = 0;
+    for (char *s = *buf; *s;) {
+        char *e = strchr(s, '\n');
+        if (e) *e = 0;
+        if (*s) v[n++] = s;
+        if (!e) break;
+        s = e + 1;
+    }
+    v[n] = NULL;
+    *argc = n;
+    return v;
+}
+
+int main(int argc, char **argv) {
+    set_defaults();
+    if (parse_args(argc - 1, argv + 1) != 0) {
+        fprintf(stderr, "error: %s\n", rn_error());
+        return 2;
+    }
+    if (A.help || argc == 1) {
+        print_help();
+        return argc == 1 ? 2 : 0;
+    }
+#ifdef _OPENMP
+    if (A.threads > 0) omp_set_num_threads(A.threads);
+#endif
+    if (A.make_demo_data[0]) {
+        if (make_demo_data(A.make_demo_data, A.demo_per_class, (uint64_t)A.seed) != 0) {
+            fprintf(stderr, "error: %s\n", rn_error());
+            return 1;
+        }
+        return 0;
+    }
+
+    Run run;
+    memset(&run, 0, sizeof run);
+    run.t0 = rn_seconds();
+    char *stored = NULL, **sargv = NULL;
+    char path[1024];
+    if (A.resume[0]) {
+        /* the run's options, then this command line's on top (minus the kill switch) */
+        snprintf(run.dir, sizeof run.dir, "%s", A.resume);
+        snprintf(path, sizeof path, "%s/args.txt", run.dir);
+        int sargc = 0;
+        sargv = read_args_file(path, &sargc, &stored);
+        if (!sargv) {
+            fprintf(stderr, "error: --resume: %s\n", rn_error());
+            return 1;
+        }
+        set_defaults();
+        int prc = parse_args(sargc, sargv);
+        A.kill_after = 0;
+        if (prc != 0 || parse_args(argc - 1, argv + 1) != 0) {
+            fprintf(stderr, "error: %s\n", rn_error());
+            return 2;
+        }
+        A.out = run.dir;
+        snprintf(path, sizeof path, "%s/checkpoint.safetensors", run.dir);
+        if (file_exists(path)) {
+            if (st_open(path, &run.ck) != 0) {
+                fprintf(stderr, "error: --resume: %s\n", rn_error());
+                return 1;
+            }
+            run.resume_phase = (int)meta_num(&run.ck, "phase");
+            if (run.resume_phase < 1) {
+                fprintf(stderr, "error: %s: no training phase in its metadata\n", path);
+                return 1;
+            }
+            printf("resuming %s from phase %d, epoch %d\n", run.dir, run.resume_phase,
+                   (int)meta_num(&run.ck, "epoch"));
+        } else {
+            printf("resuming %s: no checkpoint yet, starting from the beginning\n", run.dir);
+        }
+    } else {
+        snprintf(run.dir, sizeof run.dir, "%s", A.out);
+        if (mkdir_p(run.dir) != 0) {
+            fprintf(stderr, "error: %s\n", rn_error());
+            return 1;
+        }
+        Buf b = {0};
+        for (int i = 1; i < argc; i++)
+            if (strncmp(argv[i], "--kill-after-epochs", 19) != 0 &&
+                (i == 1 || strcmp(argv[i - 1], "--kill-after-epochs") != 0))
+                buf_printf(&b, "%s\n", argv[i]);
+        snprintf(path, sizeof path, "%s/args.txt", run.dir);
+        int wrc = write_file_atomic(path, b.data ? b.data : "", b.len);
+        buf_free(&b);
+        if (wrc != 0) {
+            fprintf(stderr, "error: %s\n", rn_error());
+            return 1;
+        }
+    }
+    Buf cmd = {0};
+    buf_printf(&cmd, "train");
+    for (int i = 1; i < argc; i++) buf_printf(&cmd, " %s", argv[i]);
+    int rc = train_job(&run, cmd.data);
+    if (rc != 0) fprintf(stderr, "error: %s\n", rn_error());
+    buf_free(&cmd);
+    if (run.resume_phase || run.ck.file) st_close(&run.ck);
+    free(run.hist);
+    free(run.dacc);
+    free(sargv);
+    free(stored);
+    return rc == 0 ? 0 : 1;
+}
