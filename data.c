@@ -41,18 +41,9 @@
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #include <stb_image_write.h>
 
-/* Allocation here follows rn_alloc's policy: it never returns NULL (exhaustion is fatal
- * with a message). Every block, whoever allocated it (stb, read_file, rn_strdup), is
- * released with rn_free, which is free(). */
-static void *grow_array(void *p, size_t bytes) {
-    void *q = realloc(p, bytes ? bytes : 1);
-    if (!q) {
-        fprintf(stderr, "fatal: out of memory allocating %zu bytes\n", bytes);
-        exit(2);
-    }
-    return q;
-}
-
+/* Allocation follows rn_alloc's policy (rn_realloc for growing arrays): it never returns
+ * NULL, exhaustion is fatal with a message. Every block, whoever allocated it (stb,
+ * read_file, rn_strdup), is released with rn_free, which is free(). */
 #define RN_MAX_FILE_BYTES ((size_t)1 << 30) /* larger files are not read at all */
 #define PROBE_BYTES 4096                    /* enough for every header except big EXIF */
 #define CIFAR_SIDE 32
@@ -740,7 +731,7 @@ typedef struct { char **s; int n, cap; } StrList;
 static void strlist_push(StrList *l, char *s) {
     if (l->n == l->cap) {
         l->cap = l->cap ? l->cap * 2 : 64;
-        l->s = grow_array(l->s, (size_t)l->cap * sizeof *l->s);
+        l->s = rn_realloc(l->s, (size_t)l->cap * sizeof *l->s);
     }
     l->s[l->n++] = s;
 }
@@ -813,7 +804,7 @@ static void add_skip(Dataset *d, const char *path, const char *why) {
     size_t n = strlen(path) + strlen(why) + 3;
     char *line = rn_alloc(n);
     snprintf(line, n, "%s: %s", path, why);
-    d->skip_reasons = grow_array(d->skip_reasons, (size_t)(d->n_skipped + 1) * sizeof(char *));
+    d->skip_reasons = rn_realloc(d->skip_reasons, (size_t)(d->n_skipped + 1) * sizeof(char *));
     d->skip_reasons[d->n_skipped++] = line;
 }
 
@@ -892,7 +883,7 @@ static int folder_dataset(const char *dir, char **fixed, int n_fixed, Dataset *d
             return -1;
         }
         qsort(files.s + start, (size_t)(files.n - start), sizeof *files.s, cmp_path);
-        labels = grow_array(labels, ((size_t)files.n + 1) * sizeof *labels);
+        labels = rn_realloc(labels, ((size_t)files.n + 1) * sizeof *labels);
         for (; n_labels < files.n; n_labels++) labels[n_labels] = c;
     }
     d->n_classes = classes.n;

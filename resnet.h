@@ -43,6 +43,7 @@ const char *rn_error(void);
  * rn_alloc returns 64-byte aligned memory (free it with rn_free); rn_calloc zero-fills. */
 void *rn_alloc(size_t bytes);
 void *rn_calloc(size_t count, size_t size);
+void *rn_realloc(void *p, size_t bytes); /* realloc that never returns NULL */
 void rn_free(void *p);
 char *rn_strdup(const char *s);
 

@@ -16,15 +16,6 @@
 #define ST_MAX_HEADER (100u * 1000u * 1000u)
 #define JSON_MAX_DEPTH 64
 
-static void *xrealloc(void *p, size_t bytes) {
-    void *q = realloc(p, bytes ? bytes : 1);
-    if (!q) {
-        fprintf(stderr, "fatal: out of memory allocating %zu bytes\n", bytes);
-        exit(2);
-    }
-    return q;
-}
-
 /* ---------------------------------------------------------------- a small JSON parser */
 
 typedef enum { J_NULL, J_BOOL, J_NUMBER, J_STRING, J_ARRAY, J_OBJECT } JsonType;
@@ -225,7 +216,7 @@ static int json_number(JsonParser *p, Json *j) {
         while (digit_at(p)) p->pos++;
     }
     size_t n = p->pos - start;
-    char small[64], *tmp = n < sizeof small ? small : xrealloc(NULL, n + 1);
+    char small[64], *tmp = n < sizeof small ? small : rn_realloc(NULL, n + 1);
     memcpy(tmp, p->s + start, n);
     tmp[n] = 0;
     j->type = J_NUMBER;
@@ -253,8 +244,8 @@ static int json_container(JsonParser *p, Json *j, int object) {
     for (;;) {
         if (j->n == cap) {
             cap = cap ? cap * 2 : 8;
-            j->items = xrealloc(j->items, (size_t)cap * sizeof *j->items);
-            if (object) j->keys = xrealloc(j->keys, (size_t)cap * sizeof *j->keys);
+            j->items = rn_realloc(j->items, (size_t)cap * sizeof *j->items);
+            if (object) j->keys = rn_realloc(j->keys, (size_t)cap * sizeof *j->keys);
         }
         Json *item = &j->items[j->n];
         memset(item, 0, sizeof *item);
@@ -483,7 +474,7 @@ static int cmp_tensor_offset(const void *a, const void *b) {
 /* First duplicate in a list of strings (sorted copy), NULL when all differ. */
 static const char *first_duplicate(char **names, int n) {
     if (n < 2) return NULL;
-    char **sorted = xrealloc(NULL, (size_t)n * sizeof *sorted);
+    char **sorted = rn_realloc(NULL, (size_t)n * sizeof *sorted);
     memcpy(sorted, names, (size_t)n * sizeof *sorted);
     qsort(sorted, (size_t)n, sizeof *sorted, cmp_str_ptr);
     const char *dup = NULL;
@@ -499,8 +490,8 @@ static int parse_metadata(StFile *f, const Json *m) {
                      json_type_name(m->type));
         return -1;
     }
-    f->meta_keys = xrealloc(NULL, ((size_t)m->n + 1) * sizeof(char *));
-    f->meta_vals = xrealloc(NULL, ((size_t)m->n + 1) * sizeof(char *));
+    f->meta_keys = rn_realloc(NULL, ((size_t)m->n + 1) * sizeof(char *));
+    f->meta_vals = rn_realloc(NULL, ((size_t)m->n + 1) * sizeof(char *));
     for (int i = 0; i < m->n; i++) {
         if (m->items[i].type != J_STRING) {
             rn_set_error("%s: __metadata__ \"%s\": expected a string value, found %s", f->path,
@@ -627,7 +618,7 @@ static int parse_tensor(StFile *f, const char *name, const Json *v, StTensor *t)
 /* The tensors, sorted by offset, must tile [0, data_len) exactly. */
 static int check_layout(StFile *f) {
     int n = f->n_tensors;
-    StTensor **by_off = xrealloc(NULL, ((size_t)n + 1) * sizeof *by_off);
+    StTensor **by_off = rn_realloc(NULL, ((size_t)n + 1) * sizeof *by_off);
     for (int i = 0; i < n; i++) by_off[i] = &f->tensors[i];
     qsort(by_off, (size_t)n, sizeof *by_off, cmp_tensor_offset);
     uint64_t cursor = 0;
@@ -708,7 +699,7 @@ static int st_parse_owned(uint8_t *buf, size_t len, const char *label, StFile *f
         return -1;
     }
     int rc = 0, n_meta_objects = 0;
-    f->tensors = xrealloc(NULL, ((size_t)root.n + 1) * sizeof *f->tensors);
+    f->tensors = rn_realloc(NULL, ((size_t)root.n + 1) * sizeof *f->tensors);
     memset(f->tensors, 0, ((size_t)root.n + 1) * sizeof *f->tensors);
     for (int i = 0; i < root.n && !rc; i++) {
         if (strcmp(root.keys[i], "__metadata__") == 0) {
@@ -727,7 +718,7 @@ static int st_parse_owned(uint8_t *buf, size_t len, const char *label, StFile *f
     }
     json_free(&root);
     if (!rc) {
-        char **names = xrealloc(NULL, ((size_t)f->n_tensors + 1) * sizeof *names);
+        char **names = rn_realloc(NULL, ((size_t)f->n_tensors + 1) * sizeof *names);
         for (int i = 0; i < f->n_tensors; i++) names[i] = f->tensors[i].name;
         const char *dup = first_duplicate(names, f->n_tensors);
         if (dup) {
@@ -873,8 +864,8 @@ void st_writer_meta(StWriter *w, const char *key, const char *value) {
             w->meta_vals[i] = rn_strdup(value);
             return;
         }
-    w->meta_keys = xrealloc(w->meta_keys, ((size_t)w->n_meta + 1) * sizeof(char *));
-    w->meta_vals = xrealloc(w->meta_vals, ((size_t)w->n_meta + 1) * sizeof(char *));
+    w->meta_keys = rn_realloc(w->meta_keys, ((size_t)w->n_meta + 1) * sizeof(char *));
+    w->meta_vals = rn_realloc(w->meta_vals, ((size_t)w->n_meta + 1) * sizeof(char *));
     w->meta_keys[w->n_meta] = rn_strdup(key);
     w->meta_vals[w->n_meta] = rn_strdup(value);
     w->n_meta++;
@@ -1363,7 +1354,7 @@ static int parse_classes(const StFile *f, const char *text, int num_classes, Mod
             rc = -1;
         }
     if (!rc) {
-        info->class_names = xrealloc(NULL, ((size_t)num_classes + 1) * sizeof(char *));
+        info->class_names = rn_realloc(NULL, ((size_t)num_classes + 1) * sizeof(char *));
         for (int i = 0; i < num_classes; i++) info->class_names[i] = rn_strdup(j.items[i].str);
     }
     json_free(&j);

@@ -53,6 +53,12 @@ void *rn_calloc(size_t count, size_t size) {
     return p;
 }
 
+void *rn_realloc(void *p, size_t bytes) {
+    void *q = realloc(p, bytes ? bytes : 1);
+    if (!q) out_of_memory(bytes);
+    return q;
+}
+
 void rn_free(void *p) { free(p); }
 
 char *rn_strdup(const char *s) {
