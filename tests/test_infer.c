@@ -115,6 +115,7 @@ static int j_number(const char **p, double *out) {
 }
 
 static int j_value(const char **p, JVal *v, int depth);
+static void json_free(JVal *v);
 
 static void j_push(JVal *v, const JVal *item, char *key) {
     v->items = realloc(v->items, sizeof(JVal) * (size_t)(v->n + 1));
@@ -147,7 +148,7 @@ static int j_value(const char **p, JVal *v, int depth) {
                 (*p)++;
             }
             JVal item;
-            if (j_value(p, &item, depth + 1)) { free(key); return -1; }
+            if (j_value(p, &item, depth + 1)) { free(key); json_free(&item); return -1; }
             j_push(v, &item, key);
             j_ws(p);
             if (**p == ',') { (*p)++; continue; }
@@ -166,9 +167,13 @@ static int j_value(const char **p, JVal *v, int depth) {
 /* Parse a whole document (trailing white space only). */
 static int json_parse(const char *text, JVal *v) {
     const char *p = text;
-    if (j_value(&p, v, 0)) return -1;
-    j_ws(&p);
-    return *p ? -1 : 0;
+    int rc = j_value(&p, v, 0);
+    if (rc == 0) {
+        j_ws(&p);
+        rc = *p ? -1 : 0;
+    }
+    if (rc) json_free(v); /* a failed parse owns nothing */
+    return rc;
 }
 
 static void json_free(JVal *v) {
@@ -179,6 +184,7 @@ static void json_free(JVal *v) {
     free(v->items);
     free(v->keys);
     free(v->str);
+    memset(v, 0, sizeof *v);
 }
 
 static const JVal *jget(const JVal *o, const char *key) {
@@ -669,8 +675,9 @@ static void test_imagenet_names(void) {
     int st;
     char *out = run_infer(args, &st);
     JVal v;
-    CHECK(st == 0 && out && json_parse(out, &v) == 0);
-    if (st == 0 && out && json_parse(out, &v) == 0) {
+    int parsed = st == 0 && out && json_parse(out, &v) == 0;
+    CHECK(parsed);
+    if (parsed) {
         CHECK_MSG(!strcmp(jstr(jget(jat(jget(jat(&v, 0), "top"), 0), "class")), first),
                   "class 0 is '%s', expected '%s'", jstr(jget(jat(jget(jat(&v, 0), "top"), 0), "class")), first);
         json_free(&v);
