@@ -91,7 +91,7 @@ $(BUILD)/tests/bench: tools/bench.c $(BUILD)/libresnet.a
 	$(CC) $(CFLAGS) -I. $(LDFLAGS) -o $@ $< $(BUILD)/libresnet.a $(LDLIBS)
 
 demo: $(PROGS)
-	@sh tools/demo.sh
+	@BIN="$(BIN)" sh tools/demo.sh
 
 clean:
 	rm -rf $(BUILD) $(BIN)/train $(BIN)/infer

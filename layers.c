@@ -4,7 +4,9 @@
  * All tensors are float32 NCHW. Backward functions overwrite dx and accumulate (+=) into
  * parameter gradients; any gradient pointer may be NULL. Per-channel statistics and
  * reductions are summed in double, and every parallel reduction combines its partial
- * results in a fixed order, so a run with a given thread count repeats bit for bit. */
+ * results in a fixed order, so a run with a given thread count repeats bit for bit.
+ * Elementwise loops and per-channel sums are vectorised with `omp simd` (a reduction's
+ * lanes are combined in an order fixed at compile time); without OpenMP they stay scalar. */
 #include <math.h>
 #include <string.h>
 
@@ -125,15 +127,15 @@ static void valid_range(int out, int size, int k, int stride, int pad, int *lo, 
 
 /* col[(ic*kh + ky)*kw + kx, oy*ow + ox] = x[ic, oy*s - p + ky, ox*s - p + kx] (0 outside):
  * the [in_c*kh*kw, oh*ow] matrix whose product with the [out_c, in_c*kh*kw] weight is the
- * convolution of one image. */
+ * convolution of one image. Rows are ld floats apart (oh*ow for one image alone). */
 static void im2col(const ConvSpec *s, int h, int w, int oh, int ow, const float *x,
-                   float *col, int parallel) {
+                   float *col, size_t ld, int parallel) {
     int rows = s->in_c * s->kh * s->kw;
 OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
     for (int r = 0; r < rows; r++) {
         int kx = r % s->kw, ky = (r / s->kw) % s->kh, ic = r / (s->kw * s->kh);
         const float *plane = x + (size_t)ic * h * w;
-        float *out = col + (size_t)r * oh * ow;
+        float *out = col + (size_t)r * ld;
         int lo, hi;
         valid_range(ow, w, kx, s->stride, s->pad, &lo, &hi);
         for (int oy = 0; oy < oh; oy++, out += ow) {
@@ -151,14 +153,14 @@ OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
 
 /* The adjoint of im2col: dx[ic, iy, ix] = sum of the col entries that copied it. */
 static void col2im(const ConvSpec *s, int h, int w, int oh, int ow, const float *col,
-                   float *dx, int parallel) {
+                   size_t ld, float *dx, int parallel) {
 OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
     for (int ic = 0; ic < s->in_c; ic++) {
         float *plane = dx + (size_t)ic * h * w;
         memset(plane, 0, sizeof(float) * h * w);
         for (int ky = 0; ky < s->kh; ky++)
             for (int kx = 0; kx < s->kw; kx++) {
-                const float *in = col + (size_t)((ic * s->kh + ky) * s->kw + kx) * oh * ow;
+                const float *in = col + (size_t)((ic * s->kh + ky) * s->kw + kx) * ld;
                 int lo, hi;
                 valid_range(ow, w, kx, s->stride, s->pad, &lo, &hi);
                 for (int oy = 0; oy < oh; oy++, in += ow) {
@@ -192,47 +194,180 @@ static int conv_split_batch(int n) {
     return !omp_in_parallel() && t > 1 && t <= RN_MAX_THREADS && n >= t;
 }
 
-/* One image: y[out_c, oh*ow] = weight[out_c, K] * col[K, oh*ow] (+ bias). */
+static int epilogue_is_empty(const ConvEpilogue *e, const float *residual) {
+    return !e->scale && !e->shift && !residual && !e->relu;
+}
+
+/* The epilogue on one output row (channel oc) of length N, in place:
+ * y = act(y * scale[oc] + shift[oc] + residual), each part optional (ConvEpilogue). */
+static void epilogue_row(const ConvEpilogue *e, int oc, int N, float *row,
+                         const float *res) {
+    if (e->scale) {
+        float sc = e->scale[oc], sh = e->shift ? e->shift[oc] : 0.0f;
+OMP_PRAGMA(omp simd)
+        for (int i = 0; i < N; i++) row[i] = row[i] * sc + sh;
+    } else if (e->shift) {
+        float sh = e->shift[oc];
+OMP_PRAGMA(omp simd)
+        for (int i = 0; i < N; i++) row[i] += sh;
+    }
+    if (res) {
+OMP_PRAGMA(omp simd)
+        for (int i = 0; i < N; i++) row[i] += res[i];
+    }
+    if (e->relu) {
+OMP_PRAGMA(omp simd)
+        for (int i = 0; i < N; i++) row[i] = row[i] > 0 ? row[i] : 0.0f;
+    }
+}
+
+/* The epilogue of one image's [out_c, N] product, while it is still in cache. */
+static void conv_epilogue(const ConvEpilogue *e, int out_c, int N, float *y,
+                          const float *residual, int parallel) {
+    if (epilogue_is_empty(e, residual)) return;
+OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
+    for (int oc = 0; oc < out_c; oc++)
+        epilogue_row(e, oc, N, y + (size_t)oc * N,
+                     residual ? residual + (size_t)oc * N : NULL);
+}
+
+/* Small maps (layer4 at 224x224, layer3 and layer4 at 96x96) make thin per-image products
+ * that waste most of the GEMM's register tiles and, in backward, sum the weight gradient a
+ * few columns at a time. Below CONV_BATCH_MAX_N output positions the whole batch goes
+ * through ONE product: the images side by side as columns of col [K, n*N], the result
+ * [out_c, n*N] scattered back to NCHW. The forward gives the per-image path's bits (sgemm's
+ * arithmetic per element does not depend on the column count); the weight gradient sums
+ * over all n*N columns in one product instead of image by image. */
+#define CONV_BATCH_MAX_N 128
+#define CONV_BATCH_MAX_FLOATS ((size_t)48 << 20) /* 192 MB of col + product at most */
+
+static int conv_batched(const ConvSpec *s, int n, int N) {
+    size_t K = (size_t)s->in_c * s->kh * s->kw;
+    return n > 1 && N < CONV_BATCH_MAX_N &&
+           (K + s->out_c) * n * (size_t)N <= CONV_BATCH_MAX_FLOATS;
+}
+
+/* Floats of the batched path's buffer for nb images: col [K, nb*N], then the product
+ * (forward) or the gathered dY (backward) [out_c, nb*N]. */
+static size_t conv_batch_floats(const ConvSpec *s, int nb, int N) {
+    size_t K = (size_t)s->in_c * s->kh * s->kw, ld = (size_t)nb * N;
+    return (K * ld + 15) / 16 * 16 + ((size_t)s->out_c * ld + 15) / 16 * 16;
+}
+
+/* Images [b0, b1) through one product, with buf from conv_batch_floats. parallel: the loops
+ * and sgemm may use threads; otherwise (the batch split among threads, each with its own
+ * images and buffer) everything runs on the calling thread. */
+static void conv_forward_batched(const ConvSpec *s, int h, int w, int oh, int ow,
+                                 const float *x, const float *weight, const ConvEpilogue *e,
+                                 const float *residual, float *y, int b0, int b1, float *buf,
+                                 int parallel) {
+    int K = s->in_c * s->kh * s->kw, N = oh * ow, co = s->out_c, nb = b1 - b0;
+    size_t ld = (size_t)nb * N, x_stride = (size_t)s->in_c * h * w;
+    float *col = buf, *prod = buf + ((size_t)K * ld + 15) / 16 * 16;
+OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
+    for (int b = 0; b < nb; b++)
+        im2col(s, h, w, oh, ow, x + (b0 + b) * x_stride, col + (size_t)b * N, ld, 0);
+    sgemm(0, 0, co, (int)ld, K, 1.0f, weight, K, col, (int)ld, 0.0f, prod, (int)ld);
+OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
+    for (long r = 0; r < (long)nb * co; r++) {
+        int b = (int)(r / co), oc = (int)(r % co);
+        size_t at = ((size_t)b0 * co + r) * N;
+        memcpy(y + at, prod + (size_t)oc * ld + (size_t)b * N, sizeof(float) * N);
+        epilogue_row(e, oc, N, y + at, residual ? residual + at : NULL);
+    }
+}
+
+/* Images [b0, b1): dweight += dY [out_c, nb*N] * col^T, one product over all their
+ * columns; dcol = weight^T * dY, then col2im image by image. */
+static void conv_backward_batched(const ConvSpec *s, int h, int w, int oh, int ow,
+                                  const float *x, const float *weight, const float *dy,
+                                  float *dx, float *dweight, int b0, int b1, float *buf,
+                                  int parallel) {
+    int K = s->in_c * s->kh * s->kw, N = oh * ow, co = s->out_c, nb = b1 - b0;
+    size_t ld = (size_t)nb * N, x_stride = (size_t)s->in_c * h * w;
+    float *col = buf, *g = buf + ((size_t)K * ld + 15) / 16 * 16;
+OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
+    for (long r = 0; r < (long)nb * co; r++) {
+        int b = (int)(r / co), oc = (int)(r % co);
+        memcpy(g + (size_t)oc * ld + (size_t)b * N, dy + ((size_t)b0 * co + r) * N,
+               sizeof(float) * N);
+    }
+    if (dweight) {
+OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
+        for (int b = 0; b < nb; b++)
+            im2col(s, h, w, oh, ow, x + (b0 + b) * x_stride, col + (size_t)b * N, ld, 0);
+        sgemm(0, 1, co, K, (int)ld, 1.0f, g, (int)ld, col, (int)ld, 1.0f, dweight, K);
+    }
+    if (dx) {
+        sgemm(1, 0, K, (int)ld, co, 1.0f, weight, K, g, (int)ld, 0.0f, col, (int)ld);
+OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
+        for (int b = 0; b < nb; b++)
+            col2im(s, h, w, oh, ow, col + (size_t)b * N, ld, dx + (b0 + b) * x_stride, 0);
+    }
+}
+
+/* One image: y[out_c, oh*ow] = weight[out_c, K] * col[K, oh*ow], then the epilogue. */
 static void conv_forward_image(const ConvSpec *s, int h, int w, int oh, int ow,
-                               const float *x, const float *weight, const float *bias,
-                               float *y, float *col, int inner_parallel) {
+                               const float *x, const float *weight, const ConvEpilogue *e,
+                               const float *residual, float *y, float *col,
+                               int inner_parallel) {
     int K = s->in_c * s->kh * s->kw, N = oh * ow;
     const float *b = x;
     if (!conv_is_pointwise(s)) {
-        im2col(s, h, w, oh, ow, x, col, inner_parallel);
+        im2col(s, h, w, oh, ow, x, col, N, inner_parallel);
         b = col;
     }
     sgemm(0, 0, s->out_c, N, K, 1.0f, weight, K, b, N, 0.0f, y, N);
-    if (bias)
-        for (int oc = 0; oc < s->out_c; oc++) {
-            float *row = y + (size_t)oc * N, v = bias[oc];
-            for (int i = 0; i < N; i++) row[i] += v;
-        }
+    conv_epilogue(e, s->out_c, N, y, residual, inner_parallel);
 }
 
-void conv2d_forward(const ConvSpec *s, int n, int h, int w, const float *x,
-                    const float *weight, const float *bias, float *y) {
+void conv2d_forward_fused(const ConvSpec *s, int n, int h, int w, const float *x,
+                          const float *weight, const ConvEpilogue *e, const float *residual,
+                          float *y) {
     int oh = conv_out_size(h, s->kh, s->stride, s->pad);
     int ow = conv_out_size(w, s->kw, s->stride, s->pad);
     size_t col_size = conv_col_floats(s, oh, ow);
     size_t x_stride = (size_t)s->in_c * h * w, y_stride = (size_t)s->out_c * oh * ow;
     if (oh <= 0 || ow <= 0) return; /* the kernel does not fit: an empty output */
-    if (conv_split_batch(n)) {
+    if (conv_batched(s, n, oh * ow) && conv_split_batch(n)) {
+        /* each thread puts its share of the images through one product */
+OMP_PRAGMA(omp parallel)
+        {
+            int t = omp_get_thread_num(), parts = omp_get_num_threads();
+            int b0 = n * t / parts, b1 = n * (t + 1) / parts;
+            float *buf = rn_scratch(t, conv_batch_floats(s, b1 - b0, oh * ow));
+            if (b1 > b0)
+                conv_forward_batched(s, h, w, oh, ow, x, weight, e, residual, y, b0, b1, buf,
+                                     0);
+        }
+    } else if (conv_batched(s, n, oh * ow)) {
+        float *buf = rn_scratch(omp_get_thread_num(), conv_batch_floats(s, n, oh * ow));
+        conv_forward_batched(s, h, w, oh, ow, x, weight, e, residual, y, 0, n, buf,
+                             !omp_in_parallel());
+    } else if (conv_split_batch(n)) {
 OMP_PRAGMA(omp parallel)
         {
             float *col = rn_scratch(omp_get_thread_num(), col_size);
 OMP_PRAGMA(omp for schedule(static))
             for (int b = 0; b < n; b++)
-                conv_forward_image(s, h, w, oh, ow, x + b * x_stride, weight, bias,
+                conv_forward_image(s, h, w, oh, ow, x + b * x_stride, weight, e,
+                                   residual ? residual + b * y_stride : NULL,
                                    y + b * y_stride, col, 0);
         }
     } else {
         float *col = rn_scratch(omp_get_thread_num(), col_size);
         int inner = !omp_in_parallel();
         for (int b = 0; b < n; b++)
-            conv_forward_image(s, h, w, oh, ow, x + b * x_stride, weight, bias,
-                               y + b * y_stride, col, inner);
+            conv_forward_image(s, h, w, oh, ow, x + b * x_stride, weight, e,
+                               residual ? residual + b * y_stride : NULL, y + b * y_stride,
+                               col, inner);
     }
+}
+
+void conv2d_forward(const ConvSpec *s, int n, int h, int w, const float *x,
+                    const float *weight, const float *bias, float *y) {
+    ConvEpilogue e = {NULL, bias, 0};
+    conv2d_forward_fused(s, n, h, w, x, weight, &e, NULL, y);
 }
 
 /* One image: dweight[out_c, K] += dy[out_c, N] * col[K, N]^T, then
@@ -245,7 +380,7 @@ static void conv_backward_image(const ConvSpec *s, int h, int w, int oh, int ow,
     if (dweight) {
         const float *b = x;
         if (!pointwise) {
-            im2col(s, h, w, oh, ow, x, col, inner_parallel);
+            im2col(s, h, w, oh, ow, x, col, N, inner_parallel);
             b = col;
         }
         sgemm(0, 1, s->out_c, K, N, 1.0f, dy, N, b, N, 1.0f, dweight, K);
@@ -255,7 +390,7 @@ static void conv_backward_image(const ConvSpec *s, int h, int w, int oh, int ow,
             sgemm(1, 0, K, N, s->out_c, 1.0f, weight, K, dy, N, 0.0f, dx, N);
         } else {
             sgemm(1, 0, K, N, s->out_c, 1.0f, weight, K, dy, N, 0.0f, col, N);
-            col2im(s, h, w, oh, ow, col, dx, inner_parallel);
+            col2im(s, h, w, oh, ow, col, N, dx, inner_parallel);
         }
     }
 }
@@ -284,26 +419,34 @@ OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
         }
     }
     if (!dx && !dweight) return;
+    int batched = conv_batched(s, n, oh * ow);
     if (conv_split_batch(n)) {
         /* Each thread accumulates dweight over its images into its own partial sum
          * (after its im2col buffer in its scratch slot); the partials are then added to
-         * dweight in thread order, so the result does not depend on thread timing. */
+         * dweight in thread order, so the result does not depend on thread timing. Small
+         * maps: each thread puts its share of the images through one product. */
         float *partial[RN_MAX_THREADS];
         int used = 0;
 OMP_PRAGMA(omp parallel)
         {
-            int t = omp_get_thread_num();
-            float *col = rn_scratch(t, col_size + (dweight ? w_size : 0));
-            float *dw = dweight ? col + col_size : NULL;
+            int t = omp_get_thread_num(), parts = omp_get_num_threads();
+            int b0 = n * t / parts, b1 = n * (t + 1) / parts;
+            size_t need = batched ? conv_batch_floats(s, b1 - b0, oh * ow) : col_size;
+            float *col = rn_scratch(t, need + (dweight ? w_size : 0));
+            float *dw = dweight ? col + need : NULL;
             partial[t] = dw;
             if (dw) memset(dw, 0, sizeof(float) * w_size);
 OMP_PRAGMA(omp single)
-            used = omp_get_num_threads();
+            used = parts;
+            if (batched && b1 > b0)
+                conv_backward_batched(s, h, w, oh, ow, x, weight, dy, dx, dw, b0, b1, col, 0);
+            if (!batched) {
 OMP_PRAGMA(omp for schedule(static))
-            for (int b = 0; b < n; b++)
-                conv_backward_image(s, h, w, oh, ow, x + b * x_stride, weight,
-                                    dy + b * y_stride, dx ? dx + b * x_stride : NULL, dw,
-                                    col, 0);
+                for (int b = 0; b < n; b++)
+                    conv_backward_image(s, h, w, oh, ow, x + b * x_stride, weight,
+                                        dy + b * y_stride, dx ? dx + b * x_stride : NULL, dw,
+                                        col, 0);
+            }
         }
         if (dweight) {
 OMP_PRAGMA(omp parallel for schedule(static))
@@ -313,6 +456,10 @@ OMP_PRAGMA(omp parallel for schedule(static))
                 dweight[i] = sum;
             }
         }
+    } else if (batched) {
+        float *buf = rn_scratch(omp_get_thread_num(), conv_batch_floats(s, n, oh * ow));
+        conv_backward_batched(s, h, w, oh, ow, x, weight, dy, dx, dweight, 0, n, buf,
+                              !omp_in_parallel());
     } else {
         float *col = rn_scratch(omp_get_thread_num(), col_size);
         int inner = !omp_in_parallel();
@@ -337,11 +484,13 @@ OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
         double sum = 0, sq = 0;
         for (int b = 0; b < n; b++) {
             const float *p = x + ((size_t)b * c + ch) * hw;
+OMP_PRAGMA(omp simd reduction(+ : sum))
             for (int i = 0; i < hw; i++) sum += p[i];
         }
         double mean = sum / m;
         for (int b = 0; b < n; b++) {
             const float *p = x + ((size_t)b * c + ch) * hw;
+OMP_PRAGMA(omp simd reduction(+ : sq))
             for (int i = 0; i < hw; i++) { double d = p[i] - mean; sq += d * d; }
         }
         double var = sq / m;
@@ -359,8 +508,19 @@ OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
         for (int b = 0; b < n; b++) {
             const float *p = x + ((size_t)b * c + ch) * hw;
             float *q = y + ((size_t)b * c + ch) * hw;
+OMP_PRAGMA(omp simd)
             for (int i = 0; i < hw; i++) q[i] = p[i] * scale + shift;
         }
+    }
+}
+
+void batchnorm_eval_affine(int c, const float *gamma, const float *beta,
+                           const float *running_mean, const float *running_var, float eps,
+                           float *scale, float *shift) {
+    for (int ch = 0; ch < c; ch++) {
+        float invstd = (float)(1.0 / sqrt((double)running_var[ch] + eps));
+        scale[ch] = (gamma ? gamma[ch] : 1.0f) * invstd;
+        shift[ch] = (beta ? beta[ch] : 0.0f) - running_mean[ch] * scale[ch];
     }
 }
 
@@ -369,12 +529,13 @@ void batchnorm_forward_eval(int n, int c, int hw, const float *x, const float *g
                             const float *running_var, float eps, float *y) {
 OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
     for (int ch = 0; ch < c; ch++) {
-        float invstd = (float)(1.0 / sqrt((double)running_var[ch] + eps));
-        float scale = (gamma ? gamma[ch] : 1.0f) * invstd;
-        float shift = (beta ? beta[ch] : 0.0f) - running_mean[ch] * scale;
+        float scale, shift;
+        batchnorm_eval_affine(1, gamma ? gamma + ch : NULL, beta ? beta + ch : NULL,
+                              running_mean + ch, running_var + ch, eps, &scale, &shift);
         for (int b = 0; b < n; b++) {
             const float *p = x + ((size_t)b * c + ch) * hw;
             float *q = y + ((size_t)b * c + ch) * hw;
+OMP_PRAGMA(omp simd)
             for (int i = 0; i < hw; i++) q[i] = p[i] * scale + shift;
         }
     }
@@ -394,6 +555,7 @@ OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
         for (int b = 0; b < n; b++) {
             const float *p = x + ((size_t)b * c + ch) * hw;
             const float *g = dy + ((size_t)b * c + ch) * hw;
+OMP_PRAGMA(omp simd reduction(+ : sum_dy, sum_dy_xhat))
             for (int i = 0; i < hw; i++) {
                 sum_dy += g[i];
                 sum_dy_xhat += g[i] * ((p[i] - mean) * invstd);
@@ -409,6 +571,7 @@ OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
             const float *p = x + ((size_t)b * c + ch) * hw;
             const float *g = dy + ((size_t)b * c + ch) * hw;
             float *q = dx + ((size_t)b * c + ch) * hw;
+OMP_PRAGMA(omp simd)
             for (int i = 0; i < hw; i++) {
                 float xhat = (p[i] - fmean) * finvstd;
                 q[i] = k * (g[i] - mean_dy - xhat * mean_dy_xhat);
@@ -428,6 +591,7 @@ OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
             for (int b = 0; b < n; b++) {
                 const float *p = x + ((size_t)b * c + ch) * hw;
                 const float *g = dy + ((size_t)b * c + ch) * hw;
+OMP_PRAGMA(omp simd reduction(+ : sum_dy, sum_dy_xhat))
                 for (int i = 0; i < hw; i++) {
                     sum_dy += g[i];
                     sum_dy_xhat += g[i] * ((p[i] - mean) * invstd);
@@ -441,6 +605,7 @@ OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
         for (int b = 0; b < n; b++) {
             const float *g = dy + ((size_t)b * c + ch) * hw;
             float *q = dx + ((size_t)b * c + ch) * hw;
+OMP_PRAGMA(omp simd)
             for (int i = 0; i < hw; i++) q[i] = g[i] * k;
         }
     }
@@ -451,13 +616,13 @@ OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
 /* ------------------------------------------------------------------------------------ */
 
 void relu_forward(size_t n, const float *x, float *y) {
-OMP_PRAGMA(omp parallel for schedule(static) if (n > 65536 && !omp_in_parallel()))
+OMP_PRAGMA(omp parallel for simd schedule(static) if (n > 65536 && !omp_in_parallel()))
     for (long i = 0; i < (long)n; i++) y[i] = x[i] > 0 ? x[i] : 0.0f;
 }
 
 /* dx = dy where the output is positive (x > 0 exactly when y > 0); dx may alias dy. */
 void relu_backward(size_t n, const float *y, const float *dy, float *dx) {
-OMP_PRAGMA(omp parallel for schedule(static) if (n > 65536 && !omp_in_parallel()))
+OMP_PRAGMA(omp parallel for simd schedule(static) if (n > 65536 && !omp_in_parallel()))
     for (long i = 0; i < (long)n; i++) dx[i] = y[i] > 0 ? dy[i] : 0.0f;
 }
 
@@ -531,6 +696,7 @@ OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
     for (long plane = 0; plane < (long)n * c; plane++) {
         float g = dy[plane] / (float)hw;
         float *q = dx + (size_t)plane * hw;
+OMP_PRAGMA(omp simd)
         for (int i = 0; i < hw; i++) q[i] = g;
     }
 }

@@ -13,7 +13,14 @@
  * a pass share memory: the plan replays the pass and places each one first-fit among those
  * alive at the same time. A gradient lives from the moment its first consumer (in reverse
  * order) writes it until the node itself has been back-propagated; an output lives until
- * its last consumer has run, unless backward will read it (trainable stages).
+ * its last consumer has run, unless backward will read it (trainable stages). ReLUs run in
+ * place, and a training plan does not keep a ReLU after conv -> BN at all: backward
+ * recomputes it from the conv output, which the batch norm needs anyway.
+ *
+ * Eval forwards fuse: conv -> BN [-> ReLU | -> residual sum] runs as one convolution whose
+ * epilogue applies the batch norm as y * scale + shift (folded from the current running
+ * statistics at every forward, so parameter changes need no invalidation), the residual
+ * and the ReLU, with the same float operations as the layers one by one.
  *
  * Backward: the layer functions overwrite their input gradient, so a node read by several
  * others (a block input feeding both the residual branch and the shortcut, the feature map
@@ -123,6 +130,7 @@ static int node_add(Net *net, OpType op, const char *name, int stage, int in0, i
     nd->stage = stage;
     nd->weight = nd->bias = nd->mean = nd->var = -1;
     nd->last_consumer = -1;
+    nd->fuse_tail = -1;
     int ins[2] = {in0, in1};
     for (int k = 0; k < 2; k++)
         if (ins[k] >= 0) {
@@ -801,25 +809,124 @@ static size_t place_gradients(const Net *net, const size_t *size, size_t *off, i
     return pl.peak;
 }
 
-/* Node outputs: node t's output is born when t runs and dies after its last consumer has
- * run, unless it must stay: the input, the features, the pooled features and the logits
- * (readable after a forward) and, in a training plan, the outputs backward reads - those
- * of trainable nodes and of the inputs of trainable nodes (ft: first trainable stage). */
-static size_t place_outputs(const Net *net, const size_t *size, size_t *off, int training,
-                            int ft) {
+/* Which outputs backward reads: a ReLU's (and a block sum's with ReLU) its own, to mask
+ * the gradient; a conv, batch norm or linear layer its input's (weight gradients, batch
+ * statistics). Nothing else reads activations: max pool and dropout keep what they need
+ * in save0, the others need only shapes. */
+static int backward_reads_own_output(const Node *nd) {
+    return nd->op == OP_RELU || (nd->op == OP_ADD && nd->relu);
+}
+
+static int backward_reads_input(const Node *nd) {
+    return nd->op == OP_CONV || nd->op == OP_BN || nd->op == OP_LINEAR;
+}
+
+/* Outputs that stay readable after a forward whatever the plan. */
+static int always_kept(const Net *net, int j) {
+    return j == 0 || j == net->feature_node || j == net->pooled_node;
+}
+
+/* Liveness facts for one plan (ft: first trainable stage of a training plan). */
+typedef struct {
+    int *consumers;  /* how many input slots read node j */
+    int *keep;       /* j's output must outlive the forward */
+    int *in_place;   /* j writes over its input's buffer (ReLU), else -1 */
+    int *drop_at;    /* the last step reading j (a fused group counts as its tail), -1: none */
+} Liveness;
+
+/* Fusion groups for eval forwards: conv (no bias) -> BN -> ReLU, or conv -> BN -> ADD whose
+ * other input is already computed, or conv -> BN, where each output in the group is read
+ * only by the next node. A training plan fuses only frozen stages, because backward reads
+ * the conv and BN outputs the fused pass never writes. */
+static void plan_fusion(Net *net, const int *consumers, int training, int ft) {
     int n = net->n_nodes;
-    Placer pl = {size, off, rn_alloc(sizeof(int) * (size_t)n), 0, 0};
-    for (int t = 0; t < n; t++) {
-        const Node *nd = &net->nodes[t];
-        placer_take(&pl, t);
-        for (int k = 0; k < nd->n_in; k++) {
-            int j = nd->in[k];
-            if (net->nodes[j].last_consumer != t) continue;
-            int keep = j == 0 || j == net->feature_node || j == net->pooled_node ||
-                       (training && nd->stage >= ft); /* t's stage >= j's stage */
-            if (!keep) placer_drop(&pl, j);
+    for (int i = 0; i < n; i++) net->nodes[i].fuse_tail = -1;
+    for (int i = 1; i + 1 < n; i++) {
+        Node *conv = &net->nodes[i];
+        const Node *bn = &net->nodes[i + 1];
+        if (conv->op != OP_CONV || conv->bias >= 0 || (training && conv->stage >= ft)) continue;
+        if (bn->op != OP_BN || bn->in[0] != i || consumers[i] != 1 || always_kept(net, i))
+            continue;
+        conv->fuse_tail = i + 1;
+        if (i + 2 >= n || consumers[i + 1] != 1 || always_kept(net, i + 1)) continue;
+        const Node *next = &net->nodes[i + 2];
+        if (next->op == OP_RELU && next->in[0] == i + 1) conv->fuse_tail = i + 2;
+        if (next->op == OP_ADD && (next->in[0] == i + 1 || next->in[1] == i + 1)) {
+            int other = next->in[0] == i + 1 ? next->in[1] : next->in[0];
+            if (other < i) conv->fuse_tail = i + 2; /* the residual exists before the conv */
         }
     }
+}
+
+static void plan_liveness(Net *net, Liveness *lv, int training, int ft) {
+    int n = net->n_nodes;
+    lv->consumers = rn_calloc((size_t)4 * n, sizeof(int));
+    lv->keep = lv->consumers + n;
+    lv->in_place = lv->consumers + 2 * n;
+    lv->drop_at = lv->consumers + 3 * n;
+    for (int t = 0; t < n; t++)
+        for (int k = 0; k < net->nodes[t].n_in; k++) lv->consumers[net->nodes[t].in[k]]++;
+    plan_fusion(net, lv->consumers, training, ft);
+    for (int j = 0; j < n; j++) {
+        const Node *nd = &net->nodes[j];
+        lv->keep[j] = always_kept(net, j) ||
+                      (training && nd->stage >= ft && backward_reads_own_output(nd));
+        lv->drop_at[j] = -1;
+    }
+    for (int t = 0; t < n; t++) {
+        const Node *nd = &net->nodes[t];
+        int tail = nd->op == OP_CONV && nd->fuse_tail >= 0 ? nd->fuse_tail : t;
+        for (int k = 0; k < nd->n_in; k++) {
+            int j = nd->in[k];
+            if (training && nd->stage >= ft && backward_reads_input(nd)) lv->keep[j] = 1;
+            if (tail > lv->drop_at[j]) lv->drop_at[j] = tail;
+        }
+    }
+    /* A training plan does not keep a ReLU's output after conv -> BN: backward recomputes
+     * it from the conv output (kept for the batch norm) and the saved statistics. */
+    for (int t = 0; t < n; t++) {
+        Node *nd = &net->nodes[t];
+        const Node *bn = &net->nodes[nd->in[0]];
+        nd->recompute = training && nd->op == OP_RELU && nd->stage >= ft && bn->op == OP_BN &&
+                        lv->consumers[nd->in[0]] == 1 && !always_kept(net, t) &&
+                        net->nodes[bn->in[0]].op == OP_CONV;
+        if (nd->recompute) lv->keep[t] = 0;
+    }
+    /* ReLU in place: its input has no other reader and nothing needs it afterwards */
+    for (int t = 0; t < n; t++) {
+        const Node *nd = &net->nodes[t];
+        int j = nd->in[0];
+        lv->in_place[t] = nd->op == OP_RELU && j > 0 && lv->consumers[j] == 1 && !lv->keep[j]
+                              ? j : -1;
+    }
+}
+
+/* Node outputs: node t's output is born when t runs (a ReLU in place takes over its
+ * input's buffer) and dies after its last reader has run, unless it is kept (Liveness). */
+static size_t place_outputs(const Net *net, const size_t *size, size_t *off,
+                            const Liveness *lv) {
+    int n = net->n_nodes;
+    Placer pl = {size, off, rn_alloc(sizeof(int) * (size_t)n), 0, 0};
+    int *first = rn_alloc(sizeof(int) * 2 * (size_t)n), *next = first + n;
+    for (int t = 0; t < n; t++) first[t] = -1;
+    for (int j = n - 1; j >= 0; j--) /* nodes dying at step t, a list per step */
+        if (lv->drop_at[j] >= 0 && !lv->keep[j]) {
+            next[j] = first[lv->drop_at[j]];
+            first[lv->drop_at[j]] = j;
+        }
+    for (int t = 0; t < n; t++) {
+        int j = lv->in_place[t];
+        if (j >= 0) { /* the buffer changes owner */
+            off[t] = off[j];
+            for (int pos = 0; pos < pl.n_live; pos++)
+                if (pl.live[pos] == j) pl.live[pos] = t;
+        } else {
+            placer_take(&pl, t);
+        }
+        for (int d = first[t]; d >= 0; d = next[d])
+            if (d != j) placer_drop(&pl, d);
+    }
+    rn_free(first);
     rn_free(pl.live);
     return pl.peak;
 }
@@ -877,7 +984,10 @@ int net_plan(Net *net, int batch, int h, int w, int training) {
                 biggest = size[nd->in[k]];
         }
     }
-    total = place_outputs(net, size, out_off, training, ft);
+    Liveness lv;
+    plan_liveness(net, &lv, training, ft);
+    total = place_outputs(net, size, out_off, &lv);
+    rn_free(lv.consumers);
     for (int i = 0; i < n; i++) {
         const Node *nd = &net->nodes[i];
         s0_off[i] = s1_off[i] = NONE;
@@ -890,9 +1000,13 @@ int net_plan(Net *net, int batch, int h, int w, int training) {
             total += size[i];
         }
     }
-    size_t scratch_off = total;
+    size_t scratch_off = total, recompute_floats = 0;
+    for (int i = 0; i < n && training; i++)
+        if (net->nodes[i].recompute && size[i] > recompute_floats) recompute_floats = size[i];
+    size_t recompute_off = total + (training ? biggest : 0);
     if (training) {
         total += biggest; /* scratch: gradients of a branch point's second consumer */
+        total += recompute_floats;
         size_t dout_floats = place_gradients(net, size, dout_off, ft);
         for (int i = 0; i < n; i++)
             if (dout_off[i] != NONE) dout_off[i] += total;
@@ -912,6 +1026,8 @@ int net_plan(Net *net, int batch, int h, int w, int training) {
         nd->dout = training && dout_off[i] != NONE ? a + dout_off[i] : NULL;
     }
     net->grad_scratch = training ? a + scratch_off : NULL;
+    net->recompute_buf = recompute_floats ? a + recompute_off : NULL;
+    net->recompute_owner = -1;
     rn_free(size);
     net->batch = batch;
     net->training_plan = training;
@@ -928,11 +1044,29 @@ static int bn_trains(const Net *net, const Node *nd, int train) {
 /* y = a + b, or relu(a + b): the end of a residual block. */
 static void add_forward(size_t count, const float *a, const float *b, int relu, float *y) {
     long n = (long)count;
-    OMP_PRAGMA(omp parallel for schedule(static) if (n > OMP_MIN_WORK))
+    OMP_PRAGMA(omp parallel for simd schedule(static) if (n > OMP_MIN_WORK))
     for (long i = 0; i < n; i++) {
         float s = a[i] + b[i];
         y[i] = relu && s < 0 ? 0 : s;
     }
+}
+
+/* An eval-mode conv -> BN [-> ReLU | -> ADD] group (net_plan's fuse_tail) as one pass:
+ * the batch norm folded into the conv's epilogue as y * scale + shift (kept in the BN's
+ * save0/save1), then the residual sum and the ReLU, written straight into the last node's
+ * output. The same float operations as the layers one by one, so the same results. */
+static void conv_group_forward(Net *net, int i, int n) {
+    const Node *conv = &net->nodes[i], *in = &net->nodes[conv->in[0]];
+    Node *bn = &net->nodes[i + 1], *tail = &net->nodes[conv->fuse_tail];
+    const Param *p = net->params;
+    batchnorm_eval_affine(bn->c, p[bn->weight].data, p[bn->bias].data, p[bn->mean].data,
+                          p[bn->var].data, net->bn_eps, bn->save0, bn->save1);
+    ConvEpilogue e = {bn->save0, bn->save1, backward_reads_own_output(tail)};
+    const float *residual = NULL;
+    if (tail->op == OP_ADD)
+        residual = net->nodes[tail->in[0] == i + 1 ? tail->in[1] : tail->in[0]].out;
+    conv2d_forward_fused(&conv->conv, n, in->h, in->w, in->out, p[conv->weight].data, &e,
+                         residual, tail->out);
 }
 
 const float *net_forward_upto(Net *net, const float *x, int n, int train, int upto) {
@@ -952,6 +1086,12 @@ const float *net_forward_upto(Net *net, const float *x, int n, int train, int up
         const Node *in = &net->nodes[nd->in[0]];
         size_t count = (size_t)n * node_numel(nd);
         const Param *p = net->params;
+        if (nd->op == OP_CONV && nd->fuse_tail >= 0 && nd->fuse_tail <= upto &&
+            !net->no_fusion && !bn_trains(net, &net->nodes[i + 1], train)) {
+            conv_group_forward(net, i, n);
+            i = nd->fuse_tail;
+            continue;
+        }
         switch (nd->op) {
         case OP_INPUT: break;
         case OP_CONV:
@@ -1028,7 +1168,7 @@ static float *gradient_target(Net *net, int consumer, int j, float *scratch) {
 
 static void add_into(float *d, const float *g, size_t count) {
     long n = (long)count;
-    OMP_PRAGMA(omp parallel for schedule(static) if (n > OMP_MIN_WORK))
+    OMP_PRAGMA(omp parallel for simd schedule(static) if (n > OMP_MIN_WORK))
     for (long i = 0; i < n; i++) d[i] += g[i];
 }
 
@@ -1043,10 +1183,42 @@ static void gradient_pass(Net *net, int consumer, int j, const float *g, size_t 
     else add_into(d, g, count);
 }
 
+/* The output of ReLU node t = relu(bn(conv)) that the training plan did not keep, rebuilt
+ * in net->recompute_buf with the float operations of the forward pass (the batch norm from
+ * its saved batch statistics, or from the running ones in eval mode). */
+static const float *recomputed_output(Net *net, int t, int n) {
+    const Node *nd = &net->nodes[t], *bn = &net->nodes[nd->in[0]];
+    const Node *x = &net->nodes[bn->in[0]];
+    const Param *p = net->params;
+    float *y = net->recompute_buf;
+    size_t hw = (size_t)bn->h * bn->w;
+    if (net->recompute_owner == t) return y;
+    if (bn_trains(net, bn, net->forward_train)) {
+        const float *gamma = p[bn->weight].data, *beta = p[bn->bias].data;
+        OMP_PRAGMA(omp parallel for schedule(static))
+        for (long plane = 0; plane < (long)n * bn->c; plane++) {
+            int ch = (int)(plane % bn->c);
+            float scale = gamma[ch] * bn->save1[ch];
+            float shift = beta[ch] - bn->save0[ch] * scale;
+            const float *a = x->out + (size_t)plane * hw;
+            float *q = y + (size_t)plane * hw;
+            OMP_PRAGMA(omp simd)
+            for (size_t i = 0; i < hw; i++) q[i] = a[i] * scale + shift;
+        }
+    } else {
+        batchnorm_forward_eval(n, bn->c, (int)hw, x->out, p[bn->weight].data,
+                               p[bn->bias].data, p[bn->mean].data, p[bn->var].data,
+                               net->bn_eps, y);
+    }
+    relu_forward((size_t)n * bn->c * hw, y, y);
+    net->recompute_owner = t;
+    return y;
+}
+
 /* dy *= (y > 0), in place: the gradient through the ReLU fused into a block's sum */
 static void relu_mask(size_t count, const float *y, float *dy) {
     long n = (long)count;
-    OMP_PRAGMA(omp parallel for schedule(static) if (n > OMP_MIN_WORK))
+    OMP_PRAGMA(omp parallel for simd schedule(static) if (n > OMP_MIN_WORK))
     for (long i = 0; i < n; i++)
         if (!(y[i] > 0)) dy[i] = 0;
 }
@@ -1071,8 +1243,10 @@ void net_backward(Net *net, const float *dlogits, int n, float *dx) {
     /* Nodes of frozen stages are skipped unless the input gradient is wanted: stages never
      * decrease along the node order, so no trainable parameter lies before them. */
     const int ft = net->first_trainable, all = dx != NULL, train = net->forward_train;
+    if (ft < net->grad_from_stage) net->grad_from_stage = ft;
     const Param *p = net->params;
     float *scratch = net->grad_scratch;
+    net->recompute_owner = -1;
     memcpy(net->nodes[last].dout, dlogits, sizeof(float) * n * node_numel(&net->nodes[last]));
     for (int i = last; i >= 1; i--) {
         Node *nd = &net->nodes[i];
@@ -1084,27 +1258,31 @@ void net_backward(Net *net, const float *dlogits, int n, float *dx) {
         const size_t count = (size_t)n * node_numel(nd), in_count = (size_t)n * node_numel(in);
         float *dy = nd->dout;
         float *dxp = want ? gradient_target(net, i, j, scratch) : NULL;
+        /* what backward reads of the input and of this node's own output */
+        const float *x_in = in->recompute && backward_reads_input(nd)
+                                ? recomputed_output(net, j, n) : in->out;
+        const float *y_own = nd->recompute ? recomputed_output(net, i, n) : nd->out;
         switch (nd->op) {
         case OP_INPUT: break;
         case OP_CONV:
             if (!dxp && !trains) break;
-            conv2d_backward(&nd->conv, n, in->h, in->w, in->out, p[nd->weight].data, dy, dxp,
+            conv2d_backward(&nd->conv, n, in->h, in->w, x_in, p[nd->weight].data, dy, dxp,
                             trains ? p[nd->weight].grad : NULL,
                             trains && nd->bias >= 0 ? p[nd->bias].grad : NULL);
             break;
         case OP_BN:
             if (bn_trains(net, nd, train))
-                batchnorm_backward_train(n, nd->c, nd->h * nd->w, in->out, p[nd->weight].data,
+                batchnorm_backward_train(n, nd->c, nd->h * nd->w, x_in, p[nd->weight].data,
                                          nd->save0, nd->save1, dy, dxp, p[nd->weight].grad,
                                          p[nd->bias].grad);
             else
-                batchnorm_backward_eval(n, nd->c, nd->h * nd->w, in->out, p[nd->weight].data,
+                batchnorm_backward_eval(n, nd->c, nd->h * nd->w, x_in, p[nd->weight].data,
                                         p[nd->mean].data, p[nd->var].data, net->bn_eps, dy,
                                         dxp, trains ? p[nd->weight].grad : NULL,
                                         trains ? p[nd->bias].grad : NULL);
             break;
         case OP_RELU:
-            if (dxp) relu_backward(count, nd->out, dy, dxp);
+            if (dxp) relu_backward(count, y_own, dy, dxp);
             break;
         case OP_MAXPOOL:
             if (dxp)
@@ -1127,7 +1305,7 @@ void net_backward(Net *net, const float *dlogits, int n, float *dx) {
             if (dxp) shortcut_a_backward(n, in->c, in->h, in->w, nd->c, nd->stride, dy, dxp);
             break;
         case OP_LINEAR:
-            linear_backward(n, (int)node_numel(in), nd->c, in->out, p[nd->weight].data, dy, dxp,
+            linear_backward(n, (int)node_numel(in), nd->c, x_in, p[nd->weight].data, dy, dxp,
                             trains ? p[nd->weight].grad : NULL,
                             trains ? p[nd->bias].grad : NULL);
             break;
@@ -1159,10 +1337,13 @@ void net_backward(Net *net, const float *dlogits, int n, float *dx) {
     if (dx) memcpy(dx, net->nodes[0].dout, sizeof(float) * n * node_numel(&net->nodes[0]));
 }
 
+/* Backward writes only the gradients of stages >= first_trainable, so only those (from
+ * the lowest such stage since the last call) need zeroing: a frozen backbone costs nothing. */
 void net_zero_grad(Net *net) {
     for (int i = 0; i < net->n_params; i++)
-        if (net->params[i].grad)
+        if (net->params[i].grad && net->params[i].stage >= net->grad_from_stage)
             memset(net->params[i].grad, 0, sizeof(float) * (size_t)net->params[i].numel);
+    net->grad_from_stage = STAGE_COUNT;
 }
 
 void net_set_first_trainable(Net *net, int stage) {

@@ -117,6 +117,16 @@ void conv2d_forward(const ConvSpec *s, int n, int h, int w, const float *x,
 void conv2d_backward(const ConvSpec *s, int n, int h, int w, const float *x,
                      const float *weight, const float *dy, float *dx, float *dweight,
                      float *dbias);
+/* The convolution with its epilogue applied per image while the output is in cache:
+ *   y = act(conv(x) * scale[oc] + shift[oc] + residual[n, oc, oy, ox])
+ * scale NULL: 1; shift NULL: 0 (shift = bias is conv2d_forward); residual NULL: none;
+ * act = ReLU when relu. With batchnorm_eval_affine's scale and shift this is conv, eval
+ * batch norm (folded), the residual sum and ReLU in one pass, with the same float operations
+ * as the separate layers. */
+typedef struct { const float *scale, *shift; int relu; } ConvEpilogue;
+void conv2d_forward_fused(const ConvSpec *s, int n, int h, int w, const float *x,
+                          const float *weight, const ConvEpilogue *e, const float *residual,
+                          float *y);
 /* Naive loops, the reference the fast path is tested against. */
 void conv2d_forward_ref(const ConvSpec *s, int n, int h, int w, const float *x,
                         const float *weight, const float *bias, float *y);
@@ -137,6 +147,11 @@ void batchnorm_forward_train(int n, int c, int hw, const float *x, const float *
 void batchnorm_forward_eval(int n, int c, int hw, const float *x, const float *gamma,
                             const float *beta, const float *running_mean,
                             const float *running_var, float eps, float *y);
+/* Eval batch norm as y = x * scale + shift: scale = gamma * invstd, shift = beta -
+ * mean * scale, per channel (batchnorm_forward_eval computes exactly this). */
+void batchnorm_eval_affine(int c, const float *gamma, const float *beta,
+                           const float *running_mean, const float *running_var, float eps,
+                           float *scale, float *shift);
 /* dx = gamma * invstd / m * (m * dy - sum(dy) - xhat * sum(dy * xhat)) */
 void batchnorm_backward_train(int n, int c, int hw, const float *x, const float *gamma,
                               const float *save_mean, const float *save_invstd,
@@ -242,8 +257,14 @@ typedef struct {
     int relu;                 /* OP_ADD: ReLU applied to the sum (torchvision block end) */
     int weight, bias, mean, var; /* parameter indices, -1 when absent */
     float *out, *dout;        /* [batch, c, h, w]; dout only when the plan trains */
-    float *save0, *save1;     /* BN: mean/invstd; DROPOUT: mask; MAXPOOL: argmax (int32) */
+    float *save0, *save1;     /* BN: mean/invstd (train forward) or the folded scale/shift
+                                 (eval forward); DROPOUT: mask; MAXPOOL: argmax (int32) */
     int last_consumer;        /* private: highest node index reading this output, -1: none */
+    int fuse_tail;            /* private (net_plan): a conv heading conv, BN [, ReLU | ADD]
+                                 that eval forwards run as one pass: the group's last node;
+                                 -1: none */
+    int recompute;            /* private (net_plan): a ReLU after conv, BN whose output a
+                                 training plan does not keep; backward recomputes it */
 } Node;
 
 typedef enum { HEAD_LINEAR, HEAD_MLP, HEAD_INCEPTION } HeadType;
@@ -275,6 +296,11 @@ typedef struct {
     int forward_train;        /* private: train flag of the last forward, for backward */
     float *grad_scratch;      /* private: backward's scratch, inside the arena */
     int plan_first_trainable; /* private: first_trainable the training plan was made for */
+    int no_fusion;            /* 1: eval forwards run layer by layer (the reference) instead
+                                 of folding batch norm, ReLU and residual sums into convs */
+    int grad_from_stage;      /* private: stages >= this may hold gradients not yet zeroed */
+    float *recompute_buf;     /* private: backward's recomputed ReLU output, inside the arena */
+    int recompute_owner;      /* private: the node whose output recompute_buf holds, -1 */
 } Net;
 
 /* Architectures: "resnet18", "resnet34", "resnet50", "resnet101", "resnet152" (torchvision
@@ -298,11 +324,14 @@ int arch_is_cifar(const char *arch);
 
 /* Size every activation for (batch, h, w) once; training plans also hold gradients.
  * Reuses the arena when the plan does not grow. Fails on inputs too small for the net.
- * Training plans keep the node outputs backward reads, i.e. those of the trainable
- * stages (all of them when first_trainable = STAGE_STEM); other outputs share memory by
- * lifetime, as do all outputs of inference plans (training = 0). The input, feature_node,
- * pooled_node and the logits always stay readable after a forward (resnet50 at 224x224:
- * inference 14 MB a sample instead of 129 MB). */
+ * Training plans keep, in the trainable stages, only the outputs backward reads (conv,
+ * BN and linear inputs, block sums with ReLU); a ReLU after conv -> BN is recomputed in
+ * backward instead. Other outputs share memory by lifetime, as do all outputs of inference
+ * plans (training = 0); ReLUs run in place. Eval forwards run each conv -> BN [-> ReLU |
+ * -> residual sum] of an inference plan (or of a training plan's frozen stages) as one
+ * pass (net->no_fusion = 1: layer by layer), so the intermediate outputs are not written.
+ * The input, feature_node, pooled_node and the logits always stay readable after a
+ * forward (resnet50 at 224x224: inference 14 MB a sample instead of 129 MB). */
 int net_plan(Net *net, int batch, int h, int w, int training);
 /* Forward n <= planned batch samples of x [n, in_c, h, w]. train: batch statistics and
  * dropout in trainable stages (frozen stages always run in eval mode). Returns the output
@@ -317,7 +346,7 @@ const float *net_forward_upto(Net *net, const float *x, int n, int train, int up
  * which needs a plan made while first_trainable was STAGE_STEM). Needs a training plan.
  * Node douts are shared scratch, valid only inside backward. */
 void net_backward(Net *net, const float *dlogits, int n, float *dx);
-void net_zero_grad(Net *net);
+void net_zero_grad(Net *net); /* the gradients backward wrote since the last call */
 /* Freeze the stages before `stage`. Lowering it below what the current training plan was
  * made for re-plans (same batch and size), so call it between steps, not inside one. */
 void net_set_first_trainable(Net *net, int stage);

@@ -117,6 +117,7 @@ static void test_conv_fast_matches_reference(void) {
         {{16, 16, 3, 3, 1, 1}, 1, 8, 8},   /* a single image */
         {{32, 32, 3, 3, 1, 1}, 5, 14, 14}, /* more images than threads */
         {{5, 7, 3, 3, 2, 1}, 3, 1, 1},     /* 1x1 input: almost everything padding */
+        {{8, 8, 3, 3, 1, 1}, 3, 17, 17},   /* 289 positions: image by image, not batched */
     };
     for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
         const ConvSpec *s = &shapes[t].s;
@@ -162,6 +163,49 @@ static void test_conv_fast_matches_reference(void) {
         rn_free(x); rn_free(wt); rn_free(bias); rn_free(dy); rn_free(y_ref); rn_free(y);
         rn_free(dx_ref); rn_free(dw_ref); rn_free(db_ref); rn_free(dx); rn_free(dw);
         rn_free(db); rn_free(dx1); rn_free(dw1); rn_free(db1); rn_free(y2);
+    }
+}
+
+/* conv2d_forward_fused = conv2d_forward, then y * scale + shift + residual and ReLU, bit for
+ * bit, on the batched (small map) and the image-by-image paths. */
+static void test_conv_fused_epilogue(void) {
+    static const ConvShape shapes[] = {
+        {{6, 8, 3, 3, 1, 1}, 3, 7, 7},   /* small map: the batch in one product */
+        {{6, 8, 1, 1, 1, 0}, 2, 20, 20}, /* 400 positions: image by image */
+        {{6, 8, 3, 3, 2, 1}, 1, 9, 9},   /* a single image */
+    };
+    for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
+        const ConvSpec *s = &shapes[t].s;
+        int n = shapes[t].n, h = shapes[t].h, w = shapes[t].w;
+        int oh = conv_out_size(h, s->kh, s->stride, s->pad);
+        int ow = conv_out_size(w, s->kw, s->stride, s->pad), N = oh * ow;
+        size_t nx = (size_t)n * s->in_c * h * w, ny = (size_t)n * s->out_c * N;
+        float *x = tensor(nx, 70 + t, 1.0f);
+        float *wt = tensor((size_t)s->out_c * s->in_c * s->kh * s->kw, 71, 0.3f);
+        float *scale = tensor(s->out_c, 72, 1.0f), *shift = tensor(s->out_c, 73, 0.5f);
+        float *res = tensor(ny, 74, 1.0f), *y = rn_alloc(ny * 4), *ref = rn_alloc(ny * 4);
+        conv2d_forward(s, n, h, w, x, wt, NULL, ref);
+        for (size_t i = 0; i < ny; i++) {
+            int oc = (int)(i / N % s->out_c);
+            float v = ref[i] * scale[oc] + shift[oc];
+            v += res[i];
+            ref[i] = v > 0 ? v : 0.0f;
+        }
+        ConvEpilogue e = {scale, shift, 1};
+        conv2d_forward_fused(s, n, h, w, x, wt, &e, res, y);
+        CHECK_MSG(memcmp(y, ref, ny * 4) == 0, "shape %zu: rel diff %.2g", t,
+                  max_rel_diff(y, ref, ny, 1e-6));
+        int zeros = 0;
+        for (size_t i = 0; i < ny; i++) zeros += y[i] == 0;
+        CHECK(zeros > 0 && zeros < (int)ny); /* the ReLU did something, not everything */
+        /* the batch in one product (small maps) or image by image: the same bits */
+        for (int b = 0; b < n; b++) {
+            size_t xs = (size_t)s->in_c * h * w, ys = (size_t)s->out_c * N;
+            conv2d_forward_fused(s, 1, h, w, x + b * xs, wt, &e, res + b * ys, ref + b * ys);
+        }
+        CHECK(memcmp(y, ref, ny * 4) == 0);
+        rn_free(x); rn_free(wt); rn_free(scale); rn_free(shift); rn_free(res); rn_free(y);
+        rn_free(ref);
     }
 }
 
@@ -590,6 +634,7 @@ int main(void) {
     RUN(test_conv_by_hand);
     RUN(test_conv_gradients);
     RUN(test_conv_fast_matches_reference);
+    RUN(test_conv_fused_epilogue);
     RUN(test_gradients_accumulate);
     RUN(test_batchnorm_gradients);
     RUN(test_batchnorm_running_stats);

@@ -323,6 +323,70 @@ static void test_forward_consistency(void) {
     net_free(net);
 }
 
+/* Batch norm with non-trivial statistics and affine parameters, so folding it matters. */
+static void randomise_bn(Net *net, uint64_t seed) {
+    Rng r;
+    rng_seed(&r, seed);
+    for (int i = 0; i < net->n_params; i++) {
+        Param *p = &net->params[i];
+        if (p->ndim != 1 || strstr(p->name, "fc.") || strstr(p->name, "linear.")) continue;
+        int is_var = strstr(p->name, "running_var") != NULL;
+        int is_gamma = strstr(p->name, ".weight") != NULL;
+        for (int64_t k = 0; k < p->numel; k++) {
+            float u = rng_uniform(&r);
+            p->data[k] = is_var ? 0.5f + u : is_gamma ? 0.5f + u : 0.4f * (u - 0.5f);
+        }
+    }
+}
+
+/* Eval forward with batch norm, ReLU and residual sums folded into the convolutions gives
+ * the logits and features of the layer-by-layer reference (no_fusion), in inference
+ * plans and in the frozen stages of a training plan, and follows parameter changes. */
+static void fused_vs_reference(const char *arch, int n, int size, int training, int ft) {
+    Net *net = resnet_create(arch, 5, NULL, 11);
+    randomise_bn(net, 12);
+    net_set_first_trainable(net, ft);
+    CHECK(net_plan(net, n, size, size, training) == 0);
+    int groups = 0;
+    for (int i = 0; i < net->n_nodes; i++) groups += net->nodes[i].fuse_tail >= 0;
+    CHECK_MSG(groups > 0, "%s: no fused groups", arch);
+    size_t per = (size_t)3 * size * size, nf = net_node_size(net, net->feature_node);
+    float *x = malloc(sizeof(float) * n * per), ref[5 * 4], first[5 * 4];
+    float *feat = malloc(sizeof(float) * n * nf);
+    fill_random(x, n * per, 13);
+    for (int round = 0; round < 2; round++) {
+        net->no_fusion = 1;
+        const float *y = net_forward(net, x, n, training);
+        CHECK(y != NULL);
+        memcpy(ref, y, sizeof(float) * n * 5);
+        memcpy(feat, net_node_output(net, net->feature_node), sizeof(float) * n * nf);
+        net->no_fusion = 0;
+        y = net_forward(net, x, n, training);
+        double e = max_rel_diff(y, ref, (size_t)n * 5, 1e-3);
+        double ef = max_rel_diff(net_node_output(net, net->feature_node), feat, n * nf, 1e-3);
+        printf("     %s %s plan: fused vs reference, logits %.2e, features %.2e\n", arch,
+               training ? "training (frozen)" : "inference", e, ef);
+        CHECK(e <= 1e-5 && ef <= 1e-5);
+        if (round == 1) CHECK(max_rel_diff(ref, first, (size_t)n * 5, 1e-3) > 1e-3);
+        /* new parameters take effect at once: nothing folded is cached */
+        memcpy(first, ref, sizeof(float) * n * 5);
+        net_find_param(net, "bn1.running_mean")->data[0] += 0.5f;
+        net_find_param(net, "bn1.weight")->data[1] *= 2.0f;
+        Param *w = net_find_param(net, "conv1.weight");
+        for (int64_t k = 0; k < w->numel; k++) w->data[k] *= 0.9f;
+    }
+    free(x);
+    free(feat);
+    net_free(net);
+}
+
+static void test_fused_eval_forward(void) {
+    fused_vs_reference("cifar_resnet20", 3, 16, 0, STAGE_STEM);
+    fused_vs_reference("resnet18", 2, 40, 0, STAGE_STEM);
+    fused_vs_reference("resnet50", 2, 64, 0, STAGE_STEM);
+    fused_vs_reference("resnet50", 2, 64, 1, STAGE_LAYER4);
+}
+
 /* ------------------------------------------------------------------ gradients */
 
 static void test_gradcheck_cifar_resnet20(void) {
@@ -589,6 +653,7 @@ int main(void) {
     RUN(test_init);
     RUN(test_shapes);
     RUN(test_forward_consistency);
+    RUN(test_fused_eval_forward);
     RUN(test_gradcheck_cifar_resnet20);
     RUN(test_gradcheck_mlp_head);
     RUN(test_gradcheck_inception_head);

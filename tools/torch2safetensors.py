@@ -33,7 +33,7 @@ def load_checkpoint(path, weights_only):
     except Exception as e:
         if weights_only:
             sys.exit(f"{path}: cannot load with weights_only=True: {e}")
-        print(f"note: {path}: restricted loading failed ({str(e)[-60:]}); using the full "
+        print(f"note: {path}: restricted loading failed ({type(e).__name__}: the file holds non-tensor objects); using the full "
               "unpickler (only for files you trust)", file=sys.stderr)
     try:
         return torch.load(path, map_location="cpu")
