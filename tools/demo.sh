@@ -10,10 +10,14 @@
 #    two shifted domains in turn by pseudo-labelling.
 # 3. The report with the training curves, metrics and the domain accuracy matrix is
 #    demo_run/run/report.html.
-# About 100 s with THREADS=1 (the default: OpenMP threads that share busy cores wait
-# on each other; on an idle machine THREADS=2 is faster). Environment: BIN (where
-# ./train is, default .), DEMO_DIR (default demo_run), THREADS (default 1).
+# About 80-100 s on 2 busy cores with THREADS=1, the default. libgomp's threads spin
+# while they wait, which on cores shared with other jobs made THREADS=2 take 440 s; with
+# OMP_WAIT_POLICY=passive (set here unless already set) they sleep instead and THREADS=2
+# took 88-106 s, still behind one thread there (on idle cores THREADS=2 should win).
+# Environment: BIN (where ./train is, default .), DEMO_DIR (default demo_run), THREADS
+# (default 1).
 set -e
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 BIN=${BIN:-.}
 DEMO=${DEMO_DIR:-demo_run}
 DATA="$DEMO/data"
