@@ -395,15 +395,9 @@ static int make_demo_data(const char *root, int per_class, uint64_t seed) {
 /* Small helpers                                                                         */
 /* ------------------------------------------------------------------------------------ */
 
-/* realloc that never returns NULL: like rn_alloc, exits when memory is exhausted. */
-static void *grow(void *p, size_t bytes) {
-    void *q = realloc(p, bytes ? bytes : 1);
-    if (!q) {
-        fprintf(stderr, "fatal: out of memory allocating %zu bytes\n", bytes);
-        exit(2);
-    }
-    return q;
-}
+/* Input files that could not be used (each reported on stderr when it happened): the run
+ * goes on, and the exit status says so at the end. */
+static long input_failures;
 
 /* Split "a,b,c" into a malloc'd array of malloc'd strings; returns the count. */
 static int split_list(const char *s, char ***out) {
@@ -412,7 +406,7 @@ static int split_list(const char *s, char ***out) {
     while (s && *s) {
         const char *e = strchr(s, ',');
         size_t len = e ? (size_t)(e - s) : strlen(s);
-        l = grow(l, sizeof(char *) * (n + 1));
+        l = rn_realloc(l, sizeof(char *) * (n + 1));
         l[n] = rn_alloc(len + 1);
         memcpy(l[n], s, len);
         l[n++][len] = 0;
@@ -683,6 +677,7 @@ static int compute_features(Trainer *t, Split *s) {
         progress_update(&p, done, "img");
     }
     progress_finish(&p, "img");
+    input_failures += loader_failures(l);
     loader_free(l);
     if (t->use_cache) {
         if (mkdir_p(t->cache_dir) != 0 || cache_write(path, key, s, t->fdim) != 0)
@@ -753,7 +748,8 @@ static int train_epoch(Trainer *t, Split *s, int epoch_id, double *loss, double 
             progress_update(&p, done, extra);
         }
         progress_finish(&p, NULL);
-        loader_free(l);
+        input_failures += loader_failures(l);
+    loader_free(l);
     }
     *loss = seen ? sum / seen : NAN;
     *acc = seen ? (double)correct / seen : NAN;
@@ -801,7 +797,8 @@ static int predict(Trainer *t, Split *s, float *probs, uint8_t *ok, double *loss
             progress_update(&p, done, "img");
         }
         if (n_items > 4 * t->batch) progress_finish(&p, "img");
-        loader_free(l);
+        input_failures += loader_failures(l);
+    loader_free(l);
     }
     double sum = 0;
     long m = 0;
@@ -879,7 +876,7 @@ typedef struct {                   /* everything an epoch loop needs to continue
 static void history_add(Run *run, const EpochRecord *e) {
     if (run->n_hist == run->cap_hist) {
         run->cap_hist = run->cap_hist ? 2 * run->cap_hist : 64;
-        run->hist = grow(run->hist, sizeof(EpochRecord) * run->cap_hist);
+        run->hist = rn_realloc(run->hist, sizeof(EpochRecord) * run->cap_hist);
     }
     run->hist[run->n_hist++] = *e;
 }
@@ -1135,11 +1132,13 @@ static int load_data(Split *tr, Split *va, Split *te) {
              : A.data_csv[0] ? dataset_from_csv(A.data_csv, &all)
                              : dataset_from_cifar(A.cifar_bin, 1, &all);
     if (rc != 0) return -1;
+    input_failures += all.n_skipped;
     if (A.limit_per_class > 0) limit_per_class(&all, A.limit_per_class, (uint64_t)A.seed);
     int have_val = 0, have_test = 0;
     if (A.val[0]) {
         if (dataset_from_folder_classes(A.val, all.class_names, all.n_classes, &va->d) != 0)
             goto fail;
+        input_failures += va->d.n_skipped;
         have_val = 1;
     }
     if (A.test[0] || A.cifar_bin[0]) {
@@ -1147,6 +1146,7 @@ static int load_data(Split *tr, Split *va, Split *te) {
                                                      &te->d)
                        : dataset_from_cifar(A.cifar_bin, 0, &te->d);
         if (rc != 0) goto fail;
+        input_failures += te->d.n_skipped;
         have_test = 1;
     }
     float vf = have_val ? 0 : A.val_frac, tf = have_test ? 0 : A.test_frac;
@@ -1375,10 +1375,12 @@ static int train_job(Run *run, const char *command) {
         dnames[i + 1] = domain_name(pdirs[i]);
         u[i].name = dnames[i + 1];
         if (dataset_from_unlabelled(pdirs[i], &u[i].d) != 0) goto done;
+        input_failures += u[i].d.n_skipped;
         if (n_e) {
             ev[i].name = edirs[i];
             if (dataset_from_folder_classes(edirs[i], tr.d.class_names, t.k, &ev[i].d) != 0)
                 goto done;
+            input_failures += ev[i].d.n_skipped;
         }
     }
 
@@ -1727,5 +1729,10 @@ int main(int argc, char **argv) {
     free(run.dacc);
     free(sargv);
     free(stored);
+    if (rc == 0 && input_failures > 0) {
+        fprintf(stderr, "train: finished, but %ld input file%s could not be used (reported above)\n",
+                input_failures, input_failures == 1 ? "" : "s");
+        return 1;
+    }
     return rc == 0 ? 0 : 1;
 }

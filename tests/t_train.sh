@@ -7,7 +7,8 @@
 #      written, then reused by a second run;
 #   3. kill-and-resume gives the same model file, byte for byte, as an uninterrupted run
 #      (head on cached features, and end-to-end training with pseudo-labelling);
-#   4. early stopping stops early and restores the best weights.
+#   4. early stopping stops early and restores the best weights;
+#   and an undecodable input file is reported, skipped, and turns the exit status to 1.
 # Exit status 0 when every check passes.
 BIN=${BIN:-.}
 TRAIN="$BIN/train"
@@ -44,6 +45,15 @@ done
 acc=$(json_num "$T/r1/metrics.json" test accuracy)
 if [ -n "$acc" ] && awk "BEGIN { exit !($acc > 0.4) }"; then ok "scratch test accuracy $acc > chance (0.25)"
 else fail "scratch test accuracy '$acc' not above chance"; fi
+
+# 1b. a file that cannot be decoded: one line naming it, the run goes on, exit status 1
+cp -r "$T/data/train" "$T/broken"
+printf 'this is not an image\n' > "$T/broken/circle/zz_broken.png"
+"$TRAIN" $SCRATCH --data "$T/broken" --out "$T/rb" --epochs 1 --patience 0 > "$T/rb.log" 2>&1
+st=$?
+if [ "$st" -eq 1 ] && [ -s "$T/rb/model.safetensors" ] && grep -q "zz_broken.png" "$T/rb.log" \
+   && grep -q "could not be used" "$T/rb.log"; then ok "undecodable file reported, run finished, exit 1"
+else cat "$T/rb.log"; fail "undecodable file: status $st"; fi
 
 # 2. frozen backbone: r1's model as pretrained weights, features cached in --cache-dir
 HEAD="--arch cifar_resnet20 --weights $T/r1/model.safetensors --img-size 16 --preprocess unit
