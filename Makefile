@@ -96,11 +96,16 @@ demo: $(PROGS)
 clean:
 	rm -rf $(BUILD) $(BIN)/train $(BIN)/infer
 
-# libFuzzer target for the image decoder (clang only), run for a bounded time.
-FUZZ_SECONDS ?= 60
+# libFuzzer target for the image decoder (clang only). A fixed seed and run count make the
+# run repeatable (CI passes or fails the same way every time); FUZZ_SECONDS caps its time.
+# For open-ended fuzzing: make fuzz FUZZ_SEED=0 FUZZ_RUNS=-1 FUZZ_SECONDS=3600
+FUZZ_SECONDS ?= 900
+FUZZ_RUNS ?= 80000
+FUZZ_SEED ?= 1
 fuzz: check-stb
 	@mkdir -p $(BUILD)/fuzz_corpus
 	clang -std=c99 -D_POSIX_C_SOURCE=200809L -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 	  -isystem $(STB_DIR) -I. tests/fuzz_decode.c data.c util.c -o $(BUILD)/fuzz_decode -lm -pthread
-	$(BUILD)/fuzz_decode -max_total_time=$(FUZZ_SECONDS) -max_len=16384 -rss_limit_mb=2048 \
+	$(BUILD)/fuzz_decode -seed=$(FUZZ_SEED) -runs=$(FUZZ_RUNS) -max_total_time=$(FUZZ_SECONDS) \
+	  -max_len=16384 -rss_limit_mb=2048 \
 	  -print_final_stats=1 $(BUILD)/fuzz_corpus

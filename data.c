@@ -251,6 +251,22 @@ static int pnm_numbers_ok(const uint8_t *b, size_t n) {
     return 1;
 }
 
+/* The third number of a binary PNM header: the largest sample value (-1 if unreadable). */
+static long pnm_maxval(const uint8_t *b, size_t n) {
+    size_t i = 2;
+    long v = -1;
+    for (int field = 0; field < 3; field++) {
+        for (;;) {
+            while (i < n && (b[i] == ' ' || (b[i] >= '\t' && b[i] <= '\r'))) i++;
+            if (i >= n || b[i] != '#') break;
+            while (i < n && b[i] != '\n' && b[i] != '\r') i++;
+        }
+        if (i >= n || b[i] < '0' || b[i] > '9') return -1;
+        for (v = 0; i < n && b[i] >= '0' && b[i] <= '9' && v < 1000000000L; i++) v = v * 10 + (b[i] - '0');
+    }
+    return v;
+}
+
 /* Header check: format known, size within RN_MAX_IMAGE_SIDE / RN_MAX_IMAGE_PIXELS. */
 /* No format packs more than a few hundred pixels per byte in real files (flat PNG about
  * 350, flat GIF below 3000); more is a corrupt or hostile header, e.g. a 72-byte RLE TGA
@@ -325,11 +341,38 @@ int image_decode_memory(const uint8_t *buf, size_t len, Image *img, char *why,
     }
 
     /* req_comp = 3: gray is replicated, alpha dropped, 16-bit reduced to its high byte,
-     * palettes expanded, GIF's first frame. */
-    uint8_t *px = stbi_load_from_memory(buf, (int)len, &w, &h, &comp, 3);
-    if (!px) {
-        failure_text(buf, len, why, why_len);
-        return -1;
+     * palettes expanded, GIF's first frame. 16-bit PNM is read here instead: stb 2.27
+     * converts 16-bit gray to RGB with its 8-bit converter and reads past the buffer (found
+     * by tests/fuzz_decode.c), and it keeps the samples' low byte (PNM is big-endian). */
+    long maxval = fmt && strcmp(fmt, "PNM") == 0 ? pnm_maxval(buf, len) : 0;
+    uint8_t *px;
+    if (maxval > 255 && maxval <= 65535) {
+        uint16_t *p16 = stbi_load_16_from_memory(buf, (int)len, &w, &h, &comp, 0);
+        if (!p16) {
+            failure_text(buf, len, why, why_len);
+            return -1;
+        }
+        if (comp != 1 && comp != 3) {
+            stbi_image_free(p16);
+            snprintf(why, why_len, "unsupported PNM with %d channels", comp);
+            return -1;
+        }
+        const uint8_t *be = (const uint8_t *)p16; /* the file's bytes, unswapped */
+        px = rn_alloc((size_t)w * h * 3);
+        for (size_t i = 0; i < (size_t)w * h; i++)
+            for (int c = 0; c < 3; c++) {
+                size_t k = i * (size_t)comp + (comp == 3 ? (size_t)c : 0);
+                long v = ((long)be[2 * k] << 8) | be[2 * k + 1];
+                v = v > maxval ? maxval : v;
+                px[3 * i + c] = (uint8_t)((v * 255 + maxval / 2) / maxval);
+            }
+        stbi_image_free(p16);
+    } else {
+        px = stbi_load_from_memory(buf, (int)len, &w, &h, &comp, 3);
+        if (!px) {
+            failure_text(buf, len, why, why_len);
+            return -1;
+        }
     }
     img->rgb = px; /* stb allocates with malloc (STBI_MALLOC above): image_free frees it */
     img->w = w;

@@ -229,6 +229,16 @@ static void test_formats_decode(void) {
     buf_put(&b, gray, (size_t)w * h);
     put_file(tpath("gray.pgm"), b.data, b.len);
     CHECK(decode_ok(tpath("gray.pgm"), w, h, gray3, 0));
+    /* 16-bit gray PNM (big-endian samples g * 257, scaled back to g): stb 2.27 overran its
+     * buffer converting it to RGB (found by fuzzing) and kept the low byte */
+    b.len = 0;
+    buf_printf(&b, "P5 %d %d 65535\n", w, h);
+    for (int i = 0; i < w * h; i++) {
+        uint8_t be[2] = {gray[i], gray[i]};
+        buf_put(&b, be, 2);
+    }
+    put_file(tpath("gray16.pgm"), b.data, b.len);
+    CHECK(decode_ok(tpath("gray16.pgm"), w, h, gray3, 0));
 
     /* GIF89a, 3x2, palette indices */
     const uint8_t pal[12] = {255, 0, 0, 0, 255, 0, 0, 0, 255, 250, 250, 250};
