@@ -638,29 +638,34 @@ void maxpool2d_forward(int n, int c, int h, int w, int k, int stride, int pad,
 OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
     for (long plane = 0; plane < (long)n * c; plane++) {
         const float *in = x + (size_t)plane * h * w;
-        float *out = y + (size_t)plane * oh * ow;
-        int32_t *arg = argmax + (size_t)plane * oh * ow;
-        for (int oy = 0; oy < oh; oy++)
+        for (int oy = 0; oy < oh; oy++) {
+            float *out = y + ((size_t)plane * oh + oy) * ow;
+            int32_t *arg = argmax + ((size_t)plane * oh + oy) * ow;
+            int y0 = oy * stride - pad, y1 = y0 + k < h ? y0 + k : h;
+            if (y0 < 0) y0 = 0;
             for (int ox = 0; ox < ow; ox++) {
-                int y0 = oy * stride - pad, x0 = ox * stride - pad;
-                int y1 = y0 + k < h ? y0 + k : h, x1 = x0 + k < w ? x0 + k : w;
-                if (y0 < 0) y0 = 0;
-                if (x0 < 0) x0 = 0;
-                float best = -INFINITY;
-                int32_t best_i = y0 * w + x0;
-                for (int iy = y0; iy < y1; iy++)
-                    for (int ix = x0; ix < x1; ix++) {
-                        float v = in[iy * w + ix];
-                        if (v > best || isnan(v)) {
-                            best = v;
-                            best_i = iy * w + ix;
-                            if (isnan(v)) goto done;
-                        }
-                    }
-            done:
-                out[oy * ow + ox] = best;
-                arg[oy * ow + ox] = best_i;
+                int x0 = ox * stride - pad;
+                out[ox] = -INFINITY;
+                arg[ox] = y0 * w + (x0 < 0 ? 0 : x0);
             }
+            /* The window positions in row-major order, each over the whole output row (a
+             * loop the compiler vectorises): the result is the first maximum in that
+             * order, or the first NaN, which nothing replaces. */
+            for (int iy = y0; iy < y1; iy++)
+                for (int kx = 0; kx < k; kx++) {
+                    const float *row = in + (size_t)iy * w;
+                    int lo, hi;
+                    valid_range(ow, w, kx, stride, pad, &lo, &hi);
+OMP_PRAGMA(omp simd)
+                    for (int ox = lo; ox < hi; ox++) {
+                        int ix = ox * stride - pad + kx;
+                        float v = row[ix], best = out[ox];
+                        int take = v > best || (isnan(v) && !isnan(best));
+                        out[ox] = take ? v : best;
+                        arg[ox] = take ? iy * w + ix : arg[ox];
+                    }
+                }
+        }
     }
 }
 
