@@ -96,8 +96,9 @@ demo: $(PROGS)
 clean:
 	rm -rf $(BUILD) $(BIN)/train $(BIN)/infer
 
-# libFuzzer target for the image decoder (clang only). A fixed seed and run count make the
-# run repeatable (CI passes or fails the same way every time); FUZZ_SECONDS caps its time.
+# libFuzzer target for the image decoder (clang only). A fixed seed and run count bound the
+# run and keep it close to repeatable (libFuzzer's scheduling still varies a little between
+# runs); FUZZ_SECONDS caps its time.
 # For open-ended fuzzing: make fuzz FUZZ_SEED=0 FUZZ_RUNS=-1 FUZZ_SECONDS=3600
 FUZZ_SECONDS ?= 900
 FUZZ_RUNS ?= 80000
