@@ -17,20 +17,22 @@ SHARED  ?= ../shared
 # Where stb_image.h / stb_image_resize.h live (Debian/Ubuntu libstb-dev: /usr/include/stb).
 STB_DIR ?= $(firstword $(wildcard /usr/include/stb /usr/local/include/stb third_party/stb))
 
+# CFLAGS / LDFLAGS given on the command line (e.g. sanitizers, -Werror) are added to, not
+# replace, the flags the project needs: hence `override`.
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c99 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Wno-unused-parameter -pthread
-LDLIBS  += -lm -pthread
+override CFLAGS += -std=c99 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Wno-unused-parameter -pthread
+override LDLIBS += -lm -pthread
 
 ifeq ($(OPENMP),1)
-  CFLAGS  += -fopenmp
-  LDFLAGS += -fopenmp
+  override CFLAGS  += -fopenmp
+  override LDFLAGS += -fopenmp
 endif
 ifeq ($(SIMD),1)
   # The build machine's widest vector unit (AVX-512 or AVX2+FMA); gemm.c picks its kernel
   # from the compiler's predefined macros and falls back to scalar C.
-  CFLAGS += -march=native -DRN_SIMD=1
+  override CFLAGS += -march=native -DRN_SIMD=1
 else
-  CFLAGS += -DRN_SIMD=0
+  override CFLAGS += -DRN_SIMD=0
 endif
 ifneq ($(STB_DIR),)
   STB_CFLAGS = -isystem $(STB_DIR)

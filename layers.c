@@ -541,6 +541,25 @@ OMP_PRAGMA(omp simd)
     }
 }
 
+/* Per-channel sums both batch-norm backwards need: sum(dy) and sum(dy * xhat), with
+ * xhat = (x - mean) * invstd, accumulated in double. */
+static void channel_dy_sums(int n, int c, int hw, int ch, const float *x, const float *dy,
+                            double mean, double invstd, double *sum_dy_out,
+                            double *sum_dy_xhat_out) {
+    double sum_dy = 0, sum_dy_xhat = 0;
+    for (int b = 0; b < n; b++) {
+        const float *p = x + ((size_t)b * c + ch) * hw;
+        const float *g = dy + ((size_t)b * c + ch) * hw;
+OMP_PRAGMA(omp simd reduction(+ : sum_dy, sum_dy_xhat))
+        for (int i = 0; i < hw; i++) {
+            sum_dy += g[i];
+            sum_dy_xhat += g[i] * ((p[i] - mean) * invstd);
+        }
+    }
+    *sum_dy_out = sum_dy;
+    *sum_dy_xhat_out = sum_dy_xhat;
+}
+
 /* With xhat = (x - mean) * invstd over the m = n*hw values of a channel:
  *   dbeta += sum(dy), dgamma += sum(dy * xhat),
  *   dx = gamma * invstd / m * (m * dy - sum(dy) - xhat * sum(dy * xhat))               */
@@ -551,16 +570,8 @@ void batchnorm_backward_train(int n, int c, int hw, const float *x, const float 
 OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
     for (int ch = 0; ch < c; ch++) {
         double mean = save_mean[ch], invstd = save_invstd[ch];
-        double sum_dy = 0, sum_dy_xhat = 0;
-        for (int b = 0; b < n; b++) {
-            const float *p = x + ((size_t)b * c + ch) * hw;
-            const float *g = dy + ((size_t)b * c + ch) * hw;
-OMP_PRAGMA(omp simd reduction(+ : sum_dy, sum_dy_xhat))
-            for (int i = 0; i < hw; i++) {
-                sum_dy += g[i];
-                sum_dy_xhat += g[i] * ((p[i] - mean) * invstd);
-            }
-        }
+        double sum_dy, sum_dy_xhat;
+        channel_dy_sums(n, c, hw, ch, x, dy, mean, invstd, &sum_dy, &sum_dy_xhat);
         if (dgamma) dgamma[ch] += (float)sum_dy_xhat;
         if (dbeta) dbeta[ch] += (float)sum_dy;
         if (!dx) continue;
@@ -587,16 +598,8 @@ OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
     for (int ch = 0; ch < c; ch++) {
         double mean = running_mean[ch], invstd = 1.0 / sqrt((double)running_var[ch] + eps);
         if (dgamma || dbeta) {
-            double sum_dy = 0, sum_dy_xhat = 0;
-            for (int b = 0; b < n; b++) {
-                const float *p = x + ((size_t)b * c + ch) * hw;
-                const float *g = dy + ((size_t)b * c + ch) * hw;
-OMP_PRAGMA(omp simd reduction(+ : sum_dy, sum_dy_xhat))
-                for (int i = 0; i < hw; i++) {
-                    sum_dy += g[i];
-                    sum_dy_xhat += g[i] * ((p[i] - mean) * invstd);
-                }
-            }
+            double sum_dy, sum_dy_xhat;
+            channel_dy_sums(n, c, hw, ch, x, dy, mean, invstd, &sum_dy, &sum_dy_xhat);
             if (dgamma) dgamma[ch] += (float)sum_dy_xhat;
             if (dbeta) dbeta[ch] += (float)sum_dy;
         }
