@@ -363,6 +363,25 @@ typedef struct {
     uint8_t *ok;                      /* per input: decoded and classified */
 } Results;
 
+/* Scatter one batch of logits (and features) into the results by dataset index. */
+typedef struct { Net *net; Results *r; int feat_node; float *probs; } RunCtx;
+
+static void collect_batch(void *ctx, int n, const int *idx, const int *labels, const float *logits) {
+    RunCtx *c = ctx;
+    Results *r = c->r;
+    int k = r->k;
+    softmax_rows(n, k, logits, c->probs);
+    const float *f = r->features ? net_node_output(c->net, c->feat_node) : NULL;
+    for (int i = 0; i < n; i++) {
+        size_t at = (size_t)idx[i];
+        memcpy(r->logits + at * k, logits + (size_t)i * k, sizeof(float) * k);
+        memcpy(r->probs + at * k, c->probs + (size_t)i * k, sizeof(float) * k);
+        if (f) memcpy(r->features + at * r->feat, f + (size_t)i * r->feat, sizeof(float) * r->feat);
+        r->ok[at] = 1;
+    }
+    (void)labels;
+}
+
 /* Run every item of ds through the net in batches; results land in input order. */
 static int run_dataset(Net *net, const ModelInfo *info, const Dataset *ds, const Options *o,
                        int want_features, Results *r) {
@@ -371,7 +390,6 @@ static int run_dataset(Net *net, const ModelInfo *info, const Dataset *ds, const
     r->n = ds->n;
     r->k = k;
     int feat_node = net->pooled_node >= 0 ? net->pooled_node : net->feature_node;
-    r->feat = want_features ? (int)net_node_size(net, feat_node) : 0;
     if (net_plan(net, batch, size, size, 0) != 0) return -1;
     if (want_features) r->feat = (int)net_node_size(net, feat_node);
     size_t n = (size_t)(ds->n ? ds->n : 1);
@@ -379,38 +397,11 @@ static int run_dataset(Net *net, const ModelInfo *info, const Dataset *ds, const
     r->logits = rn_calloc(n * (size_t)k, sizeof(float));
     r->features = want_features ? rn_calloc(n * (size_t)r->feat, sizeof(float)) : NULL;
     r->ok = rn_calloc(n, 1);
-    if (ds->n == 0) return 0;
-    Loader *loader = loader_create(ds, &info->prep, NULL, batch, 0, 0, o->threads);
-    if (!loader) return -1;
-    loader_start_epoch(loader, 0);
-    float *x = rn_alloc(sizeof(float) * (size_t)batch * 3 * size * size);
-    float *probs = rn_alloc(sizeof(float) * (size_t)batch * k);
-    int *labels = rn_alloc(sizeof(int) * (size_t)batch), *idx = rn_alloc(sizeof(int) * (size_t)batch);
-    Progress prog;
-    progress_start(&prog, "inference", ds->n);
-    long done = 0;
-    int got;
-    while ((got = loader_next(loader, x, labels, idx)) > 0) {
-        const float *logits = net_forward(net, x, got, 0);
-        softmax_rows(got, k, logits, probs);
-        const float *f = want_features ? net_node_output(net, feat_node) : NULL;
-        for (int i = 0; i < got; i++) {
-            size_t at = (size_t)idx[i];
-            memcpy(r->logits + at * k, logits + (size_t)i * k, sizeof(float) * k);
-            memcpy(r->probs + at * k, probs + (size_t)i * k, sizeof(float) * k);
-            if (f) memcpy(r->features + at * r->feat, f + (size_t)i * r->feat, sizeof(float) * r->feat);
-            r->ok[at] = 1;
-        }
-        done += got;
-        progress_update(&prog, done, NULL);
-    }
-    progress_finish(&prog, NULL);
-    loader_free(loader);
-    rn_free(x);
-    rn_free(probs);
-    rn_free(labels);
-    rn_free(idx);
-    return 0;
+    RunCtx ctx = {net, r, feat_node, rn_alloc(sizeof(float) * (size_t)batch * k)};
+    int failed = net_forward_dataset(net, -1, ds, &info->prep, batch, o->threads, "inference",
+                                     collect_batch, &ctx);
+    rn_free(ctx.probs);
+    return failed < 0 ? -1 : 0;
 }
 
 static void results_free(Results *r) {

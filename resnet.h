@@ -556,6 +556,18 @@ int loader_next(Loader *l, float *x, int *labels, int *idx);
 int loader_failures(const Loader *l);
 void loader_free(Loader *l);
 
+/* Forward every item of d through net in eval mode (eval transform, dataset order) in
+ * batches of up to `batch`, and hand each batch to visit(ctx, n, idx, labels, out): out
+ * holds the n rows of node `node`'s output (node < 0: the last node, the logits) for the
+ * dataset items idx[0..n). Items that fail to decode are reported once and left out. The
+ * net must be planned for `batch` at p->size. Shows a progress bar named label. Returns
+ * the number of items that failed, or -1 (rn_error says why). */
+typedef void (*BatchVisitor)(void *ctx, int n, const int *idx, const int *labels,
+                             const float *out);
+int net_forward_dataset(Net *net, int node, const Dataset *d, const Preprocess *p,
+                        int batch, int threads, const char *label, BatchVisitor visit,
+                        void *ctx);
+
 /* (model files live in safetensors.c; declared here because they need Preprocess) */
 /* Model files: weights plus everything inference needs, in the safetensors metadata:
  *   "format": "resnet-c-model", "arch", "num_classes", "classes" (JSON array of names),

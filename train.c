@@ -640,6 +640,24 @@ static int cache_write(const char *path, uint64_t key, const Split *s, size_t fd
     return rc;
 }
 
+/* Batch rows copied to their dataset items' rows (net_forward_dataset's visitor); with
+ * probs set, the rows are logits and land as softmax probabilities. */
+typedef struct { float *rows; uint8_t *ok; size_t width; float *probs; } RowsCtx;
+
+static void scatter_rows(void *ctx, int n, const int *idx, const int *labels, const float *out) {
+    RowsCtx *c = ctx;
+    if (c->probs) {
+        softmax_rows(n, (int)c->width, out, c->probs);
+        out = c->probs;
+    }
+    for (int i = 0; i < n; i++) {
+        memcpy(c->rows + (size_t)idx[i] * c->width, out + (size_t)i * c->width,
+               c->width * sizeof(float));
+        c->ok[idx[i]] = 1;
+    }
+    (void)labels;
+}
+
 /* Backbone features of every item (eval transform, eval mode), from the cache when the
  * same weights, arch, preprocessing and files were seen before. */
 static int compute_features(Trainer *t, Split *s) {
@@ -657,28 +675,13 @@ static int compute_features(Trainer *t, Split *s) {
     }
     if (net_plan(t->net, t->batch, t->prep.size, t->prep.size, t->net->training_plan) != 0)
         return -1;
-    Loader *l = loader_create(&s->d, &t->prep, NULL, t->batch, 0, t->seed, t->threads);
-    if (!l) return -1;
-    loader_start_epoch(l, 0);
     char label[64];
     snprintf(label, sizeof label, "features %s", s->name);
-    Progress p;
-    progress_start(&p, label, (long)n);
-    long done = 0;
-    int got;
-    while ((got = loader_next(l, t->x, t->labels, t->idx)) > 0) {
-        const float *f = net_forward_upto(t->net, t->x, got, 0, t->feat_node);
-        for (int i = 0; i < got; i++) {
-            memcpy(s->feats + (size_t)t->idx[i] * t->fdim, f + (size_t)i * t->fdim,
-                   t->fdim * sizeof(float));
-            s->ok[t->idx[i]] = 1;
-        }
-        done += got;
-        progress_update(&p, done, "img");
-    }
-    progress_finish(&p, "img");
-    input_failures += loader_failures(l);
-    loader_free(l);
+    RowsCtx ctx = {s->feats, s->ok, t->fdim, NULL};
+    int failed = net_forward_dataset(t->net, t->feat_node, &s->d, &t->prep, t->batch,
+                                     t->threads, label, scatter_rows, &ctx);
+    if (failed < 0) return -1;
+    input_failures += failed;
     if (t->use_cache) {
         if (mkdir_p(t->cache_dir) != 0 || cache_write(path, key, s, t->fdim) != 0)
             fprintf(stderr, "warning: feature cache not written: %s\n", rn_error());
@@ -776,29 +779,13 @@ static int predict(Trainer *t, Split *s, float *probs, uint8_t *ok, double *loss
     } else {
         if (net_plan(t->net, t->batch, t->prep.size, t->prep.size, t->net->training_plan) != 0)
             return -1;
-        Loader *l = loader_create(&s->d, &t->prep, NULL, t->batch, 0, t->seed, t->threads);
-        if (!l) return -1;
-        loader_start_epoch(l, 0);
         char label[64];
         snprintf(label, sizeof label, "eval %s", s->name);
-        Progress p;
-        progress_start(&p, label, n_items);
-        long done = 0;
-        int got;
-        while ((got = loader_next(l, t->x, t->labels, t->idx)) > 0) {
-            const float *logits = net_forward(t->net, t->x, got, 0);
-            softmax_rows(got, t->k, logits, t->probs);
-            for (int i = 0; i < got; i++) {
-                memcpy(probs + (size_t)t->idx[i] * t->k, t->probs + (size_t)i * t->k,
-                       sizeof(float) * t->k);
-                ok[t->idx[i]] = 1;
-            }
-            done += got;
-            progress_update(&p, done, "img");
-        }
-        if (n_items > 4 * t->batch) progress_finish(&p, "img");
-        input_failures += loader_failures(l);
-    loader_free(l);
+        RowsCtx ctx = {probs, ok, (size_t)t->k, t->probs};
+        int failed = net_forward_dataset(t->net, -1, &s->d, &t->prep, t->batch, t->threads,
+                                         label, scatter_rows, &ctx);
+        if (failed < 0) return -1;
+        input_failures += failed;
     }
     double sum = 0;
     long m = 0;
