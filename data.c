@@ -1553,32 +1553,3 @@ void loader_free(Loader *l) {
     rn_free(l->failed);
     rn_free(l);
 }
-
-int net_forward_dataset(Net *net, int node, const Dataset *d, const Preprocess *p,
-                        int batch, int threads, const char *label, BatchVisitor visit,
-                        void *ctx) {
-    if (d->n == 0) return 0;
-    Loader *l = loader_create(d, p, NULL, batch, 0, 0, threads);
-    if (!l) return -1;
-    loader_start_epoch(l, 0);
-    float *x = rn_alloc(sizeof(float) * (size_t)batch * 3 * p->size * p->size);
-    int *labels = rn_alloc(sizeof(int) * (size_t)batch), *idx = rn_alloc(sizeof(int) * (size_t)batch);
-    Progress prog;
-    progress_start(&prog, label, d->n);
-    long done = 0;
-    int got;
-    while ((got = loader_next(l, x, labels, idx)) > 0) {
-        const float *out = node < 0 ? net_forward(net, x, got, 0)
-                                    : net_forward_upto(net, x, got, 0, node);
-        visit(ctx, got, idx, labels, out);
-        done += got;
-        progress_update(&prog, done, "img");
-    }
-    progress_finish(&prog, "img");
-    int failed = loader_failures(l);
-    loader_free(l);
-    rn_free(x);
-    rn_free(labels);
-    rn_free(idx);
-    return failed;
-}

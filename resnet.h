@@ -556,7 +556,7 @@ int loader_next(Loader *l, float *x, int *labels, int *idx);
 int loader_failures(const Loader *l);
 void loader_free(Loader *l);
 
-/* Forward every item of d through net in eval mode (eval transform, dataset order) in
+/* (resnet.c) Forward every item of d through net in eval mode (eval transform, dataset order) in
  * batches of up to `batch`, and hand each batch to visit(ctx, n, idx, labels, out): out
  * holds the n rows of node `node`'s output (node < 0: the last node, the logits) for the
  * dataset items idx[0..n). Items that fail to decode are reported once and left out. The
