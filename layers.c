@@ -626,7 +626,10 @@ OMP_PRAGMA(omp parallel for simd schedule(static) if (n > 65536 && !omp_in_paral
 /* dx = dy where the output is positive (x > 0 exactly when y > 0); dx may alias dy. */
 void relu_backward(size_t n, const float *y, const float *dy, float *dx) {
 OMP_PRAGMA(omp parallel for simd schedule(static) if (n > 65536 && !omp_in_parallel()))
-    for (long i = 0; i < (long)n; i++) dx[i] = y[i] > 0 ? dy[i] : 0.0f;
+    for (long i = 0; i < (long)n; i++) {
+        float g = dy[i]; /* loaded unconditionally, so the loop vectorises to a blend */
+        dx[i] = y[i] > 0 ? g : 0.0f;
+    }
 }
 
 /* ------------------------------------------------------------------------------------ */

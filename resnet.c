@@ -1081,18 +1081,18 @@ const float *net_forward_upto(Net *net, const float *x, int n, int train, int up
     }
     net->forward_train = train;
     memcpy(net->nodes[0].out, x, sizeof(float) * n * node_numel(&net->nodes[0]));
+    double t0 = net->node_seconds ? rn_seconds() : 0;
     for (int i = 1; i <= upto; i++) {
         Node *nd = &net->nodes[i];
         const Node *in = &net->nodes[nd->in[0]];
         size_t count = (size_t)n * node_numel(nd);
         const Param *p = net->params;
+        const int node = i;
         if (nd->op == OP_CONV && nd->fuse_tail >= 0 && nd->fuse_tail <= upto &&
             !net->no_fusion && !bn_trains(net, &net->nodes[i + 1], train)) {
             conv_group_forward(net, i, n);
             i = nd->fuse_tail;
-            continue;
-        }
-        switch (nd->op) {
+        } else switch (nd->op) {
         case OP_INPUT: break;
         case OP_CONV:
             conv2d_forward(&nd->conv, n, in->h, in->w, in->out, p[nd->weight].data,
@@ -1148,6 +1148,11 @@ const float *net_forward_upto(Net *net, const float *x, int n, int train, int up
             }
             break;
         }
+        }
+        if (net->node_seconds) { /* profiling */
+            double t1 = rn_seconds();
+            net->node_seconds[node] += t1 - t0;
+            t0 = t1;
         }
     }
     return net->nodes[upto].out;
@@ -1219,8 +1224,10 @@ static const float *recomputed_output(Net *net, int t, int n) {
 static void relu_mask(size_t count, const float *y, float *dy) {
     long n = (long)count;
     OMP_PRAGMA(omp parallel for simd schedule(static) if (n > OMP_MIN_WORK))
-    for (long i = 0; i < n; i++)
-        if (!(y[i] > 0)) dy[i] = 0;
+    for (long i = 0; i < n; i++) {
+        float g = dy[i]; /* a blend, not a branch: masks are random */
+        dy[i] = y[i] > 0 ? g : 0.0f;
+    }
 }
 
 void net_backward(Net *net, const float *dlogits, int n, float *dx) {
@@ -1248,6 +1255,7 @@ void net_backward(Net *net, const float *dlogits, int n, float *dx) {
     float *scratch = net->grad_scratch;
     net->recompute_owner = -1;
     memcpy(net->nodes[last].dout, dlogits, sizeof(float) * n * node_numel(&net->nodes[last]));
+    double t0 = net->node_seconds ? rn_seconds() : 0;
     for (int i = last; i >= 1; i--) {
         Node *nd = &net->nodes[i];
         if ((!all && nd->stage < ft) || !nd->dout) continue;
@@ -1333,6 +1341,11 @@ void net_backward(Net *net, const float *dlogits, int n, float *dx) {
         }
         }
         if (dxp) gradient_done(net, j, dxp, in_count);
+        if (net->node_seconds) { /* profiling */
+            double t1 = rn_seconds();
+            net->node_seconds[net->n_nodes + i] += t1 - t0;
+            t0 = t1;
+        }
     }
     if (dx) memcpy(dx, net->nodes[0].dout, sizeof(float) * n * node_numel(&net->nodes[0]));
 }

@@ -301,6 +301,9 @@ typedef struct {
     int grad_from_stage;      /* private: stages >= this may hold gradients not yet zeroed */
     float *recompute_buf;     /* private: backward's recomputed ReLU output, inside the arena */
     int recompute_owner;      /* private: the node whose output recompute_buf holds, -1 */
+    double *node_seconds;     /* profiling, off when NULL: a caller's [2 * n_nodes] array to
+                                 which net_forward adds each node's seconds (a fused group's
+                                 to its conv) and net_backward adds them at n_nodes + node */
 } Net;
 
 /* Architectures: "resnet18", "resnet34", "resnet50", "resnet101", "resnet152" (torchvision

@@ -13,7 +13,13 @@
  * linear layers only: 2 * N * Cout * OH * OW * Cin * KH * KW forward, three times that for
  * a training step (forward, input gradient, weight gradient). The peak is measured with
  * FMA chains of the build's own vector width (in a SIMD=0 build, scalar code, which the
- * compiler's auto-vectorised GEMM can exceed). */
+ * compiler's auto-vectorised GEMM can exceed).
+ *
+ * After each ResNet-50 configuration, a few more steps run with per-node timing
+ * (net->node_seconds) and print where the time goes by kind of layer, with the GFLOP/s of
+ * the 1x1 and 3x3 convolutions inside the network, plus machine-readable lines
+ *   PROFILE <config> <layers> fwd|bwd gflops=<g> peak=<%>
+ * BENCH_PROFILE=0 skips this; BENCH_PROFILE=2 adds one line per convolution. */
 #include "resnet.h"
 #include "simd.h"
 
@@ -177,11 +183,12 @@ static double forward_flops(const Net *net) {
     return f;
 }
 
-typedef struct {
+typedef struct NetCtx {
     Net *net;
     Optimizer *opt;
     float *x, *probs, *dlogits;
     int *labels, batch;
+    double opt_seconds; /* time in optimizer_step, when profiling */
 } NetCtx;
 
 static void infer_step(void *p) {
@@ -198,8 +205,41 @@ static void train_step(void *p) {
     softmax_cross_entropy_forward(c->batch, k, logits, c->labels, NULL, 0.0f, c->probs);
     softmax_cross_entropy_backward(c->batch, k, c->probs, c->labels, NULL, 0.0f, c->dlogits);
     net_backward(c->net, c->dlogits, c->batch, NULL);
+    double t0 = rn_seconds();
     optimizer_step(c->opt, c->net);
+    c->opt_seconds += rn_seconds() - t0;
 }
+
+/* ---------------------------------------------------------------- profile */
+
+/* One more step with net->node_seconds on, summed by kind of layer: where the time goes,
+ * and the convolutions' GFLOP/s inside the network (the kernel figures that matter). A
+ * conv's backward does the weight gradient and, except for the stem, the input gradient:
+ * twice the forward FLOPs. */
+enum { K_CONV1, K_CONV3, K_CONV7, K_BN, K_RELU, K_ADD, K_POOL, K_LINEAR, K_OTHER, K_COUNT };
+static const char *kind_names[K_COUNT] = {"conv 1x1", "conv 3x3", "conv 7x7 (stem)",
+                                          "batch norm", "relu", "residual add", "pooling",
+                                          "linear", "other"};
+
+static int node_kind(const Node *nd) {
+    switch (nd->op) {
+    case OP_CONV: return nd->conv.kh == 1 ? K_CONV1 : nd->conv.kh == 3 ? K_CONV3 : K_CONV7;
+    case OP_BN: return K_BN;
+    case OP_RELU: return K_RELU;
+    case OP_ADD: return K_ADD;
+    case OP_MAXPOOL: case OP_GAP: return K_POOL;
+    case OP_LINEAR: return K_LINEAR;
+    default: return K_OTHER;
+    }
+}
+
+static double conv_flops(const Net *net, const Node *nd) {
+    return 2.0 * net->batch * nd->c * nd->h * nd->w * nd->conv.in_c * nd->conv.kh *
+           nd->conv.kw;
+}
+
+static void profile_net(const char *config, int threads, NetCtx *c, Net *net, int train,
+                        double peak);
 
 static int bench_net(const char *config, int train, int size, int batch, int threads,
                      double peak) {
@@ -229,10 +269,85 @@ static int bench_net(const char *config, int train, int size, int batch, int thr
         t = median_seconds(infer_step, &c, 3, 1.5);
     }
     report(config, threads, batch / t, "img/s", flops / t * 1e-9, peak);
+    if (!getenv("BENCH_PROFILE") || strcmp(getenv("BENCH_PROFILE"), "0") != 0)
+        profile_net(config, threads, &c, c.net, train, peak);
     if (c.opt) optimizer_free(c.opt);
     net_free(c.net);
     rn_free(c.x); rn_free(c.probs); rn_free(c.dlogits); rn_free(c.labels);
     return 0;
+}
+
+static void profile_net(const char *config, int threads, NetCtx *c, Net *net, int train,
+                        double peak) {
+    int n = net->n_nodes;
+    double *sec = rn_calloc((size_t)2 * n, sizeof(double));
+    double fwd[K_COUNT] = {0}, bwd[K_COUNT] = {0}, ffl[K_COUNT] = {0}, bfl[K_COUNT] = {0};
+    const int reps = 3;
+    net->node_seconds = sec;
+    c->opt_seconds = 0;
+    double t0 = rn_seconds();
+    for (int r = 0; r < reps; r++) (train ? train_step : infer_step)(c);
+    double total = (rn_seconds() - t0) / reps;
+    net->node_seconds = NULL;
+    for (int i = 1; i < n; i++) {
+        const Node *nd = &net->nodes[i];
+        int k = node_kind(nd);
+        fwd[k] += sec[i] / reps;
+        bwd[k] += sec[n + i] / reps;
+        if (nd->op == OP_CONV) {
+            double f = conv_flops(net, nd);
+            ffl[k] += f;
+            bfl[k] += nd->in[0] == 0 ? f : 2 * f;
+        }
+    }
+    if (getenv("BENCH_PROFILE") && !strcmp(getenv("BENCH_PROFILE"), "2")) /* every conv */
+        for (int i = 1; i < n; i++) {
+            const Node *nd = &net->nodes[i];
+            if (nd->op != OP_CONV) continue;
+            double f = conv_flops(net, nd), fb = nd->in[0] == 0 ? f : 2 * f;
+            printf("  %-22s %4d->%-4d %dx%d s%d %3dx%-3d fwd %6.2f ms %6.1f GFLOP/s", nd->name,
+                   nd->conv.in_c, nd->c, nd->conv.kh, nd->conv.kw, nd->conv.stride, nd->h,
+                   nd->w, sec[i] / reps * 1e3, f / (sec[i] / reps) * 1e-9);
+            if (train)
+                printf(" | bwd %6.2f ms %6.1f GFLOP/s", sec[n + i] / reps * 1e3,
+                       fb / (sec[n + i] / reps) * 1e-9);
+            printf("\n");
+        }
+    printf("  profile of %s (mean of %d steps, %.1f ms a step):\n", config, reps,
+           total * 1e3);
+    printf("  %-16s %9s %6s %9s %6s", "layers", "fwd ms", "share", "GFLOP/s", "%peak");
+    if (train) printf(" | %9s %6s %9s %6s", "bwd ms", "share", "GFLOP/s", "%peak");
+    printf("\n");
+    double rest = total;
+    for (int k = 0; k < K_COUNT; k++) {
+        if (fwd[k] == 0 && bwd[k] == 0) continue;
+        rest -= fwd[k] + bwd[k];
+        printf("  %-16s %9.1f %5.1f%%", kind_names[k], fwd[k] * 1e3, 100 * fwd[k] / total);
+        if (ffl[k] > 0)
+            printf(" %9.1f %5.1f%%", ffl[k] / fwd[k] * 1e-9, 100 * ffl[k] / fwd[k] * 1e-9 / peak);
+        else
+            printf(" %9s %6s", "", "");
+        if (train) {
+            printf(" | %9.1f %5.1f%%", bwd[k] * 1e3, 100 * bwd[k] / total);
+            if (bfl[k] > 0)
+                printf(" %9.1f %5.1f%%", bfl[k] / bwd[k] * 1e-9,
+                       100 * bfl[k] / bwd[k] * 1e-9 / peak);
+        }
+        printf("\n");
+        if (ffl[k] > 0)
+            printf("PROFILE %s threads=%d %s fwd gflops=%.1f peak=%.1f\n", config, threads,
+                   kind_names[k], ffl[k] / fwd[k] * 1e-9, 100 * ffl[k] / fwd[k] * 1e-9 / peak);
+        if (train && bfl[k] > 0)
+            printf("PROFILE %s threads=%d %s bwd gflops=%.1f peak=%.1f\n", config, threads,
+                   kind_names[k], bfl[k] / bwd[k] * 1e-9, 100 * bfl[k] / bwd[k] * 1e-9 / peak);
+    }
+    if (train) {
+        double o = c->opt_seconds / reps;
+        printf("  %-16s %9.1f %5.1f%%\n", "optimizer", o * 1e3, 100 * o / total);
+        rest -= o;
+    }
+    printf("  %-16s %9.1f %5.1f%%\n", "rest", rest * 1e3, 100 * rest / total);
+    rn_free(sec);
 }
 
 /* ---------------------------------------------------------------- driver */

@@ -25,7 +25,7 @@ echo "C: $("$bench" info)"
 log=$(mktemp); trap 'rm -f "$log"' EXIT
 for t in $threads; do
   for cfg in $configs; do
-    "$bench" "$cfg" "$t" | sed 's/^RESULT /RESULT c /' | tee -a "$log" | grep -v '^RESULT\|^#'
+    "$bench" "$cfg" "$t" | sed 's/^RESULT /RESULT c /' | tee -a "$log" | grep -v '^RESULT\|^PROFILE\|^#'
     if [ "$torch" = 1 ] && [ "$cfg" != peak ]; then
       "$py" "$here/bench_torch.py" "$cfg" "$t" 2>/dev/null | sed 's/^RESULT /RESULT torch /' \
         | tee -a "$log" | grep -v '^RESULT' || echo "  (torch $cfg failed)"
@@ -57,3 +57,8 @@ END {
            cpk[key], crss[key], tr, ts, ratio
   }
 }' "$log"
+if grep -q '^PROFILE' "$log"; then
+  echo
+  echo "Convolutions inside the network (FLOPs / time in conv layers, % of the measured peak):"
+  awk '/^PROFILE/ { sub(/^PROFILE /, ""); printf "  %s\n", $0 }' "$log"
+fi
