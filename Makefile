@@ -2,6 +2,7 @@
 #   make                 build ./train and ./infer (OpenMP and SIMD on when available)
 #   make test            build and run the test suite (tests/run.sh prints "N passed, N failed")
 #   make OPENMP=0 SIMD=0 the plain C99 build (same tests)
+#   make SIMD=auto       a portable x86-64 build: the GEMM kernel is chosen at run time
 #   make setup           find stb (libstb-dev) or install it with apt-get
 #   make bench           ResNet-50 speed, side by side with PyTorch when available
 #   make demo            the embedded end-to-end training job
@@ -20,17 +21,35 @@ STB_DIR ?= $(firstword $(wildcard /usr/include/stb /usr/local/include/stb third_
 # CFLAGS / LDFLAGS given on the command line (e.g. sanitizers, -Werror) are added to, not
 # replace, the flags the project needs: hence `override`.
 CFLAGS  ?= -O2 -g
-override CFLAGS += -std=c99 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Wno-unused-parameter -pthread
+# -fno-math-errno: sqrtf and friends never set errno, so loops calling them vectorise
+# (results are unchanged: IEEE sqrt is correctly rounded either way).
+override CFLAGS += -std=c99 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Wno-unused-parameter -pthread \
+                   -fno-math-errno
 override LDLIBS += -lm -pthread
 
 ifeq ($(OPENMP),1)
   override CFLAGS  += -fopenmp
   override LDFLAGS += -fopenmp
 endif
+# SIMD=1: the build machine's widest vector unit (AVX-512 or AVX2+FMA, -march=native);
+#   gemm.c picks its kernel from the compiler's predefined macros, else scalar C.
+# SIMD=auto: a portable x86-64 binary: the GEMM is built for AVX-512, AVX2+FMA and plain C
+#   and picks at run time (RN_SIMD_KERNEL=avx512|avx2|scalar forces one); the rest of the
+#   code uses the x86-64 baseline. On other CPUs SIMD=auto means SIMD=1.
+# SIMD=0: plain C everywhere (the reference build).
+ARCH := $(shell uname -m)
+ifeq ($(SIMD),auto)
+  ifeq ($(filter x86_64 amd64,$(ARCH)),)
+    override SIMD := 1
+  endif
+endif
+GEMM_VARIANT_OBJS :=
 ifeq ($(SIMD),1)
-  # The build machine's widest vector unit (AVX-512 or AVX2+FMA); gemm.c picks its kernel
-  # from the compiler's predefined macros and falls back to scalar C.
   override CFLAGS += -march=native -DRN_SIMD=1
+else ifeq ($(SIMD),auto)
+  override CFLAGS += -DRN_SIMD=1
+  GEMM_VARIANT_OBJS := $(BUILD)/gemm_avx512.o $(BUILD)/gemm_avx2.o
+  GEMM_BASE_FLAGS := -DRN_GEMM_VARIANT=base -DRN_GEMM_DISPATCHER
 else
   override CFLAGS += -DRN_SIMD=0
 endif
@@ -39,7 +58,7 @@ ifneq ($(STB_DIR),)
 endif
 
 LIB_SRCS := $(filter-out train.c infer.c,$(wildcard *.c))
-LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o) $(GEMM_VARIANT_OBJS)
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BINS := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
 PROGS := $(BIN)/train $(BIN)/infer
@@ -65,6 +84,18 @@ setup:
 $(BUILD)/%.o: %.c $(wildcard *.h) | check-stb
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(STB_CFLAGS) -I. -c $< -o $@
+
+$(BUILD)/gemm.o: gemm.c $(wildcard *.h) | check-stb
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(GEMM_BASE_FLAGS) -I. -c $< -o $@
+
+$(BUILD)/gemm_avx512.o: gemm.c $(wildcard *.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -mavx512f -mfma -DRN_GEMM_VARIANT=avx512 -I. -c $< -o $@
+
+$(BUILD)/gemm_avx2.o: gemm.c $(wildcard *.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -mavx2 -mfma -DRN_GEMM_VARIANT=avx2 -I. -c $< -o $@
 
 $(BUILD)/libresnet.a: $(LIB_OBJS)
 	@rm -f $@
