@@ -101,7 +101,7 @@ static double opt_decimal(float x) {
 static void sgd_update(int64_t n, float *p, const float *grad, float *buf, int first,
                        float lr_neg, float wd, float momentum, int nesterov) {
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (n >= OPT_PARALLEL_MIN)
+#pragma omp parallel for simd schedule(static) if (n >= OPT_PARALLEL_MIN)
 #endif
     for (int64_t i = 0; i < n; i++) {
         float g = wd != 0.0f ? fmaf(p[i], wd, grad[i]) : grad[i];
@@ -124,7 +124,7 @@ static void adam_update(int64_t n, float *p, const float *grad, float *m, float 
                         float b1, float one_minus_b1, float b2, float one_minus_b2,
                         float eps, float wd, float decay, float step_neg, float bc2_sqrt) {
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (n >= OPT_PARALLEL_MIN)
+#pragma omp parallel for simd schedule(static) if (n >= OPT_PARALLEL_MIN)
 #endif
     for (int64_t i = 0; i < n; i++) {
         float pi = p[i];
@@ -145,35 +145,39 @@ static void adam_update(int64_t n, float *p, const float *grad, float *m, float 
     }
 }
 
-void optimizer_step(Optimizer *opt, Net *net) {
+void optimizer_begin_step(Optimizer *opt) { opt->step++; }
+
+void optimizer_update(Optimizer *opt, Net *net, int i) {
     const OptConfig *c = &opt->cfg;
+    if (i < 0 || i >= net->n_params || i >= opt->n) return;
+    Param *prm = &net->params[i];
+    if (prm->is_buffer || !prm->grad || prm->stage < net->first_trainable) return;
     double lr = opt_decimal(c->lr), wd = opt_decimal(c->weight_decay);
     double b1 = opt_decimal(c->beta1), b2 = opt_decimal(c->beta2);
     double momentum = opt_decimal(c->momentum);
-    opt->step++;
     double t = (double)opt->step;
-    int n = net->n_params < opt->n ? net->n_params : opt->n;
-    for (int i = 0; i < n; i++) {
-        Param *prm = &net->params[i];
-        if (prm->is_buffer || !prm->grad || prm->stage < net->first_trainable) continue;
-        size_t bytes = (size_t)prm->numel * sizeof(float);
-        if (c->type == OPT_SGD) {
-            int first = 0;
-            if (momentum != 0.0 && !opt->m[i]) {
-                opt->m[i] = rn_calloc(1, bytes);
-                first = 1;
-            }
-            sgd_update(prm->numel, prm->data, prm->grad, momentum != 0.0 ? opt->m[i] : NULL,
-                       first, (float)-lr, (float)wd, (float)momentum, c->nesterov);
-        } else {
-            if (!opt->m[i]) opt->m[i] = rn_calloc(1, bytes);
-            if (!opt->v[i]) opt->v[i] = rn_calloc(1, bytes);
-            int decoupled = c->type == OPT_ADAMW;
-            double bc1 = 1.0 - pow(b1, t), bc2 = 1.0 - pow(b2, t);
-            adam_update(prm->numel, prm->data, prm->grad, opt->m[i], opt->v[i], (float)b1,
-                        (float)(1.0 - b1), (float)b2, (float)(1.0 - b2), (float)opt_decimal(c->eps),
-                        decoupled ? 0.0f : (float)wd, decoupled ? (float)(1.0 - lr * wd) : 1.0f,
-                        (float)(-(lr / bc1)), (float)sqrt(bc2));
+    size_t bytes = (size_t)prm->numel * sizeof(float);
+    if (c->type == OPT_SGD) {
+        int first = 0;
+        if (momentum != 0.0 && !opt->m[i]) {
+            opt->m[i] = rn_calloc(1, bytes);
+            first = 1;
         }
+        sgd_update(prm->numel, prm->data, prm->grad, momentum != 0.0 ? opt->m[i] : NULL, first,
+                   (float)-lr, (float)wd, (float)momentum, c->nesterov);
+    } else {
+        if (!opt->m[i]) opt->m[i] = rn_calloc(1, bytes);
+        if (!opt->v[i]) opt->v[i] = rn_calloc(1, bytes);
+        int decoupled = c->type == OPT_ADAMW;
+        double bc1 = 1.0 - pow(b1, t), bc2 = 1.0 - pow(b2, t);
+        adam_update(prm->numel, prm->data, prm->grad, opt->m[i], opt->v[i], (float)b1,
+                    (float)(1.0 - b1), (float)b2, (float)(1.0 - b2), (float)opt_decimal(c->eps),
+                    decoupled ? 0.0f : (float)wd, decoupled ? (float)(1.0 - lr * wd) : 1.0f,
+                    (float)(-(lr / bc1)), (float)sqrt(bc2));
     }
+}
+
+void optimizer_step(Optimizer *opt, Net *net) {
+    optimizer_begin_step(opt);
+    for (int i = 0; i < net->n_params; i++) optimizer_update(opt, net, i);
 }

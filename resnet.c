@@ -527,6 +527,7 @@ void net_free(Net *net) {
     rn_free(net->params);
     rn_free(net->nodes);
     rn_free(net->arena);
+    rn_free(net->step_grad);
     rn_free(net);
 }
 
@@ -1181,13 +1182,6 @@ static void gradient_done(Net *net, int j, const float *target, size_t count) {
     if (target != net->nodes[j].dout) add_into(net->nodes[j].dout, target, count);
 }
 
-/* d(j) = g (first write) or d(j) += g, for ops that pass gradients through unchanged. */
-static void gradient_pass(Net *net, int consumer, int j, const float *g, size_t count) {
-    float *d = net->nodes[j].dout;
-    if (net->nodes[j].last_consumer == consumer) memcpy(d, g, sizeof(float) * count);
-    else add_into(d, g, count);
-}
-
 /* The output of ReLU node t = relu(bn(conv)) that the training plan did not keep, rebuilt
  * in net->recompute_buf with the float operations of the forward pass (the batch norm from
  * its saved batch statistics, or from the running ones in eval mode). */
@@ -1220,23 +1214,113 @@ static const float *recomputed_output(Net *net, int t, int n) {
     return y;
 }
 
-/* dy *= (y > 0), in place: the gradient through the ReLU fused into a block's sum */
-static void relu_mask(size_t count, const float *y, float *dy) {
-    long n = (long)count;
+/* The backward of y = a + b, or of y = relu(a + b) when y is given (the end of a residual
+ * block): g = dy (times y > 0), then for each input k with d[k]: d[k] = g when this is its
+ * first gradient (first[k]), else d[k] += g. One pass instead of a mask and two copies;
+ * `mode` (bit 0: d0 is first, bit 1: d1 is first) is a constant in each inlined copy. */
+static inline void add_backward_pass(long n, const float *y, const float *dy, float *d0,
+                                     float *d1, const int mode) {
     OMP_PRAGMA(omp parallel for simd schedule(static) if (n > OMP_MIN_WORK))
     for (long i = 0; i < n; i++) {
-        float g = dy[i]; /* a blend, not a branch: masks are random */
-        dy[i] = y[i] > 0 ? g : 0.0f;
+        float g = dy[i];
+        if (y) g = y[i] > 0 ? g : 0.0f; /* a blend, not a branch: masks are random */
+        if (d0) d0[i] = (mode & 1) ? g : d0[i] + g;
+        if (d1) d1[i] = (mode & 2) ? g : d1[i] + g;
     }
 }
 
+static void add_backward(size_t count, const float *y, const float *dy, float *const d[2],
+                         const int first[2]) {
+    long n = (long)count;
+    switch ((first[0] ? 1 : 0) | (first[1] ? 2 : 0)) {
+    case 0: add_backward_pass(n, y, dy, d[0], d[1], 0); break;
+    case 1: add_backward_pass(n, y, dy, d[0], d[1], 1); break;
+    case 2: add_backward_pass(n, y, dy, d[0], d[1], 2); break;
+    default: add_backward_pass(n, y, dy, d[0], d[1], 3); break;
+    }
+}
+
+/* The gradient buffers of node nd's parameters during a fused step: slices of
+ * net->step_grad, zeroed, swapped in for Param.grad while the node's backward runs. */
+static void step_grads_begin(Net *net, const Node *nd, float *saved[2]) {
+    const int idx[2] = {nd->weight, nd->bias};
+    size_t at = 0;
+    for (int k = 0; k < 2; k++) {
+        saved[k] = NULL;
+        if (idx[k] < 0 || net->params[idx[k]].is_buffer) continue;
+        Param *prm = &net->params[idx[k]];
+        saved[k] = prm->grad;
+        prm->grad = net->step_grad + at;
+        memset(prm->grad, 0, sizeof(float) * (size_t)prm->numel);
+        at += align_up((size_t)prm->numel);
+    }
+}
+
+/* Apply the optimizer to node nd's parameters, then give Param.grad back its own buffer. */
+static void step_grads_end(Net *net, const Node *nd, Optimizer *opt, float *const saved[2]) {
+    const int idx[2] = {nd->weight, nd->bias};
+    for (int k = 0; k < 2; k++) {
+        if (idx[k] < 0 || net->params[idx[k]].is_buffer) continue;
+        optimizer_update(opt, net, idx[k]);
+        net->params[idx[k]].grad = saved[k];
+    }
+}
+
+/* net->step_grad sized for the node with the most parameter values (its weight and bias). */
+static void step_grad_reserve(Net *net) {
+    size_t need = 16;
+    for (int i = 0; i < net->n_nodes; i++) {
+        const Node *nd = &net->nodes[i];
+        size_t floats = 0;
+        if (nd->weight >= 0) floats += align_up((size_t)net->params[nd->weight].numel);
+        if (nd->bias >= 0) floats += align_up((size_t)net->params[nd->bias].numel);
+        if (floats > need) need = floats;
+    }
+    if (need > net->step_grad_floats) {
+        rn_free(net->step_grad);
+        net->step_grad = rn_alloc(need * sizeof(float));
+        net->step_grad_floats = need;
+    }
+}
+
+static int backward_pass(Net *net, const float *dlogits, int n, float *dx, Optimizer *opt);
+
 void net_backward(Net *net, const float *dlogits, int n, float *dx) {
+    if (net->grads_released) {
+        rn_set_error("%s: net_backward needs the gradient buffers, which net_release_grads "
+                     "freed (train with net_backward_step)", net->arch);
+        return;
+    }
+    backward_pass(net, dlogits, n, dx, NULL);
+}
+
+int net_backward_step(Net *net, const float *dlogits, int n, Optimizer *opt) {
+    if (!opt) {
+        rn_set_error("%s: net_backward_step needs an optimizer", net->arch);
+        return -1;
+    }
+    step_grad_reserve(net);
+    optimizer_begin_step(opt);
+    return backward_pass(net, dlogits, n, NULL, opt);
+}
+
+void net_release_grads(Net *net) {
+    for (int i = 0; i < net->n_params; i++) {
+        rn_free(net->params[i].grad);
+        net->params[i].grad = NULL;
+    }
+    net->grads_released = 1;
+}
+
+/* Backward from dlogits; with opt, each node's parameters are updated by the optimizer as
+ * soon as the node's backward has made their gradients (see net_backward_step). */
+static int backward_pass(Net *net, const float *dlogits, int n, float *dx, Optimizer *opt) {
     const int last = net->n_nodes - 1;
     if (!net->training_plan || !net->arena || n < 1 || n > net->batch || !dlogits) {
         rn_set_error("%s: backward of %d samples needs a training plan for at least that "
                      "many (planned batch %d, training %d)", net->arch, n, net->batch,
                      net->training_plan);
-        return;
+        return -1;
     }
     /* the plan kept only the outputs of the stages that were trainable when it was made */
     int need = dx ? STAGE_STEM : net->first_trainable;
@@ -1245,7 +1329,7 @@ void net_backward(Net *net, const float *dlogits, int n, float *dx) {
                      "(this one: %d); call net_plan again", net->arch,
                      dx ? "to the input" : "into the trainable stages", need,
                      net->plan_first_trainable);
-        return;
+        return -1;
     }
     /* Nodes of frozen stages are skipped unless the input gradient is wanted: stages never
      * decrease along the node order, so no trainable parameter lies before them. */
@@ -1270,6 +1354,8 @@ void net_backward(Net *net, const float *dlogits, int n, float *dx) {
         const float *x_in = in->recompute && backward_reads_input(nd)
                                 ? recomputed_output(net, j, n) : in->out;
         const float *y_own = nd->recompute ? recomputed_output(net, i, n) : nd->out;
+        float *saved_grads[2];
+        if (opt && trains) step_grads_begin(net, nd, saved_grads);
         switch (nd->op) {
         case OP_INPUT: break;
         case OP_CONV:
@@ -1301,12 +1387,16 @@ void net_backward(Net *net, const float *dlogits, int n, float *dx) {
             if (dxp) avgpool_global_backward(n, in->c, in->h * in->w, dy, dxp);
             break;
         case OP_ADD: {
-            /* y = relu(a + b): both inputs receive dy * (y > 0), computed in place */
-            if (nd->relu) relu_mask(count, nd->out, dy);
-            dxp = NULL; /* passed through below */
+            /* y = [relu](a + b): both inputs receive dy [* (y > 0)], in one pass */
+            float *d[2] = {NULL, NULL};
+            int first[2] = {0, 0};
             for (int k = 0; k < 2; k++)
-                if (all || net->nodes[nd->in[k]].stage >= ft)
-                    gradient_pass(net, i, nd->in[k], dy, count);
+                if (all || net->nodes[nd->in[k]].stage >= ft) {
+                    d[k] = net->nodes[nd->in[k]].dout;
+                    first[k] = net->nodes[nd->in[k]].last_consumer == i;
+                }
+            add_backward(count, nd->relu ? nd->out : NULL, dy, d, first);
+            dxp = NULL; /* done */
             break;
         }
         case OP_SHORTCUT_A:
@@ -1346,8 +1436,17 @@ void net_backward(Net *net, const float *dlogits, int n, float *dx) {
             net->node_seconds[net->n_nodes + i] += t1 - t0;
             t0 = t1;
         }
+        if (opt && trains) {
+            step_grads_end(net, nd, opt, saved_grads);
+            if (net->node_seconds) { /* profiling: the updates in their own slot */
+                double t1 = rn_seconds();
+                net->node_seconds[2 * net->n_nodes] += t1 - t0;
+                t0 = t1;
+            }
+        }
     }
     if (dx) memcpy(dx, net->nodes[0].dout, sizeof(float) * n * node_numel(&net->nodes[0]));
+    return 0;
 }
 
 /* Backward writes only the gradients of stages >= first_trainable, so only those (from

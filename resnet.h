@@ -217,7 +217,9 @@ void sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const flo
            int lda, const float *b, int ldb, float beta, float *c, int ldc);
 void sgemm_ref(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a,
                int lda, const float *b, int ldb, float beta, float *c, int ldc);
-const char *simd_name(void); /* "avx512", "avx2", "scalar" */
+const char *simd_name(void); /* "avx512", "avx2", "scalar": the unit sgemm runs on */
+/* The FMA peak of that unit on the current OpenMP team, measured (best of 3 short runs). */
+double simd_peak_gflops(void);
 
 /* ------------------------------------------------------------------------------------ */
 /* Network graph, architectures and heads (resnet.c)                                     */
@@ -301,9 +303,13 @@ typedef struct {
     int grad_from_stage;      /* private: stages >= this may hold gradients not yet zeroed */
     float *recompute_buf;     /* private: backward's recomputed ReLU output, inside the arena */
     int recompute_owner;      /* private: the node whose output recompute_buf holds, -1 */
-    double *node_seconds;     /* profiling, off when NULL: a caller's [2 * n_nodes] array to
-                                 which net_forward adds each node's seconds (a fused group's
-                                 to its conv) and net_backward adds them at n_nodes + node */
+    float *step_grad;         /* private: parameter gradients of one node in a fused step */
+    size_t step_grad_floats;
+    int grads_released;       /* net_release_grads was called: Param.grad is NULL */
+    double *node_seconds;     /* profiling, off when NULL: a caller's [2 * n_nodes + 1]
+                                 array to which net_forward adds each node's seconds (a
+                                 fused group's to its conv), backward adds them at n_nodes +
+                                 node, and net_backward_step its optimizer updates at the end */
 } Net;
 
 /* Architectures: "resnet18", "resnet34", "resnet50", "resnet101", "resnet152" (torchvision
@@ -350,6 +356,17 @@ const float *net_forward_upto(Net *net, const float *x, int n, int train, int up
  * Node douts are shared scratch, valid only inside backward. */
 void net_backward(Net *net, const float *dlogits, int n, float *dx);
 void net_zero_grad(Net *net); /* the gradients backward wrote since the last call */
+/* One training step's backward and optimizer update in one pass: each node's parameters
+ * are updated (optimizer_update) as soon as the node's backward has made their gradients,
+ * in a buffer the size of the largest layer's, so no gradient of the whole network is
+ * ever held and nothing needs zeroing. The same parameters, bit for bit, as net_zero_grad,
+ * net_backward and optimizer_step (a parameter is read by backward only before its own
+ * node's update). Param.grad is left untouched. Returns 0, or -1 (rn_error says why). */
+struct Optimizer; /* below */
+int net_backward_step(Net *net, const float *dlogits, int n, struct Optimizer *opt);
+/* Free every Param.grad (ResNet-50: 102 MB) when only net_backward_step will train the
+ * net; net_backward then fails and optimizer_step has nothing to apply. */
+void net_release_grads(Net *net);
 /* Freeze the stages before `stage`. Lowering it below what the current training plan was
  * made for re-plans (same batch and size), so call it between steps, not inside one. */
 void net_set_first_trainable(Net *net, int stage);
@@ -381,7 +398,7 @@ typedef struct {
 
 OptConfig opt_default(OptType type, float lr);
 
-typedef struct {
+typedef struct Optimizer {
     OptConfig cfg;
     int64_t step;
     int n;                     /* one state slot per network parameter (index-aligned) */
@@ -391,6 +408,10 @@ typedef struct {
 Optimizer *optimizer_create(const Net *net, const OptConfig *cfg);
 /* One update of every parameter that is trainable (stage >= first_trainable, not a buffer). */
 void optimizer_step(Optimizer *opt, Net *net);
+/* optimizer_step in parts, for updates made while backward runs (net_backward_step): the
+ * step count goes up once, then each trainable parameter i is updated from its grad. */
+void optimizer_begin_step(Optimizer *opt);
+void optimizer_update(Optimizer *opt, Net *net, int i);
 void optimizer_free(Optimizer *opt);
 int opt_parse(const char *name, OptType *type);
 const char *opt_name(OptType type);

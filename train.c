@@ -550,19 +550,21 @@ static void head_threads_end(int saved) {
 #endif
 }
 
-/* Mean loss of one training step on n samples; counts correct predictions. */
-static float train_step(Trainer *t, Net *net, const float *x, const int *labels, int n,
-                        int *correct) {
-    net_zero_grad(net);
+/* One training step on n samples: adds the mean loss times n to *sum and counts correct
+ * predictions. The optimizer updates each layer as backward reaches it, so no gradient
+ * buffers for the whole network are needed (net_backward_step). */
+static int train_step(Trainer *t, Net *net, const float *x, const int *labels, int n,
+                      double *sum, int *correct) {
     const float *logits = net_forward(net, x, n, 1);
+    if (!logits) return -1;
     float loss = softmax_cross_entropy_forward(n, t->k, logits, labels, t->class_w,
                                                t->smoothing, t->probs);
     softmax_cross_entropy_backward(n, t->k, t->probs, labels, t->class_w, t->smoothing,
                                    t->dlogits);
-    net_backward(net, t->dlogits, n, NULL);
-    optimizer_step(t->opt, net);
+    if (net_backward_step(net, t->dlogits, n, t->opt) != 0) return -1;
     for (int i = 0; i < n; i++) *correct += argmax(t->probs + (size_t)i * t->k, t->k) == labels[i];
-    return loss;
+    *sum += (double)loss * n;
+    return 0;
 }
 
 /* Keep only labelled samples of a loaded batch (moves x rows down). */
@@ -718,7 +720,11 @@ static int train_epoch(Trainer *t, Split *s, int epoch_id, double *loss, double 
                        t->fdim * sizeof(float));
                 t->labels[i] = s->d.labels[items[b + i]];
             }
-            sum += (double)train_step(t, net, t->feat, t->labels, n, &correct) * n;
+            if (train_step(t, net, t->feat, t->labels, n, &sum, &correct) != 0) {
+                head_threads_end(saved_threads);
+                free(items);
+                return -1;
+            }
             seen += n;
         }
         head_threads_end(saved_threads);
@@ -743,7 +749,10 @@ static int train_epoch(Trainer *t, Split *s, int epoch_id, double *loss, double 
                     memcpy(t->feat, f, (size_t)n * t->fdim * sizeof(float));
                     x = t->feat;
                 }
-                sum += (double)train_step(t, net, x, t->labels, n, &correct) * n;
+                if (train_step(t, net, x, t->labels, n, &sum, &correct) != 0) {
+                    loader_free(l);
+                    return -1;
+                }
                 seen += n;
             }
             char extra[64];
@@ -1375,6 +1384,7 @@ static int train_job(Run *run, const char *command) {
     net = resnet_create(A.arch, t.k, &hs, (uint64_t)A.seed);
     if (!net) goto done;
     if (!scratch && net_load_weights(net, A.weights, 1) != 0) goto done;
+    net_release_grads(net); /* train_step updates layer by layer (net_backward_step) */
     t.net = net;
     t.batch = A.batch;
     t.threads = A.threads > 0 ? A.threads : rn_threads();
@@ -1389,6 +1399,7 @@ static int train_job(Run *run, const char *command) {
     if (!scratch) {
         t.head = head_create(t.fc, t.fh, t.fw, t.k, &hs, (uint64_t)A.seed);
         if (!t.head || net_plan(t.head, t.batch, t.fh, t.fw, 1) != 0) goto done;
+        net_release_grads(t.head);
     }
     t.backbone_key = fnv1a_str(fnv1a_file(1469598103934665603ULL, A.weights), A.arch);
     if (A.cache_dir[0]) snprintf(t.cache_dir, sizeof t.cache_dir, "%s", A.cache_dir);

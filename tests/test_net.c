@@ -529,6 +529,54 @@ static void test_frozen_stages(void) {
     net_free(net);
 }
 
+/* net_backward_step (updates while backward runs) against net_zero_grad + net_backward +
+ * optimizer_step: bit-identical parameters and BN statistics after three steps, for Adam,
+ * AdamW and SGD with momentum, on a trainable head with BN and dropout over a partly
+ * frozen CIFAR ResNet-20; then without the gradient buffers at all. */
+static void test_fused_optimizer_step(void) {
+    const OptType types[3] = {OPT_ADAM, OPT_ADAMW, OPT_SGD};
+    HeadSpec h;
+    CHECK(head_parse("mlp:16:dropout=0.3:bn", &h) == 0);
+    const int n = 4, k = 5, size = 16;
+    float *x = malloc(sizeof(float) * n * 3 * size * size), r[20];
+    fill_random(x, (size_t)n * 3 * size * size, 11);
+    fill_random(r, (size_t)n * k, 12);
+    for (int t = 0; t < 3; t++) {
+        Net *a = resnet_create("cifar_resnet20", k, &h, 5), *b = resnet_create("cifar_resnet20", k, &h, 5);
+        net_set_first_trainable(a, STAGE_LAYER2);
+        net_set_first_trainable(b, STAGE_LAYER2);
+        CHECK(net_plan(a, n, size, size, 1) == 0 && net_plan(b, n, size, size, 1) == 0);
+        OptConfig oc = opt_default(types[t], 0.01f);
+        oc.weight_decay = 1e-3f;
+        Optimizer *oa = optimizer_create(a, &oc), *ob = optimizer_create(b, &oc);
+        if (t == 2) net_release_grads(b); /* the fused step never needed them */
+        for (int step = 0; step < 3; step++) {
+            net_zero_grad(a);
+            CHECK(net_forward(a, x, n, 1) != NULL && net_forward(b, x, n, 1) != NULL);
+            net_backward(a, r, n, NULL);
+            optimizer_step(oa, a);
+            CHECK(net_backward_step(b, r, n, ob) == 0);
+        }
+        int same = 1, changed = 0;
+        for (int i = 0; i < a->n_params; i++) {
+            const Param *pa = &a->params[i], *pb = &b->params[i];
+            same &= memcmp(pa->data, pb->data, sizeof(float) * (size_t)pa->numel) == 0;
+            if (!pa->is_buffer && pa->stage >= STAGE_LAYER2)
+                changed += max_abs(oa->m[i], (size_t)pa->numel) > 0;
+        }
+        CHECK_MSG(same, "%s: fused step differs", opt_name(types[t]));
+        CHECK(changed > 10 && oa->step == 3 && ob->step == 3);
+        if (t == 2) { /* without gradient buffers, net_backward refuses */
+            rn_set_error("none");
+            net_backward(b, r, n, NULL);
+            CHECK(strstr(rn_error(), "net_release_grads") != NULL);
+        }
+        optimizer_free(oa); optimizer_free(ob);
+        net_free(a); net_free(b);
+    }
+    free(x);
+}
+
 /* BatchNorm in training needs more than one value per channel, like torch. */
 static void test_bn_needs_two_values(void) {
     HeadSpec h;
@@ -659,6 +707,7 @@ int main(void) {
     RUN(test_gradcheck_inception_head);
     RUN(test_backward_accumulates);
     RUN(test_frozen_stages);
+    RUN(test_fused_optimizer_step);
     RUN(test_bn_needs_two_values);
     RUN(test_head_names);
     RUN(test_head_text);

@@ -12,8 +12,8 @@
  * Times are medians of several repeats after a warm-up. FLOPs count the convolutions and
  * linear layers only: 2 * N * Cout * OH * OW * Cin * KH * KW forward, three times that for
  * a training step (forward, input gradient, weight gradient). The peak is measured with
- * FMA chains of the build's own vector width (in a SIMD=0 build, scalar code, which the
- * compiler's auto-vectorised GEMM can exceed).
+ * FMA chains of the GEMM kernel's own vector width (simd_peak_gflops; in a SIMD=0 build,
+ * scalar code, which the compiler's auto-vectorised GEMM can exceed).
  *
  * After each ResNet-50 configuration, a few more steps run with per-node timing
  * (net->node_seconds) and print where the time goes by kind of layer, with the GFLOP/s of
@@ -21,7 +21,6 @@
  *   PROFILE <config> <layers> fwd|bwd gflops=<g> peak=<%>
  * BENCH_PROFILE=0 skips this; BENCH_PROFILE=2 adds one line per convolution. */
 #include "resnet.h"
-#include "simd.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -60,45 +59,6 @@ static double median_seconds(BenchFn fn, void *ctx, int min_reps, double min_sec
     }
     qsort(t, (size_t)n, sizeof t[0], cmp_double);
     return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
-}
-
-/* ---------------------------------------------------------------- FMA peak */
-
-/* Independent FMA chains per thread: more than latency x throughput of current cores
- * (4-cycle latency, 2 FMA pipes -> 8 chains). About 50 ms per run with AVX-512. */
-#define PEAK_CHAINS 12
-#define PEAK_ITERS 20000000L
-
-static double peak_flops_once(void) {
-    double t0 = rn_seconds();
-    float sink = 0;
-    int team = 0;
-#ifdef _OPENMP
-#pragma omp parallel reduction(+ : sink, team)
-#endif
-    {
-        VF acc[PEAK_CHAINS], x = vset1(0.999999f), y = vset1(1e-7f);
-        RN_UNROLL for (int j = 0; j < PEAK_CHAINS; j++) acc[j] = vset1(0.001f * j);
-        for (long i = 0; i < PEAK_ITERS; i++)
-            RN_UNROLL for (int j = 0; j < PEAK_CHAINS; j++) acc[j] = vfma(acc[j], x, y);
-        VF s = acc[0];
-        for (int j = 1; j < PEAK_CHAINS; j++) s = vadd(s, acc[j]);
-        sink += vsum(s);
-        team += 1;
-    }
-    double dt = rn_seconds() - t0;
-    if (sink == 12345.0f) printf(" "); /* keep the loop alive */
-    return 2.0 * PEAK_CHAINS * VLEN * (double)PEAK_ITERS * team / dt;
-}
-
-/* The best of a few runs: the peak is a ceiling, not a typical speed. */
-static double peak_gflops(void) {
-    double best = 0;
-    for (int r = 0; r < 3; r++) {
-        double f = peak_flops_once();
-        if (f > best) best = f;
-    }
-    return best * 1e-9;
 }
 
 static void report(const char *config, int threads, double rate, const char *unit,
@@ -188,7 +148,6 @@ typedef struct NetCtx {
     Optimizer *opt;
     float *x, *probs, *dlogits;
     int *labels, batch;
-    double opt_seconds; /* time in optimizer_step, when profiling */
 } NetCtx;
 
 static void infer_step(void *p) {
@@ -196,18 +155,18 @@ static void infer_step(void *p) {
     net_forward(c->net, c->x, c->batch, 0);
 }
 
-/* One training step: forward, softmax cross-entropy, backward, Adam. */
+/* One training step as `train` runs it: forward, softmax cross-entropy, then backward
+ * with each layer's Adam update made as backward reaches it (net_backward_step). */
 static void train_step(void *p) {
     NetCtx *c = p;
     int k = c->net->num_classes;
-    net_zero_grad(c->net);
     const float *logits = net_forward(c->net, c->x, c->batch, 1);
     softmax_cross_entropy_forward(c->batch, k, logits, c->labels, NULL, 0.0f, c->probs);
     softmax_cross_entropy_backward(c->batch, k, c->probs, c->labels, NULL, 0.0f, c->dlogits);
-    net_backward(c->net, c->dlogits, c->batch, NULL);
-    double t0 = rn_seconds();
-    optimizer_step(c->opt, c->net);
-    c->opt_seconds += rn_seconds() - t0;
+    if (net_backward_step(c->net, c->dlogits, c->batch, c->opt) != 0) {
+        fprintf(stderr, "bench: %s\n", rn_error());
+        exit(1);
+    }
 }
 
 /* ---------------------------------------------------------------- profile */
@@ -263,6 +222,7 @@ static int bench_net(const char *config, int train, int size, int batch, int thr
     if (train) {
         OptConfig oc = opt_default(OPT_ADAM, 1e-4f);
         c.opt = optimizer_create(c.net, &oc);
+        net_release_grads(c.net);
         t = median_seconds(train_step, &c, 3, 2.0);
         flops *= 3;
     } else {
@@ -280,11 +240,10 @@ static int bench_net(const char *config, int train, int size, int batch, int thr
 static void profile_net(const char *config, int threads, NetCtx *c, Net *net, int train,
                         double peak) {
     int n = net->n_nodes;
-    double *sec = rn_calloc((size_t)2 * n, sizeof(double));
+    double *sec = rn_calloc((size_t)2 * n + 1, sizeof(double));
     double fwd[K_COUNT] = {0}, bwd[K_COUNT] = {0}, ffl[K_COUNT] = {0}, bfl[K_COUNT] = {0};
     const int reps = 3;
     net->node_seconds = sec;
-    c->opt_seconds = 0;
     double t0 = rn_seconds();
     for (int r = 0; r < reps; r++) (train ? train_step : infer_step)(c);
     double total = (rn_seconds() - t0) / reps;
@@ -342,8 +301,9 @@ static void profile_net(const char *config, int threads, NetCtx *c, Net *net, in
                    kind_names[k], bfl[k] / bwd[k] * 1e-9, 100 * bfl[k] / bwd[k] * 1e-9 / peak);
     }
     if (train) {
-        double o = c->opt_seconds / reps;
-        printf("  %-16s %9.1f %5.1f%%\n", "optimizer", o * 1e3, 100 * o / total);
+        double o = sec[2 * n] / reps;
+        printf("  %-16s %9.1f %5.1f%%   (made during backward)\n", "optimizer", o * 1e3,
+               100 * o / total);
         rest -= o;
     }
     printf("  %-16s %9.1f %5.1f%%\n", "rest", rest * 1e3, 100 * rest / total);
@@ -368,7 +328,7 @@ static int run_config(const char *config, int threads) {
         return -1;
     }
     set_threads(threads);
-    double peak = peak_gflops();
+    double peak = simd_peak_gflops();
     if (!strcmp(config, "peak")) {
         report("peak", threads, peak, "GFLOP/s", peak, peak);
         return 0;
