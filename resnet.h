@@ -218,7 +218,7 @@ void sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const flo
 void sgemm_ref(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a,
                int lda, const float *b, int ldb, float beta, float *c, int ldc);
 const char *simd_name(void); /* "avx512", "avx2", "scalar": the unit sgemm runs on */
-/* The FMA peak of that unit on the current OpenMP team, measured (best of 3 short runs). */
+/* The FMA peak of that unit on the current OpenMP team, measured (best of 5 short runs). */
 double simd_peak_gflops(void);
 
 /* ------------------------------------------------------------------------------------ */

@@ -2,6 +2,9 @@
 # tools/bench.sh BENCH - `make bench`: the C bench (tools/bench.c) and, when /usr/bin/python3
 # imports torch and torchvision, the same configurations in PyTorch (tools/bench_torch.py),
 # run one after the other per configuration and thread count, then one table with ratios.
+# On shared machines speeds drift from minute to minute, so C and PyTorch alternate and,
+# with several rounds, the table shows each side's median.
+#   BENCH_ROUNDS=3          rounds of every configuration (default 1)
 #   BENCH_THREADS="1 2"     thread counts (default: 1 and 2, capped at the CPU count)
 #   BENCH_CONFIGS="..."     configurations (default: all; see `BENCH list`)
 #   BENCH_TORCH=0           skip PyTorch
@@ -23,38 +26,61 @@ fi
 
 echo "C: $("$bench" info)"
 log=$(mktemp); trap 'rm -f "$log"' EXIT
-for t in $threads; do
-  for cfg in $configs; do
-    "$bench" "$cfg" "$t" | sed 's/^RESULT /RESULT c /' | tee -a "$log" | grep -v '^RESULT\|^PROFILE\|^#'
-    if [ "$torch" = 1 ] && [ "$cfg" != peak ]; then
-      "$py" "$here/bench_torch.py" "$cfg" "$t" 2>/dev/null | sed 's/^RESULT /RESULT torch /' \
-        | tee -a "$log" | grep -v '^RESULT' || echo "  (torch $cfg failed)"
-    fi
+rounds=${BENCH_ROUNDS:-1}
+round=1
+while [ "$round" -le "$rounds" ]; do
+  [ "$rounds" -gt 1 ] && echo "-- round $round of $rounds"
+  for t in $threads; do
+    for cfg in $configs; do
+      "$bench" "$cfg" "$t" | sed 's/^RESULT /RESULT c /' | tee -a "$log" | grep -v '^RESULT\|^PROFILE\|^#'
+      if [ "$torch" = 1 ] && [ "$cfg" != peak ]; then
+        "$py" "$here/bench_torch.py" "$cfg" "$t" 2>/dev/null | sed 's/^RESULT /RESULT torch /' \
+          | tee -a "$log" | grep -v '^RESULT' || echo "  (torch $cfg failed)"
+      fi
+    done
   done
+  round=$((round + 1))
 done
 
 echo
 awk '
 /^RESULT/ {
   who = $2; cfg = $3; split($4, a, "="); thr = a[2]
+  delete v
   for (i = 5; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
   key = cfg " " thr
   if (!(key in seen)) { seen[key] = 1; order[n++] = key }
-  if (who == "c") { crate[key] = v["rate"]; unit[key] = v["unit"]; cgf[key] = v["gflops"];
-                    cpk[key] = v["peak"]; crss[key] = v["rss_mb"] }
-  else { trate[key] = v["rate"]; trss[key] = v["rss_mb"] }
+  if (who == "c") { crate[key] = add(crate[key], v["rate"]); unit[key] = v["unit"];
+                    cgf[key] = add(cgf[key], v["gflops"]); cpk[key] = add(cpk[key], v["peak"]);
+                    crss[key] = v["rss_mb"] }
+  else if (v["mode"] == "eager" && cfg ~ /^infer/) { erate[key] = add(erate[key], v["rate"]) }
+  else { trate[key] = add(trate[key], v["rate"]); trss[key] = v["rss_mb"]; tmode[key] = v["mode"] }
 }
+function add(list, x) { return list == "" ? x : list " " x }
+# the median of a space-separated list ("" for none)
+function median(list,   k, m, i, j, t, x) {
+  if (list == "") return ""
+  m = split(list, x, " ")
+  for (i = 2; i <= m; i++) { t = x[i] + 0; for (j = i - 1; j >= 1 && x[j] + 0 > t; j--) x[j + 1] = x[j]; x[j + 1] = t }
+  return m % 2 ? x[(m + 1) / 2] : (x[m / 2] + x[m / 2 + 1]) / 2
+}
+function num(x, w) { return x == "" ? sprintf("%" w "s", "-") : sprintf("%" w ".2f", x) }
+function ratio(a, b) { return (a == "" || b == "" || b <= 0) ? sprintf("%7s", "-") : sprintf("%6.2fx", a / b) }
 END {
-  printf "%-24s %3s %10s %-8s %8s %6s %7s | %10s %7s | %7s\n", "config", "thr", "C", "unit",
-         "GFLOP/s", "%peak", "RSS MB", "torch", "RSS MB", "C/torch"
+  printf "%-24s %3s %9s %-8s %8s %6s %7s | %9s %-5s %7s %9s | %7s %7s %7s\n", "config", "thr", "C", "unit",
+         "GFLOP/s", "%peak", "RSS MB", "torch", "mode", "RSS MB", "eager", "C/torch", "C/eager", "RSS C/t"
   for (i = 0; i < n; i++) {
     key = order[i]; split(key, p, " ")
-    tr = (key in trate) ? sprintf("%10.2f", trate[key]) : sprintf("%10s", "-")
-    ts = (key in trss) ? sprintf("%7s", trss[key]) : sprintf("%7s", "-")
-    ratio = (key in trate) && trate[key] > 0 && (key in crate) ? sprintf("%6.2fx", crate[key] / trate[key]) : "      -"
-    cr = (key in crate) ? sprintf("%10.2f", crate[key]) : sprintf("%10s", "failed")
-    printf "%-24s %3s %s %-8s %8s %6s %7s | %s %s | %s\n", p[1], p[2], cr, unit[key], cgf[key],
-           cpk[key], crss[key], tr, ts, ratio
+    crate[key] = median(crate[key]); trate[key] = median(trate[key]); erate[key] = median(erate[key])
+    if (cgf[key] != "") cgf[key] = sprintf("%.1f", median(cgf[key]))
+    if (cpk[key] != "") cpk[key] = sprintf("%.1f", median(cpk[key]))
+    cr = crate[key] != "" ? num(crate[key], 9) : sprintf("%9s", "failed")
+    rss_ratio = (key in trss) && trss[key] > 0 ? sprintf("%7.2f", crss[key] / trss[key]) : sprintf("%7s", "-")
+    printf "%-24s %3s %s %-8s %8s %6s %7s | %s %-5s %7s %s | %s %s %s\n", p[1], p[2], cr, unit[key],
+           cgf[key], cpk[key], crss[key], num(trate[key], 9), (key in tmode) ? tmode[key] : "",
+           (key in trss) ? trss[key] : "-", num(erate[key], 9), ratio(crate[key], trate[key]),
+           ratio(crate[key], erate[key] != "" ? erate[key] : (tmode[key] == "eager" ? trate[key] : "")),
+           rss_ratio
   }
 }' "$log"
 if grep -q '^PROFILE' "$log"; then

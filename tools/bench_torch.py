@@ -4,10 +4,12 @@
     python3 tools/bench_torch.py CONFIG THREADS
 
 CONFIG: gemm | infer224b1 | infer224b8 | infer96b32 | train96b32 | train224b8.
-Inference runs torch.jit.trace + torch.jit.optimize_for_inference (eval mode, frozen,
-batch norm folded); training runs eager channels_last ResNet-50 with cross-entropy and
-Adam. Times are medians after warm-up. Prints lines
+Inference runs eager (eval mode, no_grad), then torch.jit.trace +
+torch.jit.optimize_for_inference (frozen, batch norm folded); training runs eager
+channels_last ResNet-50 with cross-entropy and Adam. Times are medians after warm-up.
+Prints lines
     RESULT <config> threads=<t> rate=<x> unit=<img/s|GFLOP/s> gflops=<g> peak=0 rss_mb=<m>
+        [mode=eager|jit]
 (the FMA peak is measured by the C bench; tools/bench.sh puts the two side by side).
 """
 import resource
@@ -44,12 +46,14 @@ def median_seconds(fn, min_reps, min_seconds, warmup=1, max_seconds=6.0):
     return statistics.median(times)
 
 
-def report(config, threads, rate, unit, gflops):
+def report(config, threads, rate, unit, gflops, mode=""):
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    label = f"torch {mode}" if mode else "torch"
     print(f"{config:<28} threads={threads} {rate:9.2f} {unit:<8} {gflops:7.1f} GFLOP/s  "
-          f"rss {rss_mb} MB (torch)")
+          f"rss {rss_mb} MB ({label})")
+    extra = f" mode={mode}" if mode else ""
     print(f"RESULT {config} threads={threads} rate={rate:.4f} unit={unit} gflops={gflops:.2f} "
-          f"peak=0 rss_mb={rss_mb}", flush=True)
+          f"peak=0 rss_mb={rss_mb}{extra}", flush=True)
 
 
 def bench_gemm(threads):
@@ -111,14 +115,22 @@ def bench_net(config, threads):
             opt.step()
         t = median_seconds(step, 3, 2.0)
         flops *= 3
+        report(config, threads, batch / t, "img/s", flops / t * 1e-9, "eager")
     else:
+        # eager first (its RSS is then the lower of the two), then jit-optimised
         with torch.no_grad():
-            traced = torch.jit.optimize_for_inference(torch.jit.trace(model.eval(), x))
+            model = model.eval()
 
-            def step():
+            def eager():
+                model(x)
+            t = median_seconds(eager, 3, 1.5)
+            report(config, threads, batch / t, "img/s", flops / t * 1e-9, "eager")
+            traced = torch.jit.optimize_for_inference(torch.jit.trace(model, x))
+
+            def jit():
                 traced(x)
-            t = median_seconds(step, 3, 1.5, warmup=3)
-    report(config, threads, batch / t, "img/s", flops / t * 1e-9)
+            t = median_seconds(jit, 3, 1.5, warmup=3)
+            report(config, threads, batch / t, "img/s", flops / t * 1e-9, "jit")
 
 
 def main():
