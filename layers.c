@@ -234,10 +234,11 @@ OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
 /* Small maps (layer4 at 224x224, layer3 and layer4 at 96x96) make thin per-image products
  * that waste most of the GEMM's register tiles and, in backward, sum the weight gradient a
  * few columns at a time. Below CONV_BATCH_MAX_N output positions the whole batch goes
- * through ONE product: the images side by side as columns of col [K, n*N], the result
- * [out_c, n*N] scattered back to NCHW. The forward gives the per-image path's bits (sgemm's
- * arithmetic per element does not depend on the column count); the weight gradient sums
- * over all n*N columns in one product instead of image by image. */
+ * through ONE product, threaded inside sgemm: the images side by side as columns of col
+ * [K, n*N], the result [out_c, n*N] scattered back to NCHW. The forward gives the
+ * per-image path's bits (sgemm's arithmetic per element does not depend on the column
+ * count); the weight gradient sums over all n*N columns in one product instead of image
+ * by image, with no per-thread partial sums (so its bits do not depend on the threads). */
 #define CONV_BATCH_MAX_N 128
 #define CONV_BATCH_MAX_FLOATS ((size_t)48 << 20) /* 192 MB of col + product at most */
 
@@ -329,18 +330,8 @@ void conv2d_forward_fused(const ConvSpec *s, int n, int h, int w, const float *x
     size_t col_size = conv_col_floats(s, oh, ow);
     size_t x_stride = (size_t)s->in_c * h * w, y_stride = (size_t)s->out_c * oh * ow;
     if (oh <= 0 || ow <= 0) return; /* the kernel does not fit: an empty output */
-    if (conv_batched(s, n, oh * ow) && conv_split_batch(n)) {
-        /* each thread puts its share of the images through one product */
-OMP_PRAGMA(omp parallel)
-        {
-            int t = omp_get_thread_num(), parts = omp_get_num_threads();
-            int b0 = n * t / parts, b1 = n * (t + 1) / parts;
-            float *buf = rn_scratch(t, conv_batch_floats(s, b1 - b0, oh * ow));
-            if (b1 > b0)
-                conv_forward_batched(s, h, w, oh, ow, x, weight, e, residual, y, b0, b1, buf,
-                                     0);
-        }
-    } else if (conv_batched(s, n, oh * ow)) {
+    if (conv_batched(s, n, oh * ow)) {
+        /* the whole batch through one product, sgemm's threads over its tiles */
         float *buf = rn_scratch(omp_get_thread_num(), conv_batch_floats(s, n, oh * ow));
         conv_forward_batched(s, h, w, oh, ow, x, weight, e, residual, y, 0, n, buf,
                              !omp_in_parallel());
@@ -420,33 +411,27 @@ OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
     }
     if (!dx && !dweight) return;
     int batched = conv_batched(s, n, oh * ow);
-    if (conv_split_batch(n)) {
+    if (conv_split_batch(n) && !batched) {
         /* Each thread accumulates dweight over its images into its own partial sum
          * (after its im2col buffer in its scratch slot); the partials are then added to
-         * dweight in thread order, so the result does not depend on thread timing. Small
-         * maps: each thread puts its share of the images through one product. */
+         * dweight in thread order, so the result does not depend on thread timing. (Small
+         * maps go through one product for the whole batch instead, below: no partials.) */
         float *partial[RN_MAX_THREADS];
         int used = 0;
 OMP_PRAGMA(omp parallel)
         {
             int t = omp_get_thread_num(), parts = omp_get_num_threads();
-            int b0 = n * t / parts, b1 = n * (t + 1) / parts;
-            size_t need = batched ? conv_batch_floats(s, b1 - b0, oh * ow) : col_size;
-            float *col = rn_scratch(t, need + (dweight ? w_size : 0));
-            float *dw = dweight ? col + need : NULL;
+            float *col = rn_scratch(t, col_size + (dweight ? w_size : 0));
+            float *dw = dweight ? col + col_size : NULL;
             partial[t] = dw;
             if (dw) memset(dw, 0, sizeof(float) * w_size);
 OMP_PRAGMA(omp single)
             used = parts;
-            if (batched && b1 > b0)
-                conv_backward_batched(s, h, w, oh, ow, x, weight, dy, dx, dw, b0, b1, col, 0);
-            if (!batched) {
 OMP_PRAGMA(omp for schedule(static))
-                for (int b = 0; b < n; b++)
-                    conv_backward_image(s, h, w, oh, ow, x + b * x_stride, weight,
-                                        dy + b * y_stride, dx ? dx + b * x_stride : NULL, dw,
-                                        col, 0);
-            }
+            for (int b = 0; b < n; b++)
+                conv_backward_image(s, h, w, oh, ow, x + b * x_stride, weight,
+                                    dy + b * y_stride, dx ? dx + b * x_stride : NULL, dw, col,
+                                    0);
         }
         if (dweight) {
 OMP_PRAGMA(omp parallel for schedule(static))
