@@ -184,8 +184,14 @@ static void pack_a_panel(Operand a, int i0, int rows, int p0, int kc, float *dst
 static void pack_b_panel(Operand b, int p0, int kc, int j0, int cols, float *dst) {
     if (cols < NR) memset(dst, 0, sizeof(float) * NR * kc);
     if (!b.trans) {       /* op(B)[p, j] = b[p * ld + j]: row copies */
-        for (int p = 0; p < kc; p++)
-            memcpy(dst + p * NR, b.p + (size_t)(p0 + p) * b.ld + j0, sizeof(float) * cols);
+        const float *src = b.p + (size_t)p0 * b.ld + j0;
+        if (cols == NR) /* NV vector moves a row: a memcpy call per 128 bytes costs more */
+            for (int p = 0; p < kc; p++, src += b.ld)
+                RN_UNROLL for (int v = 0; v < NV; v++)
+                    vstore(dst + p * NR + v * VLEN, vload(src + v * VLEN));
+        else
+            for (int p = 0; p < kc; p++, src += b.ld)
+                memcpy(dst + p * NR, src, sizeof(float) * cols);
         return;
     }
     /* op(B)[p, j] = b[j * ld + p]: transpose VLEN x VLEN blocks in registers */

@@ -125,11 +125,12 @@ static void valid_range(int out, int size, int k, int stride, int pad, int *lo, 
     if (*hi < *lo) *hi = *lo;
 }
 
-/* col[(ic*kh + ky)*kw + kx, oy*ow + ox] = x[ic, oy*s - p + ky, ox*s - p + kx] (0 outside):
- * the [in_c*kh*kw, oh*ow] matrix whose product with the [out_c, in_c*kh*kw] weight is the
- * convolution of one image. Rows are ld floats apart (oh*ow for one image alone). */
-static void im2col(const ConvSpec *s, int h, int w, int oh, int ow, const float *x,
-                   float *col, size_t ld, int parallel) {
+/* col[(ic*kh + ky)*kw + kx, (oy - oy0)*ow + ox] = x[ic, oy*s - p + ky, ox*s - p + kx] (0
+ * outside), for the output rows oy in [oy0, oy1): the [in_c*kh*kw, (oy1-oy0)*ow] matrix
+ * whose product with the [out_c, in_c*kh*kw] weight is the convolution of one image (at
+ * those rows). Rows of col are ld floats apart. */
+static void im2col_rows(const ConvSpec *s, int h, int w, int oy0, int oy1, int ow,
+                        const float *x, float *col, size_t ld, int parallel) {
     int rows = s->in_c * s->kh * s->kw;
 OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
     for (int r = 0; r < rows; r++) {
@@ -138,7 +139,7 @@ OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
         float *out = col + (size_t)r * ld;
         int lo, hi;
         valid_range(ow, w, kx, s->stride, s->pad, &lo, &hi);
-        for (int oy = 0; oy < oh; oy++, out += ow) {
+        for (int oy = oy0; oy < oy1; oy++, out += ow) {
             int iy = oy * s->stride - s->pad + ky;
             if (iy < 0 || iy >= h) { memset(out, 0, sizeof(float) * ow); continue; }
             const float *row = plane + (size_t)iy * w;
@@ -151,19 +152,25 @@ OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
     }
 }
 
-/* The adjoint of im2col: dx[ic, iy, ix] = sum of the col entries that copied it. */
-static void col2im(const ConvSpec *s, int h, int w, int oh, int ow, const float *col,
-                   size_t ld, float *dx, int parallel) {
+/* The whole image: oh*ow columns. */
+static void im2col(const ConvSpec *s, int h, int w, int oh, int ow, const float *x,
+                   float *col, size_t ld, int parallel) {
+    im2col_rows(s, h, w, 0, oh, ow, x, col, ld, parallel);
+}
+
+/* The adjoint of im2col_rows: dx[ic, iy, ix] += the col entries that copied it, for the
+ * output rows [oy0, oy1) that col holds. */
+static void col2im_rows(const ConvSpec *s, int h, int w, int oy0, int oy1, int ow,
+                        const float *col, size_t ld, float *dx, int parallel) {
 OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
     for (int ic = 0; ic < s->in_c; ic++) {
         float *plane = dx + (size_t)ic * h * w;
-        memset(plane, 0, sizeof(float) * h * w);
         for (int ky = 0; ky < s->kh; ky++)
             for (int kx = 0; kx < s->kw; kx++) {
                 const float *in = col + (size_t)((ic * s->kh + ky) * s->kw + kx) * ld;
                 int lo, hi;
                 valid_range(ow, w, kx, s->stride, s->pad, &lo, &hi);
-                for (int oy = 0; oy < oh; oy++, in += ow) {
+                for (int oy = oy0; oy < oy1; oy++, in += ow) {
                     int iy = oy * s->stride - s->pad + ky;
                     if (iy < 0 || iy >= h) continue;
                     float *row = plane + (size_t)iy * w;
@@ -174,8 +181,27 @@ OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
     }
 }
 
+/* The whole image: dx = col2im(col). */
+static void col2im(const ConvSpec *s, int h, int w, int oh, int ow, const float *col,
+                   size_t ld, float *dx, int parallel) {
+    memset(dx, 0, sizeof(float) * s->in_c * h * w);
+    col2im_rows(s, h, w, 0, oh, ow, col, ld, dx, parallel);
+}
+
 static int conv_is_pointwise(const ConvSpec *s) {
     return s->kh == 1 && s->kw == 1 && s->stride == 1 && s->pad == 0;
+}
+
+/* Output rows per im2col chunk: about CONV_CHUNK_COLS columns, so that the chunk of col
+ * (K x cols: 1.2 MB for a 3x3 conv over 64 channels) stays in L2 from im2col to the GEMM's
+ * packing, and the product with it (its rows < DIRECT_A_MAX_N columns) reads the weights
+ * in place; the epilogue then runs on output still in cache. */
+#define CONV_CHUNK_COLS 512
+
+static int conv_chunk_rows(int oh, int ow) {
+    long chunks = ((long)oh * ow + CONV_CHUNK_COLS - 1) / CONV_CHUNK_COLS; /* equal chunks */
+    int rows = (int)((oh + chunks - 1) / chunks);
+    return rows < 1 ? 1 : rows;
 }
 
 /* Floats of the im2col buffer of one image (none for a pointwise conv, which multiplies
@@ -219,16 +245,6 @@ OMP_PRAGMA(omp simd)
 OMP_PRAGMA(omp simd)
         for (int i = 0; i < N; i++) row[i] = row[i] > 0 ? row[i] : 0.0f;
     }
-}
-
-/* The epilogue of one image's [out_c, N] product, while it is still in cache. */
-static void conv_epilogue(const ConvEpilogue *e, int out_c, int N, float *y,
-                          const float *residual, int parallel) {
-    if (epilogue_is_empty(e, residual)) return;
-OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
-    for (int oc = 0; oc < out_c; oc++)
-        epilogue_row(e, oc, N, y + (size_t)oc * N,
-                     residual ? residual + (size_t)oc * N : NULL);
 }
 
 /* Small maps (layer4 at 224x224, layer3 and layer4 at 96x96) make thin per-image products
@@ -307,19 +323,30 @@ OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
     }
 }
 
-/* One image: y[out_c, oh*ow] = weight[out_c, K] * col[K, oh*ow], then the epilogue. */
+/* One image: y[out_c, oh*ow] = weight[out_c, K] * col[K, oh*ow], then the epilogue, a
+ * chunk of output rows at a time (a pointwise conv multiplies x itself). Each element's
+ * arithmetic is the same as in one product (sgemm's K blocking depends on K only). */
 static void conv_forward_image(const ConvSpec *s, int h, int w, int oh, int ow,
                                const float *x, const float *weight, const ConvEpilogue *e,
                                const float *residual, float *y, float *col,
                                int inner_parallel) {
-    int K = s->in_c * s->kh * s->kw, N = oh * ow;
-    const float *b = x;
-    if (!conv_is_pointwise(s)) {
-        im2col(s, h, w, oh, ow, x, col, N, inner_parallel);
-        b = col;
+    int K = s->in_c * s->kh * s->kw, N = oh * ow, pointwise = conv_is_pointwise(s);
+    int step = conv_chunk_rows(oh, ow);
+    for (int oy0 = 0; oy0 < oh; oy0 += step) {
+        int oy1 = oy0 + step < oh ? oy0 + step : oh, cols = (oy1 - oy0) * ow;
+        size_t at = (size_t)oy0 * ow;
+        if (pointwise) {
+            sgemm(0, 0, s->out_c, cols, K, 1.0f, weight, K, x + at, N, 0.0f, y + at, N);
+        } else {
+            im2col_rows(s, h, w, oy0, oy1, ow, x, col, (size_t)cols, inner_parallel);
+            sgemm(0, 0, s->out_c, cols, K, 1.0f, weight, K, col, cols, 0.0f, y + at, N);
+        }
+        if (!epilogue_is_empty(e, residual))
+OMP_PRAGMA(omp parallel for schedule(static) if (inner_parallel))
+            for (int oc = 0; oc < s->out_c; oc++)
+                epilogue_row(e, oc, cols, y + (size_t)oc * N + at,
+                             residual ? residual + (size_t)oc * N + at : NULL);
     }
-    sgemm(0, 0, s->out_c, N, K, 1.0f, weight, K, b, N, 0.0f, y, N);
-    conv_epilogue(e, s->out_c, N, y, residual, inner_parallel);
 }
 
 void conv2d_forward_fused(const ConvSpec *s, int n, int h, int w, const float *x,
@@ -327,9 +354,9 @@ void conv2d_forward_fused(const ConvSpec *s, int n, int h, int w, const float *x
                           float *y) {
     int oh = conv_out_size(h, s->kh, s->stride, s->pad);
     int ow = conv_out_size(w, s->kw, s->stride, s->pad);
-    size_t col_size = conv_col_floats(s, oh, ow);
-    size_t x_stride = (size_t)s->in_c * h * w, y_stride = (size_t)s->out_c * oh * ow;
     if (oh <= 0 || ow <= 0) return; /* the kernel does not fit: an empty output */
+    size_t col_size = conv_col_floats(s, conv_chunk_rows(oh, ow), ow); /* one chunk */
+    size_t x_stride = (size_t)s->in_c * h * w, y_stride = (size_t)s->out_c * oh * ow;
     if (conv_batched(s, n, oh * ow)) {
         /* the whole batch through one product, sgemm's threads over its tiles */
         float *buf = rn_scratch(omp_get_thread_num(), conv_batch_floats(s, n, oh * ow));
@@ -361,27 +388,30 @@ void conv2d_forward(const ConvSpec *s, int n, int h, int w, const float *x,
     conv2d_forward_fused(s, n, h, w, x, weight, &e, NULL, y);
 }
 
-/* One image: dweight[out_c, K] += dy[out_c, N] * col[K, N]^T, then
- * dcol[K, N] = weight^T * dy and dx = col2im(dcol). col is reused for dcol. */
+/* One image: dweight[out_c, K] += dy[out_c, N] * col[K, N]^T and dx = col2im(weight^T dy),
+ * a chunk of output rows at a time (as the forward), col holding one chunk of col or of
+ * dcol; a pointwise conv uses x and dx themselves. */
 static void conv_backward_image(const ConvSpec *s, int h, int w, int oh, int ow,
                                 const float *x, const float *weight, const float *dy,
                                 float *dx, float *dweight, float *col, int inner_parallel) {
     int K = s->in_c * s->kh * s->kw, N = oh * ow;
-    int pointwise = conv_is_pointwise(s);
-    if (dweight) {
-        const float *b = x;
-        if (!pointwise) {
-            im2col(s, h, w, oh, ow, x, col, N, inner_parallel);
-            b = col;
-        }
-        sgemm(0, 1, s->out_c, K, N, 1.0f, dy, N, b, N, 1.0f, dweight, K);
+    if (conv_is_pointwise(s)) {
+        if (dweight) sgemm(0, 1, s->out_c, K, N, 1.0f, dy, N, x, N, 1.0f, dweight, K);
+        if (dx) sgemm(1, 0, K, N, s->out_c, 1.0f, weight, K, dy, N, 0.0f, dx, N);
+        return;
     }
-    if (dx) {
-        if (pointwise) {
-            sgemm(1, 0, K, N, s->out_c, 1.0f, weight, K, dy, N, 0.0f, dx, N);
-        } else {
-            sgemm(1, 0, K, N, s->out_c, 1.0f, weight, K, dy, N, 0.0f, col, N);
-            col2im(s, h, w, oh, ow, col, N, dx, inner_parallel);
+    if (dx) memset(dx, 0, sizeof(float) * s->in_c * h * w);
+    int step = conv_chunk_rows(oh, ow);
+    for (int oy0 = 0; oy0 < oh; oy0 += step) {
+        int oy1 = oy0 + step < oh ? oy0 + step : oh, cols = (oy1 - oy0) * ow;
+        const float *g = dy + (size_t)oy0 * ow;
+        if (dweight) {
+            im2col_rows(s, h, w, oy0, oy1, ow, x, col, (size_t)cols, inner_parallel);
+            sgemm(0, 1, s->out_c, K, cols, 1.0f, g, N, col, cols, 1.0f, dweight, K);
+        }
+        if (dx) {
+            sgemm(1, 0, K, cols, s->out_c, 1.0f, weight, K, g, N, 0.0f, col, cols);
+            col2im_rows(s, h, w, oy0, oy1, ow, col, (size_t)cols, dx, inner_parallel);
         }
     }
 }
@@ -391,7 +421,7 @@ void conv2d_backward(const ConvSpec *s, int n, int h, int w, const float *x,
                      float *dbias) {
     int oh = conv_out_size(h, s->kh, s->stride, s->pad);
     int ow = conv_out_size(w, s->kw, s->stride, s->pad);
-    size_t col_size = conv_col_floats(s, oh, ow);
+    size_t col_size = conv_col_floats(s, oh > 0 && ow > 0 ? conv_chunk_rows(oh, ow) : 0, ow);
     size_t w_size = (size_t)s->out_c * s->in_c * s->kh * s->kw;
     size_t x_stride = (size_t)s->in_c * h * w, y_stride = (size_t)s->out_c * oh * ow;
     if (oh <= 0 || ow <= 0) { /* an empty output: no gradient reaches x or the weights */

@@ -118,6 +118,9 @@ static void test_conv_fast_matches_reference(void) {
         {{32, 32, 3, 3, 1, 1}, 5, 14, 14}, /* more images than threads */
         {{5, 7, 3, 3, 2, 1}, 3, 1, 1},     /* 1x1 input: almost everything padding */
         {{8, 8, 3, 3, 1, 1}, 3, 17, 17},   /* 289 positions: image by image, not batched */
+        {{4, 8, 3, 3, 1, 1}, 2, 37, 29},   /* 1073 positions: im2col chunks of 17, 17, 3 rows */
+        {{3, 4, 3, 3, 2, 1}, 2, 6, 1100},  /* rows of 550 > one chunk: a row at a time */
+        {{8, 16, 1, 1, 1, 0}, 2, 30, 25},  /* 1x1 over 750 positions: two chunks */
     };
     for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
         const ConvSpec *s = &shapes[t].s;
@@ -173,6 +176,8 @@ static void test_conv_fused_epilogue(void) {
         {{6, 8, 3, 3, 1, 1}, 3, 7, 7},   /* small map: the batch in one product */
         {{6, 8, 1, 1, 1, 0}, 2, 20, 20}, /* 400 positions: image by image */
         {{6, 8, 3, 3, 2, 1}, 1, 9, 9},   /* a single image */
+        {{4, 6, 3, 3, 1, 1}, 2, 37, 29}, /* several im2col chunks, the epilogue per chunk */
+        {{4, 6, 1, 1, 1, 0}, 2, 30, 25}, /* 1x1 in two chunks */
     };
     for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
         const ConvSpec *s = &shapes[t].s;
