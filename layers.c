@@ -181,13 +181,6 @@ OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
     }
 }
 
-/* The whole image: dx = col2im(col). */
-static void col2im(const ConvSpec *s, int h, int w, int oh, int ow, const float *col,
-                   size_t ld, float *dx, int parallel) {
-    memset(dx, 0, sizeof(float) * s->in_c * h * w);
-    col2im_rows(s, h, w, 0, oh, ow, col, ld, dx, parallel);
-}
-
 static int conv_is_pointwise(const ConvSpec *s) {
     return s->kh == 1 && s->kw == 1 && s->stride == 1 && s->pad == 0;
 }
@@ -298,8 +291,8 @@ OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
  * columns; dcol = weight^T * dY, then col2im image by image. */
 static void conv_backward_batched(const ConvSpec *s, int h, int w, int oh, int ow,
                                   const float *x, const float *weight, const float *dy,
-                                  float *dx, float *dweight, int b0, int b1, float *buf,
-                                  int parallel) {
+                                  float *dx, int add_dx, float *dweight, int b0, int b1,
+                                  float *buf, int parallel) {
     int K = s->in_c * s->kh * s->kw, N = oh * ow, co = s->out_c, nb = b1 - b0;
     size_t ld = (size_t)nb * N, x_stride = (size_t)s->in_c * h * w;
     float *col = buf, *g = buf + ((size_t)K * ld + 15) / 16 * 16;
@@ -318,8 +311,11 @@ OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
     if (dx) {
         sgemm(1, 0, K, (int)ld, co, 1.0f, weight, K, g, (int)ld, 0.0f, col, (int)ld);
 OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
-        for (int b = 0; b < nb; b++)
-            col2im(s, h, w, oh, ow, col + (size_t)b * N, ld, dx + (b0 + b) * x_stride, 0);
+        for (int b = 0; b < nb; b++) {
+            float *dxb = dx + (b0 + b) * x_stride;
+            if (!add_dx) memset(dxb, 0, sizeof(float) * x_stride);
+            col2im_rows(s, h, w, 0, oh, ow, col + (size_t)b * N, ld, dxb, 0);
+        }
     }
 }
 
@@ -393,14 +389,15 @@ void conv2d_forward(const ConvSpec *s, int n, int h, int w, const float *x,
  * dcol; a pointwise conv uses x and dx themselves. */
 static void conv_backward_image(const ConvSpec *s, int h, int w, int oh, int ow,
                                 const float *x, const float *weight, const float *dy,
-                                float *dx, float *dweight, float *col, int inner_parallel) {
+                                float *dx, int add_dx, float *dweight, float *col,
+                                int inner_parallel) {
     int K = s->in_c * s->kh * s->kw, N = oh * ow;
     if (conv_is_pointwise(s)) {
         if (dweight) sgemm(0, 1, s->out_c, K, N, 1.0f, dy, N, x, N, 1.0f, dweight, K);
-        if (dx) sgemm(1, 0, K, N, s->out_c, 1.0f, weight, K, dy, N, 0.0f, dx, N);
+        if (dx) sgemm(1, 0, K, N, s->out_c, 1.0f, weight, K, dy, N, add_dx ? 1.0f : 0.0f, dx, N);
         return;
     }
-    if (dx) memset(dx, 0, sizeof(float) * s->in_c * h * w);
+    if (dx && !add_dx) memset(dx, 0, sizeof(float) * s->in_c * h * w);
     int step = conv_chunk_rows(oh, ow);
     for (int oy0 = 0; oy0 < oh; oy0 += step) {
         int oy1 = oy0 + step < oh ? oy0 + step : oh, cols = (oy1 - oy0) * ow;
@@ -416,16 +413,17 @@ static void conv_backward_image(const ConvSpec *s, int h, int w, int oh, int ow,
     }
 }
 
-void conv2d_backward(const ConvSpec *s, int n, int h, int w, const float *x,
-                     const float *weight, const float *dy, float *dx, float *dweight,
-                     float *dbias) {
+/* conv2d_backward (add_dx 0) and conv2d_backward_add (add_dx 1: dx += the gradient). */
+static void conv_backward(const ConvSpec *s, int n, int h, int w, const float *x,
+                          const float *weight, const float *dy, float *dx, int add_dx,
+                          float *dweight, float *dbias) {
     int oh = conv_out_size(h, s->kh, s->stride, s->pad);
     int ow = conv_out_size(w, s->kw, s->stride, s->pad);
     size_t col_size = conv_col_floats(s, oh > 0 && ow > 0 ? conv_chunk_rows(oh, ow) : 0, ow);
     size_t w_size = (size_t)s->out_c * s->in_c * s->kh * s->kw;
     size_t x_stride = (size_t)s->in_c * h * w, y_stride = (size_t)s->out_c * oh * ow;
     if (oh <= 0 || ow <= 0) { /* an empty output: no gradient reaches x or the weights */
-        if (dx) memset(dx, 0, sizeof(float) * n * x_stride);
+        if (dx && !add_dx) memset(dx, 0, sizeof(float) * n * x_stride);
         return;
     }
     if (dbias) {
@@ -460,8 +458,8 @@ OMP_PRAGMA(omp single)
 OMP_PRAGMA(omp for schedule(static))
             for (int b = 0; b < n; b++)
                 conv_backward_image(s, h, w, oh, ow, x + b * x_stride, weight,
-                                    dy + b * y_stride, dx ? dx + b * x_stride : NULL, dw, col,
-                                    0);
+                                    dy + b * y_stride, dx ? dx + b * x_stride : NULL, add_dx,
+                                    dw, col, 0);
         }
         if (dweight) {
 OMP_PRAGMA(omp parallel for schedule(static))
@@ -473,15 +471,27 @@ OMP_PRAGMA(omp parallel for schedule(static))
         }
     } else if (batched) {
         float *buf = rn_scratch(omp_get_thread_num(), conv_batch_floats(s, n, oh * ow));
-        conv_backward_batched(s, h, w, oh, ow, x, weight, dy, dx, dweight, 0, n, buf,
+        conv_backward_batched(s, h, w, oh, ow, x, weight, dy, dx, add_dx, dweight, 0, n, buf,
                               !omp_in_parallel());
     } else {
         float *col = rn_scratch(omp_get_thread_num(), col_size);
         int inner = !omp_in_parallel();
         for (int b = 0; b < n; b++)
             conv_backward_image(s, h, w, oh, ow, x + b * x_stride, weight, dy + b * y_stride,
-                                dx ? dx + b * x_stride : NULL, dweight, col, inner);
+                                dx ? dx + b * x_stride : NULL, add_dx, dweight, col, inner);
     }
+}
+
+void conv2d_backward(const ConvSpec *s, int n, int h, int w, const float *x,
+                     const float *weight, const float *dy, float *dx, float *dweight,
+                     float *dbias) {
+    conv_backward(s, n, h, w, x, weight, dy, dx, 0, dweight, dbias);
+}
+
+void conv2d_backward_add(const ConvSpec *s, int n, int h, int w, const float *x,
+                         const float *weight, const float *dy, float *dx, float *dweight,
+                         float *dbias) {
+    conv_backward(s, n, h, w, x, weight, dy, dx, 1, dweight, dbias);
 }
 
 /* ------------------------------------------------------------------------------------ */

@@ -159,6 +159,13 @@ static void test_conv_fast_matches_reference(void) {
         CHECK(max_rel_diff(dw1, dw, nw, 1e-6) <= 1e-6);
         CHECK(memcmp(db1, db, s->out_c * 4) == 0);
 
+        /* conv2d_backward_add adds the same input gradient to what dx holds */
+        float *acc = tensor(nx, 90 + t, 1.0f), *want = copy_of(acc, nx);
+        for (size_t i = 0; i < nx; i++) want[i] += dx[i];
+        conv2d_backward_add(s, n, h, w, x, wt, dy, acc, NULL, NULL);
+        CHECK_MSG(max_rel_diff(acc, want, nx, 1e-6) <= 1e-5, "shape %zu: conv2d_backward_add", t);
+        rn_free(acc); rn_free(want);
+
         /* the same call twice gives the same bits */
         float *y2 = rn_alloc(ny * 4);
         conv2d_forward(s, n, h, w, x, wt, bias, y2);

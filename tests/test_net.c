@@ -577,6 +577,54 @@ static void test_fused_optimizer_step(void) {
     free(x);
 }
 
+/* A low-memory training plan (expanding 1x1 convs recomputed in backward) makes the same
+ * gradients and input gradient, bit for bit, from a smaller arena: ResNet-50 (bottleneck
+ * conv3 and downsample) and ResNet-18 (downsample only), also with frozen stages. */
+static void test_low_memory_plan(void) {
+    const char *archs[2] = {"resnet50", "resnet18"};
+    const int n = 2, size = 32, k = 3;
+    float *x = malloc(sizeof(float) * n * 3 * size * size);
+    float *dx1 = malloc(sizeof(float) * n * 3 * size * size);
+    float *dx2 = malloc(sizeof(float) * n * 3 * size * size), r[6];
+    fill_random(x, (size_t)n * 3 * size * size, 21);
+    fill_random(r, (size_t)n * k, 22);
+    for (int t = 0; t < 4; t++) {
+        Net *a = resnet_create(archs[t % 2], k, NULL, 6), *b = resnet_create(archs[t % 2], k, NULL, 6);
+        int ft = t < 2 ? STAGE_STEM : STAGE_LAYER3;
+        net_set_first_trainable(a, ft);
+        net_set_first_trainable(b, ft);
+        b->low_memory = 1;
+        CHECK(net_plan(a, n, size, size, 1) == 0 && net_plan(b, n, size, size, 1) == 0);
+        if (t == 0) /* ResNet-18 only drops its few downsample outputs */
+            CHECK_MSG(b->arena_floats < 0.8 * a->arena_floats,
+                      "resnet50: low-memory arena %zu floats, normal %zu", b->arena_floats,
+                      a->arena_floats);
+        int recomputed = 0;
+        for (int i = 0; i < b->n_nodes; i++) recomputed += b->nodes[i].op == OP_CONV && b->nodes[i].recompute;
+        CHECK(recomputed >= (t % 2 ? 1 : 4));
+        for (int pass = 0; pass < 2; pass++) { /* twice: nothing stale survives a pass */
+            net_zero_grad(a);
+            net_zero_grad(b);
+            CHECK(net_forward(a, x, n, 1) != NULL && net_forward(b, x, n, 1) != NULL);
+            net_backward(a, r, n, ft == STAGE_STEM ? dx1 : NULL);
+            net_backward(b, r, n, ft == STAGE_STEM ? dx2 : NULL);
+        }
+        int same = ft != STAGE_STEM ||
+                   memcmp(dx1, dx2, sizeof(float) * n * 3 * size * size) == 0;
+        for (int i = 0; i < a->n_params; i++)
+            if (a->params[i].grad)
+                same &= memcmp(a->params[i].grad, b->params[i].grad,
+                               sizeof(float) * (size_t)a->params[i].numel) == 0;
+        CHECK_MSG(same, "%s (first trainable stage %d): low-memory gradients differ",
+                  archs[t % 2], ft);
+        net_free(a);
+        net_free(b);
+    }
+    free(x);
+    free(dx1);
+    free(dx2);
+}
+
 /* BatchNorm in training needs more than one value per channel, like torch. */
 static void test_bn_needs_two_values(void) {
     HeadSpec h;
@@ -708,6 +756,7 @@ int main(void) {
     RUN(test_backward_accumulates);
     RUN(test_frozen_stages);
     RUN(test_fused_optimizer_step);
+    RUN(test_low_memory_plan);
     RUN(test_bn_needs_two_values);
     RUN(test_head_names);
     RUN(test_head_text);

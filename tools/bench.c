@@ -5,8 +5,9 @@
  *   bench list                    the configuration names
  *   bench info                    the SIMD kernel and thread count
  *
- * config: peak | gemm | infer224b1 | infer224b8 | infer96b32 | train96b32 | train224b8 |
- * all (default: every configuration at 1 and 2 threads). Each measurement prints a
+ * config: peak | gemm | infer224b1 | infer224b8 | infer96b32 | train96b32 |
+ * train96b32lowmem (net->low_memory) | train224b8 | all (default: every configuration at
+ * 1 and 2 threads). Each measurement prints a
  * human-readable line and a machine-readable one for tools/bench.sh:
  *   RESULT <config> threads=<t> rate=<x> unit=<img/s|GFLOP/s> gflops=<g> peak=<%> rss_mb=<m>
  * Times are medians of several repeats after a warm-up. FLOPs count the convolutions and
@@ -200,11 +201,12 @@ static double conv_flops(const Net *net, const Node *nd) {
 static void profile_net(const char *config, int threads, NetCtx *c, Net *net, int train,
                         double peak);
 
-static int bench_net(const char *config, int train, int size, int batch, int threads,
-                     double peak) {
+static int bench_net(const char *config, int train, int size, int batch, int low_memory,
+                     int threads, double peak) {
     NetCtx c = {0};
     c.batch = batch;
     c.net = resnet_create("resnet50", 1000, NULL, 1);
+    if (c.net) c.net->low_memory = low_memory;
     if (!c.net || net_plan(c.net, batch, size, size, train) != 0) {
         fprintf(stderr, "bench: %s: %s\n", config, rn_error());
         if (c.net) net_free(c.net);
@@ -312,10 +314,11 @@ static void profile_net(const char *config, int threads, NetCtx *c, Net *net, in
 
 /* ---------------------------------------------------------------- driver */
 
-typedef struct { const char *name; int train, size, batch; } NetConfig;
+typedef struct { const char *name; int train, size, batch, low_memory; } NetConfig;
 static const NetConfig net_configs[] = {
-    {"infer224b1", 0, 224, 1}, {"infer224b8", 0, 224, 8}, {"infer96b32", 0, 96, 32},
-    {"train96b32", 1, 96, 32}, {"train224b8", 1, 224, 8},
+    {"infer224b1", 0, 224, 1, 0}, {"infer224b8", 0, 224, 8, 0}, {"infer96b32", 0, 96, 32, 0},
+    {"train96b32", 1, 96, 32, 0}, {"train96b32lowmem", 1, 96, 32, 1},
+    {"train224b8", 1, 224, 8, 0},
 };
 #define N_NET_CONFIGS ((int)(sizeof net_configs / sizeof net_configs[0]))
 
@@ -338,7 +341,7 @@ static int run_config(const char *config, int threads) {
         return 0;
     }
     return bench_net(config, net_configs[net].train, net_configs[net].size,
-                     net_configs[net].batch, threads, peak);
+                     net_configs[net].batch, net_configs[net].low_memory, threads, peak);
 }
 
 int main(int argc, char **argv) {
