@@ -789,9 +789,19 @@ static void placer_drop(Placer *pl, int j) {
         }
 }
 
+/* Layers whose backward may write the input gradient over the output gradient (each
+ * element, or each channel, read before it is written): ReLU, batch norm, dropout and the
+ * first input of a sum. */
+static int gradient_in_place(const Node *nd, int k) {
+    return k == 0 && (nd->op == OP_RELU || nd->op == OP_BN || nd->op == OP_DROPOUT ||
+                      nd->op == OP_ADD);
+}
+
 /* Output gradients, replaying backward (last node first): node j's gradient is born when
  * its last consumer is processed (that consumer writes it first) and dies once j itself
- * has been processed. Returns the floats needed; off[j] = NONE for none. */
+ * has been processed; through ReLU, batch norm, dropout and sums it takes over the
+ * consumer's buffer instead (gradient_in_place). Returns the floats needed; off[j] = NONE
+ * for none. */
 static size_t place_gradients(const Net *net, const size_t *size, size_t *off, int ft) {
     int n = net->n_nodes;
     Placer pl = {size, off, rn_alloc(sizeof(int) * (size_t)n), 0, 0};
@@ -799,12 +809,21 @@ static size_t place_gradients(const Net *net, const size_t *size, size_t *off, i
     placer_take(&pl, n - 1);
     for (int t = n - 1; t >= 0; t--) {
         const Node *nd = &net->nodes[t];
+        int handed_over = 0;
         for (int k = 0; k < nd->n_in; k++) {
-            const Node *in = &net->nodes[nd->in[k]];
-            if (in->last_consumer == t && in->stage >= ft && off[nd->in[k]] == NONE)
-                placer_take(&pl, nd->in[k]);
+            int j = nd->in[k];
+            const Node *in = &net->nodes[j];
+            if (in->last_consumer != t || in->stage < ft || off[j] != NONE) continue;
+            if (gradient_in_place(nd, k) && off[t] != NONE && size[j] == size[t]) {
+                off[j] = off[t]; /* the buffer changes owner */
+                for (int pos = 0; pos < pl.n_live; pos++)
+                    if (pl.live[pos] == t) pl.live[pos] = j;
+                handed_over = 1;
+            } else {
+                placer_take(&pl, j);
+            }
         }
-        placer_drop(&pl, t);
+        if (!handed_over) placer_drop(&pl, t);
     }
     rn_free(pl.live);
     return pl.peak;
@@ -1023,8 +1042,15 @@ int net_plan(Net *net, int batch, int h, int w, int training) {
     }
     size_t scratch_off = total, recompute_floats = 0, recompute_conv_floats = 0;
     for (int i = 0; i < n && training; i++) {
-        size_t *most = net->nodes[i].op == OP_CONV ? &recompute_conv_floats : &recompute_floats;
-        if (net->nodes[i].recompute && size[i] > *most) *most = size[i];
+        const Node *nd = &net->nodes[i];
+        if (nd->recompute && nd->op == OP_CONV && size[i] > recompute_conv_floats)
+            recompute_conv_floats = size[i];
+        /* a recomputed ReLU needs the buffer only where backward reads it as an input */
+        for (int k = 0; k < nd->n_in && nd->stage >= ft && backward_reads_input(nd); k++) {
+            const Node *in = &net->nodes[nd->in[k]];
+            if (in->recompute && in->op == OP_RELU && size[nd->in[k]] > recompute_floats)
+                recompute_floats = size[nd->in[k]];
+        }
     }
     size_t recompute_off = total + (training ? biggest : 0);
     size_t recompute_conv_off = recompute_off + recompute_floats;
@@ -1202,8 +1228,8 @@ static void add_into(float *d, const float *g, size_t count) {
     for (long i = 0; i < n; i++) d[i] += g[i];
 }
 
-static void gradient_done(Net *net, int j, const float *target, size_t count) {
-    if (target != net->nodes[j].dout) add_into(net->nodes[j].dout, target, count);
+static void gradient_done(Net *net, int consumer, int j, const float *target, size_t count) {
+    if (net->nodes[j].last_consumer != consumer) add_into(net->nodes[j].dout, target, count);
 }
 
 static const float *recomputed_output(Net *net, int t, int n);
@@ -1222,38 +1248,56 @@ static const float *recomputed_conv(Net *net, int t, int n) {
     return net->recompute_conv_buf;
 }
 
+/* ReLU node t = relu(bn(conv)) from the kept conv output and the batch norm's statistics
+ * (saved batch ones, or the running ones in eval mode), with the forward's float
+ * operations: dy NULL: its output into out; else the gradient through it, out = dy where
+ * the output is positive (out may alias dy), with no buffer for the output at all. */
+static void relu_bn_pass(Net *net, int t, int n, const float *dy, float *out) {
+    const Node *nd = &net->nodes[t], *bn = &net->nodes[nd->in[0]];
+    const float *x = net->nodes[bn->in[0]].out;
+    const Param *p = net->params;
+    const int train = bn_trains(net, bn, net->forward_train);
+    const float *gamma = p[bn->weight].data, *beta = p[bn->bias].data;
+    size_t hw = (size_t)bn->h * bn->w;
+    OMP_PRAGMA(omp parallel for schedule(static))
+    for (long plane = 0; plane < (long)n * bn->c; plane++) {
+        int ch = (int)(plane % bn->c);
+        float scale, shift;
+        if (train) {
+            scale = gamma[ch] * bn->save1[ch];
+            shift = beta[ch] - bn->save0[ch] * scale;
+        } else {
+            batchnorm_eval_affine(1, gamma + ch, beta + ch, p[bn->mean].data + ch,
+                                  p[bn->var].data + ch, net->bn_eps, &scale, &shift);
+        }
+        const float *a = x + (size_t)plane * hw;
+        float *q = out + (size_t)plane * hw;
+        if (dy) {
+            const float *g = dy + (size_t)plane * hw;
+            OMP_PRAGMA(omp simd)
+            for (size_t i = 0; i < hw; i++) {
+                float v = a[i] * scale + shift, gi = g[i];
+                q[i] = v > 0 ? gi : 0.0f;
+            }
+        } else {
+            OMP_PRAGMA(omp simd)
+            for (size_t i = 0; i < hw; i++) {
+                float v = a[i] * scale + shift;
+                q[i] = v > 0 ? v : 0.0f;
+            }
+        }
+    }
+}
+
 /* The output of node t that the training plan did not keep: a conv (recomputed_conv) or a
- * ReLU = relu(bn(conv)), rebuilt in net->recompute_buf with the float operations of the
- * forward pass (the batch norm from its saved batch statistics, or from the running ones
- * in eval mode). */
+ * ReLU after conv -> BN (relu_bn_pass), rebuilt into net->recompute_buf. */
 static const float *recomputed_output(Net *net, int t, int n) {
     if (net->nodes[t].op == OP_CONV) return recomputed_conv(net, t, n);
-    const Node *nd = &net->nodes[t], *bn = &net->nodes[nd->in[0]];
-    const Node *x = &net->nodes[bn->in[0]];
-    const Param *p = net->params;
-    float *y = net->recompute_buf;
-    size_t hw = (size_t)bn->h * bn->w;
-    if (net->recompute_owner == t) return y;
-    if (bn_trains(net, bn, net->forward_train)) {
-        const float *gamma = p[bn->weight].data, *beta = p[bn->bias].data;
-        OMP_PRAGMA(omp parallel for schedule(static))
-        for (long plane = 0; plane < (long)n * bn->c; plane++) {
-            int ch = (int)(plane % bn->c);
-            float scale = gamma[ch] * bn->save1[ch];
-            float shift = beta[ch] - bn->save0[ch] * scale;
-            const float *a = x->out + (size_t)plane * hw;
-            float *q = y + (size_t)plane * hw;
-            OMP_PRAGMA(omp simd)
-            for (size_t i = 0; i < hw; i++) q[i] = a[i] * scale + shift;
-        }
-    } else {
-        batchnorm_forward_eval(n, bn->c, (int)hw, x->out, p[bn->weight].data,
-                               p[bn->bias].data, p[bn->mean].data, p[bn->var].data,
-                               net->bn_eps, y);
+    if (net->recompute_owner != t) {
+        relu_bn_pass(net, t, n, NULL, net->recompute_buf);
+        net->recompute_owner = t;
     }
-    relu_forward((size_t)n * bn->c * hw, y, y);
-    net->recompute_owner = t;
-    return y;
+    return net->recompute_buf;
 }
 
 /* The backward of y = a + b, or of y = relu(a + b) when y is given (the end of a residual
@@ -1395,7 +1439,8 @@ static int backward_pass(Net *net, const float *dlogits, int n, float *dx, Optim
         /* what backward reads of the input and of this node's own output */
         const float *x_in = in->recompute && backward_reads_input(nd)
                                 ? recomputed_output(net, j, n) : in->out;
-        const float *y_own = nd->recompute && backward_reads_own_output(nd)
+        /* (a recomputed ReLU reads its output only if it is already rebuilt, see below) */
+        const float *y_own = nd->recompute && nd->op != OP_RELU && backward_reads_own_output(nd)
                                  ? recomputed_output(net, i, n) : nd->out;
         float *saved_grads[2];
         if (opt && trains) step_grads_begin(net, nd, saved_grads);
@@ -1403,7 +1448,7 @@ static int backward_pass(Net *net, const float *dlogits, int n, float *dx, Optim
         case OP_INPUT: break;
         case OP_CONV:
             if (!dxp && !trains) break;
-            if (dxp && dxp != in->dout) { /* not the first gradient of x: add in place */
+            if (dxp && in->last_consumer != i) { /* not x's first gradient: add in place */
                 conv2d_backward_add(&nd->conv, n, in->h, in->w, x_in, p[nd->weight].data, dy,
                                     in->dout, trains ? p[nd->weight].grad : NULL,
                                     trains && nd->bias >= 0 ? p[nd->bias].grad : NULL);
@@ -1426,7 +1471,11 @@ static int backward_pass(Net *net, const float *dlogits, int n, float *dx, Optim
                                         trains ? p[nd->bias].grad : NULL);
             break;
         case OP_RELU:
-            if (dxp) relu_backward(count, y_own, dy, dxp);
+            if (!dxp) break;
+            if (nd->recompute && net->recompute_owner != i)
+                relu_bn_pass(net, i, n, dy, dxp); /* the mask straight from bn(conv) */
+            else
+                relu_backward(count, nd->recompute ? net->recompute_buf : y_own, dy, dxp);
             break;
         case OP_MAXPOOL:
             if (dxp)
@@ -1473,14 +1522,14 @@ static int backward_pass(Net *net, const float *dlogits, int n, float *dx, Optim
                     float *t = gradient_target(net, i, jk, scratch);
                     for (int s = 0; s < n; s++)
                         memcpy(t + s * part, dy + s * per_sample + at, sizeof(float) * part);
-                    gradient_done(net, jk, t, (size_t)n * part);
+                    gradient_done(net, i, jk, t, (size_t)n * part);
                 }
                 at += part;
             }
             break;
         }
         }
-        if (dxp) gradient_done(net, j, dxp, in_count);
+        if (dxp) gradient_done(net, i, j, dxp, in_count);
         if (net->node_seconds) { /* profiling */
             double t1 = rn_seconds();
             net->node_seconds[net->n_nodes + i] += t1 - t0;
