@@ -42,7 +42,7 @@ typedef struct {
     float aug_brightness, aug_contrast, lr, finetune_lr, weight_decay, momentum;
     float label_smoothing, pseudo_threshold, pseudo_lr, val_frac, test_frac;
     const char *aug_scale;
-    int help, no_cache;
+    int help, no_cache, low_memory;
 } Args;
 
 static Args A;
@@ -128,6 +128,9 @@ static const OptionDef OPTIONS[] = {
     {"no-cache", K_FLAG, &A.no_cache, "0", "compute features without reading/writing the cache"},
     {"seed", K_INT, &A.seed, "0", "seed of splits, init, shuffling, augmentation, dropout"},
     {"threads", K_INT, &A.threads, "0", "compute and decoding threads (0 = OpenMP default)"},
+    {"low-memory", K_FLAG, &A.low_memory, "0",
+     "fine-tuning: run the expanding 1x1 convs again in backward instead of keeping their "
+     "outputs (ResNet-50: about 40% less activation memory, a few % slower; same results)"},
     {"make-demo-data", K_STR, &A.make_demo_data, "",
      "write the procedural demo data set to DIR and exit"},
     {"demo-per-class", K_INT, &A.demo_per_class, "150", "demo training images per class"},
@@ -1385,6 +1388,7 @@ static int train_job(Run *run, const char *command) {
     if (!net) goto done;
     if (!scratch && net_load_weights(net, A.weights, 1) != 0) goto done;
     net_release_grads(net); /* train_step updates layer by layer (net_backward_step) */
+    net->low_memory = A.low_memory;
     t.net = net;
     t.batch = A.batch;
     t.threads = A.threads > 0 ? A.threads : rn_threads();
