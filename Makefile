@@ -57,6 +57,13 @@ ifneq ($(STB_DIR),)
   STB_CFLAGS = -isystem $(STB_DIR)
 endif
 
+# Objects depend on the flags they were built with (OPENMP, SIMD, CC, CFLAGS), so one BUILD
+# folder can switch between builds without `make clean`.
+FLAGS_STAMP := $(BUILD)/flags.txt
+FLAGS_NOW := $(CC) $(CFLAGS) $(LDFLAGS) SIMD=$(SIMD) $(STB_DIR)
+$(shell mkdir -p $(BUILD) && (echo '$(FLAGS_NOW)' | cmp -s - $(FLAGS_STAMP) || \
+        echo '$(FLAGS_NOW)' > $(FLAGS_STAMP)))
+
 LIB_SRCS := $(filter-out train.c infer.c,$(wildcard *.c))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o) $(GEMM_VARIANT_OBJS)
 TEST_SRCS := $(wildcard tests/test_*.c)
@@ -81,19 +88,19 @@ setup:
 	  ($$SUDO apt-get update -qq || true) && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libstb-dev; \
 	fi
 
-$(BUILD)/%.o: %.c $(wildcard *.h) | check-stb
+$(BUILD)/%.o: %.c $(wildcard *.h) $(FLAGS_STAMP) | check-stb
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(STB_CFLAGS) -I. -c $< -o $@
 
-$(BUILD)/gemm.o: gemm.c $(wildcard *.h) | check-stb
+$(BUILD)/gemm.o: gemm.c $(wildcard *.h) $(FLAGS_STAMP) | check-stb
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(GEMM_BASE_FLAGS) -I. -c $< -o $@
 
-$(BUILD)/gemm_avx512.o: gemm.c $(wildcard *.h)
+$(BUILD)/gemm_avx512.o: gemm.c $(wildcard *.h) $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -mavx512f -mfma -DRN_GEMM_VARIANT=avx512 -I. -c $< -o $@
 
-$(BUILD)/gemm_avx2.o: gemm.c $(wildcard *.h)
+$(BUILD)/gemm_avx2.o: gemm.c $(wildcard *.h) $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -mavx2 -mfma -DRN_GEMM_VARIANT=avx2 -I. -c $< -o $@
 
@@ -109,7 +116,7 @@ $(BIN)/infer: $(BUILD)/infer.o $(BUILD)/libresnet.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c tests/test.h $(BUILD)/libresnet.a
+$(BUILD)/tests/%: tests/%.c tests/test.h $(BUILD)/libresnet.a $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(STB_CFLAGS) -I. $(LDFLAGS) -o $@ $< $(BUILD)/libresnet.a $(LDLIBS)
 

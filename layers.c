@@ -1,8 +1,8 @@
 /* layers.c - the layers: each *_forward beside its *_backward, and for the convolution a
  * naive reference (conv2d_*_ref) beside the fast path (im2col + sgemm).
  *
- * All tensors are float32 NCHW. Backward functions overwrite dx and accumulate (+=) into
- * parameter gradients; any gradient pointer may be NULL. Per-channel statistics and
+ * All tensors are float32 NCHW. Backward functions overwrite dx (conv2d_backward_add adds
+ * to it) and accumulate (+=) into parameter gradients; any gradient pointer may be NULL. Per-channel statistics and
  * reductions are summed in double, and every parallel reduction combines its partial
  * results in a fixed order, so a run with a given thread count repeats bit for bit.
  * Elementwise loops and per-channel sums are vectorised with `omp simd` (a reduction's
@@ -197,8 +197,8 @@ static int conv_chunk_rows(int oh, int ow) {
     return rows < 1 ? 1 : rows;
 }
 
-/* Floats of the im2col buffer of one image (none for a pointwise conv, which multiplies
- * the input plane directly), rounded up to a 64-byte multiple. */
+/* Floats of an im2col buffer for oh x ow output positions (one chunk of an image; none for
+ * a pointwise conv, which multiplies the input plane directly), rounded to 64 bytes. */
 static size_t conv_col_floats(const ConvSpec *s, int oh, int ow) {
     if (conv_is_pointwise(s)) return 16;
     return ((size_t)s->in_c * s->kh * s->kw * oh * ow + 15) / 16 * 16;
@@ -264,55 +264,54 @@ static size_t conv_batch_floats(const ConvSpec *s, int nb, int N) {
     return (K * ld + 15) / 16 * 16 + ((size_t)s->out_c * ld + 15) / 16 * 16;
 }
 
-/* Images [b0, b1) through one product, with buf from conv_batch_floats. parallel: the loops
- * and sgemm may use threads; otherwise (the batch split among threads, each with its own
- * images and buffer) everything runs on the calling thread. */
+/* The nb images through one product, with buf from conv_batch_floats. parallel: the loops
+ * and sgemm may use threads (else, called inside a parallel region, everything runs on
+ * the calling thread). */
 static void conv_forward_batched(const ConvSpec *s, int h, int w, int oh, int ow,
                                  const float *x, const float *weight, const ConvEpilogue *e,
-                                 const float *residual, float *y, int b0, int b1, float *buf,
+                                 const float *residual, float *y, int nb, float *buf,
                                  int parallel) {
-    int K = s->in_c * s->kh * s->kw, N = oh * ow, co = s->out_c, nb = b1 - b0;
+    int K = s->in_c * s->kh * s->kw, N = oh * ow, co = s->out_c;
     size_t ld = (size_t)nb * N, x_stride = (size_t)s->in_c * h * w;
     float *col = buf, *prod = buf + ((size_t)K * ld + 15) / 16 * 16;
 OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
     for (int b = 0; b < nb; b++)
-        im2col(s, h, w, oh, ow, x + (b0 + b) * x_stride, col + (size_t)b * N, ld, 0);
+        im2col(s, h, w, oh, ow, x + b * x_stride, col + (size_t)b * N, ld, 0);
     sgemm(0, 0, co, (int)ld, K, 1.0f, weight, K, col, (int)ld, 0.0f, prod, (int)ld);
 OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
     for (long r = 0; r < (long)nb * co; r++) {
         int b = (int)(r / co), oc = (int)(r % co);
-        size_t at = ((size_t)b0 * co + r) * N;
+        size_t at = (size_t)r * N;
         memcpy(y + at, prod + (size_t)oc * ld + (size_t)b * N, sizeof(float) * N);
         epilogue_row(e, oc, N, y + at, residual ? residual + at : NULL);
     }
 }
 
-/* Images [b0, b1): dweight += dY [out_c, nb*N] * col^T, one product over all their
- * columns; dcol = weight^T * dY, then col2im image by image. */
+/* The nb images: dweight += dY [out_c, nb*N] * col^T, one product over all their columns;
+ * dcol = weight^T * dY, then col2im image by image (adding to dx when add_dx). */
 static void conv_backward_batched(const ConvSpec *s, int h, int w, int oh, int ow,
                                   const float *x, const float *weight, const float *dy,
-                                  float *dx, int add_dx, float *dweight, int b0, int b1,
-                                  float *buf, int parallel) {
-    int K = s->in_c * s->kh * s->kw, N = oh * ow, co = s->out_c, nb = b1 - b0;
+                                  float *dx, int add_dx, float *dweight, int nb, float *buf,
+                                  int parallel) {
+    int K = s->in_c * s->kh * s->kw, N = oh * ow, co = s->out_c;
     size_t ld = (size_t)nb * N, x_stride = (size_t)s->in_c * h * w;
     float *col = buf, *g = buf + ((size_t)K * ld + 15) / 16 * 16;
 OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
     for (long r = 0; r < (long)nb * co; r++) {
         int b = (int)(r / co), oc = (int)(r % co);
-        memcpy(g + (size_t)oc * ld + (size_t)b * N, dy + ((size_t)b0 * co + r) * N,
-               sizeof(float) * N);
+        memcpy(g + (size_t)oc * ld + (size_t)b * N, dy + (size_t)r * N, sizeof(float) * N);
     }
     if (dweight) {
 OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
         for (int b = 0; b < nb; b++)
-            im2col(s, h, w, oh, ow, x + (b0 + b) * x_stride, col + (size_t)b * N, ld, 0);
+            im2col(s, h, w, oh, ow, x + b * x_stride, col + (size_t)b * N, ld, 0);
         sgemm(0, 1, co, K, (int)ld, 1.0f, g, (int)ld, col, (int)ld, 1.0f, dweight, K);
     }
     if (dx) {
         sgemm(1, 0, K, (int)ld, co, 1.0f, weight, K, g, (int)ld, 0.0f, col, (int)ld);
 OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
         for (int b = 0; b < nb; b++) {
-            float *dxb = dx + (b0 + b) * x_stride;
+            float *dxb = dx + b * x_stride;
             if (!add_dx) memset(dxb, 0, sizeof(float) * x_stride);
             col2im_rows(s, h, w, 0, oh, ow, col + (size_t)b * N, ld, dxb, 0);
         }
@@ -356,7 +355,7 @@ void conv2d_forward_fused(const ConvSpec *s, int n, int h, int w, const float *x
     if (conv_batched(s, n, oh * ow)) {
         /* the whole batch through one product, sgemm's threads over its tiles */
         float *buf = rn_scratch(omp_get_thread_num(), conv_batch_floats(s, n, oh * ow));
-        conv_forward_batched(s, h, w, oh, ow, x, weight, e, residual, y, 0, n, buf,
+        conv_forward_batched(s, h, w, oh, ow, x, weight, e, residual, y, n, buf,
                              !omp_in_parallel());
     } else if (conv_split_batch(n)) {
 OMP_PRAGMA(omp parallel)
@@ -471,7 +470,7 @@ OMP_PRAGMA(omp parallel for schedule(static))
         }
     } else if (batched) {
         float *buf = rn_scratch(omp_get_thread_num(), conv_batch_floats(s, n, oh * ow));
-        conv_backward_batched(s, h, w, oh, ow, x, weight, dy, dx, add_dx, dweight, 0, n, buf,
+        conv_backward_batched(s, h, w, oh, ow, x, weight, dy, dx, add_dx, dweight, n, buf,
                               !omp_in_parallel());
     } else {
         float *col = rn_scratch(omp_get_thread_num(), col_size);

@@ -145,16 +145,27 @@ static void adam_update(int64_t n, float *p, const float *grad, float *m, float 
     }
 }
 
-void optimizer_begin_step(Optimizer *opt) { opt->step++; }
+enum { DEC_LR, DEC_WD, DEC_B1, DEC_B2, DEC_MOMENTUM, DEC_EPS };
+
+void optimizer_begin_step(Optimizer *opt) {
+    const OptConfig *c = &opt->cfg;
+    opt->step++;
+    opt->dec[DEC_LR] = opt_decimal(c->lr); /* cfg may change between steps (schedules) */
+    opt->dec[DEC_WD] = opt_decimal(c->weight_decay);
+    opt->dec[DEC_B1] = opt_decimal(c->beta1);
+    opt->dec[DEC_B2] = opt_decimal(c->beta2);
+    opt->dec[DEC_MOMENTUM] = opt_decimal(c->momentum);
+    opt->dec[DEC_EPS] = opt_decimal(c->eps);
+}
 
 void optimizer_update(Optimizer *opt, Net *net, int i) {
     const OptConfig *c = &opt->cfg;
     if (i < 0 || i >= net->n_params || i >= opt->n) return;
     Param *prm = &net->params[i];
     if (prm->is_buffer || !prm->grad || prm->stage < net->first_trainable) return;
-    double lr = opt_decimal(c->lr), wd = opt_decimal(c->weight_decay);
-    double b1 = opt_decimal(c->beta1), b2 = opt_decimal(c->beta2);
-    double momentum = opt_decimal(c->momentum);
+    double lr = opt->dec[DEC_LR], wd = opt->dec[DEC_WD];
+    double b1 = opt->dec[DEC_B1], b2 = opt->dec[DEC_B2];
+    double momentum = opt->dec[DEC_MOMENTUM];
     double t = (double)opt->step;
     size_t bytes = (size_t)prm->numel * sizeof(float);
     if (c->type == OPT_SGD) {
@@ -171,7 +182,7 @@ void optimizer_update(Optimizer *opt, Net *net, int i) {
         int decoupled = c->type == OPT_ADAMW;
         double bc1 = 1.0 - pow(b1, t), bc2 = 1.0 - pow(b2, t);
         adam_update(prm->numel, prm->data, prm->grad, opt->m[i], opt->v[i], (float)b1,
-                    (float)(1.0 - b1), (float)b2, (float)(1.0 - b2), (float)opt_decimal(c->eps),
+                    (float)(1.0 - b1), (float)b2, (float)(1.0 - b2), (float)opt->dec[DEC_EPS],
                     decoupled ? 0.0f : (float)wd, decoupled ? (float)(1.0 - lr * wd) : 1.0f,
                     (float)(-(lr / bc1)), (float)sqrt(bc2));
     }

@@ -12,10 +12,13 @@
  * max-pool argmax) and, for training, the output gradients. Buffers that live for part of
  * a pass share memory: the plan replays the pass and places each one first-fit among those
  * alive at the same time. A gradient lives from the moment its first consumer (in reverse
- * order) writes it until the node itself has been back-propagated; an output lives until
- * its last consumer has run, unless backward will read it (trainable stages). ReLUs run in
- * place, and a training plan does not keep a ReLU after conv -> BN at all: backward
- * recomputes it from the conv output, which the batch norm needs anyway.
+ * order) writes it until the node itself has been back-propagated; through ReLU, batch
+ * norm, dropout and sums it takes over the consumer's gradient buffer instead. An output
+ * lives until its last consumer has run, unless backward will read it (trainable stages).
+ * ReLUs run in place, and a training plan does not keep a ReLU after conv -> BN at all:
+ * backward recomputes it (or only its gradient mask) from the conv output, which the batch
+ * norm needs anyway. A low-memory plan (net->low_memory) does not keep the outputs of
+ * expanding 1x1 convs either: backward runs them again when their batch norm needs them.
  *
  * Eval forwards fuse: conv -> BN [-> ReLU | -> residual sum] runs as one convolution whose
  * epilogue applies the batch norm as y * scale + shift (folded from the current running
@@ -1055,7 +1058,7 @@ int net_plan(Net *net, int batch, int h, int w, int training) {
     size_t recompute_off = total + (training ? biggest : 0);
     size_t recompute_conv_off = recompute_off + recompute_floats;
     if (training) {
-        total += biggest; /* scratch: gradients of a branch point's second consumer */
+        total += biggest; /* scratch: a branch point's other consumers (not convs, sums) */
         total += recompute_floats + recompute_conv_floats;
         size_t dout_floats = place_gradients(net, size, dout_off, ft);
         for (int i = 0; i < n; i++)
@@ -1217,7 +1220,8 @@ const float *net_forward(Net *net, const float *x, int n, int train) {
 
 /* Where node `consumer` writes its gradient for input node j: straight into j's gradient
  * when it is j's last consumer (the first one backward meets), else into the scratch
- * buffer, which gradient_done then adds in (residual branch points sum their gradients). */
+ * buffer, which gradient_done then adds in (branch points sum their gradients; convs and
+ * sums add theirs in place instead and never use the scratch). */
 static float *gradient_target(Net *net, int consumer, int j, float *scratch) {
     return net->nodes[j].last_consumer == consumer ? net->nodes[j].dout : scratch;
 }
@@ -1381,13 +1385,14 @@ void net_backward(Net *net, const float *dlogits, int n, float *dx) {
 }
 
 int net_backward_step(Net *net, const float *dlogits, int n, Optimizer *opt) {
-    if (!opt) {
-        rn_set_error("%s: net_backward_step needs an optimizer", net->arch);
+    if (!opt || opt->n < net->n_params) {
+        rn_set_error("%s: net_backward_step needs an optimizer made for this network "
+                     "(%d parameters; optimizer slots: %d)", net->arch, net->n_params,
+                     opt ? opt->n : 0);
         return -1;
     }
     step_grad_reserve(net);
-    optimizer_begin_step(opt);
-    return backward_pass(net, dlogits, n, NULL, opt);
+    return backward_pass(net, dlogits, n, NULL, opt); /* begins the step once it is valid */
 }
 
 void net_release_grads(Net *net) {
@@ -1421,6 +1426,7 @@ static int backward_pass(Net *net, const float *dlogits, int n, float *dx, Optim
      * decrease along the node order, so no trainable parameter lies before them. */
     const int ft = net->first_trainable, all = dx != NULL, train = net->forward_train;
     if (ft < net->grad_from_stage) net->grad_from_stage = ft;
+    if (opt) optimizer_begin_step(opt);
     const Param *p = net->params;
     float *scratch = net->grad_scratch;
     net->recompute_owner = net->recompute_conv_owner = -1;
@@ -1509,7 +1515,7 @@ static int backward_pass(Net *net, const float *dlogits, int n, float *dx, Optim
         case OP_DROPOUT:
             if (!dxp) break;
             if (train && trains && nd->p > 0) dropout_backward(count, nd->save0, dy, dxp);
-            else memcpy(dxp, dy, sizeof(float) * count);
+            else if (dxp != dy) memcpy(dxp, dy, sizeof(float) * count);
             break;
         case OP_CONCAT: {
             /* each input receives its channel slice of dy, sample by sample */

@@ -157,7 +157,9 @@ void batchnorm_forward_eval(int n, int c, int hw, const float *x, const float *g
 void batchnorm_eval_affine(int c, const float *gamma, const float *beta,
                            const float *running_mean, const float *running_var, float eps,
                            float *scale, float *shift);
-/* dx = gamma * invstd / m * (m * dy - sum(dy) - xhat * sum(dy * xhat)) */
+/* dx = gamma * invstd / m * (m * dy - sum(dy) - xhat * sum(dy * xhat)). Both batch-norm
+ * backwards, relu_backward and dropout_backward may write dx over dy (dx == dy): each value
+ * (each channel's sums) is read before it is written; net_backward relies on it. */
 void batchnorm_backward_train(int n, int c, int hw, const float *x, const float *gamma,
                               const float *save_mean, const float *save_invstd,
                               const float *dy, float *dx, float *dgamma, float *dbeta);
@@ -247,7 +249,8 @@ typedef struct {
     int64_t shape[4];
     int64_t numel;
     float *data;
-    float *grad;              /* NULL for buffers (BN running statistics) */
+    float *grad;              /* NULL for buffers (BN running statistics) and after
+                                 net_release_grads */
     int is_buffer;            /* saved with the weights, never optimised */
     int stage;                /* freeze group */
 } Param;
@@ -347,10 +350,12 @@ int arch_is_cifar(const char *arch);
  * Reuses the arena when the plan does not grow. Fails on inputs too small for the net.
  * Training plans keep, in the trainable stages, only the outputs backward reads (conv,
  * BN and linear inputs, block sums with ReLU); a ReLU after conv -> BN is recomputed in
- * backward instead. Other outputs share memory by lifetime, as do all outputs of inference
- * plans (training = 0); ReLUs run in place. Eval forwards run each conv -> BN [-> ReLU |
- * -> residual sum] of an inference plan (or of a training plan's frozen stages) as one
- * pass (net->no_fusion = 1: layer by layer), so the intermediate outputs are not written.
+ * backward instead (and with net->low_memory, the output of an expanding 1x1 conv: its
+ * batch norm's input). Other outputs share memory by lifetime, as do all outputs of
+ * inference plans (training = 0); ReLUs run in place. Eval forwards run each conv -> BN
+ * [-> ReLU | -> residual sum] of an inference plan (or of a training plan's frozen
+ * stages) as one pass (net->no_fusion = 1: layer by layer), so the intermediate outputs
+ * are not written.
  * The input, feature_node, pooled_node and the logits always stay readable after a
  * forward (resnet50 at 224x224: inference 14 MB a sample instead of 129 MB). */
 int net_plan(Net *net, int batch, int h, int w, int training);
@@ -415,13 +420,17 @@ typedef struct Optimizer {
     int64_t step;
     int n;                     /* one state slot per network parameter (index-aligned) */
     float **m, **v;            /* Adam moments / SGD momentum buffer in m; NULL until used */
+    double dec[6];             /* private: this step's hyperparameters as the decimals the
+                                  user wrote (optimizer_begin_step) */
 } Optimizer;
 
 Optimizer *optimizer_create(const Net *net, const OptConfig *cfg);
-/* One update of every parameter that is trainable (stage >= first_trainable, not a buffer). */
+/* One update of every parameter that is trainable (stage >= first_trainable, not a buffer)
+ * from its grad; parameters without one (net_release_grads) are left as they are. */
 void optimizer_step(Optimizer *opt, Net *net);
 /* optimizer_step in parts, for updates made while backward runs (net_backward_step): the
- * step count goes up once, then each trainable parameter i is updated from its grad. */
+ * step count goes up once (and cfg is read), then each trainable parameter i is updated
+ * from its grad. */
 void optimizer_begin_step(Optimizer *opt);
 void optimizer_update(Optimizer *opt, Net *net, int i);
 void optimizer_free(Optimizer *opt);

@@ -129,8 +129,9 @@ static const OptionDef OPTIONS[] = {
     {"seed", K_INT, &A.seed, "0", "seed of splits, init, shuffling, augmentation, dropout"},
     {"threads", K_INT, &A.threads, "0", "compute and decoding threads (0 = OpenMP default)"},
     {"low-memory", K_FLAG, &A.low_memory, "0",
-     "fine-tuning: run the expanding 1x1 convs again in backward instead of keeping their "
-     "outputs (ResNet-50: about 40% less activation memory, a few % slower; same results)"},
+     "training the backbone (fine-tuning or from scratch): run the expanding 1x1 convs "
+     "again in backward instead of keeping their outputs (ResNet-50: about 40% less "
+     "activation memory, a few % slower; the same results)"},
     {"make-demo-data", K_STR, &A.make_demo_data, "",
      "write the procedural demo data set to DIR and exit"},
     {"demo-per-class", K_INT, &A.demo_per_class, "150", "demo training images per class"},
