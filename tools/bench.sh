@@ -86,5 +86,8 @@ END {
 if grep -q '^PROFILE' "$log"; then
   echo
   echo "Convolutions inside the network (FLOPs / time in conv layers, % of the measured peak):"
-  awk '/^PROFILE/ { sub(/^PROFILE /, ""); printf "  %s\n", $0 }' "$log"
+  # one line per configuration, thread count and kind of layer: the last round's
+  awk '/^PROFILE/ { sub(/^PROFILE /, ""); key = $0; sub(/ gflops=.*/, "", key)
+                    if (!(key in line)) order[n++] = key; line[key] = $0 }
+       END { for (i = 0; i < n; i++) printf "  %s\n", line[order[i]] }' "$log"
 fi
