@@ -949,6 +949,7 @@ int main(int argc, char **argv) {
             info.prep.crop_pct, rn_threads(), simd_name());
     int rc = o.eval_dir ? cmd_eval(net, &info, &o) : o.patch ? cmd_patches(net, &info, &o)
                                                              : cmd_classify(net, &info, &o);
+    fprintf(stderr, "infer: peak memory %ld MB (resident)\n", rn_peak_rss_kb() / 1024);
     net_free(net);
     model_info_free(&info);
     free(o.inputs);

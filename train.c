@@ -1567,9 +1567,9 @@ static int train_job(Run *run, const char *command) {
 
     Buf notes = {0};
     buf_printf(&notes, "command: %s\nweights: %s\ntrain %d, val %d, test %d images; %d threads, "
-               "%s kernels; feature extraction %.1f s, total %.1f s", command, A.weights,
-               tr.d.n, va.d.n, te.d.n, rn_threads(), simd_name(), feat_seconds,
-               rn_seconds() - run->t0);
+               "%s kernels; feature extraction %.1f s, total %.1f s; peak memory %ld MB",
+               command, A.weights, tr.d.n, va.d.n, te.d.n, rn_threads(), simd_name(),
+               feat_seconds, rn_seconds() - run->t0, rn_peak_rss_kb() / 1024);
     char title[256];
     snprintf(title, sizeof title, "%s on %s", A.arch,
              A.data[0] ? A.data : A.data_csv[0] ? A.data_csv : A.cifar_bin);
@@ -1583,6 +1583,7 @@ static int train_job(Run *run, const char *command) {
     buf_free(&notes);
     if (wrc) goto done;
     printf("\nmodel:   %s/model.safetensors\nmetrics: %s\nreport:  %s\n", run->dir, jpath, path);
+    printf("peak memory: %ld MB (resident)\n", rn_peak_rss_kb() / 1024);
     rc = 0;
 
 done:
