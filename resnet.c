@@ -1306,27 +1306,18 @@ static const float *recomputed_output(Net *net, int t, int n) {
 
 /* The backward of y = a + b, or of y = relu(a + b) when y is given (the end of a residual
  * block): g = dy (times y > 0), then for each input k with d[k]: d[k] = g when this is its
- * first gradient (first[k]), else d[k] += g. One pass instead of a mask and two copies;
- * `mode` (bit 0: d0 is first, bit 1: d1 is first) is a constant in each inlined copy. */
-static inline void add_backward_pass(long n, const float *y, const float *dy, float *d0,
-                                     float *d1, const int mode) {
+ * first gradient (first[k]), else d[k] += g. One pass instead of a mask and two copies. */
+static void add_backward(size_t count, const float *y, const float *dy, float *const d[2],
+                         const int first[2]) {
+    long n = (long)count;
+    float *d0 = d[0], *d1 = d[1];
+    const int f0 = first[0], f1 = first[1];
     OMP_PRAGMA(omp parallel for simd schedule(static) if (n > OMP_MIN_WORK))
     for (long i = 0; i < n; i++) {
         float g = dy[i];
         if (y) g = y[i] > 0 ? g : 0.0f; /* a blend, not a branch: masks are random */
-        if (d0) d0[i] = (mode & 1) ? g : d0[i] + g;
-        if (d1) d1[i] = (mode & 2) ? g : d1[i] + g;
-    }
-}
-
-static void add_backward(size_t count, const float *y, const float *dy, float *const d[2],
-                         const int first[2]) {
-    long n = (long)count;
-    switch ((first[0] ? 1 : 0) | (first[1] ? 2 : 0)) {
-    case 0: add_backward_pass(n, y, dy, d[0], d[1], 0); break;
-    case 1: add_backward_pass(n, y, dy, d[0], d[1], 1); break;
-    case 2: add_backward_pass(n, y, dy, d[0], d[1], 2); break;
-    default: add_backward_pass(n, y, dy, d[0], d[1], 3); break;
+        if (d0) d0[i] = f0 ? g : d0[i] + g;
+        if (d1) d1[i] = f1 ? g : d1[i] + g;
     }
 }
 
@@ -1356,8 +1347,10 @@ static void step_grads_end(Net *net, const Node *nd, Optimizer *opt, float *cons
     }
 }
 
-/* net->step_grad sized for the node with the most parameter values (its weight and bias). */
+/* net->step_grad sized for the node with the most parameter values (its weight and bias),
+ * once: a network's parameters never change shape. */
 static void step_grad_reserve(Net *net) {
+    if (net->step_grad) return;
     size_t need = 16;
     for (int i = 0; i < net->n_nodes; i++) {
         const Node *nd = &net->nodes[i];
@@ -1366,11 +1359,7 @@ static void step_grad_reserve(Net *net) {
         if (nd->bias >= 0) floats += align_up((size_t)net->params[nd->bias].numel);
         if (floats > need) need = floats;
     }
-    if (need > net->step_grad_floats) {
-        rn_free(net->step_grad);
-        net->step_grad = rn_alloc(need * sizeof(float));
-        net->step_grad_floats = need;
-    }
+    net->step_grad = rn_alloc(need * sizeof(float));
 }
 
 static int backward_pass(Net *net, const float *dlogits, int n, float *dx, Optimizer *opt);
@@ -1442,12 +1431,9 @@ static int backward_pass(Net *net, const float *dlogits, int n, float *dx, Optim
         const size_t count = (size_t)n * node_numel(nd), in_count = (size_t)n * node_numel(in);
         float *dy = nd->dout;
         float *dxp = want ? gradient_target(net, i, j, scratch) : NULL;
-        /* what backward reads of the input and of this node's own output */
+        /* what backward reads of the input (its own output: only a ReLU's, below) */
         const float *x_in = in->recompute && backward_reads_input(nd)
                                 ? recomputed_output(net, j, n) : in->out;
-        /* (a recomputed ReLU reads its output only if it is already rebuilt, see below) */
-        const float *y_own = nd->recompute && nd->op != OP_RELU && backward_reads_own_output(nd)
-                                 ? recomputed_output(net, i, n) : nd->out;
         float *saved_grads[2];
         if (opt && trains) step_grads_begin(net, nd, saved_grads);
         switch (nd->op) {
@@ -1481,7 +1467,7 @@ static int backward_pass(Net *net, const float *dlogits, int n, float *dx, Optim
             if (nd->recompute && net->recompute_owner != i)
                 relu_bn_pass(net, i, n, dy, dxp); /* the mask straight from bn(conv) */
             else
-                relu_backward(count, nd->recompute ? net->recompute_buf : y_own, dy, dxp);
+                relu_backward(count, nd->recompute ? net->recompute_buf : nd->out, dy, dxp);
             break;
         case OP_MAXPOOL:
             if (dxp)

@@ -319,7 +319,6 @@ typedef struct {
     float *recompute_conv_buf;/* private: backward's recomputed conv output (low_memory) */
     int recompute_conv_owner; /* private: the node whose output recompute_conv_buf holds */
     float *step_grad;         /* private: parameter gradients of one node in a fused step */
-    size_t step_grad_floats;
     int grads_released;       /* net_release_grads was called: Param.grad is NULL */
     double *node_seconds;     /* profiling, off when NULL: a caller's [2 * n_nodes + 1]
                                  array to which net_forward adds each node's seconds (a
