@@ -96,13 +96,12 @@ $(BUILD)/gemm.o: gemm.c $(wildcard *.h) $(FLAGS_STAMP) | check-stb
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(GEMM_BASE_FLAGS) -I. -c $< -o $@
 
-$(BUILD)/gemm_avx512.o: gemm.c $(wildcard *.h) $(FLAGS_STAMP)
+# The SIMD=auto kernels: gemm.c again for each instruction set, named by the suffix.
+GEMM_ISA_avx512 := -mavx512f -mfma
+GEMM_ISA_avx2 := -mavx2 -mfma
+$(BUILD)/gemm_%.o: gemm.c $(wildcard *.h) $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -mavx512f -mfma -DRN_GEMM_VARIANT=avx512 -I. -c $< -o $@
-
-$(BUILD)/gemm_avx2.o: gemm.c $(wildcard *.h) $(FLAGS_STAMP)
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -mavx2 -mfma -DRN_GEMM_VARIANT=avx2 -I. -c $< -o $@
+	$(CC) $(CFLAGS) $(GEMM_ISA_$*) -DRN_GEMM_VARIANT=$* -I. -c $< -o $@
 
 $(BUILD)/libresnet.a: $(LIB_OBJS)
 	@rm -f $@

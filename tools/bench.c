@@ -131,13 +131,18 @@ static void bench_gemm(int threads, double peak) {
 /* ---------------------------------------------------------------- ResNet-50 */
 
 /* Convolution and linear FLOPs of one forward pass over the planned batch. */
+/* FLOPs of one conv node's forward over the planned batch. */
+static double conv_flops(const Net *net, const Node *nd) {
+    return 2.0 * net->batch * nd->c * nd->h * nd->w * nd->conv.in_c * nd->conv.kh *
+           nd->conv.kw;
+}
+
 static double forward_flops(const Net *net) {
     double f = 0;
     for (int i = 0; i < net->n_nodes; i++) {
         const Node *nd = &net->nodes[i];
         if (nd->op == OP_CONV)
-            f += 2.0 * net->batch * nd->c * nd->h * nd->w * nd->conv.in_c * nd->conv.kh *
-                 nd->conv.kw;
+            f += conv_flops(net, nd);
         else if (nd->op == OP_LINEAR)
             f += 2.0 * net->batch * nd->c * (double)net->params[nd->weight].shape[1];
     }
@@ -191,11 +196,6 @@ static int node_kind(const Node *nd) {
     case OP_LINEAR: return K_LINEAR;
     default: return K_OTHER;
     }
-}
-
-static double conv_flops(const Net *net, const Node *nd) {
-    return 2.0 * net->batch * nd->c * nd->h * nd->w * nd->conv.in_c * nd->conv.kh *
-           nd->conv.kw;
 }
 
 static void profile_net(const char *config, int threads, NetCtx *c, Net *net, int train,
