@@ -219,11 +219,15 @@ static void pack_b_panel(Operand b, int p0, int kc, int j0, int cols, float *dst
 
 /* kc rank-1 updates of the first nv vectors of the MR x NR accumulators:
  * acc += A[:, p] B[p, :], with A element (r, p) at ap[r * a_rs + p * a_ps] and row p of B
- * at bp + p * b_ps (packed panels, or rows read in place). Inlined with constant a_rs,
+ * at bp + p * b_ps (packed panels, or rows read in place). Step p also prefetches row p of
+ * the next B panel, pf + p * b_ps (pf == bp: nothing new). Inlined with constant a_rs,
  * a_ps and nv. */
 RN_INLINE void kernel_updates(int kc, const float *ap, size_t a_rs, size_t a_ps,
-                              const float *bp, size_t b_ps, VF acc[MR][NV], int nv) {
+                              const float *bp, size_t b_ps, const float *pf, VF acc[MR][NV],
+                              int nv) {
     for (int p = 0; p < kc; p++) {
+        RN_UNROLL for (int q = 0; q < NR; q += 64 / (int)sizeof(float)) vprefetch(pf + q);
+        pf += b_ps;
         VF bv[NV];
         RN_UNROLL for (int v = 0; v < nv; v++) bv[v] = vload(bp + v * VLEN);
         RN_UNROLL for (int r = 0; r < MR; r++) {
@@ -238,24 +242,25 @@ RN_INLINE void kernel_updates(int kc, const float *ap, size_t a_rs, size_t a_ps,
 /* The micro-kernel: acc[MR x NR] = sum_p A[:, p] B[p, :] held in registers, then
  * C = alpha * acc + beta * C on the valid rows x cols of the tile. A is a packed panel
  * (a_rs == 1) or MR full rows of a row-major A read in place (a_rs = lda); B is a packed
- * panel (b_ps = NR) or NR full columns of a row-major B read in place (b_ps = ldb).
+ * panel (b_ps = NR) or NR full columns of a row-major B read in place (b_ps = ldb), and
+ * b_next the panel to prefetch alongside (bp: none).
  * C element (r, c) lives at c[r * rs + c * cs]; beta == 0 never reads C. */
 static void micro_kernel(int kc, const float *ap, size_t a_rs, const float *bp, size_t b_ps,
-                         int rows, int cols, float alpha, float beta, float *c, size_t rs,
-                         size_t cs) {
+                         const float *b_next, int rows, int cols, float alpha, float beta,
+                         float *c, size_t rs, size_t cs) {
     VF acc[MR][NV];
     RN_UNROLL for (int r = 0; r < MR; r++)
         RN_UNROLL for (int v = 0; v < NV; v++) acc[r][v] = vzero();
     if (cols > VLEN) { /* the full tile */
         if (a_rs == 1)
-            kernel_updates(kc, ap, 1, MR, bp, b_ps, acc, NV);
+            kernel_updates(kc, ap, 1, MR, bp, b_ps, b_next, acc, NV);
         else
-            kernel_updates(kc, ap, a_rs, 1, bp, b_ps, acc, NV);
+            kernel_updates(kc, ap, a_rs, 1, bp, b_ps, b_next, acc, NV);
     } else { /* a narrow last panel (e.g. 9 columns): one vector of B, half the work */
         if (a_rs == 1)
-            kernel_updates(kc, ap, 1, MR, bp, b_ps, acc, 1);
+            kernel_updates(kc, ap, 1, MR, bp, b_ps, b_next, acc, 1);
         else
-            kernel_updates(kc, ap, a_rs, 1, bp, b_ps, acc, 1);
+            kernel_updates(kc, ap, a_rs, 1, bp, b_ps, b_next, acc, 1);
     }
     /* Edge tiles and strided C go through a buffer with the same vector arithmetic, so an
      * element's result never depends on where its tile sits. */
@@ -330,11 +335,14 @@ static void gemm_blocks(Operand a, Operand b, int m, int n, int k, float alpha, 
                 /* a kc x NR panel of B stays in L1 while the panels of A pass by */
                 for (int jr = 0; jr < nc; jr += NR) {
                     int j = jc + jr, cols = min_int(NR, n - j);
-                    const float *bpanel = bp + (size_t)jr * kc;
+                    const float *bpanel = bp + (size_t)jr * kc, *b_next = NULL;
                     size_t b_ps = NR;
                     if (direct_b && cols == NR) {
                         bpanel = operand_at(b, pc, j);
                         b_ps = (size_t)b.ld;
+                        /* B's rows in place are kc separate streams, too many for the
+                         * hardware prefetcher: the first tile fetches the next panel */
+                        if (n - j >= 2 * NR) b_next = operand_at(b, pc, j + NR);
                     }
                     for (int ir = 0; ir < mc; ir += MR) {
                         int i = ic + ir, rows = min_int(MR, m - i);
@@ -344,7 +352,8 @@ static void gemm_blocks(Operand a, Operand b, int m, int n, int k, float alpha, 
                             apanel = operand_at(a, i, pc);
                             a_rs = (size_t)a.ld;
                         }
-                        micro_kernel(kc, apanel, a_rs, bpanel, b_ps, rows, cols, alpha,
+                        micro_kernel(kc, apanel, a_rs, bpanel, b_ps,
+                                     ir == 0 && b_next ? b_next : bpanel, rows, cols, alpha,
                                      beta_block, c + i * rs + j * cs, rs, cs);
                     }
                 }

@@ -10,6 +10,8 @@
  *   vfma(a, b, c)     a * b + c (fused when the unit has FMA)
  *   vmax(a, b)        lane-wise maximum
  *   vsum(v)           sum of the lanes (a float)
+ *   vload_even(p)     p[0], p[2], ..., p[2 * VLEN - 2] (reads p[0..2 * VLEN - 1) only)
+ *   vprefetch(p)      a hint to bring p's cache line in (any unit; nothing without GCC/clang)
  *   vtranspose(r)     r is VF[VLEN], a VLEN x VLEN block (row i in r[i]): transpose it
  */
 #ifndef RN_SIMD_H
@@ -37,6 +39,12 @@ typedef __m512 VF;
 #define vfma(a, b, c) _mm512_fmadd_ps((a), (b), (c))
 #define vmax(a, b) _mm512_max_ps((a), (b))
 #define vsum(v) _mm512_reduce_add_ps(v)
+/* from a = p[0..16) and b = p[15..31): a[0], a[2], ..., a[14], b[1], b[3], ..., b[15] */
+static inline __m512 vload_even(const float *p) {
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 17, 19, 21, 23, 25, 27,
+                                           29, 31);
+    return _mm512_permutex2var_ps(_mm512_loadu_ps(p), even, _mm512_loadu_ps(p + 15));
+}
 /* 4x4 transposes inside each 128-bit lane (unpack, shuffle), then a 4x4 transpose of the
  * lanes across vectors 4 apart (two rounds of shuffle_f32x4). */
 static inline void vtranspose(__m512 r[16]) {
@@ -85,6 +93,13 @@ static inline float vsum_avx2(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 #define vsum(v) vsum_avx2(v)
+/* from a = p[0..8) and b = p[7..15): a0 a2 b1 b3 | a4 a6 b5 b7 within the 128-bit lanes,
+ * then the 64-bit pairs reordered */
+static inline __m256 vload_even(const float *p) {
+    __m256 t = _mm256_shuffle_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(p + 7),
+                                 _MM_SHUFFLE(3, 1, 2, 0));
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(t), _MM_SHUFFLE(3, 1, 2, 0)));
+}
 /* 4x4 transposes inside each 128-bit lane, then swap the lanes of vectors 4 apart. */
 static inline void vtranspose(__m256 r[8]) {
     __m256 t[8];
@@ -118,7 +133,16 @@ typedef float VF;
 #define vfma(a, b, c) ((a) * (b) + (c))
 #define vmax(a, b) ((a) > (b) ? (a) : (b))
 #define vsum(v) (v)
+#define vload_even(p) (*(p))
 static inline void vtranspose(float r[1]) { (void)r; }
+#endif
+
+/* A hint to fetch the cache line holding p (for reading, into all levels); nothing where
+ * the compiler has no such builtin. */
+#if defined(__GNUC__) || defined(__clang__)
+#define vprefetch(p) __builtin_prefetch((p), 0, 3)
+#else
+#define vprefetch(p) ((void)(p))
 #endif
 
 /* Full unrolling of short constant-count loops (gcc and clang both read this). */

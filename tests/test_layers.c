@@ -121,6 +121,16 @@ static void test_conv_fast_matches_reference(void) {
         {{4, 8, 3, 3, 1, 1}, 2, 37, 29},   /* 1073 positions: im2col chunks of 17, 17, 3 rows */
         {{3, 4, 3, 3, 2, 1}, 2, 6, 1100},  /* rows of 550 > one chunk: a row at a time */
         {{8, 16, 1, 1, 1, 0}, 2, 30, 25},  /* 1x1 over 750 positions: two chunks */
+        /* "same" stride-1 kernels (im2col as shifted plane copies) on narrow images, where
+         * the shift spans whole rows */
+        {{3, 4, 3, 3, 1, 1}, 2, 5, 1},     /* 3x3 p1 over a 1-wide column */
+        {{2, 3, 5, 5, 1, 2}, 2, 1, 1},     /* 5x5 p2 over one pixel */
+        {{2, 3, 5, 5, 1, 2}, 2, 6, 2},     /* 5x5 p2, 2 wide: shifts past the row */
+        {{2, 3, 5, 5, 1, 2}, 2, 40, 13},   /* 5x5 p2 over 520 positions: two chunks */
+        /* stride 2 over rows wide enough for the vector gather of even columns, with
+         * scalar heads and tails */
+        {{4, 6, 1, 1, 2, 0}, 2, 9, 75},    /* downsample 1x1 s2 */
+        {{3, 4, 7, 7, 2, 3}, 1, 10, 70},   /* stem 7x7 s2 p3 */
     };
     for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
         const ConvSpec *s = &shapes[t].s;
