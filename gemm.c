@@ -189,9 +189,13 @@ static void pack_b_panel(Operand b, int p0, int kc, int j0, int cols, float *dst
     if (!b.trans) {       /* op(B)[p, j] = b[p * ld + j]: row copies */
         const float *src = b.p + (size_t)p0 * b.ld + j0;
         if (cols == NR) /* NV vector moves a row: a memcpy call per 128 bytes costs more */
-            for (int p = 0; p < kc; p++, src += b.ld)
+            for (int p = 0; p < kc; p++, src += b.ld) {
+                /* kc rows are kc streams: fetch the next panel's part of this row */
+                RN_UNROLL for (int q = 0; q < NR; q += 64 / (int)sizeof(float))
+                    vprefetch(src + NR + q);
                 RN_UNROLL for (int v = 0; v < NV; v++)
                     vstore(dst + p * NR + v * VLEN, vload(src + v * VLEN));
+            }
         else
             for (int p = 0; p < kc; p++, src += b.ld)
                 memcpy(dst + p * NR, src, sizeof(float) * cols);

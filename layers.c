@@ -418,7 +418,10 @@ void conv2d_forward_fused(const ConvSpec *s, int n, int h, int w, const float *x
 OMP_PRAGMA(omp parallel)
         {
             float *col = rn_scratch(omp_get_thread_num(), col_size);
-OMP_PRAGMA(omp for schedule(static))
+            /* An image's output does not depend on the thread that computes it, so threads
+             * take images as they free up: on a shared machine, a thread that loses its
+             * core for a while no longer holds up the others at the end of the layer. */
+OMP_PRAGMA(omp for schedule(dynamic, 1))
             for (int b = 0; b < n; b++)
                 conv_forward_image(s, h, w, oh, ow, x + b * x_stride, weight, e,
                                    residual ? residual + b * y_stride : NULL,
