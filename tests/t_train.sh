@@ -105,14 +105,16 @@ final=$(awk '/^== validation/ { v = 1 } v && $1 == "loss" { print $2; exit }' "$
 [ -n "$best" ] && [ "$best" = "$final" ] && ok "restored best weights (val loss $best)" \
   || fail "restored val loss '$best' != final val loss '$final'"
 
-# 5. --low-memory (ResNet-50's conv3 and downsample outputs recomputed in backward): same model
+# 5. --low-memory (the default: ResNet-50's conv3 and downsample outputs recomputed in
+#    backward) and --low-memory=0 (kept): the same model
 LOW="--arch resnet50 --weights none --img-size 32 --preprocess unit --batch 8 --epochs 1
      --limit-per-class 6 --patience 0 --data $T/data/train"
 "$TRAIN" $LOW --out "$T/m1" > "$T/m1.log" 2>&1 || { cat "$T/m1.log"; fail "resnet50 run failed"; }
-"$TRAIN" $LOW --out "$T/m2" --low-memory > "$T/m2.log" 2>&1 \
-  || { cat "$T/m2.log"; fail "resnet50 --low-memory run failed"; }
-cmp -s "$T/m1/model.safetensors" "$T/m2/model.safetensors" && ok "--low-memory: the same model" \
-  || fail "--low-memory changed the model"
+"$TRAIN" $LOW --out "$T/m2" --low-memory=0 > "$T/m2.log" 2>&1 \
+  || { cat "$T/m2.log"; fail "resnet50 --low-memory=0 run failed"; }
+cmp -s "$T/m1/model.safetensors" "$T/m2/model.safetensors" \
+  && ok "--low-memory (default) and --low-memory=0: the same model" \
+  || fail "--low-memory=0 changed the model"
 
 [ "$fails" -eq 0 ] || { echo "t_train: $fails failure(s); logs were in $T"; exit 1; }
 echo "t_train: all checks passed"
