@@ -221,8 +221,11 @@ OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
                     int iy = oy * s->stride - s->pad + ky;
                     if (iy < 0 || iy >= h) continue;
                     float *row = plane + (size_t)iy * w;
-                    int ix = lo * s->stride - s->pad + kx;
-                    for (int ox = lo; ox < hi; ox++, ix += s->stride) row[ix] += in[ox];
+                    int ix = lo * s->stride - s->pad + kx, ox = lo;
+                    if (s->stride == 1) /* the same adds, VLEN at a time */
+                        for (; ox + VLEN <= hi; ox += VLEN, ix += VLEN)
+                            vstore(row + ix, vadd(vload(row + ix), vload(in + ox)));
+                    for (; ox < hi; ox++, ix += s->stride) row[ix] += in[ox];
                 }
             }
     }
