@@ -3,7 +3,8 @@
 # imports torch and torchvision, the same configurations in PyTorch (tools/bench_torch.py),
 # run one after the other per configuration and thread count, then one table with ratios.
 # On shared machines speeds drift from minute to minute, so C and PyTorch alternate and,
-# with several rounds, the table shows each side's median.
+# with several rounds, the table shows each side's median, and as ratios the median of the
+# rounds' ratios (each C run against the PyTorch run right after it: slow drift cancels).
 #   BENCH_ROUNDS=3          rounds of every configuration (default 1)
 #   BENCH_THREADS="1 2"     thread counts (default: 1 and 2, capped at the CPU count)
 #   BENCH_CONFIGS="..."     configurations (default: all; see `BENCH list`)
@@ -50,11 +51,13 @@ awk '
   for (i = 5; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
   key = cfg " " thr
   if (!(key in seen)) { seen[key] = 1; order[n++] = key }
-  if (who == "c") { crate[key] = add(crate[key], v["rate"]); unit[key] = v["unit"];
+  if (who == "c") { crate[key] = add(crate[key], v["rate"]); unit[key] = v["unit"]; clast[key] = v["rate"];
                     cgf[key] = add(cgf[key], v["gflops"]); cpk[key] = add(cpk[key], v["peak"]);
                     crss[key] = v["rss_mb"] }
-  else if (v["mode"] == "eager" && cfg ~ /^infer/) { erate[key] = add(erate[key], v["rate"]) }
-  else { trate[key] = add(trate[key], v["rate"]); trss[key] = v["rss_mb"]; tmode[key] = v["mode"] }
+  else if (v["mode"] == "eager" && cfg ~ /^infer/) { erate[key] = add(erate[key], v["rate"])
+         if (clast[key] > 0 && v["rate"] > 0) eratio[key] = add(eratio[key], clast[key] / v["rate"]) }
+  else { trate[key] = add(trate[key], v["rate"]); trss[key] = v["rss_mb"]; tmode[key] = v["mode"]
+         if (clast[key] > 0 && v["rate"] > 0) tratio[key] = add(tratio[key], clast[key] / v["rate"]) }
 }
 function add(list, x) { return list == "" ? x : list " " x }
 # the median of a space-separated list ("" for none)
@@ -65,7 +68,7 @@ function median(list,   k, m, i, j, t, x) {
   return m % 2 ? x[(m + 1) / 2] : (x[m / 2] + x[m / 2 + 1]) / 2
 }
 function num(x, w) { return x == "" ? sprintf("%" w "s", "-") : sprintf("%" w ".2f", x) }
-function ratio(a, b) { return (a == "" || b == "" || b <= 0) ? sprintf("%7s", "-") : sprintf("%6.2fx", a / b) }
+function ratio(r) { return r == "" ? sprintf("%7s", "-") : sprintf("%6.2fx", r) }
 END {
   printf "%-24s %3s %9s %-8s %8s %6s %7s | %9s %-5s %7s %9s | %7s %7s %7s\n", "config", "thr", "C", "unit",
          "GFLOP/s", "%peak", "RSS MB", "torch", "mode", "RSS MB", "eager", "C/torch", "C/eager", "RSS C/t"
@@ -78,8 +81,8 @@ END {
     rss_ratio = (key in trss) && trss[key] > 0 ? sprintf("%7.2f", crss[key] / trss[key]) : sprintf("%7s", "-")
     printf "%-24s %3s %s %-8s %8s %6s %7s | %s %-5s %7s %s | %s %s %s\n", p[1], p[2], cr, unit[key],
            cgf[key], cpk[key], crss[key], num(trate[key], 9), (key in tmode) ? tmode[key] : "",
-           (key in trss) ? trss[key] : "-", num(erate[key], 9), ratio(crate[key], trate[key]),
-           ratio(crate[key], erate[key] != "" ? erate[key] : (tmode[key] == "eager" ? trate[key] : "")),
+           (key in trss) ? trss[key] : "-", num(erate[key], 9), ratio(median(tratio[key])),
+           ratio(median(eratio[key] != "" ? eratio[key] : (tmode[key] == "eager" ? tratio[key] : ""))),
            rss_ratio
   }
 }' "$log"
