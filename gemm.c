@@ -191,8 +191,7 @@ static void pack_b_panel(Operand b, int p0, int kc, int j0, int cols, float *dst
         if (cols == NR) /* NV vector moves a row: a memcpy call per 128 bytes costs more */
             for (int p = 0; p < kc; p++, src += b.ld) {
                 /* kc rows are kc streams: fetch the next panel's part of this row */
-                RN_UNROLL for (int q = 0; q < NR; q += 64 / (int)sizeof(float))
-                    vprefetch(src + NR + q);
+                RN_UNROLL for (int q = 0; q < NR; q += LINE_FLOATS) vprefetch(src + NR + q);
                 RN_UNROLL for (int v = 0; v < NV; v++)
                     vstore(dst + p * NR + v * VLEN, vload(src + v * VLEN));
             }
@@ -230,7 +229,7 @@ RN_INLINE void kernel_updates(int kc, const float *ap, size_t a_rs, size_t a_ps,
                               const float *bp, size_t b_ps, const float *pf, VF acc[MR][NV],
                               int nv) {
     for (int p = 0; p < kc; p++) {
-        RN_UNROLL for (int q = 0; q < NR; q += 64 / (int)sizeof(float)) vprefetch(pf + q);
+        RN_UNROLL for (int q = 0; q < NR; q += LINE_FLOATS) vprefetch(pf + q);
         pf += b_ps;
         VF bv[NV];
         RN_UNROLL for (int v = 0; v < nv; v++) bv[v] = vload(bp + v * VLEN);

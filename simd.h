@@ -138,12 +138,13 @@ static inline void vtranspose(float r[1]) { (void)r; }
 #endif
 
 /* A hint to fetch the cache line holding p (for reading, into all levels); nothing where
- * the compiler has no such builtin. */
+ * the compiler has no such builtin. Loops over a run step LINE_FLOATS (64-byte lines). */
 #if defined(__GNUC__) || defined(__clang__)
 #define vprefetch(p) __builtin_prefetch((p), 0, 3)
 #else
 #define vprefetch(p) ((void)(p))
 #endif
+#define LINE_FLOATS (64 / (int)sizeof(float))
 
 /* Full unrolling of short constant-count loops (gcc and clang both read this). */
 #define RN_UNROLL _Pragma("GCC unroll 32")
