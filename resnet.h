@@ -132,6 +132,16 @@ typedef struct { const float *scale, *shift; int relu; } ConvEpilogue;
 void conv2d_forward_fused(const ConvSpec *s, int n, int h, int w, const float *x,
                           const float *weight, const ConvEpilogue *e, const float *residual,
                           float *y);
+/* Winograd F(4x4, 3x3) (winograd.c): the same as conv2d_forward_fused for a 3x3 stride-1
+ * pad-1 conv (conv_winograd_eligible) with a quarter of the multiply-adds, from weights
+ * transformed once by winograd_weight_transform into u (winograd_weight_floats floats).
+ * Rounding differs from the direct sum by about 1e-6 of the output's magnitude. */
+int conv_winograd_eligible(const ConvSpec *s);
+size_t winograd_weight_floats(const ConvSpec *s);
+void winograd_weight_transform(const ConvSpec *s, const float *weight, float *u);
+void conv2d_forward_winograd(const ConvSpec *s, int n, int h, int w, const float *x,
+                             const float *u, const ConvEpilogue *e, const float *residual,
+                             float *y);
 /* Naive loops, the reference the fast path is tested against. */
 void conv2d_forward_ref(const ConvSpec *s, int n, int h, int w, const float *x,
                         const float *weight, const float *bias, float *y);
@@ -276,6 +286,9 @@ typedef struct {
     int recompute;            /* private (net_plan): a ReLU after conv, BN (or, in a
                                  low_memory plan, an expanding 1x1 conv) whose output a
                                  training plan does not keep; backward recomputes it */
+    float *wino_u, *wino_w;   /* private (net_plan): a fused 3x3 conv's Winograd weights
+                                 and the weights they were made from; NULL: none */
+    int wino_ready;           /* private: wino_u was made (from wino_w) */
 } Node;
 
 typedef enum { HEAD_LINEAR, HEAD_MLP, HEAD_INCEPTION } HeadType;
@@ -319,6 +332,14 @@ typedef struct {
                                  either way; set before net_plan */
     float *recompute_conv_buf;/* private: backward's recomputed conv output (low_memory) */
     int recompute_conv_owner; /* private: the node whose output recompute_conv_buf holds */
+    int winograd;             /* 1 (the default): eval forwards run fused 3x3 stride-1 convs
+                                 by Winograd F(4x4, 3x3) (winograd.c): a quarter of the
+                                 multiply-adds, rounding within about 1e-6 of the direct
+                                 sum; 0: im2col + GEMM, the layers' exact float operations.
+                                 Set before net_plan, which makes room for the transformed
+                                 weights; they are remade whenever the weights change */
+    float *wino_buf;          /* private: every node's wino_u and wino_w */
+    size_t wino_floats;
     float *step_grad;         /* private: parameter gradients of one node in a fused step */
     int grads_released;       /* net_release_grads was called: Param.grad is NULL */
     double *node_seconds;     /* profiling, off when NULL: a caller's [2 * n_nodes + 1]

@@ -13,6 +13,11 @@
  *   vload_even(p)     p[0], p[2], ..., p[2 * VLEN - 2] (reads p[0..2 * VLEN - 1) only)
  *   vprefetch(p)      a hint to bring p's cache line in (any unit; nothing without GCC/clang)
  *   vtranspose(r)     r is VF[VLEN], a VLEN x VLEN block (row i in r[i]): transpose it
+ *   vload_part(row, start, n)      lane i: row[start + i] where 0 <= start + i < n, else 0
+ *                                  (reads nothing outside row[0..n))
+ *   vstore_part(row, start, n, v)  row[start + i] = lane i where 0 <= start + i < n
+ *   vdeinterleave4(v)  v is VF[4] holding p[0..4 VLEN): afterwards v[k] = p[k], p[k + 4], ...
+ *   vinterleave4(v)    the inverse: v[k] lane i goes to p[4 i + k], p = v's 4 VLEN floats
  */
 #ifndef RN_SIMD_H
 #define RN_SIMD_H
@@ -71,6 +76,58 @@ static inline void vtranspose(__m512 r[16]) {
         r[4 + s] = _mm512_shuffle_f32x4(t[4 + s], t[12 + s], 0x88);
         r[12 + s] = _mm512_shuffle_f32x4(t[4 + s], t[12 + s], 0xdd);
     }
+}
+
+/* Lanes [lo, hi) of a partial vector at row + start, as a mask. */
+static inline __mmask16 vpart_mask(int start, int n, int *lo) {
+    int l = start < 0 ? -start : 0, h = n - start < 16 ? n - start : 16;
+    *lo = l;
+    return h <= l ? 0 : (__mmask16)(((1u << h) - 1) & ~((1u << l) - 1));
+}
+/* masked lanes never fault; before the row's start, an expand-load fills lanes lo.. */
+static inline __m512 vload_part(const float *row, int start, int n) {
+    int lo;
+    __mmask16 m = vpart_mask(start, n, &lo);
+    if (!m) return _mm512_setzero_ps();
+    return start >= 0 ? _mm512_maskz_loadu_ps(m, row + start) : _mm512_maskz_expandloadu_ps(m, row);
+}
+static inline void vstore_part(float *row, int start, int n, __m512 v) {
+    int lo;
+    __mmask16 m = vpart_mask(start, n, &lo);
+    if (!m) return;
+    if (start >= 0) _mm512_mask_storeu_ps(row + start, m, v);
+    else _mm512_mask_compressstoreu_ps(row, m, v);
+}
+/* (a, b) -> phases 0 and 1 of their 32 floats (8 each), phases 2 and 3; the same for
+ * (c, d); then the halves joined. vinterleave4 runs the same permutations backwards. */
+static inline void vdeinterleave4(__m512 v[4]) {
+    const __m512i p01 = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29);
+    const __m512i p23 = _mm512_setr_epi32(2, 6, 10, 14, 18, 22, 26, 30, 3, 7, 11, 15, 19, 23, 27, 31);
+    const __m512i lo = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
+    const __m512i hi = _mm512_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+    __m512 ab01 = _mm512_permutex2var_ps(v[0], p01, v[1]);
+    __m512 ab23 = _mm512_permutex2var_ps(v[0], p23, v[1]);
+    __m512 cd01 = _mm512_permutex2var_ps(v[2], p01, v[3]);
+    __m512 cd23 = _mm512_permutex2var_ps(v[2], p23, v[3]);
+    v[0] = _mm512_permutex2var_ps(ab01, lo, cd01);
+    v[1] = _mm512_permutex2var_ps(ab01, hi, cd01);
+    v[2] = _mm512_permutex2var_ps(ab23, lo, cd23);
+    v[3] = _mm512_permutex2var_ps(ab23, hi, cd23);
+}
+static inline void vinterleave4(__m512 v[4]) {
+    const __m512i lo = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
+    const __m512i hi = _mm512_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+    /* q01 lane 4i + k (k = 0, 1) and q23 (k = 2, 3): phase k, element i, from ab or cd */
+    const __m512i q0 = _mm512_setr_epi32(0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27);
+    const __m512i q1 = _mm512_setr_epi32(4, 12, 20, 28, 5, 13, 21, 29, 6, 14, 22, 30, 7, 15, 23, 31);
+    __m512 ab01 = _mm512_permutex2var_ps(v[0], lo, v[1]); /* p0[0..8) p1[0..8) */
+    __m512 cd01 = _mm512_permutex2var_ps(v[0], hi, v[1]); /* p0[8..16) p1[8..16) */
+    __m512 ab23 = _mm512_permutex2var_ps(v[2], lo, v[3]);
+    __m512 cd23 = _mm512_permutex2var_ps(v[2], hi, v[3]);
+    v[0] = _mm512_permutex2var_ps(ab01, q0, ab23);
+    v[1] = _mm512_permutex2var_ps(ab01, q1, ab23);
+    v[2] = _mm512_permutex2var_ps(cd01, q0, cd23);
+    v[3] = _mm512_permutex2var_ps(cd01, q1, cd23);
 }
 
 #elif defined(RN_SIMD_AVX2)
@@ -135,6 +192,35 @@ typedef float VF;
 #define vsum(v) (v)
 #define vload_even(p) (*(p))
 static inline void vtranspose(float r[1]) { (void)r; }
+#endif
+
+/* The same through memory, for AVX2 and plain C (the compiler vectorises what it can). */
+#if !defined(RN_SIMD_AVX512)
+static inline VF vload_part(const float *row, int start, int n) {
+    float t[VLEN];
+    for (int i = 0; i < VLEN; i++) t[i] = start + i >= 0 && start + i < n ? row[start + i] : 0.0f;
+    return vload(t);
+}
+static inline void vstore_part(float *row, int start, int n, VF v) {
+    float t[VLEN];
+    vstore(t, v);
+    for (int i = 0; i < VLEN; i++)
+        if (start + i >= 0 && start + i < n) row[start + i] = t[i];
+}
+static inline void vdeinterleave4(VF v[4]) {
+    float t[4 * VLEN], u[4 * VLEN];
+    for (int k = 0; k < 4; k++) vstore(t + k * VLEN, v[k]);
+    for (int k = 0; k < 4; k++)
+        for (int i = 0; i < VLEN; i++) u[k * VLEN + i] = t[4 * i + k];
+    for (int k = 0; k < 4; k++) v[k] = vload(u + k * VLEN);
+}
+static inline void vinterleave4(VF v[4]) {
+    float t[4 * VLEN], u[4 * VLEN];
+    for (int k = 0; k < 4; k++) vstore(t + k * VLEN, v[k]);
+    for (int k = 0; k < 4; k++)
+        for (int i = 0; i < VLEN; i++) u[4 * i + k] = t[k * VLEN + i];
+    for (int k = 0; k < 4; k++) v[k] = vload(u + k * VLEN);
+}
 #endif
 
 /* A hint to fetch the cache line holding p (for reading, into all levels); nothing where

@@ -4,6 +4,10 @@
 #include "resnet.h"
 #include "test.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 /* ------------------------------------------------------------------ helpers */
 
 static float *tensor(size_t n, uint32_t seed, float bound) {
@@ -228,6 +232,69 @@ static void test_conv_fused_epilogue(void) {
         CHECK(memcmp(y, ref, ny * 4) == 0);
         rn_free(x); rn_free(wt); rn_free(scale); rn_free(shift); rn_free(res); rn_free(y);
         rn_free(ref);
+    }
+}
+
+/* conv2d_forward_winograd = the reference conv and the epilogue, within Winograd's rounding,
+ * on maps that leave partial tiles, rows of tiles shorter and longer than a block of the
+ * transforms, single pixels and wide rows; the same bits image by image and for any thread
+ * count (a tile's result does not depend on its chunk). */
+static void test_conv_winograd(void) {
+    static const int shapes[][5] = { /* in_c, out_c, n, h, w */
+        {3, 4, 1, 1, 1},   {5, 7, 2, 5, 9},   {8, 8, 3, 7, 7},  {6, 10, 2, 14, 14},
+        {4, 6, 1, 13, 70}, {3, 5, 2, 3, 300}, {2, 3, 1, 66, 2}, {32, 24, 2, 30, 30},
+        {64, 64, 1, 8, 8},
+    };
+    for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
+        ConvSpec s = {shapes[t][0], shapes[t][1], 3, 3, 1, 1};
+        int n = shapes[t][2], h = shapes[t][3], w = shapes[t][4], N = h * w;
+        CHECK(conv_winograd_eligible(&s));
+        size_t nx = (size_t)n * s.in_c * N, ny = (size_t)n * s.out_c * N;
+        size_t nw = (size_t)s.out_c * s.in_c * 9;
+        float *x = tensor(nx, 110 + t, 1.0f), *wt = tensor(nw, 111, 0.3f);
+        float *scale = tensor(s.out_c, 112, 1.0f), *shift = tensor(s.out_c, 113, 0.5f);
+        float *res = tensor(ny, 114, 1.0f), *u = rn_alloc(winograd_weight_floats(&s) * 4);
+        float *conv = rn_alloc(ny * 4), *ref = rn_alloc(ny * 4), *y = rn_alloc(ny * 4);
+        winograd_weight_transform(&s, wt, u);
+        /* the plain convolution, then with the whole epilogue */
+        conv2d_forward_ref(&s, n, h, w, x, wt, NULL, conv);
+        conv2d_forward_winograd(&s, n, h, w, x, u, NULL, NULL, y);
+        double scale_y = 0;
+        for (size_t i = 0; i < ny; i++) scale_y = fmax(scale_y, fabs(conv[i]));
+        double e = 0;
+        for (size_t i = 0; i < ny; i++) e = fmax(e, fabs(y[i] - conv[i]) / scale_y);
+        CHECK_MSG(e <= 1e-5, "shape %zu: error %.2g of the output's magnitude", t, e);
+        for (size_t i = 0; i < ny; i++) {
+            int oc = (int)(i / N % s.out_c);
+            float v = conv[i] * scale[oc] + shift[oc] + res[i];
+            ref[i] = v > 0 ? v : 0.0f;
+        }
+        ConvEpilogue ep = {scale, shift, 1};
+        conv2d_forward_winograd(&s, n, h, w, x, u, &ep, res, y);
+        e = 0;
+        int zeros = 0;
+        for (size_t i = 0; i < ny; i++) {
+            e = fmax(e, fabs(y[i] - ref[i]) / (scale_y + 1));
+            zeros += y[i] == 0;
+        }
+        CHECK_MSG(e <= 1e-5, "shape %zu: with the epilogue, error %.2g", t, e);
+        CHECK(zeros > 0 && zeros < (int)ny);
+        /* image by image, and on one or two threads: the same bits */
+        size_t xs = (size_t)s.in_c * N, ys = (size_t)s.out_c * N;
+        for (int b = 0; b < n; b++)
+            conv2d_forward_winograd(&s, 1, h, w, x + b * xs, u, &ep, res + b * ys, ref + b * ys);
+        CHECK_MSG(memcmp(y, ref, ny * 4) == 0, "shape %zu: image by image differs", t);
+#ifdef _OPENMP
+        int saved = omp_get_max_threads();
+        for (int threads = 1; threads <= 3; threads += 2) {
+            omp_set_num_threads(threads);
+            conv2d_forward_winograd(&s, n, h, w, x, u, &ep, res, ref);
+            CHECK_MSG(memcmp(y, ref, ny * 4) == 0, "shape %zu: %d threads differ", t, threads);
+        }
+        omp_set_num_threads(saved);
+#endif
+        rn_free(x); rn_free(wt); rn_free(scale); rn_free(shift); rn_free(res); rn_free(u);
+        rn_free(conv); rn_free(ref); rn_free(y);
     }
 }
 
@@ -657,6 +724,7 @@ int main(void) {
     RUN(test_conv_gradients);
     RUN(test_conv_fast_matches_reference);
     RUN(test_conv_fused_epilogue);
+    RUN(test_conv_winograd);
     RUN(test_gradients_accumulate);
     RUN(test_batchnorm_gradients);
     RUN(test_batchnorm_running_stats);

@@ -20,7 +20,9 @@
  * (net->node_seconds) and print where the time goes by kind of layer, with the GFLOP/s of
  * the 1x1 and 3x3 convolutions inside the network, plus machine-readable lines
  *   PROFILE <config> <layers> fwd|bwd gflops=<g> peak=<%>
- * BENCH_PROFILE=0 skips this; BENCH_PROFILE=2 adds one line per convolution. */
+ * BENCH_PROFILE=0 skips this; BENCH_PROFILE=2 adds one line per convolution.
+ * BENCH_WINOGRAD=0 runs inference's 3x3 stride-1 convs by im2col + GEMM instead of
+ * Winograd (net->winograd), to see what Winograd gives and to measure the GEMM on them. */
 #include "resnet.h"
 
 #include <stdlib.h>
@@ -181,14 +183,20 @@ static void train_step(void *p) {
  * and the convolutions' GFLOP/s inside the network (the kernel figures that matter). A
  * conv's backward does the weight gradient and, except for the stem, the input gradient:
  * twice the forward FLOPs. */
-enum { K_CONV1, K_CONV3, K_CONV7, K_BN, K_RELU, K_ADD, K_POOL, K_LINEAR, K_OTHER, K_COUNT };
-static const char *kind_names[K_COUNT] = {"conv 1x1", "conv 3x3", "conv 7x7 (stem)",
-                                          "batch norm", "relu", "residual add", "pooling",
-                                          "linear", "other"};
+enum { K_CONV1, K_CONV3, K_WINO, K_CONV7, K_BN, K_RELU, K_ADD, K_POOL, K_LINEAR, K_OTHER,
+       K_COUNT };
+static const char *kind_names[K_COUNT] = {"conv 1x1", "conv 3x3", "conv 3x3 Winograd",
+                                          "conv 7x7 (stem)", "batch norm", "relu",
+                                          "residual add", "pooling", "linear", "other"};
 
-static int node_kind(const Node *nd) {
+/* Winograd convs have their own line: their GFLOP/s count the direct convolution's FLOPs
+ * (an effective rate, which can pass the FMA peak), so they are kept apart from the GEMM
+ * convs' rates, which measure the kernels. */
+static int node_kind(const Net *net, const Node *nd) {
     switch (nd->op) {
-    case OP_CONV: return nd->conv.kh == 1 ? K_CONV1 : nd->conv.kh == 3 ? K_CONV3 : K_CONV7;
+    case OP_CONV:
+        if (nd->conv.kh == 3 && nd->wino_u && net->winograd) return K_WINO;
+        return nd->conv.kh == 1 ? K_CONV1 : nd->conv.kh == 3 ? K_CONV3 : K_CONV7;
     case OP_BN: return K_BN;
     case OP_RELU: return K_RELU;
     case OP_ADD: return K_ADD;
@@ -207,6 +215,7 @@ static int bench_net(const char *config, int train, int size, int batch, int kee
     c.batch = batch;
     c.net = resnet_create("resnet50", 1000, NULL, 1);
     if (c.net && keep_outputs) c.net->low_memory = 0; /* else the library's default plan */
+    if (c.net && getenv("BENCH_WINOGRAD")) c.net->winograd = atoi(getenv("BENCH_WINOGRAD"));
     if (!c.net || net_plan(c.net, batch, size, size, train) != 0) {
         fprintf(stderr, "bench: %s: %s\n", config, rn_error());
         if (c.net) net_free(c.net);
@@ -252,7 +261,7 @@ static void profile_net(const char *config, int threads, NetCtx *c, Net *net, in
     net->node_seconds = NULL;
     for (int i = 1; i < n; i++) {
         const Node *nd = &net->nodes[i];
-        int k = node_kind(nd);
+        int k = node_kind(net, nd);
         fwd[k] += sec[i] / reps;
         bwd[k] += sec[n + i] / reps;
         if (nd->op == OP_CONV) {
