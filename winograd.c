@@ -70,21 +70,32 @@ size_t winograd_weight_floats(const ConvSpec *s) {
     return (size_t)WXI * s->out_c * s->in_c;
 }
 
-/* u[xi][oc][ic] = (G g G^T)[xi], g = weight[oc, ic] (3x3), in double then rounded once. */
+/* u[xi][oc][ic] = (G g G^T)[xi], g = weight[oc, ic] (3x3), in double then rounded once.
+ * A run of input channels at a time goes through tile[][36], then out plane by plane (the
+ * 36 planes are out_c * in_c floats apart: writing all of them at once thrashes the cache). */
+#define WEIGHT_RUN 64
 void winograd_weight_transform(const ConvSpec *s, const float *weight, float *u) {
     int co = s->out_c, ci = s->in_c;
 OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel() && co >= 64))
     for (int oc = 0; oc < co; oc++)
-        for (int ic = 0; ic < ci; ic++) {
-            const float *g = weight + ((size_t)oc * ci + ic) * 9;
-            double gt[WA][3]; /* G g */
-            for (int k = 0; k < WA; k++)
-                for (int j = 0; j < 3; j++)
-                    gt[k][j] = G[k][0] * g[j] + G[k][1] * g[3 + j] + G[k][2] * g[6 + j];
-            for (int k = 0; k < WA; k++)
-                for (int l = 0; l < WA; l++)
-                    u[((size_t)(k * WA + l) * co + oc) * ci + ic] =
-                        (float)(gt[k][0] * G[l][0] + gt[k][1] * G[l][1] + gt[k][2] * G[l][2]);
+        for (int ic0 = 0; ic0 < ci; ic0 += WEIGHT_RUN) {
+            int run = ci - ic0 < WEIGHT_RUN ? ci - ic0 : WEIGHT_RUN;
+            float tile[WEIGHT_RUN][WXI];
+            for (int r = 0; r < run; r++) {
+                const float *g = weight + ((size_t)oc * ci + ic0 + r) * 9;
+                double gt[WA][3]; /* G g */
+                for (int k = 0; k < WA; k++)
+                    for (int j = 0; j < 3; j++)
+                        gt[k][j] = G[k][0] * g[j] + G[k][1] * g[3 + j] + G[k][2] * g[6 + j];
+                for (int k = 0; k < WA; k++)
+                    for (int l = 0; l < WA; l++)
+                        tile[r][k * WA + l] = (float)(gt[k][0] * G[l][0] + gt[k][1] * G[l][1] +
+                                                      gt[k][2] * G[l][2]);
+            }
+            for (int xi = 0; xi < WXI; xi++) {
+                float *dst = u + ((size_t)xi * co + oc) * ci + ic0;
+                for (int r = 0; r < run; r++) dst[r] = tile[r][xi];
+            }
         }
 }
 
@@ -124,7 +135,6 @@ static void input_transform_block(int t0, int t1, int th, int tw, int h, int w,
                                   const float *x, int ci, int ic, float *v,
                                   size_t xi_stride) {
     float col[WA][WA][BSTRIDE];
-    memset(col, 0, sizeof col); /* lanes past the block's end are computed, never used */
     size_t plane = (size_t)h * w;
     for (int t = t0; t < t1;) {
         Segment sg = segment_at(t, t1, th, tw, t0);
@@ -155,6 +165,9 @@ static void input_transform_block(int t0, int t1, int th, int tw, int h, int w,
         }
         t += sg.nt;
     }
+    /* the last vector's lanes past the block's end are computed, never used: zeros */
+    for (int k = 0; k < WA; k++)
+        for (int j = 0; j < WA; j++) vstore(&col[k][j][t1 - t0], vzero());
     /* across: V[k][l][tile] = sum_j BT[l][j] col[k][j][tile] */
     for (int q = 0; q < t1 - t0; q += VLEN)
         RN_UNROLL for (int k = 0; k < WA; k++) {
