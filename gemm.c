@@ -257,12 +257,13 @@ static void micro_kernel(int kc, const float *ap, size_t a_rs, const float *bp, 
     VF acc[MR][NV];
     RN_UNROLL for (int r = 0; r < MR; r++)
         RN_UNROLL for (int v = 0; v < NV; v++) acc[r][v] = vzero();
-    if (cols > (NV - 1) * VLEN) { /* the full tile */
+    int nv = cols <= VLEN ? 1 : NV > 2 && cols <= 2 * VLEN ? 2 : NV; /* vectors of B */
+    if (nv == NV) { /* the full tile */
         if (a_rs == 1)
             kernel_updates(kc, ap, 1, MR, bp, b_ps, b_next, acc, NV);
         else
             kernel_updates(kc, ap, a_rs, 1, bp, b_ps, b_next, acc, NV);
-    } else if (NV > 2 && cols > VLEN) { /* a last panel of two vectors' width */
+    } else if (nv == 2) { /* a last panel of two vectors' width */
         if (a_rs == 1)
             kernel_updates(kc, ap, 1, MR, bp, b_ps, b_next, acc, 2);
         else
