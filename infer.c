@@ -26,7 +26,7 @@ typedef enum { OUT_TABLE, OUT_JSON, OUT_CSV } OutFormat;
 typedef struct {
     const char *model, *arch, *weights, *labels, *eval_dir, *out_dir;
     const char *save_logits, *save_features, *preprocess;
-    int img_size, batch, topk, threads, patch, stride;
+    int img_size, batch, topk, threads, patch, stride, winograd;
     float crop_pct, secondary_threshold;
     OutFormat format;
     const char **inputs;
@@ -59,6 +59,9 @@ static void usage(FILE *f) {
         "  --save-features F.npy pooled backbone features [N, C] float32, input order\n"
         "  --batch N             images per forward pass (default 8)\n"
         "  --threads N           decoding threads (default: OMP_NUM_THREADS or all cores)\n"
+        "  --winograd 0|1        3x3 stride-1 convs by Winograd F(4x4,3x3) (default 1: about\n"
+        "                        20%% faster at 224 px; rounding within ~1e-6 of the direct\n"
+        "                        sum); 0: im2col + GEMM, the reference's exact operations\n"
         "evaluation\n"
         "  --eval DIR            labelled folder (class sub-folders named as the model's classes):\n"
         "                        classification report, misclassified files, metrics.json and\n"
@@ -113,6 +116,7 @@ static int parse_args(int argc, char **argv, Options *o) {
     o->topk = 5;
     o->crop_pct = -1;
     o->secondary_threshold = 0.05f;
+    o->winograd = 1;
     o->inputs = calloc((size_t)argc, sizeof *o->inputs);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -133,6 +137,7 @@ static int parse_args(int argc, char **argv, Options *o) {
         else if (!strcmp(a, "--topk")) { NEED_VALUE(); if (parse_int(v, a, 1, 100000, &o->topk)) return -1; }
         else if (!strcmp(a, "--threads")) { NEED_VALUE(); if (parse_int(v, a, 1, RN_MAX_THREADS, &o->threads)) return -1; }
         else if (!strcmp(a, "--patches")) { NEED_VALUE(); if (parse_int(v, a, 8, 65536, &o->patch)) return -1; }
+        else if (!strcmp(a, "--winograd")) { NEED_VALUE(); if (parse_int(v, a, 0, 1, &o->winograd)) return -1; }
         else if (!strcmp(a, "--stride")) { NEED_VALUE(); if (parse_int(v, a, 1, 65536, &o->stride)) return -1; }
         else if (!strcmp(a, "--crop-pct")) { NEED_VALUE(); if (parse_float(v, a, 0.05f, 1.0f, &o->crop_pct)) return -1; }
         else if (!strcmp(a, "--secondary-threshold")) { NEED_VALUE(); if (parse_float(v, a, 0.0f, 1.0f, &o->secondary_threshold)) return -1; }
@@ -944,9 +949,10 @@ int main(int argc, char **argv) {
         free(o.inputs);
         return 2;
     }
-    fprintf(stderr, "infer: %s, %d classes, %s preprocessing at %d px (crop %.3f), %d threads, %s\n",
+    net->winograd = o.winograd;
+    fprintf(stderr, "infer: %s, %d classes, %s preprocessing at %d px (crop %.3f), %d threads, %s%s\n",
             info.arch, info.num_classes, prep_name(info.prep.kind), info.prep.size,
-            info.prep.crop_pct, rn_threads(), simd_name());
+            info.prep.crop_pct, rn_threads(), simd_name(), o.winograd ? ", Winograd 3x3" : "");
     int rc = o.eval_dir ? cmd_eval(net, &info, &o) : o.patch ? cmd_patches(net, &info, &o)
                                                              : cmd_classify(net, &info, &o);
     fprintf(stderr, "infer: peak memory %ld MB (resident)\n", rn_peak_rss_kb() / 1024);

@@ -987,8 +987,10 @@ static void plan_winograd(Net *net) {
         size_t at = 0;
         for (int i = 0; i < net->n_nodes; i++) {
             Node *nd = &net->nodes[i];
+            /* (tiles of the batch are counted in int) */
+            double tiles = (double)net->batch * ((nd->h + 3) / 4) * ((nd->w + 3) / 4);
             int use = net->winograd && nd->op == OP_CONV && nd->fuse_tail >= 0 &&
-                      conv_winograd_eligible(&nd->conv);
+                      conv_winograd_eligible(&nd->conv) && tiles < 1e9;
             size_t wf = use ? align_up((size_t)net->params[nd->weight].numel) : 0;
             size_t uf = use ? align_up(winograd_weight_floats(&nd->conv)) : 0;
             if (pass == 1) {
@@ -1113,7 +1115,6 @@ int net_plan(Net *net, int batch, int h, int w, int training) {
         nd->dout = training && dout_off[i] != NONE ? a + dout_off[i] : NULL;
     }
     net->grad_scratch = training ? a + scratch_off : NULL;
-    plan_winograd(net);
     net->recompute_buf = recompute_floats ? a + recompute_off : NULL;
     net->recompute_conv_buf = recompute_conv_floats ? a + recompute_conv_off : NULL;
     net->recompute_owner = net->recompute_conv_owner = -1;
@@ -1121,6 +1122,7 @@ int net_plan(Net *net, int batch, int h, int w, int training) {
     net->batch = batch;
     net->training_plan = training;
     net->plan_first_trainable = ft;
+    plan_winograd(net);
     return 0;
 }
 

@@ -642,6 +642,13 @@ static void test_classify_formats(void) {
     out = run_infer("--model nothere.safetensors red.png", &st);
     CHECK(st == 2);
     free(out);
+    out = run_infer("--model model.safetensors --winograd 2 red.png", &st);
+    CHECK(st == 2);
+    free(out);
+    /* the GEMM path for 3x3 convs: the same classes */
+    out = run_infer("--model model.safetensors --winograd 0 --csv --topk 1 red.png small.png", &st);
+    CHECK(st == 0 && out && strstr(out, "red.png,1,red,") && strstr(out, "small.png,1,green,"));
+    free(out);
 }
 
 /* a bare 1000-class backbone gets the ImageNet class names of $SHARED */
