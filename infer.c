@@ -59,9 +59,9 @@ static void usage(FILE *f) {
         "  --save-features F.npy pooled backbone features [N, C] float32, input order\n"
         "  --batch N             images per forward pass (default 8)\n"
         "  --threads N           decoding threads (default: OMP_NUM_THREADS or all cores)\n"
-        "  --winograd 0|1        3x3 stride-1 convs by Winograd F(4x4,3x3) (default 1: about\n"
-        "                        20%% faster at 224 px; rounding within ~1e-6 of the direct\n"
-        "                        sum); 0: im2col + GEMM, the reference's exact operations\n"
+        "  --winograd 0|1        3x3 stride-1 convs by Winograd F(4x4,3x3): about 20%% faster\n"
+        "                        at 224 px, rounding within ~1e-6 of the direct sum (default 1\n"
+        "                        in SIMD builds); 0: im2col + GEMM, the reference's exact operations\n"
         "evaluation\n"
         "  --eval DIR            labelled folder (class sub-folders named as the model's classes):\n"
         "                        classification report, misclassified files, metrics.json and\n"
@@ -116,7 +116,7 @@ static int parse_args(int argc, char **argv, Options *o) {
     o->topk = 5;
     o->crop_pct = -1;
     o->secondary_threshold = 0.05f;
-    o->winograd = 1;
+    o->winograd = -1; /* the library's default */
     o->inputs = calloc((size_t)argc, sizeof *o->inputs);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -949,10 +949,10 @@ int main(int argc, char **argv) {
         free(o.inputs);
         return 2;
     }
-    net->winograd = o.winograd;
+    if (o.winograd >= 0) net->winograd = o.winograd;
     fprintf(stderr, "infer: %s, %d classes, %s preprocessing at %d px (crop %.3f), %d threads, %s%s\n",
             info.arch, info.num_classes, prep_name(info.prep.kind), info.prep.size,
-            info.prep.crop_pct, rn_threads(), simd_name(), o.winograd ? ", Winograd 3x3" : "");
+            info.prep.crop_pct, rn_threads(), simd_name(), net->winograd ? ", Winograd 3x3" : "");
     int rc = o.eval_dir ? cmd_eval(net, &info, &o) : o.patch ? cmd_patches(net, &info, &o)
                                                              : cmd_classify(net, &info, &o);
     fprintf(stderr, "infer: peak memory %ld MB (resident)\n", rn_peak_rss_kb() / 1024);

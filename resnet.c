@@ -96,7 +96,7 @@ static Net *net_new(const char *arch, int num_classes, int in_c, uint64_t seed) 
     net->pooled_node = -1;
     net->first_trainable = STAGE_STEM;
     net->low_memory = 1; /* a few % slower training for 40 % less activation memory */
-    net->winograd = 1;
+    net->winograd = conv_winograd_pays();
     net->bn_momentum = 0.1f;
     net->bn_eps = 1e-5f;
     rng_seed(&net->rng, seed ^ 0xd1b54a32d192ed03ULL); /* dropout stream, apart from init */

@@ -137,6 +137,7 @@ void conv2d_forward_fused(const ConvSpec *s, int n, int h, int w, const float *x
  * transformed once by winograd_weight_transform into u (winograd_weight_floats floats).
  * Rounding differs from the direct sum by about 1e-6 of the output's magnitude. */
 int conv_winograd_eligible(const ConvSpec *s);
+int conv_winograd_pays(void); /* 1 where this build vectorises the transforms */
 size_t winograd_weight_floats(const ConvSpec *s);
 void winograd_weight_transform(const ConvSpec *s, const float *weight, float *u);
 void conv2d_forward_winograd(const ConvSpec *s, int n, int h, int w, const float *x,
@@ -332,10 +333,11 @@ typedef struct {
                                  either way; set before net_plan */
     float *recompute_conv_buf;/* private: backward's recomputed conv output (low_memory) */
     int recompute_conv_owner; /* private: the node whose output recompute_conv_buf holds */
-    int winograd;             /* 1 (the default): eval forwards run fused 3x3 stride-1 convs
-                                 by Winograd F(4x4, 3x3) (winograd.c): a quarter of the
-                                 multiply-adds, rounding within about 1e-6 of the direct
-                                 sum; 0: im2col + GEMM, the layers' exact float operations.
+    int winograd;             /* 1 (the default where conv_winograd_pays): eval forwards run
+                                 fused 3x3 stride-1 convs by Winograd F(4x4, 3x3)
+                                 (winograd.c): a quarter of the multiply-adds, rounding
+                                 within about 1e-6 of the direct sum; 0: im2col + GEMM,
+                                 the layers' exact float operations.
                                  Set before net_plan, which makes room for the transformed
                                  weights; they are remade whenever the weights change */
     float *wino_buf;          /* private: every node's wino_u and wino_w */

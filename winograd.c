@@ -66,6 +66,10 @@ int conv_winograd_eligible(const ConvSpec *s) {
     return s->kh == 3 && s->kw == 3 && s->stride == 1 && s->pad == 1;
 }
 
+/* With plain-C transforms (SIMD=0, and SIMD=auto, which vectorises only the GEMM) the
+ * transforms cost what the products save: measured no faster than im2col + GEMM. */
+int conv_winograd_pays(void) { return VLEN > 1; }
+
 size_t winograd_weight_floats(const ConvSpec *s) {
     return (size_t)WXI * s->out_c * s->in_c;
 }
