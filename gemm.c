@@ -129,10 +129,12 @@ double simd_peak_gflops(void) {
 /* Widest C (in columns) for which a row-major A is read in place rather than packed,
  * and tallest C (in rows) for which a row-major B is: the few row panels of A that reuse
  * a panel of B find its rows in L1 after the first, so packing B would only add a copy.
- * (128: the convolutions' chunks of im2col for 64- and 128-channel layers; measured 3-8 %
- * faster ResNet-50 training and 2-4 % faster inference than 32; 256 was no better.) */
+ * (128 with the 14 x 32 tile: the im2col chunks of 64- and 128-channel layers, 3-8 %
+ * faster ResNet-50 training than 32. 256 with the 8 x 48 tile: also each thread's half of
+ * the 512-channel products of small maps, which then no longer pack all of col twice;
+ * training's 3x3 forward went from 57 to 61 % of peak, medians of 6 paired runs.) */
 #define DIRECT_A_MAX_N 512
-#define DIRECT_B_MAX_M 128
+#define DIRECT_B_MAX_M 256
 
 /* Below this many multiply-adds one thread is faster than waking the team. */
 #define PARALLEL_MIN_MACS (1 << 20)
