@@ -12,19 +12,8 @@
 #include <string.h>
 
 #include "resnet.h"
+#include "parallel.h"
 #include "simd.h"
-
-/* OpenMP directives vanish (without warnings) in the OPENMP=0 build. */
-#ifdef _OPENMP
-#include <omp.h>
-#define OMP_PRAGMA(x) _Pragma(#x)
-#else
-#define OMP_PRAGMA(x)
-static int omp_get_max_threads(void) { return 1; }
-static int omp_get_thread_num(void) { return 0; }
-static int omp_get_num_threads(void) { return 1; }
-static int omp_in_parallel(void) { return 0; }
-#endif
 
 /* ------------------------------------------------------------------------------------ */
 /* Convolution: reference                                                                */

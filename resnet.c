@@ -42,12 +42,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* OpenMP directives vanish (without warnings) in the OPENMP=0 build. */
-#ifdef _OPENMP
-#define OMP_PRAGMA(x) _Pragma(#x)
-#else
-#define OMP_PRAGMA(x)
-#endif
+#include "parallel.h"
+
 #define OMP_MIN_WORK 65536 /* elementwise loops shorter than this stay on one thread */
 
 /* max-pool argmax is stored as int32 in float slots of the arena */

@@ -26,17 +26,8 @@
 #include <string.h>
 
 #include "resnet.h"
+#include "parallel.h"
 #include "simd.h"
-
-#ifdef _OPENMP
-#include <omp.h>
-#define OMP_PRAGMA(x) _Pragma(#x)
-#else
-#define OMP_PRAGMA(x)
-static int omp_get_max_threads(void) { return 1; }
-static int omp_get_thread_num(void) { return 0; }
-static int omp_in_parallel(void) { return 0; }
-#endif
 
 #define WT 4             /* output tile: WT x WT */
 #define WA (WT + 2)      /* input tile and transformed tile: WA x WA (= WT + 3 - 1) */
