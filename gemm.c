@@ -247,6 +247,16 @@ RN_INLINE void kernel_updates(int kc, const float *ap, size_t a_rs, size_t a_ps,
     }
 }
 
+/* kernel_updates with A's strides as constants: a packed panel (a_rs == 1: rows 1 apart,
+ * steps MR apart) or rows read in place (a_rs apart, steps 1 apart). */
+RN_INLINE void tile_updates(int kc, const float *ap, size_t a_rs, const float *bp,
+                            size_t b_ps, const float *pf, VF acc[MR][NV], int nv) {
+    if (a_rs == 1)
+        kernel_updates(kc, ap, 1, MR, bp, b_ps, pf, acc, nv);
+    else
+        kernel_updates(kc, ap, a_rs, 1, bp, b_ps, pf, acc, nv);
+}
+
 /* The micro-kernel: acc[MR x NR] = sum_p A[:, p] B[p, :] held in registers, then
  * C = alpha * acc + beta * C on the valid rows x cols of the tile. A is a packed panel
  * (a_rs == 1) or MR full rows of a row-major A read in place (a_rs = lda); B is a packed
@@ -259,23 +269,11 @@ static void micro_kernel(int kc, const float *ap, size_t a_rs, const float *bp, 
     VF acc[MR][NV];
     RN_UNROLL for (int r = 0; r < MR; r++)
         RN_UNROLL for (int v = 0; v < NV; v++) acc[r][v] = vzero();
-    int nv = cols <= VLEN ? 1 : NV > 2 && cols <= 2 * VLEN ? 2 : NV; /* vectors of B */
-    if (nv == NV) { /* the full tile */
-        if (a_rs == 1)
-            kernel_updates(kc, ap, 1, MR, bp, b_ps, b_next, acc, NV);
-        else
-            kernel_updates(kc, ap, a_rs, 1, bp, b_ps, b_next, acc, NV);
-    } else if (nv == 2) { /* a last panel of two vectors' width */
-        if (a_rs == 1)
-            kernel_updates(kc, ap, 1, MR, bp, b_ps, b_next, acc, 2);
-        else
-            kernel_updates(kc, ap, a_rs, 1, bp, b_ps, b_next, acc, 2);
-    } else { /* a narrow last panel (e.g. 9 columns): one vector of B */
-        if (a_rs == 1)
-            kernel_updates(kc, ap, 1, MR, bp, b_ps, b_next, acc, 1);
-        else
-            kernel_updates(kc, ap, a_rs, 1, bp, b_ps, b_next, acc, 1);
-    }
+    /* vectors of B: the full tile, or a last panel one or two vectors wide (e.g. 9 columns) */
+    int nv = cols <= VLEN ? 1 : NV > 2 && cols <= 2 * VLEN ? 2 : NV;
+    if (nv == NV) tile_updates(kc, ap, a_rs, bp, b_ps, b_next, acc, NV);
+    else if (nv == 2) tile_updates(kc, ap, a_rs, bp, b_ps, b_next, acc, 2);
+    else tile_updates(kc, ap, a_rs, bp, b_ps, b_next, acc, 1);
     /* Edge tiles and strided C go through a buffer with the same vector arithmetic, so an
      * element's result never depends on where its tile sits. */
     int direct = rows == MR && cols == NR && cs == 1;

@@ -1154,14 +1154,14 @@ static void conv_group_forward(Net *net, int i, int n) {
         residual = net->nodes[tail->in[0] == i + 1 ? tail->in[1] : tail->in[0]].out;
     const Param *wp = &p[conv->weight];
     if (net->winograd && conv->wino_u) {
-        Node *cv = &net->nodes[i];
+        Node *cv = &net->nodes[i]; /* conv, to update its Winograd weights */
         size_t bytes = sizeof(float) * (size_t)wp->numel;
         if (!cv->wino_ready || memcmp(cv->wino_w, wp->data, bytes) != 0) {
-            winograd_weight_transform(&conv->conv, wp->data, cv->wino_u);
+            winograd_weight_transform(&cv->conv, wp->data, cv->wino_u);
             memcpy(cv->wino_w, wp->data, bytes);
             cv->wino_ready = 1;
         }
-        conv2d_forward_winograd(&conv->conv, n, in->h, in->w, in->out, cv->wino_u, &e,
+        conv2d_forward_winograd(&cv->conv, n, in->h, in->w, in->out, cv->wino_u, &e,
                                 residual, tail->out);
     } else {
         conv2d_forward_fused(&conv->conv, n, in->h, in->w, in->out, wp->data, &e, residual,

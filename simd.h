@@ -78,22 +78,19 @@ static inline void vtranspose(__m512 r[16]) {
     }
 }
 
-/* Lanes [lo, hi) of a partial vector at row + start, as a mask. */
-static inline __mmask16 vpart_mask(int start, int n, int *lo) {
+/* The lanes i of a vector at row + start with 0 <= start + i < n, as a mask. */
+static inline __mmask16 vpart_mask(int start, int n) {
     int l = start < 0 ? -start : 0, h = n - start < 16 ? n - start : 16;
-    *lo = l;
     return h <= l ? 0 : (__mmask16)(((1u << h) - 1) & ~((1u << l) - 1));
 }
 /* masked lanes never fault; before the row's start, an expand-load fills lanes lo.. */
 static inline __m512 vload_part(const float *row, int start, int n) {
-    int lo;
-    __mmask16 m = vpart_mask(start, n, &lo);
+    __mmask16 m = vpart_mask(start, n);
     if (!m) return _mm512_setzero_ps();
     return start >= 0 ? _mm512_maskz_loadu_ps(m, row + start) : _mm512_maskz_expandloadu_ps(m, row);
 }
 static inline void vstore_part(float *row, int start, int n, __m512 v) {
-    int lo;
-    __mmask16 m = vpart_mask(start, n, &lo);
+    __mmask16 m = vpart_mask(start, n);
     if (!m) return;
     if (start >= 0) _mm512_mask_storeu_ps(row + start, m, v);
     else _mm512_mask_compressstoreu_ps(row, m, v);

@@ -277,7 +277,7 @@ void conv2d_forward_winograd(const ConvSpec *s, int n, int h, int w, const float
     int tc = (total + chunks - 1) / chunks;
     tc = (tc + VLEN - 1) / VLEN * VLEN;
     chunks = (total + tc - 1) / tc;
-    size_t ws_floats = (size_t)WXI * (s->in_c + s->out_c) * chunk_ld(tc);
+    size_t ws_floats = per_tile * chunk_ld(tc);
     if (chunks >= threads && threads > 1) {
 OMP_PRAGMA(omp parallel)
         {

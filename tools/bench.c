@@ -195,7 +195,7 @@ static const char *kind_names[K_COUNT] = {"conv 1x1", "conv 3x3", "conv 3x3 Wino
 static int node_kind(const Net *net, const Node *nd) {
     switch (nd->op) {
     case OP_CONV:
-        if (nd->conv.kh == 3 && nd->wino_u && net->winograd) return K_WINO;
+        if (nd->wino_u && net->winograd) return K_WINO;
         return nd->conv.kh == 1 ? K_CONV1 : nd->conv.kh == 3 ? K_CONV3 : K_CONV7;
     case OP_BN: return K_BN;
     case OP_RELU: return K_RELU;
