@@ -1,11 +1,14 @@
 #!/bin/sh
 # Runs every test binary given, then the shell tests tests/t_*.sh, and prints one closing
 # line "N passed, N failed" over all test cases. Exit status is non-zero if any failed.
+# RUNNER runs a cross-built binary (e.g. RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu",
+# RUNNER=wine); the shell tests get it too, and EXE (".exe" for Windows builds).
+export RUNNER EXE
 passed=0; failed=0; skipped=0; bad_bins=""
 log=$(mktemp); trap 'rm -f "$log"' EXIT
 for t in "$@"; do
   echo "== $t"
-  "$t" > "$log" 2>&1; rc=$?
+  $RUNNER "$t" > "$log" 2>&1; rc=$?
   cat "$log"
   line=$(grep '^# [0-9]* passed, [0-9]* failed' "$log" | tail -n 1)
   if [ -z "$line" ]; then failed=$((failed + 1)); bad_bins="$bad_bins $t(crashed rc=$rc)"; continue; fi

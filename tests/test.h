@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "platform.h"
+
 static int test_case_failed, test_cases_passed, test_cases_failed, test_cases_skipped;
 static const char *test_skip_reason;
 
@@ -54,5 +56,15 @@ static inline const char *test_shared_dir(void) {
     if (!f) return NULL;
     fclose(f);
     return s;
+}
+
+/* A new directory for a test's files, $TMPDIR (or /tmp)/NAME.PID.N, in out; 0 or -1.
+ * (mkdtemp and mkstemp are POSIX only.) */
+static inline int test_temp_dir(char *out, size_t n, const char *name) {
+    static int serial;
+    const char *base = getenv("TMPDIR");
+    if (!base || !*base) base = "/tmp";
+    snprintf(out, n, "%s/%s.%ld.%d", base, name, rn_pid(), serial++);
+    return mkdir_p(out);
 }
 #endif

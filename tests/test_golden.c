@@ -87,12 +87,13 @@ static float *parse_floats(char *text, int *n) {
 
 static int fixture_load(const char *path, Fixture *fx) {
     memset(fx, 0, sizeof *fx);
-    FILE *f = fopen(path, "r");
-    if (!f) return -1;
-    char *line = NULL;
-    size_t cap = 0;
+    size_t len;
+    char *text = (char *)read_file(path, &len); /* NUL-terminated */
+    if (!text) return -1;
     int config = 0;
-    while (getline(&line, &cap, f) > 0) {
+    for (char *line = text, *next; line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next) *next++ = 0;
         char kind[16];
         int used = 0;
         if (line[0] == '#' || sscanf(line, "%15s%n", kind, &used) != 1) continue;
@@ -142,8 +143,7 @@ static int fixture_load(const char *path, Fixture *fx) {
             fx->n_recs++;
         }
     }
-    free(line);
-    fclose(f);
+    free(text);
     return config && fx->logits0 && fx->eval_logits ? 0 : -1;
 }
 

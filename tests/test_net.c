@@ -754,6 +754,23 @@ static void test_head_text(void) {
     CHECK(strcmp(out, "mlp:5") == 0); /* truncated, still terminated */
 }
 
+/* A plan larger than one object can be (32-bit size_t: 2 GiB) is refused with a message,
+ * never allocated with a wrapped size. 64-bit hosts only check that it is not refused for
+ * that reason at a size they can hold. */
+static void test_plan_size_limit(void) {
+    Net *net = resnet_create("resnet50", 10, NULL, 1);
+    CHECK(net != NULL);
+    if (!net) return;
+    if (sizeof(size_t) == 4) {
+        CHECK(net_plan(net, 256, 224, 224, 1) == -1);
+        CHECK_MSG(strstr(rn_error(), "32-bit build") != NULL, "%s", rn_error());
+        CHECK(net_plan(net, 1, 32, 32, 1) == 0); /* and the net still plans small batches */
+    } else {
+        CHECK(net_plan(net, 2, 64, 64, 1) == 0);
+    }
+    net_free(net);
+}
+
 int main(void) {
     RUN(test_param_counts);
     RUN(test_torchvision_names);
@@ -773,5 +790,6 @@ int main(void) {
     RUN(test_bn_needs_two_values);
     RUN(test_head_names);
     RUN(test_head_text);
+    RUN(test_plan_size_limit);
     return test_summary();
 }
