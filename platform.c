@@ -13,6 +13,7 @@
 #include <direct.h>
 #include <io.h>
 #include <process.h>
+#include <stdio.h>
 #else
 #include <dirent.h>
 #include <signal.h>
@@ -127,6 +128,7 @@ long rn_pid(void) { return (long)_getpid(); }
 int rn_mkdir(const char *path) { return _mkdir(path); }
 int rn_isatty(int fd) { return _isatty(fd); }
 void rn_kill_self(void) { TerminateProcess(GetCurrentProcess(), 137); }
+void rn_binary_stdout(void) { _setmode(_fileno(stdout), 0x8000 /* _O_BINARY */); }
 
 #else /* POSIX */
 
@@ -203,5 +205,6 @@ long rn_pid(void) { return (long)getpid(); }
 int rn_mkdir(const char *path) { return mkdir(path, 0755); }
 int rn_isatty(int fd) { return isatty(fd); }
 void rn_kill_self(void) { raise(SIGKILL); }
+void rn_binary_stdout(void) {}
 
 #endif

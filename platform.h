@@ -39,6 +39,7 @@ int rn_replace_file(const char *from, const char *to);
 long rn_pid(void);
 int rn_mkdir(const char *path); /* one level, mode 0755 where modes exist */
 int rn_isatty(int fd);
+void rn_binary_stdout(void); /* stdout writes "\n" as is (Windows: not "\r\n") */
 void rn_kill_self(void); /* end now, as kill -9 would: no exit handlers, no flushing */
 /* open()'s flag for untranslated bytes: Windows turns "\n" into "\r\n" without it */
 #ifdef _WIN32

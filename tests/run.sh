@@ -8,8 +8,10 @@ passed=0; failed=0; skipped=0; bad_bins=""
 log=$(mktemp); trap 'rm -f "$log"' EXIT
 for t in "$@"; do
   echo "== $t"
+  t0=$(date +%s)
   $RUNNER "$t" > "$log" 2>&1; rc=$?
   cat "$log"
+  echo "   ($(( $(date +%s) - t0 )) s)"
   line=$(grep '^# [0-9]* passed, [0-9]* failed' "$log" | tail -n 1)
   if [ -z "$line" ]; then failed=$((failed + 1)); bad_bins="$bad_bins $t(crashed rc=$rc)"; continue; fi
   p=$(echo "$line" | sed 's/^# \([0-9]*\) passed.*/\1/')
@@ -21,7 +23,9 @@ done
 for s in tests/t_*.sh; do
   [ -f "$s" ] || continue
   echo "== $s"
+  t0=$(date +%s)
   if sh "$s"; then passed=$((passed + 1)); echo "ok   $s"; else failed=$((failed + 1)); echo "FAIL $s"; bad_bins="$bad_bins $s"; fi
+  echo "   ($(( $(date +%s) - t0 )) s)"
 done
 [ -n "$bad_bins" ] && echo "failing:$bad_bins"
 echo "$passed passed, $failed failed, $skipped skipped"
