@@ -322,7 +322,7 @@ static void check_html(const char *html, int min_svgs) {
 static void test_report_files(void) {
     char dir[256];
     if (test_temp_dir(dir, sizeof dir, "test_metrics") != 0) SKIP("cannot create a temporary directory");
-    char html_path[128], json_path[128];
+    char html_path[300], json_path[300];
     snprintf(html_path, sizeof html_path, "%s/report.html", dir);
     snprintf(json_path, sizeof json_path, "%s/metrics.json", dir);
 
@@ -396,7 +396,7 @@ static void test_report_files(void) {
     CHECK(tmp_files_left(dir) == 0);
 
     /* a missing directory is an error with a message, not a crash */
-    char bad[160];
+    char bad[300];
     snprintf(bad, sizeof bad, "%s/missing/report.html", dir);
     CHECK(report_write_html(&r, bad) == -1);
     CHECK(strstr(rn_error(), "missing") != NULL);
