@@ -955,15 +955,18 @@ static int belongs_to_head(const Net *net, const char *name) {
     size_t n = module_len(name);
     for (int i = 0; i < net->n_params; i++) {
         const Param *p = &net->params[i];
-        if (p->stage != STAGE_HEAD && module_len(p->name) == n &&
+        if (p->stage != net_head_group(net) && module_len(p->name) == n &&
             strncmp(p->name, name, n) == 0)
             return 0;
     }
-    if ((n == 2 && strncmp(name, "fc", 2) == 0) || (n == 6 && strncmp(name, "linear", 6) == 0))
-        return 1;
+    const ArchSpec *arch = arch_find(net->arch);
+    for (int i = 0; i < arch_count(); i++) { /* the net's own classifier, else any's */
+        const char *c = arch ? arch->classifier : arch_at(i)->classifier;
+        if (strlen(c) == n && strncmp(name, c, n) == 0) return 1;
+    }
     for (int i = 0; i < net->n_params; i++) {
         const Param *p = &net->params[i];
-        if (p->stage == STAGE_HEAD && module_len(p->name) == n &&
+        if (p->stage == net_head_group(net) && module_len(p->name) == n &&
             strncmp(p->name, name, n) == 0)
             return 1;
     }
@@ -989,7 +992,7 @@ int net_load_weights_st(Net *net, const StFile *f, int allow_new_head) {
     if (allow_new_head) {
         for (int i = 0; i < net->n_params && !new_head; i++) {
             const Param *p = &net->params[i];
-            if (p->stage != STAGE_HEAD) continue;
+            if (p->stage != net_head_group(net)) continue;
             const StTensor *t = st_find(f, p->name);
             shape_str(s2, sizeof s2, p->ndim, p->shape);
             if (!t) {
@@ -1010,11 +1013,11 @@ int net_load_weights_st(Net *net, const StFile *f, int allow_new_head) {
     int n_missing = 0, n_missing_head = 0;
     for (int i = 0; i < net->n_params; i++) {
         const Param *p = &net->params[i];
-        if (new_head && p->stage == STAGE_HEAD) continue;
+        if (new_head && p->stage == net_head_group(net)) continue;
         const StTensor *t = st_find(f, p->name);
         if (!t) {
             list_name(missing, sizeof missing, n_missing++, p->name);
-            n_missing_head += p->stage == STAGE_HEAD;
+            n_missing_head += p->stage == net_head_group(net);
             continue;
         }
         if (!same_shape(p, t)) {
@@ -1022,7 +1025,7 @@ int net_load_weights_st(Net *net, const StFile *f, int allow_new_head) {
             shape_str(s2, sizeof s2, p->ndim, p->shape);
             rn_set_error("%s: tensor '%s': shape mismatch: file has %s, model needs %s%s",
                          f->path, p->name, s1, s2,
-                         p->stage == STAGE_HEAD ? " (a different head needs a new-head load)"
+                         p->stage == net_head_group(net) ? " (a different head needs a new-head load)"
                                                 : "");
             return -1;
         }
@@ -1062,7 +1065,7 @@ int net_load_weights_st(Net *net, const StFile *f, int allow_new_head) {
     /* 3. copy */
     for (int i = 0; i < net->n_params; i++) {
         Param *p = &net->params[i];
-        if (new_head && p->stage == STAGE_HEAD) continue;
+        if (new_head && p->stage == net_head_group(net)) continue;
         if (st_read_f32(f, st_find(f, p->name), p->data)) return -1;
     }
     return 0;

@@ -1073,24 +1073,35 @@ static void split_free(Split *s) {
     memset(s, 0, sizeof *s);
 }
 
-/* The first trainable stage for "--unfreeze N|all": the last N stages present in the net. */
+/* The first trainable group for "--unfreeze N|all|GROUP": the last N backbone groups that
+ * hold parameters, every group, or the named group and those after it. */
 static int unfreeze_stage(const Net *net, const char *spec, int *stage) {
-    int present[STAGE_COUNT] = {0}, list[STAGE_COUNT], n = 0;
+    const int head = net_head_group(net);
+    int present[RN_MAX_GROUPS] = {0}, list[RN_MAX_GROUPS], n = 0;
     for (int i = 0; i < net->n_params; i++)
-        if (net->params[i].stage < STAGE_HEAD) present[net->params[i].stage] = 1;
-    for (int s = 0; s < STAGE_HEAD; s++)
+        if (net->params[i].stage < head) present[net->params[i].stage] = 1;
+    for (int s = 0; s < head; s++)
         if (present[s]) list[n++] = s;
     if (strcmp(spec, "all") == 0) {
-        *stage = STAGE_STEM;
+        *stage = 0;
+        return 0;
+    }
+    int named = net_find_group(net, spec);
+    if (named >= 0) {
+        *stage = named;
         return 0;
     }
     char *end;
     long k = strtol(spec, &end, 10);
     if (end == spec || *end || k < 0) {
-        rn_set_error("--unfreeze: expected a number of stages or 'all', found '%s'", spec);
+        Buf groups = {0};
+        net_groups_json(net, &groups);
+        rn_set_error("--unfreeze: expected a number of groups, 'all' or a group name of %s "
+                     "%s, found '%s'", net->arch, groups.data, spec);
+        buf_free(&groups);
         return -1;
     }
-    *stage = k == 0 ? STAGE_HEAD : k >= n ? STAGE_STEM : list[n - k];
+    *stage = k == 0 ? head : k >= n ? 0 : list[n - k];
     return 0;
 }
 
@@ -1465,10 +1476,10 @@ static int train_job(Run *run, const char *command) {
 
     /* ---- phase 1: the head on frozen features, or the whole net from scratch */
     const char *unfreeze = strcmp(A.unfreeze, "auto") == 0 ? (scratch ? "all" : "1") : A.unfreeze;
-    int first_trainable = STAGE_HEAD;
+    int first_trainable = net_head_group(net);
     if (unfreeze_stage(net, unfreeze, &first_trainable) != 0) goto done;
     t.full = scratch;
-    net_set_first_trainable(net, scratch ? first_trainable : STAGE_HEAD);
+    net_set_first_trainable(net, scratch ? first_trainable : net_head_group(net));
     PhaseCfg pc = {1, A.epochs, A.lr, sched, A.patience, NULL, 0};
     if (run->resume_phase <= 1 && run_phase(run, &t, &pc, &tr, &va) != 0) goto done;
 

@@ -265,9 +265,9 @@ static void test_shapes(void) {
     net_free(head);
     /* the plan reuses its arena when it does not grow */
     CHECK(net_plan(net, 4, 64, 64, 1) == 0);
-    float *arena = net->arena;
-    CHECK(net_plan(net, 2, 48, 64, 1) == 0 && net->arena == arena);
-    CHECK(net_plan(net, 4, 64, 64, 0) == 0 && net->arena == arena);
+    float *arena = net->plan.arena;
+    CHECK(net_plan(net, 2, 48, 64, 1) == 0 && net->plan.arena == arena);
+    CHECK(net_plan(net, 4, 64, 64, 0) == 0 && net->plan.arena == arena);
     CHECK(net_forward(net, NULL, 1, 0) == NULL);
     CHECK(net_forward(net, arena, 5, 0) == NULL);
     net_free(net);
@@ -277,19 +277,19 @@ static void test_shapes(void) {
      * training keeps every output, with gradients sharing memory by lifetime. */
     net = resnet_create("resnet50", 10, NULL, 1);
     CHECK(net_plan(net, 2, 224, 224, 0) == 0);
-    size_t outputs = 0, infer = net->arena_floats;
+    size_t outputs = 0, infer = net->plan.arena_floats;
     for (int i = 0; i < net->n_nodes; i++) outputs += 2 * net_node_size(net, i);
     net_set_first_trainable(net, STAGE_LAYER4);
     CHECK(net_plan(net, 2, 224, 224, 1) == 0);
-    size_t layer4 = net->arena_floats;
+    size_t layer4 = net->plan.arena_floats;
     net_set_first_trainable(net, STAGE_STEM);
-    CHECK(net->plan_first_trainable == STAGE_STEM);
+    CHECK(net->plan.first_trainable == STAGE_STEM);
     printf("     resnet50 224x224, MB per sample: outputs %.1f; plans: inference %.1f, "
            "training layer4+head %.1f, training all %.1f\n", outputs * 2e-6, infer * 2e-6,
-           layer4 * 2e-6, net->arena_floats * 2e-6);
+           layer4 * 2e-6, net->plan.arena_floats * 2e-6);
     CHECK(infer < outputs / 5);
     CHECK(layer4 < outputs / 4);
-    CHECK(net->arena_floats < outputs * 5 / 4);
+    CHECK(net->plan.arena_floats < outputs * 5 / 4);
     net_free(net);
 }
 
@@ -352,7 +352,7 @@ static void fused_vs_reference(const char *arch, int n, int size, int training, 
     net->winograd = winograd;
     CHECK(net_plan(net, n, size, size, training) == 0);
     int groups = 0;
-    for (int i = 0; i < net->n_nodes; i++) groups += net->nodes[i].fuse_tail >= 0;
+    for (int i = 0; i < net->n_nodes; i++) groups += net->plan.nodes[i].fuse_tail >= 0;
     CHECK_MSG(groups > 0, "%s: no fused groups", arch);
     size_t per = (size_t)3 * size * size, nf = net_node_size(net, net->feature_node);
     float *x = malloc(sizeof(float) * n * per), ref[5 * 4], first[5 * 4];
@@ -497,7 +497,7 @@ static void test_frozen_stages(void) {
     net->winograd = 0; /* the plans below compare bit for bit; only one of them fuses */
     net_set_first_trainable(net, STAGE_LAYER4);
     CHECK(net_plan(net, 2, 32, 32, 1) == 0);
-    size_t frozen_floats = net->arena_floats;
+    size_t frozen_floats = net->plan.arena_floats;
     float *x = malloc(sizeof(float) * 2 * 3 * 32 * 32);
     float *dx = malloc(sizeof(float) * 2 * 3 * 32 * 32);
     float r[6];
@@ -518,7 +518,7 @@ static void test_frozen_stages(void) {
     CHECK(max_abs(net_find_param(net, "fc.weight")->grad, 3 * 512) == 0);
     /* lowering first_trainable re-plans; raising it again keeps that plan */
     net_set_first_trainable(net, STAGE_STEM);
-    CHECK(net->plan_first_trainable == STAGE_STEM && net->arena_floats > frozen_floats);
+    CHECK(net->plan.first_trainable == STAGE_STEM && net->plan.arena_floats > frozen_floats);
     net_set_first_trainable(net, STAGE_LAYER4);
     CHECK(net_forward(net, x, 2, 1) != NULL);
     net_backward(net, r, 2, dx);
@@ -609,11 +609,11 @@ static void test_low_memory_plan(void) {
         a->low_memory = 0;
         CHECK(net_plan(a, n, size, size, 1) == 0 && net_plan(b, n, size, size, 1) == 0);
         if (t == 0) /* ResNet-18 only drops its few downsample outputs */
-            CHECK_MSG(b->arena_floats < 0.8 * a->arena_floats,
-                      "resnet50: low-memory arena %zu floats, normal %zu", b->arena_floats,
-                      a->arena_floats);
+            CHECK_MSG(b->plan.arena_floats < 0.8 * a->plan.arena_floats,
+                      "resnet50: low-memory arena %zu floats, normal %zu", b->plan.arena_floats,
+                      a->plan.arena_floats);
         int recomputed = 0;
-        for (int i = 0; i < b->n_nodes; i++) recomputed += b->nodes[i].op == OP_CONV && b->nodes[i].recompute;
+        for (int i = 0; i < b->n_nodes; i++) recomputed += b->nodes[i].op == OP_CONV && b->plan.nodes[i].recompute;
         CHECK(recomputed >= (t % 2 ? 1 : 4));
         for (int pass = 0; pass < 2; pass++) { /* twice: nothing stale survives a pass */
             net_zero_grad(a);
