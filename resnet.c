@@ -779,6 +779,47 @@ const float *net_forward(Net *net, const float *x, int n, int train) {
     return net_forward_upto(net, x, n, train, net->n_nodes - 1);
 }
 
+/* ------------------------------------------------------------------ layer dumps */
+
+typedef struct { StWriter w; Buf ops; } Dump;
+
+static void dump_node(void *ctx, const Net *net, int node, int n, const float *out) {
+    Dump *d = ctx;
+    const Node *nd = &net->nodes[node];
+    int64_t shape[4] = {n, nd->c, nd->h, nd->w};
+    st_writer_add_f32(&d->w, nd->name, 4, shape, out);
+    buf_printf(&d->ops, "%s", d->ops.len > 1 ? "," : "");
+    buf_json_string(&d->ops, nd->name);
+    buf_printf(&d->ops, ":");
+    buf_json_string(&d->ops, op_name(nd->op));
+}
+
+int net_dump_forward(Net *net, const float *x, int n, const char *path) {
+    Dump d;
+    st_writer_init(&d.w);
+    memset(&d.ops, 0, sizeof d.ops);
+    buf_printf(&d.ops, "{");
+    ForwardHook saved = net->forward_hook;
+    void *saved_ctx = net->hook_ctx;
+    net->forward_hook = dump_node;
+    net->hook_ctx = &d;
+    const float *y = net_forward(net, x, n, 0);
+    net->forward_hook = saved;
+    net->hook_ctx = saved_ctx;
+    buf_printf(&d.ops, "}");
+    int rc = -1;
+    if (y) {
+        st_writer_meta(&d.w, "format", "resnet-c-node-dump");
+        st_writer_meta(&d.w, "arch", net->arch);
+        st_writer_meta(&d.w, "ops", d.ops.data);
+        st_writer_meta(&d.w, "reference", net->reference ? "1" : "0");
+        rc = st_writer_save(&d.w, path);
+    }
+    st_writer_free(&d.w);
+    buf_free(&d.ops);
+    return rc;
+}
+
 /* ------------------------------------------------------------------ backward */
 
 static void step_grads_begin(Net *net, const Node *nd, float *saved[2]) {

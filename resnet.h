@@ -530,6 +530,11 @@ int64_t net_count_params(const Net *net, int trainable_only);
  * "fc.*" and "linear.*" (the CIFAR name of the plain head) match each other when dst
  * lacks the exact name, so a head_create head copies into a CIFAR network. */
 int net_copy_params(Net *dst, const Net *src);
+/* An eval forward of x [n, ...] (the net planned for at least n) that writes every node's
+ * output, layer by layer, to a safetensors file: tensor "<node name>" [n, c, h, w], the
+ * names torchvision's modules have (tools/compare_dump.py holds them to PyTorch's forward
+ * hooks), metadata "ops" mapping each name to its op. */
+int net_dump_forward(Net *net, const float *x, int n, const char *path);
 /* Node output after the last forward (see net_plan for which stay readable in inference
  * plans), and its per-sample size. */
 const float *net_node_output(const Net *net, int node);
@@ -753,7 +758,8 @@ int net_forward_dataset(Net *net, int node, const Dataset *d, const Preprocess *
 /* (model files live in safetensors.c; declared here because they need Preprocess) */
 /* Model files: weights plus everything inference needs, in the safetensors metadata:
  *   "format": "resnet-c-model", "arch", "num_classes", "classes" (JSON array of names),
- *   "head" (head_format text), "preprocess" (prep_name), "img_size", "crop_pct".      */
+ *   "head" (head_format text), "preprocess" (prep_name), "img_size", "crop_pct",
+ *   "freeze_groups" (net_groups_json; checked against the architecture on load).        */
 typedef struct {
     char arch[32];
     int num_classes;

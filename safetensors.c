@@ -1321,6 +1321,10 @@ int model_save(const char *path, const Net *net, const ModelInfo *info) {
     st_writer_meta(&w, "img_size", v);
     snprintf(v, sizeof v, "%.9g", (double)info->prep.crop_pct);
     st_writer_meta(&w, "crop_pct", v);
+    Buf groups = {0};
+    net_groups_json(net, &groups);
+    st_writer_meta(&w, "freeze_groups", groups.data);
+    buf_free(&groups);
     writer_add_params(&w, net);
     int rc = st_writer_save(&w, path);
     st_writer_free(&w);
@@ -1426,6 +1430,18 @@ Net *model_load(const char *path, ModelInfo *info) {
         snprintf(why, sizeof why, "%s", rn_error());
         rn_set_error("%s: metadata \"arch\": %s", path, why);
         goto fail;
+    }
+    /* files written before freeze groups were stored lack them; others must agree */
+    const char *groups = st_meta(&f, "freeze_groups");
+    if (groups) {
+        Buf built = {0};
+        net_groups_json(net, &built);
+        int same = strcmp(groups, built.data) == 0;
+        if (!same)
+            rn_set_error("%s: metadata \"freeze_groups\": the file says %s, %s has %s", path,
+                         groups, info->arch, built.data);
+        buf_free(&built);
+        if (!same) goto fail;
     }
     if (net_load_weights_st(net, &f, 0)) goto fail;
     st_close(&f);

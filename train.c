@@ -55,7 +55,7 @@ typedef struct {
 static const OptionDef OPTIONS[] = {
     {"Model", K_SECTION, NULL, NULL, NULL},
     {"arch", K_STR, &A.arch, "resnet50",
-     "resnet18|34|50|101|152 (torchvision) or cifar_resnet20|32|44|56|110"},
+     "one of the architectures listed at the end"},
     {"weights", K_STR, &A.weights, "",
      "required: pretrained backbone (.safetensors, torchvision names), or 'none' for a "
      "random init that trains the whole net from scratch (see --unfreeze)"},
@@ -105,7 +105,8 @@ static const OptionDef OPTIONS[] = {
     {"finetune-epochs", K_INT, &A.finetune_epochs, "0",
      "phase 2: fine-tune with the last --unfreeze stages trainable"},
     {"unfreeze", K_STR, &A.unfreeze, "auto",
-     "N last backbone stages | all (auto: 1, or all with --weights none)"},
+     "N last backbone groups | all | a group name and those after it (groups listed at "
+     "the end; auto: 1, or all with --weights none)"},
     {"finetune-lr", K_FLOAT, &A.finetune_lr, "0.0001", "phase 2 learning rate"},
     {"Pseudo-labelling", K_SECTION, NULL, NULL, NULL},
     {"pseudo", K_STR, &A.pseudo, "",
@@ -244,6 +245,23 @@ static void print_help(void) {
             w += len;
         }
         printf("\n");
+    }
+    /* the architectures and their freeze groups, from the registry */
+    printf("\nArchitectures (--arch) and their freeze groups (--unfreeze):\n");
+    const char *family = "";
+    for (int i = 0; i < arch_count(); i++) {
+        const ArchSpec *a = arch_at(i);
+        if (strcmp(a->family, family) == 0) continue;
+        family = a->family;
+        Buf names = {0}, groups = {0};
+        for (int j = i; j < arch_count() && strcmp(arch_at(j)->family, family) == 0; j++)
+            buf_printf(&names, "%s%s", j > i ? ", " : "", arch_at(j)->name);
+        Net *net = resnet_create(a->name, 2, NULL, 0);
+        if (net) net_groups_json(net, &groups);
+        printf("  %s\n      groups %s\n", names.data, groups.data ? groups.data : "?");
+        net_free(net);
+        buf_free(&names);
+        buf_free(&groups);
     }
 }
 
@@ -1324,8 +1342,9 @@ static int train_job(Run *run, const char *command) {
 
     /* ---- checks and data */
     if (!arch_is_known(A.arch)) {
-        rn_set_error("--arch '%s' is not known (resnet18/34/50/101/152, "
-                     "cifar_resnet20/32/44/56/110)", A.arch);
+        char known[1024];
+        arch_list(known, sizeof known);
+        rn_set_error("--arch '%s' is not known (known: %s)", A.arch, known);
         return -1;
     }
     if (!A.weights[0]) {
