@@ -764,6 +764,8 @@ static void test_batchnorm_backward_rounding(void) {
             }
     }
     CHECK(same);
+}
+
 /* ------------------------------------------------------------------ grouped convolution */
 
 /* Grouped and depthwise convolutions: gradients of both kernels against finite

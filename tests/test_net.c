@@ -771,6 +771,9 @@ static void test_plan_size_limit(void) {
     } else {
         CHECK(net_plan(net, 2, 64, 64, 1) == 0);
     }
+    net_free(net);
+}
+
 /* ------------------------------------------------------------------ the reference network */
 
 /* ||a - b||_2 / ||b||_2: a gradient's relative error as a whole. Element by element, two
