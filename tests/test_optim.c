@@ -188,8 +188,9 @@ static void test_names_and_defaults(void) {
     CHECK(s.momentum == 0.9f && s.nesterov == 0 && s.weight_decay == 0.0f);
 }
 
-/* fmaf (the optimizers' multiply-add, as torch's) rounds once: (1 + 2^-12)^2 - 1 is 2^-11 + 2^-24
- * exactly, where a product rounded to float first loses the 2^-24 (a tie, to even). */
+/* fmaf (the optimizers' multiply-add, as torch's) rounds once: (1 + 2^-12)^2 - 1 is
+ * 2^-11 + 2^-24 exactly, where a product rounded to float first loses the 2^-24 (a tie,
+ * to even). */
 static void test_fma_rounds_once(void) {
     volatile float a = 1.0f + ldexpf(1.0f, -12), c = -1.0f;
     CHECK(fmaf(a, a, c) == ldexpf(1.0f, -11) + ldexpf(1.0f, -24));
