@@ -894,7 +894,7 @@ static void reference_vs_fast(const char *arch, int n, int size) {
 static void test_reference_every_arch(void) {
     for (int i = 0; i < arch_count(); i++) {
         const ArchSpec *a = arch_at(i);
-        /* cross targets (RN_TEST_EMULATED=1): the two smallest, each kind of block once */
+        /* cross targets (RN_TEST_EMULATED=1): the two smallest (basic blocks, option A) */
         if (test_emulated() && strcmp(a->name, "cifar_resnet20") && strcmp(a->name, "resnet18"))
             continue;
         reference_vs_fast(a->name, 2, arch_is_cifar(a->name) ? 8 : 40);
