@@ -1685,6 +1685,7 @@ static char **read_args_file(const char *path, int *argc, char **buf) {
 }
 
 int main(int argc, char **argv) {
+    rn_binary_stdout(); /* "\n" line ends on every platform (Windows: not "\r\n") */
     setvbuf(stdout, NULL, _IOLBF, 0); /* epoch lines in order with stderr's progress lines */
     set_defaults();
     if (parse_args(argc - 1, argv + 1) != 0) {
