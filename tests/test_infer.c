@@ -587,7 +587,7 @@ static void test_classify_formats(void) {
         CHECK(strstr(header, "'descr': '<f4'") && strstr(header, "'fortran_order': False") &&
               strstr(header, "'shape': (3, 3)"));
         float l[9];
-        memcpy(l, npy + 10 + hl, sizeof l);
+        rn_le_load(l, npy + 10 + hl, 9, sizeof *l); /* '<f4' on any host */
         /* comp.png (96x32) is center-cropped to its red middle third... resized shorter
          * side 32 -> 96x32, crop x 32..63: red */
         for (int c = 0; c < 3; c++) {
@@ -606,7 +606,7 @@ static void test_classify_formats(void) {
         snprintf(header, sizeof header, "%.*s", hl < 255 ? hl : 255, (const char *)npy + 10);
         CHECK(strstr(header, "'shape': (3, 64)") && (size_t)(10 + hl) + 3 * 64 * 4 == len);
         float f[64];
-        memcpy(f, npy + 10 + hl + 64 * 4, sizeof f); /* small.png: green */
+        rn_le_load(f, npy + 10 + hl + 64 * 4, 64, sizeof *f); /* small.png: green */
         for (int c = 0; c < 64; c++) CHECK_CLOSE(f[c], c == 25 ? 1 / sqrt(1 + model_eps) : 0, 1e-5);
     }
     free(npy);
