@@ -870,16 +870,10 @@ static void reference_vs_fast(const char *arch, int n, int size) {
 
 /* Every registered architecture. Small inputs keep the naive kernels quick: CIFAR nets at
  * 8 px, ImageNet nets at 40 px (layer4 2x2). The flip-free cases (the CIFAR nets,
- * ResNet-18/34 here) prove the gradients to 1e-3; every run prints its flips.
- * RN_TEST_QUICK=1 keeps resnet18, resnet50 and cifar_resnet20. */
+ * ResNet-18/34 here) prove the gradients to 1e-3; every run prints its flips. */
 static void test_reference_every_arch(void) {
-    /* RN_TEST_QUICK=1 (emulated cross targets): one net per block type and family */
-    const int quick = getenv("RN_TEST_QUICK") && atoi(getenv("RN_TEST_QUICK"));
     for (int i = 0; i < arch_count(); i++) {
         const ArchSpec *a = arch_at(i);
-        if (quick && strcmp(a->name, "resnet18") && strcmp(a->name, "resnet50") &&
-            strcmp(a->name, "cifar_resnet20"))
-            continue;
         reference_vs_fast(a->name, 2, arch_is_cifar(a->name) ? 8 : 40);
     }
 }
