@@ -1,12 +1,17 @@
 #!/bin/sh
 # Runs every test binary given, then the shell tests tests/t_*.sh, and prints one closing
 # line "N passed, N failed" over all test cases. Exit status is non-zero if any failed.
+#   tests/run.sh build/tests/test_*           everything
+#   T=golden tests/run.sh build/tests/test_*  only the binaries and shell tests whose name
+#                                             holds "golden" (make test T=golden)
 # RUNNER runs a cross-built binary (e.g. RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu",
 # RUNNER=wine); the shell tests get it too, and EXE (".exe" for Windows builds).
 export RUNNER EXE
 passed=0; failed=0; skipped=0; bad_bins=""
 log=$(mktemp); trap 'rm -f "$log"' EXIT
+selected() { [ -z "$T" ] || case "$1" in *"$T"*) return 0 ;; *) return 1 ;; esac; }
 for t in "$@"; do
+  selected "$t" || continue
   echo "== $t"
   t0=$(date +%s)
   $RUNNER "$t" > "$log" 2>&1; rc=$?
@@ -22,6 +27,7 @@ for t in "$@"; do
 done
 for s in tests/t_*.sh; do
   [ -f "$s" ] || continue
+  selected "$s" || continue
   echo "== $s"
   t0=$(date +%s)
   if sh "$s"; then passed=$((passed + 1)); echo "ok   $s"; else failed=$((failed + 1)); echo "FAIL $s"; bad_bins="$bad_bins $s"; fi
