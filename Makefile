@@ -36,27 +36,47 @@ ifeq ($(OPENMP),1)
   override CFLAGS  += -fopenmp
   override LDFLAGS += -fopenmp
 endif
-# SIMD=1: the build machine's widest vector unit (AVX-512 or AVX2+FMA, -march=native);
-#   gemm.c picks its kernel from the compiler's predefined macros, else scalar C.
+# The machine the compiler builds for: a cross compiler (CC=aarch64-linux-gnu-gcc) names
+# another one than this machine's. MINGW: a Windows target (.exe, the Win32 platform code).
+TARGET := $(shell $(CC) -dumpmachine 2>/dev/null)
+TARGET_CPU := $(firstword $(subst -, ,$(TARGET)))
+NATIVE := $(if $(filter $(shell uname -m)-%,$(TARGET)),$(if $(findstring mingw,$(TARGET)),,1))
+EXE := $(if $(findstring mingw,$(TARGET)),.exe)
+# SIMD=1: the target's vector unit, read by simd.h from the compiler's predefined macros:
+#   AVX-512 or AVX2+FMA on x86-64, NEON on AArch64, else plain C. A native build targets
+#   this machine (-march=native); a cross build the target's baseline (AArch64: NEON),
+#   or the ISA named with ARCH= (-march=$(ARCH), e.g. ARCH=armv8.2-a, ARCH=x86-64-v3) or
+#   any flags in TARGET_CFLAGS.
 # SIMD=auto: a portable x86-64 binary: the GEMM is built for AVX-512, AVX2+FMA and plain C
 #   and picks at run time (RN_SIMD_KERNEL=avx512|avx2|scalar forces one); the rest of the
 #   code uses the x86-64 baseline. On other CPUs SIMD=auto means SIMD=1.
 # SIMD=0: plain C everywhere (the reference build).
-ARCH := $(shell uname -m)
+# (only from the command line: some shells export ARCH for other purposes)
+ifneq ($(origin ARCH),command line)
+  ARCH := $(if $(NATIVE),native)
+endif
 ifeq ($(SIMD),auto)
-  ifeq ($(filter x86_64 amd64,$(ARCH)),)
+  ifeq ($(filter x86_64 amd64,$(TARGET_CPU)),)
     override SIMD := 1
   endif
 endif
+override CFLAGS += $(TARGET_CFLAGS)
 GEMM_VARIANT_OBJS :=
 ifeq ($(SIMD),1)
-  override CFLAGS += -march=native -DRN_SIMD=1
+  override CFLAGS += $(if $(ARCH),-march=$(ARCH)) -DRN_SIMD=1
 else ifeq ($(SIMD),auto)
   override CFLAGS += -DRN_SIMD=1
   GEMM_VARIANT_OBJS := $(BUILD)/gemm_avx512.o $(BUILD)/gemm_avx2.o
   GEMM_BASE_FLAGS := -DRN_GEMM_VARIANT=base -DRN_GEMM_DISPATCHER
 else
   override CFLAGS += -DRN_SIMD=0
+endif
+# Windows: C99 printf formats (%zu, %lld) from mingw-w64's own stdio, and executables that
+# carry their runtime (libgomp, winpthreads) so they run from anywhere.
+ifneq ($(EXE),)
+  override CFLAGS += -D__USE_MINGW_ANSI_STDIO=1
+  override LDFLAGS += -static
+  override LDLIBS += -lpsapi
 endif
 ifneq ($(STB_DIR),)
   STB_CFLAGS = -isystem $(STB_DIR)
@@ -72,8 +92,8 @@ $(shell mkdir -p $(BUILD) && (echo '$(FLAGS_NOW)' | cmp -s - $(FLAGS_STAMP) || \
 LIB_SRCS := $(filter-out train.c infer.c,$(wildcard *.c))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o) $(GEMM_VARIANT_OBJS)
 TEST_SRCS := $(wildcard tests/test_*.c)
-TEST_BINS := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
-PROGS := $(BIN)/train $(BIN)/infer
+TEST_BINS := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%$(EXE))
+PROGS := $(BIN)/train$(EXE) $(BIN)/infer$(EXE)
 
 .PHONY: all test clean setup check-stb bench demo fuzz golden-check asan tsan
 all: $(PROGS)
@@ -115,27 +135,27 @@ $(BUILD)/libresnet.a: $(LIB_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BIN)/train: $(BUILD)/train.o $(BUILD)/libresnet.a
+$(BIN)/train$(EXE): $(BUILD)/train.o $(BUILD)/libresnet.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BIN)/infer: $(BUILD)/infer.o $(BUILD)/libresnet.a
+$(BIN)/infer$(EXE): $(BUILD)/infer.o $(BUILD)/libresnet.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c tests/test.h $(BUILD)/libresnet.a $(FLAGS_STAMP)
+$(BUILD)/tests/%$(EXE): tests/%.c tests/test.h $(BUILD)/libresnet.a $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(STB_CFLAGS) -I. $(LDFLAGS) -o $@ $< $(BUILD)/libresnet.a $(LDLIBS)
 
 # The textbook loop of the README, built against the library like any user program.
-EXAMPLES := $(BUILD)/examples/train_min
-$(BUILD)/examples/%: examples/%.c $(BUILD)/libresnet.a $(FLAGS_STAMP)
+EXAMPLES := $(BUILD)/examples/train_min$(EXE)
+$(BUILD)/examples/%$(EXE): examples/%.c $(BUILD)/libresnet.a $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -I. $(LDFLAGS) -o $@ $< $(BUILD)/libresnet.a $(LDLIBS)
 
 T ?=
 test: $(TEST_BINS) $(PROGS) $(EXAMPLES)
-	@SHARED="$(SHARED)" BUILD="$(BUILD)" BIN="$(BIN)" T="$(T)" sh tests/run.sh $(TEST_BINS)
+	@SHARED="$(SHARED)" BUILD="$(BUILD)" BIN="$(BIN)" EXE="$(EXE)" RUNNER="$(RUNNER)" T="$(T)" sh tests/run.sh $(TEST_BINS)
 
 # The suite under sanitizers, each in its own build folder (clang; Debian's
 # libclang-rt-14-dev). tsan keeps OpenMP off: libgomp is not instrumented, so its barriers
@@ -160,7 +180,7 @@ demo: $(PROGS)
 	@BIN="$(BIN)" sh tools/demo.sh
 
 clean:
-	rm -rf $(BUILD) $(BIN)/train $(BIN)/infer
+	rm -rf $(BUILD) $(BIN)/train$(EXE) $(BIN)/infer$(EXE)
 
 # libFuzzer target for the image decoder (clang only). A fixed seed and run count bound the
 # run and keep it close to repeatable (libFuzzer's scheduling still varies a little between

@@ -7,6 +7,7 @@
  * torchvision's Resize does to PIL images), rather than stb_image_resize: its 0.97
  * triangle filter aborts on an assertion for ratios such as 50 -> 33. */
 #include "resnet.h"
+#include "platform.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -57,7 +58,7 @@
  * goes to why, never to the global error line. Caller frees. */
 static uint8_t *read_capped(const char *path, size_t max, size_t *len, size_t *file_size,
                             char *why, size_t why_len) {
-    int fd = open(path, O_RDONLY);
+    int fd = open(path, O_RDONLY | RN_O_BINARY);
     if (fd < 0) {
         snprintf(why, why_len, "cannot open: %s", strerror(errno));
         return NULL;

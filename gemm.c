@@ -114,6 +114,9 @@ double simd_peak_gflops(void) {
 #elif VLEN == 8
 #define MR 6
 #define NV 2
+#elif VLEN == 4 /* NEON's 32 registers: 24 accumulators, 3 loads of B, a broadcast of A */
+#define MR 8
+#define NV 3
 #else
 #define MR 4
 #define NV 8

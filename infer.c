@@ -9,6 +9,7 @@
  * were processed, each failure reported in one line), 2 on a usage or fatal error.
  */
 #include "resnet.h"
+#include "platform.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -983,6 +984,7 @@ static int cmd_patches(Net *net, ModelInfo *info, const Options *o) {
 }
 
 int main(int argc, char **argv) {
+    rn_binary_stdout(); /* CSV and JSON on stdout: the same bytes on every platform */
     Options o;
     if (parse_args(argc, argv, &o) != 0) {
         rn_free(o.inputs);

@@ -732,10 +732,19 @@ OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
             const float *p = x + ((size_t)b * c + ch) * hw;
             const float *g = dy + ((size_t)b * c + ch) * hw;
             float *q = dx + ((size_t)b * c + ch) * hw;
+            /* One float rounding per operation, each spelled as an assignment: C99 lets
+             * a float expression be evaluated wider (s390x's FLT_EVAL_METHOD is 1: in
+             * double), and this difference of nearly equal terms must round as torch's
+             * float32 kernel does, or Adam's first steps (about lr * sign(grad)) magnify
+             * the changed low bits of near-zero gradients. */
 OMP_PRAGMA(omp simd)
             for (int i = 0; i < hw; i++) {
-                float xhat = (p[i] - fmean) * finvstd;
-                q[i] = k * (g[i] - mean_dy - xhat * mean_dy_xhat);
+                float centred = p[i] - fmean;
+                float xhat = centred * finvstd;
+                float centred_dy = g[i] - mean_dy;
+                float proj = xhat * mean_dy_xhat;
+                float diff = centred_dy - proj;
+                q[i] = k * diff;
             }
         }
     }

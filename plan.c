@@ -347,10 +347,25 @@ int net_plan(Net *net, int batch, int h, int w, int training) {
     net->in_w = w;
     int ok = infer_shapes(net) == 0;
     double floats = 0;
-    for (int i = 0; i < n && ok; i++) floats += (double)batch * node_numel(&net->nodes[i]);
+    for (int i = 0; i < n && ok; i++) { /* in double: no size_t wraps on 32-bit hosts */
+        const Node *nd = &net->nodes[i];
+        floats += (double)batch * nd->c * nd->h * nd->w;
+    }
     if (ok && floats * (training ? 3 : 1) > 1e12) {
         rn_set_error("%s: batch %d of %dx%d inputs needs %.0f GB of activations", net->arch,
                      batch, w, h, floats * 4e-9 * (training ? 3 : 1));
+        ok = 0;
+    }
+    /* No part of the arena (outputs, saved buffers and BN statistics, scratch, recomputed
+     * outputs, gradients) is larger than twice the outputs' sum, so eight times it bounds
+     * the plan: where that exceeds the largest object size_t can hold (2 GiB on 32-bit
+     * hosts), refuse before any size wraps around. */
+    double bound = 8.0 * sizeof(float) * (floats + 64.0 * n);
+    if (ok && bound > (double)PTRDIFF_MAX) {
+        rn_set_error("%s: batch %d of %dx%d inputs may need %.1f GiB, more than one object "
+                     "holds in this %d-bit build (%.1f GiB)", net->arch, batch, w, h,
+                     bound / 1073741824.0, (int)(8 * sizeof(size_t)),
+                     (double)PTRDIFF_MAX / 1073741824.0);
         ok = 0;
     }
     if (!ok) { /* leave the previous plan intact */

@@ -31,7 +31,9 @@
 /* Errors and utilities (util.c)                                                         */
 /* ------------------------------------------------------------------------------------ */
 
-#if defined(__GNUC__) || defined(__clang__)
+#if defined(__MINGW32__) /* built with __USE_MINGW_ANSI_STDIO: C99 formats (%zu) */
+#define RN_PRINTF(a, b) __attribute__((format(gnu_printf, a, b)))
+#elif defined(__GNUC__) || defined(__clang__)
 #define RN_PRINTF(a, b) __attribute__((format(printf, a, b)))
 #else
 #define RN_PRINTF(a, b)
@@ -71,6 +73,15 @@ void hash_fill(float *x, size_t n, uint32_t seed, float bound);
 double rn_seconds(void);  /* monotonic wall clock */
 int rn_threads(void);     /* threads OpenMP will use (1 without OpenMP) */
 long rn_peak_rss_kb(void);
+
+/* Byte order: every file the library reads or writes (safetensors, .npy, feature caches)
+ * holds numbers little-endian, on every host. count values of size bytes (1, 2, 4 or 8):
+ * rn_le_store writes host values as little-endian bytes, rn_le_load reads them back; a
+ * copy on little-endian hosts, a byte swap per value on big-endian ones. dst may be src.
+ * One value: uint64_t n; rn_le_load(&n, p, 1, sizeof n). */
+void rn_le_store(void *dst, const void *src, size_t count, size_t size);
+void rn_le_load(void *dst, const void *src, size_t count, size_t size);
+int rn_host_little_endian(void);
 
 /* Write len bytes to path atomically (path.tmp.PID, fsync, rename). */
 int write_file_atomic(const char *path, const void *data, size_t len);

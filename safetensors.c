@@ -405,12 +405,6 @@ static int dtype_size(const char *name) {
     return 0;
 }
 
-static uint64_t load_le(const uint8_t *p, int bytes) {
-    uint64_t v = 0;
-    for (int i = bytes - 1; i >= 0; i--) v = v << 8 | p[i];
-    return v;
-}
-
 static float bits_to_f32(uint32_t u) {
     float f;
     memcpy(&f, &u, 4);
@@ -430,11 +424,6 @@ static float f16_to_f32(uint16_t h) {
 
 /* bfloat16 is the top half of a float32. */
 static float bf16_to_f32(uint16_t h) { return bits_to_f32((uint32_t)h << 16); }
-
-static int host_little_endian(void) {
-    const uint16_t one = 1;
-    return *(const uint8_t *)&one == 1;
-}
 
 static void shape_str(char *out, size_t len, int ndim, const int64_t *shape) {
     size_t off = (size_t)snprintf(out, len, "[");
@@ -665,7 +654,8 @@ static int st_parse_owned(uint8_t *buf, size_t len, const char *label, StFile *f
         st_close(f);
         return -1;
     }
-    uint64_t n = load_le(buf, 8);
+    uint64_t n;
+    rn_le_load(&n, buf, 1, 8);
     if (n > (uint64_t)(len - 8)) {
         rn_set_error("%s: header length %llu is larger than the file (%zu bytes after the "
                      "8-byte length): truncated or not a safetensors file",
@@ -774,23 +764,20 @@ int st_read_f32(const StFile *f, const StTensor *t, float *out) {
     size_t n = (size_t)st_numel(t);
     switch (t->dtype) {
     case ST_F32:
-        if (host_little_endian())
-            memcpy(out, p, n * 4);
-        else
-            for (size_t i = 0; i < n; i++)
-                out[i] = bits_to_f32((uint32_t)load_le(p + 4 * i, 4));
+        rn_le_load(out, p, n, 4);
         return 0;
     case ST_F16:
-        for (size_t i = 0; i < n; i++) out[i] = f16_to_f32((uint16_t)load_le(p + 2 * i, 2));
-        return 0;
     case ST_BF16:
-        for (size_t i = 0; i < n; i++) out[i] = bf16_to_f32((uint16_t)load_le(p + 2 * i, 2));
+        for (size_t i = 0; i < n; i++) {
+            uint16_t h;
+            rn_le_load(&h, p + 2 * i, 1, 2);
+            out[i] = t->dtype == ST_F16 ? f16_to_f32(h) : bf16_to_f32(h);
+        }
         return 0;
     case ST_F64:
         for (size_t i = 0; i < n; i++) {
-            uint64_t u = load_le(p + 8 * i, 8);
             double d;
-            memcpy(&d, &u, 8);
+            rn_le_load(&d, p + 8 * i, 1, 8);
             out[i] = (float)d;
         }
         return 0;
@@ -816,7 +803,7 @@ static int st_read_u64(const StFile *f, const char *name, uint64_t *out, int n) 
                      t->dtype_name, s);
         return -1;
     }
-    for (int i = 0; i < n; i++) out[i] = load_le(f->data + t->begin + 8 * (size_t)i, 8);
+    rn_le_load(out, f->data + t->begin, (size_t)n, 8);
     return 0;
 }
 
@@ -829,13 +816,9 @@ static void writer_add(StWriter *w, const char *name, const char *dtype, int ndi
     size_t n = 1;
     for (int i = 0; i < ndim; i++) n *= (size_t)shape[i];
     size_t begin = w->data.len;
-    if (host_little_endian()) {
-        if (n) buf_put(&w->data, data, n * (size_t)elem_size); /* data may be NULL when empty */
-    } else {
-        const uint8_t *src = data;
-        for (size_t i = 0; i < n; i++)
-            for (int k = elem_size - 1; k >= 0; k--)
-                buf_put(&w->data, src + i * (size_t)elem_size + k, 1);
+    if (n) { /* data may be NULL when empty */
+        buf_put(&w->data, data, n * (size_t)elem_size);
+        rn_le_store(w->data.data + begin, w->data.data + begin, n, (size_t)elem_size);
     }
     Buf *h = &w->header_entries;
     if (w->n_tensors) buf_put(h, ",", 1);
@@ -889,7 +872,7 @@ int st_writer_save(StWriter *w, const char *path) {
     buf_put(&h, "}", 1);
     while (h.len % 8) buf_put(&h, " ", 1); /* the data section starts 8-byte aligned */
     uint64_t n = h.len - 8;
-    for (int i = 0; i < 8; i++) h.data[i] = (char)(n >> (8 * i));
+    rn_le_store(h.data, &n, 1, 8);
     /* Put the header in front of the data in place (no second copy of the weights),
      * write, then move the data back so the writer stays usable. */
     size_t data_len = w->data.len, hl = h.len;

@@ -1,8 +1,9 @@
 /* simd.h - a thin macro layer over the vector unit, so kernels are written once.
  *
- * VF is one vector of VLEN floats. The widest unit the compiler targets is used:
- * AVX-512 (VLEN 16), AVX2 + FMA (VLEN 8), or plain C floats (VLEN 1) when RN_SIMD=0
- * or on other CPUs. All loads and stores are unaligned.
+ * VF is one vector of VLEN floats. The widest unit the compiler targets is used, read
+ * from its predefined macros: AVX-512 (VLEN 16), AVX2 + FMA (VLEN 8), AArch64 NEON
+ * (VLEN 4, FMA is part of the ISA), or plain C floats (VLEN 1) when RN_SIMD=0 or on other
+ * CPUs. All loads and stores are unaligned.
  *
  *   vzero()           all lanes 0            vset1(x)        all lanes x
  *   vload(p)          p[0..VLEN)             vstore(p, v)    p[0..VLEN) = v
@@ -27,6 +28,8 @@
 #define RN_SIMD_AVX512 1
 #elif defined(__AVX2__) && defined(__FMA__)
 #define RN_SIMD_AVX2 1
+#elif defined(__aarch64__) && defined(__ARM_NEON)
+#define RN_SIMD_NEON 1
 #endif
 #endif
 
@@ -174,6 +177,42 @@ static inline void vtranspose(__m256 r[8]) {
     }
 }
 
+#elif defined(RN_SIMD_NEON)
+#include <arm_neon.h>
+#define SIMD_NAME "neon"
+#define VLEN 4
+typedef float32x4_t VF;
+#define vzero() vdupq_n_f32(0.0f)
+#define vset1(x) vdupq_n_f32(x)
+#define vload(p) vld1q_f32(p)
+#define vstore(p, v) vst1q_f32((p), (v))
+#define vadd(a, b) vaddq_f32((a), (b))
+#define vmul(a, b) vmulq_f32((a), (b))
+#define vfma(a, b, c) vfmaq_f32((c), (a), (b))
+/* maxNum: a NaN in a gives b, as the other units' vmax(x, 0) gives 0 for ReLU */
+#define vmax(a, b) vmaxnmq_f32((a), (b))
+#define vsum(v) vaddvq_f32(v)
+/* from a = p[0..4) and b = p[3..7): a0 a2 | b1 b3 */
+static inline float32x4_t vload_even(const float *p) {
+    float32x4_t a = vld1q_f32(p), b = vld1q_f32(p + 3);
+    return vcombine_f32(vget_low_f32(vuzp1q_f32(a, a)), vget_low_f32(vuzp2q_f32(b, b)));
+}
+/* 2x2 transposes of lanes (trn1/trn2), then of lane pairs (as 64-bit lanes) */
+static inline void vtranspose(float32x4_t r[4]) {
+    float32x4_t t0 = vtrn1q_f32(r[0], r[1]), t1 = vtrn2q_f32(r[0], r[1]);
+    float32x4_t t2 = vtrn1q_f32(r[2], r[3]), t3 = vtrn2q_f32(r[2], r[3]);
+    float64x2_t d0 = vreinterpretq_f64_f32(t0), d1 = vreinterpretq_f64_f32(t1);
+    float64x2_t d2 = vreinterpretq_f64_f32(t2), d3 = vreinterpretq_f64_f32(t3);
+    r[0] = vreinterpretq_f32_f64(vtrn1q_f64(d0, d2));
+    r[1] = vreinterpretq_f32_f64(vtrn1q_f64(d1, d3));
+    r[2] = vreinterpretq_f32_f64(vtrn2q_f64(d0, d2));
+    r[3] = vreinterpretq_f32_f64(vtrn2q_f64(d1, d3));
+}
+/* With 4 lanes, v[k] = p[k], p[k + 4], p[k + 8], p[k + 12] is the 4x4 transpose of the
+ * rows v[0..4), and so is its inverse. */
+static inline void vdeinterleave4(float32x4_t v[4]) { vtranspose(v); }
+static inline void vinterleave4(float32x4_t v[4]) { vtranspose(v); }
+
 #else
 #define SIMD_NAME "scalar"
 #define VLEN 1
@@ -191,7 +230,7 @@ typedef float VF;
 static inline void vtranspose(float r[1]) { (void)r; }
 #endif
 
-/* The same through memory, for AVX2 and plain C (the compiler vectorises what it can). */
+/* The same through memory, for AVX2, NEON and plain C (the compiler vectorises what it can). */
 #if !defined(RN_SIMD_AVX512)
 static inline VF vload_part(const float *row, int start, int n) {
     float t[VLEN];
@@ -204,6 +243,8 @@ static inline void vstore_part(float *row, int start, int n, VF v) {
     for (int i = 0; i < VLEN; i++)
         if (start + i >= 0 && start + i < n) row[start + i] = t[i];
 }
+#endif
+#if !defined(RN_SIMD_AVX512) && !defined(RN_SIMD_NEON)
 static inline void vdeinterleave4(VF v[4]) {
     float t[4 * VLEN], u[4 * VLEN];
     for (int k = 0; k < 4; k++) vstore(t + k * VLEN, v[k]);

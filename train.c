@@ -16,10 +16,10 @@
  *   phase 2+i      pseudo-labelling on unlabelled domain i (--pseudo).
  */
 #include "resnet.h"
+#include "platform.h"
 
 #include <errno.h>
 #include <math.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -451,16 +451,27 @@ static uint64_t fnv1a(uint64_t h, const void *p, size_t n) {
 
 static uint64_t fnv1a_str(uint64_t h, const char *s) { return fnv1a(h, s, strlen(s) + 1); }
 
+/* Numbers enter cache keys as their little-endian bytes, so a key (and the cache file
+ * holding it) is the same on every host. */
+static uint64_t fnv1a_le(uint64_t h, const void *values, size_t count, size_t size) {
+    uint8_t b[64];
+    for (size_t i = 0; i < count; i++) {
+        rn_le_store(b, (const uint8_t *)values + i * size, 1, size);
+        h = fnv1a(h, b, size);
+    }
+    return h;
+}
+
 /* A file's identity for cache keys: path, size and modification time. */
 static uint64_t fnv1a_file(uint64_t h, const char *path) {
-    struct stat st;
+    RnFileInfo fi;
     int64_t v[3] = {0, 0, 0};
-    if (stat(path, &st) == 0) {
-        v[0] = (int64_t)st.st_size;
-        v[1] = (int64_t)st.st_mtim.tv_sec;
-        v[2] = (int64_t)st.st_mtim.tv_nsec;
+    if (rn_file_info(path, &fi) == 0) {
+        v[0] = fi.size;
+        v[1] = fi.mtime_sec;
+        v[2] = fi.mtime_nsec;
     }
-    return fnv1a(fnv1a_str(h, path), v, sizeof v);
+    return fnv1a_le(fnv1a_str(h, path), v, 3, sizeof v[0]);
 }
 
 static int file_exists(const char *path) {
@@ -611,8 +622,8 @@ static uint64_t features_key(const Trainer *t, const Dataset *d) {
     int32_t v[6] = {t->feat_node, (int32_t)t->fdim, (int32_t)t->prep.kind, t->prep.size, 0,
                     d->n};
     memcpy(&v[4], &t->prep.crop_pct, sizeof(float));
-    h = fnv1a(h, &t->backbone_key, sizeof t->backbone_key);
-    h = fnv1a(h, v, sizeof v);
+    h = fnv1a_le(h, &t->backbone_key, 1, sizeof t->backbone_key);
+    h = fnv1a_le(h, v, 6, sizeof v[0]);
     for (int i = 0; i < d->n; i++) {
         if (d->paths && d->paths[i]) h = fnv1a_file(h, d->paths[i]);
         else if (d->pixels) h = fnv1a(h, d->pixels + (size_t)i * d->pixel_w * d->pixel_h * 3,
@@ -621,7 +632,8 @@ static uint64_t features_key(const Trainer *t, const Dataset *d) {
     return h;
 }
 
-/* File: "RNFEAT1\n", u64 key, i64 n, i64 dim, n bytes ok, n * dim float32. */
+/* File: "RNFEAT1\n", u64 key, i64 n, i64 dim, n bytes ok, n * dim float32, all
+ * little-endian. */
 static int cache_read(const char *path, uint64_t key, Split *s, size_t fdim) {
     size_t len = 0;
     uint8_t *buf = read_file(path, &len);
@@ -630,9 +642,9 @@ static int cache_read(const char *path, uint64_t key, Split *s, size_t fdim) {
     uint64_t k = 0;
     int64_t hn = 0, hd = 0;
     if (len >= 32) {
-        memcpy(&k, buf + 8, 8);
-        memcpy(&hn, buf + 16, 8);
-        memcpy(&hd, buf + 24, 8);
+        rn_le_load(&k, buf + 8, 1, 8);
+        rn_le_load(&hn, buf + 16, 1, 8);
+        rn_le_load(&hd, buf + 24, 1, 8);
     }
     if (len != need || memcmp(buf, "RNFEAT1\n", 8) != 0 || k != key || hn != (int64_t)n ||
         hd != (int64_t)fdim) {
@@ -640,7 +652,7 @@ static int cache_read(const char *path, uint64_t key, Split *s, size_t fdim) {
         return -1;
     }
     memcpy(s->ok, buf + 32, n);
-    memcpy(s->feats, buf + 32 + n, n * fdim * sizeof(float));
+    rn_le_load(s->feats, buf + 32 + n, n * fdim, sizeof(float));
     free(buf);
     return 0;
 }
@@ -654,11 +666,11 @@ static int cache_write(const char *path, uint64_t key, const Split *s, size_t fd
     }
     int64_t hn = (int64_t)n, hd = (int64_t)fdim;
     memcpy(buf, "RNFEAT1\n", 8);
-    memcpy(buf + 8, &key, 8);
-    memcpy(buf + 16, &hn, 8);
-    memcpy(buf + 24, &hd, 8);
+    rn_le_store(buf + 8, &key, 1, 8);
+    rn_le_store(buf + 16, &hn, 1, 8);
+    rn_le_store(buf + 24, &hd, 1, 8);
     memcpy(buf + 32, s->ok, n);
-    memcpy(buf + 32 + n, s->feats, n * fdim * sizeof(float));
+    rn_le_store(buf + 32 + n, s->feats, n * fdim, sizeof(float));
     int rc = write_file_atomic(path, buf, len);
     free(buf);
     return rc;
@@ -1069,7 +1081,7 @@ static int run_phase(Run *run, Trainer *t, const PhaseCfg *pc, Split *train, Spl
         if (A.kill_after > 0 && ++run->epochs_run >= A.kill_after) {
             fprintf(stderr, "--kill-after-epochs %d: killing myself\n", A.kill_after);
             fflush(NULL);
-            raise(SIGKILL);
+            rn_kill_self();
         }
     }
     if (pc->patience > 0 && st.best_epoch >= 0 && file_exists(best_path)) {
@@ -1673,6 +1685,7 @@ static char **read_args_file(const char *path, int *argc, char **buf) {
 }
 
 int main(int argc, char **argv) {
+    rn_binary_stdout(); /* "\n" line ends on every platform (Windows: not "\r\n") */
     setvbuf(stdout, NULL, _IOLBF, 0); /* epoch lines in order with stderr's progress lines */
     set_defaults();
     if (parse_args(argc - 1, argv + 1) != 0) {

@@ -1,5 +1,6 @@
 /* util.c - errors, allocation, random numbers, files, buffers, scratch memory, progress. */
 #include "resnet.h"
+#include "platform.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -7,9 +8,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -40,9 +39,10 @@ static void out_of_memory(size_t bytes) {
 }
 
 void *rn_alloc(size_t bytes) {
-    void *p = NULL;
     if (bytes == 0) bytes = 64;
-    if (posix_memalign(&p, 64, (bytes + 63) & ~(size_t)63) != 0) out_of_memory(bytes);
+    if (bytes > SIZE_MAX - 63) out_of_memory(bytes);
+    void *p = rn_aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+    if (!p) out_of_memory(bytes);
     return p;
 }
 
@@ -155,12 +155,6 @@ void hash_fill(float *x, size_t n, uint32_t seed, float bound) {
 
 /* ---------------------------------------------------------------- time, threads, memory */
 
-double rn_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 int rn_threads(void) {
 #ifdef _OPENMP
     return omp_get_max_threads();
@@ -169,18 +163,48 @@ int rn_threads(void) {
 #endif
 }
 
-long rn_peak_rss_kb(void) {
-    struct rusage ru;
-    if (getrusage(RUSAGE_SELF, &ru) != 0) return -1;
-    return ru.ru_maxrss;
+/* ---------------------------------------------------------------- byte order */
+
+int rn_host_little_endian(void) {
+#if defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__)
+    return __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__;
+#else
+    const uint16_t one = 1;
+    return *(const uint8_t *)&one == 1;
+#endif
+}
+
+/* Host order and little-endian differ by reversing each value's bytes (or not at all), so
+ * storing and loading are the same map; two names say which way the bytes go. */
+static void le_map(void *dst, const void *src, size_t count, size_t size) {
+    if (rn_host_little_endian() || size == 1) {
+        if (dst != src && count) memmove(dst, src, count * size);
+        return;
+    }
+    if (dst != src && count) memmove(dst, src, count * size);
+    uint8_t *d = dst;
+    for (size_t i = 0; i < count; i++, d += size)
+        for (size_t k = 0; k < size / 2; k++) {
+            uint8_t t = d[k];
+            d[k] = d[size - 1 - k];
+            d[size - 1 - k] = t;
+        }
+}
+
+void rn_le_store(void *dst, const void *src, size_t count, size_t size) {
+    le_map(dst, src, count, size);
+}
+
+void rn_le_load(void *dst, const void *src, size_t count, size_t size) {
+    le_map(dst, src, count, size);
 }
 
 /* ---------------------------------------------------------------- files */
 
 int write_file_atomic(const char *path, const void *data, size_t len) {
     char tmp[1100];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, rn_pid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | RN_O_BINARY, 0644);
     if (fd < 0) {
         rn_set_error("%s: cannot create: %s", tmp, strerror(errno));
         return -1;
@@ -199,13 +223,13 @@ int write_file_atomic(const char *path, const void *data, size_t len) {
         p += w;
         left -= (size_t)w;
     }
-    if (fsync(fd) != 0 && errno != EINVAL) {
+    if (rn_fsync(fd) != 0) {
         rn_set_error("%s: fsync failed: %s", tmp, strerror(errno));
         close(fd);
         unlink(tmp);
         return -1;
     }
-    if (close(fd) != 0 || rename(tmp, path) != 0) {
+    if (close(fd) != 0 || rn_replace_file(tmp, path) != 0) {
         rn_set_error("%s: cannot write: %s", path, strerror(errno));
         unlink(tmp);
         return -1;
@@ -261,12 +285,15 @@ int write_npy_f32(const char *path, const float *data, int ndim, const int64_t *
     Buf b = {0};
     buf_put(&b, "\x93NUMPY\x01\x00", 8);
     uint16_t hl = (uint16_t)(padded - 10);
-    uint8_t hlb[2] = {(uint8_t)(hl & 0xff), (uint8_t)(hl >> 8)};
+    uint8_t hlb[2];
+    rn_le_store(hlb, &hl, 1, 2);
     buf_put(&b, hlb, 2);
     buf_put(&b, dict, (size_t)off);
     for (size_t i = header; i < padded; i++) buf_put(&b, " ", 1);
     buf_put(&b, "\n", 1);
-    buf_put(&b, data, count * sizeof(float)); /* little-endian hosts only (x86, ARM) */
+    size_t at = b.len;
+    if (count) buf_put(&b, data, count * sizeof(float));
+    rn_le_store(b.data + at, b.data + at, count, sizeof(float)); /* '<f4' on any host */
     int rc = write_file_atomic(path, b.data, b.len);
     buf_free(&b);
     return rc;
@@ -284,7 +311,7 @@ int mkdir_p(const char *path) {
         if (tmp[i] == '/' || tmp[i] == 0) {
             char c = tmp[i];
             tmp[i] = 0;
-            if (mkdir(tmp, 0755) != 0 && errno != EEXIST) {
+            if (rn_mkdir(tmp) != 0 && errno != EEXIST) {
                 rn_set_error("%s: cannot create directory: %s", tmp, strerror(errno));
                 return -1;
             }
@@ -379,7 +406,7 @@ void progress_start(Progress *p, const char *label, long total) {
     p->total = total;
     p->done = 0;
     p->t0 = p->last = rn_seconds();
-    p->tty = isatty(2);
+    p->tty = rn_isatty(2);
 }
 
 static void progress_draw(Progress *p, const char *extra, int final) {

@@ -4,14 +4,19 @@
 #   tests/run.sh build/tests/test_*           everything
 #   T=golden tests/run.sh build/tests/test_*  only the binaries and shell tests whose name
 #                                             holds "golden" (make test T=golden)
+# RUNNER runs a cross-built binary (e.g. RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu",
+# RUNNER=wine); the shell tests get it too, and EXE (".exe" for Windows builds).
+export RUNNER EXE
 passed=0; failed=0; skipped=0; bad_bins=""
 log=$(mktemp); trap 'rm -f "$log"' EXIT
 selected() { [ -z "$T" ] || case "$1" in *"$T"*) return 0 ;; *) return 1 ;; esac; }
 for t in "$@"; do
   selected "$t" || continue
   echo "== $t"
-  "$t" > "$log" 2>&1; rc=$?
+  t0=$(date +%s)
+  $RUNNER "$t" > "$log" 2>&1; rc=$?
   cat "$log"
+  echo "   ($(( $(date +%s) - t0 )) s)"
   line=$(grep '^# [0-9]* passed, [0-9]* failed' "$log" | tail -n 1)
   if [ -z "$line" ]; then failed=$((failed + 1)); bad_bins="$bad_bins $t(crashed rc=$rc)"; continue; fi
   p=$(echo "$line" | sed 's/^# \([0-9]*\) passed.*/\1/')
@@ -24,7 +29,9 @@ for s in tests/t_*.sh; do
   [ -f "$s" ] || continue
   selected "$s" || continue
   echo "== $s"
+  t0=$(date +%s)
   if sh "$s"; then passed=$((passed + 1)); echo "ok   $s"; else failed=$((failed + 1)); echo "FAIL $s"; bad_bins="$bad_bins $s"; fi
+  echo "   ($(( $(date +%s) - t0 )) s)"
 done
 [ -n "$bad_bins" ] && echo "failing:$bad_bins"
 echo "$passed passed, $failed failed, $skipped skipped"

@@ -6,7 +6,7 @@ PY=/usr/bin/python3
 SHARED=${SHARED:-../shared}
 BUILD=${BUILD:-build}
 CKPT="$SHARED/weights/cifar-resnet/resnet20-12fca82f.th"
-CHECK="$BUILD/tests/test_safetensors"
+CHECK="$BUILD/tests/test_safetensors$EXE"
 if ! [ -x "$PY" ] || ! "$PY" -c "import torch" 2>/dev/null; then
   echo "SKIP t_convert.sh: $PY has no torch"; exit 0
 fi
@@ -16,7 +16,7 @@ if ! [ -x "$CHECK" ]; then echo "t_convert.sh: $CHECK not built"; exit 1; fi
 dir=$(mktemp -d); trap 'rm -rf "$dir"' EXIT
 out="$dir/resnet20.safetensors"
 "$PY" tools/torch2safetensors.py "$CKPT" "$out" || { echo "conversion failed"; exit 1; }
-"$CHECK" --check-file "$out" cifar_resnet20 10 || { echo "strict load failed"; exit 1; }
+$RUNNER "$CHECK" --check-file "$out" cifar_resnet20 10 || { echo "strict load failed"; exit 1; }
 
 # the values are the checkpoint's, bit for bit, and the layout is the spec's
 "$PY" - "$CKPT" "$out" <<'EOF' || { echo "value check failed"; exit 1; }

@@ -5,16 +5,19 @@
 # head trained on cached features of the first one's frozen backbone.
 # Needs $BIN/train and $BIN/infer (make builds both); fails when they are missing.
 BIN=${BIN:-.}
-TRAIN="$BIN/train"
-INFER="$BIN/infer"
+TRAIN="$BIN/train$EXE"
+INFER="$BIN/infer$EXE"
+# RUNNER: an emulator for cross-built binaries (tests/run.sh)
+run_train() { $RUNNER "$TRAIN" "$@"; }
+run_infer() { $RUNNER "$INFER" "$@"; }
 for p in "$TRAIN" "$INFER"; do
   if ! [ -x "$p" ]; then echo "t_infer.sh: $p not built"; exit 1; fi
 done
 
 dir=$(mktemp -d); trap 'rm -rf "$dir"' EXIT
 export OMP_NUM_THREADS=2
-{ "$TRAIN" --make-demo-data "$dir/demo" --demo-per-class 12 --seed 3 &&
-  "$TRAIN" --make-demo-data "$dir/demo_test" --demo-per-class 5 --seed 4; } > /dev/null ||
+{ run_train --make-demo-data "$dir/demo" --demo-per-class 12 --seed 3 &&
+  run_train --make-demo-data "$dir/demo_test" --demo-per-class 5 --seed 4; } > /dev/null ||
   { echo "t_infer.sh: demo data failed"; exit 1; }
 test_dir="$dir/demo_test/train"
 
@@ -32,11 +35,11 @@ fail=0
 check_run() { # name, extra train options...
   name=$1; shift
   run="$dir/$name"
-  if ! "$TRAIN" --arch cifar_resnet20 --data "$dir/demo/train" --test "$test_dir" --batch 16 \
+  if ! run_train --arch cifar_resnet20 --data "$dir/demo/train" --test "$test_dir" --batch 16 \
        --seed 1 --out "$run" --cache-dir "$dir" "$@" > "$dir/$name.train.log" 2>&1; then
     echo "t_infer.sh: $name: train failed:"; tail -n 5 "$dir/$name.train.log"; fail=1; return
   fi
-  if ! "$INFER" --model "$run/model.safetensors" --eval "$test_dir" --out "$dir/$name.eval" \
+  if ! run_infer --model "$run/model.safetensors" --eval "$test_dir" --out "$dir/$name.eval" \
        > "$dir/$name.eval.log" 2>&1; then
     echo "t_infer.sh: $name: infer --eval failed:"; tail -n 5 "$dir/$name.eval.log"; fail=1; return
   fi

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "platform.h"
+
 static int test_case_failed, test_cases_passed, test_cases_failed, test_cases_skipped;
 static const char *test_skip_reason;
 
@@ -50,9 +52,24 @@ static inline const char *test_shared_dir(void) {
     if (!s || !*s) s = "../shared";
     char p[1024];
     snprintf(p, sizeof p, "%s/data", s);
-    FILE *f = fopen(p, "r");
-    if (!f) return NULL;
-    fclose(f);
-    return s;
+    RnFileInfo fi; /* fopen cannot open a directory on Windows */
+    return rn_file_info(p, &fi) == 0 && fi.kind == RN_FILE_DIR ? s : NULL;
+}
+
+/* RN_TEST_EMULATED=1 (tools/cross.sh): the binary runs under qemu or wine, where the
+ * ResNet-50-sized cases take many minutes; they run on x86-64 and are left out there. */
+static inline int test_emulated(void) {
+    const char *e = getenv("RN_TEST_EMULATED");
+    return e && strcmp(e, "1") == 0;
+}
+
+/* A new directory for a test's files, $TMPDIR (or /tmp)/NAME.PID.N, in out; 0 or -1.
+ * (mkdtemp and mkstemp are POSIX only.) */
+static inline int test_temp_dir(char *out, size_t n, const char *name) {
+    static int serial;
+    const char *base = getenv("TMPDIR");
+    if (!base || !*base) base = "/tmp";
+    snprintf(out, n, "%s/%s.%ld.%d", base, name, rn_pid(), serial++);
+    return mkdir_p(out);
 }
 #endif

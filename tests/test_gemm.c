@@ -3,6 +3,7 @@
  * picks by shape (packed or in-place operands, narrow panels, transposed output), and
  * bit-identical results for 1 and 2 threads. */
 #include "resnet.h"
+#include "simd.h"
 #include "test.h"
 #ifdef _OPENMP
 #include <omp.h>
@@ -169,11 +170,61 @@ static void test_thread_count_independence(void) {
 #endif
 }
 
+/* simd.h's macro layer against its definitions, lane by lane, on this build's unit. */
+static void test_simd_macros(void) {
+    float p[4 * VLEN], q[4 * VLEN];
+    for (int i = 0; i < 4 * VLEN; i++) p[i] = (float)(i + 1) * (i % 2 ? -0.5f : 1.0f);
+    vstore(q, vfma(vload(p), vload(p + VLEN), vset1(2.0f)));
+    for (int i = 0; i < VLEN; i++) CHECK(q[i] == fmaf(p[i], p[VLEN + i], 2.0f));
+    float s = vsum(vload(p)), want = 0;
+    for (int i = 0; i < VLEN; i++) want += p[i];
+    CHECK(s == want); /* small integers and halves: exact in any order */
+    vstore(q, vload_even(p));
+    for (int i = 0; i < VLEN; i++) CHECK(q[i] == p[2 * i]);
+    VF r[VLEN];
+    float blk[VLEN * VLEN];
+    for (int i = 0; i < VLEN; i++) r[i] = vload(p + i); /* row i: p[i..i + VLEN) */
+    vtranspose(r);
+    for (int i = 0; i < VLEN; i++) vstore(blk + i * VLEN, r[i]);
+    for (int i = 0; i < VLEN; i++)
+        for (int j = 0; j < VLEN; j++) CHECK(blk[i * VLEN + j] == p[j + i]);
+    VF v[4];
+    for (int k = 0; k < 4; k++) v[k] = vload(p + k * VLEN);
+    vdeinterleave4(v);
+    for (int k = 0; k < 4; k++) {
+        vstore(q, v[k]);
+        for (int i = 0; i < VLEN; i++) CHECK(q[i] == p[4 * i + k]);
+    }
+    vinterleave4(v);
+    for (int k = 0; k < 4; k++) {
+        vstore(q, v[k]);
+        for (int i = 0; i < VLEN; i++) CHECK(q[i] == p[k * VLEN + i]);
+    }
+    for (int start = -VLEN - 1; start <= 3 * VLEN; start++) {
+        int n = 2 * VLEN - 1;
+        vstore(q, vload_part(p, start, n));
+        for (int i = 0; i < VLEN; i++)
+            CHECK(q[i] == (start + i >= 0 && start + i < n ? p[start + i] : 0.0f));
+        float row[4 * VLEN];
+        for (int i = 0; i < 4 * VLEN; i++) row[i] = -7.0f;
+        vstore_part(row, start, n, vset1(3.0f));
+        for (int i = 0; i < 4 * VLEN; i++)
+            CHECK(row[i] == (i >= start && i < start + VLEN && i < n ? 3.0f : -7.0f));
+    }
+    /* ReLU as vmax(x, 0): negatives and NaN give 0 on every unit */
+    for (int i = 0; i < VLEN; i++) q[i] = i % 3 == 0 ? NAN : i % 3 == 1 ? -1.0f : 2.5f;
+    vstore(q, vmax(vload(q), vzero()));
+    for (int i = 0; i < VLEN; i++) CHECK(q[i] == (i % 3 == 2 ? 2.5f : 0.0f));
+}
+
 static void test_simd_name(void) {
     const char *s = simd_name();
-    CHECK(!strcmp(s, "avx512") || !strcmp(s, "avx2") || !strcmp(s, "scalar"));
+    CHECK(!strcmp(s, "avx512") || !strcmp(s, "avx2") || !strcmp(s, "neon") ||
+          !strcmp(s, "scalar"));
 #if defined(RN_SIMD) && RN_SIMD == 0
     CHECK(!strcmp(s, "scalar"));
+#elif defined(__aarch64__) && defined(__ARM_NEON)
+    CHECK(!strcmp(s, "neon")); /* SIMD=1 on AArch64 runs the NEON kernels */
 #endif
     printf("     simd: %s\n", s);
 }
@@ -187,6 +238,7 @@ int main(void) {
     RUN(test_beta_zero_ignores_nan);
     RUN(test_degenerate);
     RUN(test_thread_count_independence);
+    RUN(test_simd_macros);
     RUN(test_simd_name);
     return test_summary();
 }

@@ -19,10 +19,17 @@
 
 #include <stdint.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
+#ifndef _WIN32
+#include <sys/wait.h>
+#endif
 
 #define S_LOGIT 4.0f
+#ifdef _WIN32
+#define RN_EXE_SUFFIX ".exe"
+#else
+#define RN_EXE_SUFFIX ""
+#endif
 static char tmp[256];
 static char infer_bin[1024];
 
@@ -347,19 +354,33 @@ static void make_fixtures(void) {
     fixtures_ok = !test_case_failed;
 }
 
-/* Run "infer ARGS" in tmp; stdout returned (caller frees), stderr kept in tmp/stderr.txt. */
+/* Run "infer ARGS" in tmp; stdout returned (caller frees), stderr kept in tmp/stderr.txt.
+ * Through sh, or cmd.exe on Windows. */
 static char *run_infer(const char *args, int *status) {
     char cmd[4096];
-    snprintf(cmd, sizeof cmd, "cd '%s' && OMP_NUM_THREADS=2 '%s' %s 2> stderr.txt", tmp, infer_bin, args);
+#ifdef _WIN32
+    _putenv("OMP_NUM_THREADS=2");
+    snprintf(cmd, sizeof cmd, "cd /d \"%s\" && \"%s" RN_EXE_SUFFIX "\" %s 2> stderr.txt", tmp, infer_bin, args);
+    FILE *p = _popen(cmd, "rb");
+#else
+    /* RUNNER (tests/run.sh): the emulator a cross-built infer runs under */
+    const char *runner = getenv("RUNNER");
+    snprintf(cmd, sizeof cmd, "cd '%s' && OMP_NUM_THREADS=2 %s '%s' %s 2> stderr.txt", tmp,
+             runner ? runner : "", infer_bin, args);
     FILE *p = popen(cmd, "r");
+#endif
     if (!p) { *status = -1; return NULL; }
     Buf b = {0};
     char chunk[4096];
     size_t n;
     while ((n = fread(chunk, 1, sizeof chunk, p)) > 0) buf_put(&b, chunk, n);
     buf_put(&b, "", 1);
+#ifdef _WIN32
+    *status = _pclose(p);
+#else
     int st = pclose(p);
     *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+#endif
     return b.data;
 }
 
@@ -566,7 +587,7 @@ static void test_classify_formats(void) {
         CHECK(strstr(header, "'descr': '<f4'") && strstr(header, "'fortran_order': False") &&
               strstr(header, "'shape': (3, 3)"));
         float l[9];
-        memcpy(l, npy + 10 + hl, sizeof l);
+        rn_le_load(l, npy + 10 + hl, 9, sizeof *l); /* '<f4' on any host */
         /* comp.png (96x32) is center-cropped to its red middle third... resized shorter
          * side 32 -> 96x32, crop x 32..63: red */
         for (int c = 0; c < 3; c++) {
@@ -585,7 +606,7 @@ static void test_classify_formats(void) {
         snprintf(header, sizeof header, "%.*s", hl < 255 ? hl : 255, (const char *)npy + 10);
         CHECK(strstr(header, "'shape': (3, 64)") && (size_t)(10 + hl) + 3 * 64 * 4 == len);
         float f[64];
-        memcpy(f, npy + 10 + hl + 64 * 4, sizeof f); /* small.png: green */
+        rn_le_load(f, npy + 10 + hl + 64 * 4, 64, sizeof *f); /* small.png: green */
         for (int c = 0; c < 64; c++) CHECK_CLOSE(f[c], c == 25 ? 1 / sqrt(1 + model_eps) : 0, 1e-5);
     }
     free(npy);
@@ -680,7 +701,13 @@ static void test_imagenet_names(void) {
     CHECK(net_save_weights(net, path, NULL, NULL, 0) == 0);
     net_free(net);
     snprintf(args, sizeof args, "--arch cifar_resnet20 --weights bare1000.safetensors --json --topk 1 red.png");
+#ifdef _WIN32
+    char env[1100];
+    snprintf(env, sizeof env, "SHARED=%s", abs_shared);
+    _putenv(env);
+#else
     setenv("SHARED", abs_shared, 1);
+#endif
     int st;
     char *out = run_infer(args, &st);
     JVal v;
@@ -798,15 +825,16 @@ int main(void) {
     if (bin[0] != '/' && !getcwd(cwd, sizeof cwd)) snprintf(cwd, sizeof cwd, "."); /* commands run inside tmp */
     snprintf(infer_bin, sizeof infer_bin, "%s%s%.700s/infer", bin[0] == '/' ? "" : cwd,
              bin[0] == '/' ? "" : "/", bin);
-    snprintf(tmp, sizeof tmp, "/tmp/test_infer.XXXXXX");
-    if (!mkdtemp(tmp)) {
-        perror("mkdtemp");
+    if (test_temp_dir(tmp, sizeof tmp, "test_infer") != 0) {
+        fprintf(stderr, "%s\n", rn_error());
         return 1;
     }
     struct stat st;
     RUN(test_json_parser);
     RUN(make_fixtures);
-    if (stat(infer_bin, &st) != 0) {
+    char infer_file[1100];
+    snprintf(infer_file, sizeof infer_file, "%s%s", infer_bin, RN_EXE_SUFFIX);
+    if (stat(infer_file, &st) != 0) {
         fprintf(stderr, "  %s not found (build it first, or set BIN)\n", infer_bin);
         fixtures_ok = 0;
         test_cases_failed++;
@@ -820,7 +848,11 @@ int main(void) {
     RUN(test_reference_and_dump);
     if (!test_cases_failed) {
         char cmd[512];
+#ifdef _WIN32
+        snprintf(cmd, sizeof cmd, "rmdir /s /q \"%s\"", tmp);
+#else
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+#endif
         if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);
     } else fprintf(stderr, "files kept in %s\n", tmp);
     return test_summary();

@@ -267,12 +267,14 @@ static void test_json_and_text(void) {
     CHECK(strstr(b.data, "\"classes\":[\"0\",\"1\",\"2\"]") != NULL);
     buf_free(&b);
 
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
+    FILE *f = tmpfile();
     CHECK(f != NULL);
     if (!f) { metrics_free(&m); return; }
     metrics_print_report(&m, names3, f);
+    long len = ftell(f);
+    char *text = calloc(1, len > 0 ? (size_t)len + 1 : 1);
+    rewind(f);
+    CHECK(len > 0 && fread(text, 1, (size_t)len, f) == (size_t)len);
     fclose(f);
     CHECK(strstr(text, "   precision    recall  f1-score   support") != NULL);
     CHECK(strstr(text, "         cat     0.5000    0.6667    0.5714         3") != NULL);
@@ -318,9 +320,9 @@ static void check_html(const char *html, int min_svgs) {
 }
 
 static void test_report_files(void) {
-    char dir[] = "/tmp/test_metrics_XXXXXX";
-    if (!mkdtemp(dir)) SKIP("cannot create a temporary directory");
-    char html_path[128], json_path[128];
+    char dir[256];
+    if (test_temp_dir(dir, sizeof dir, "test_metrics") != 0) SKIP("cannot create a temporary directory");
+    char html_path[300], json_path[300];
     snprintf(html_path, sizeof html_path, "%s/report.html", dir);
     snprintf(json_path, sizeof json_path, "%s/metrics.json", dir);
 
@@ -394,14 +396,14 @@ static void test_report_files(void) {
     CHECK(tmp_files_left(dir) == 0);
 
     /* a missing directory is an error with a message, not a crash */
-    char bad[160];
+    char bad[300];
     snprintf(bad, sizeof bad, "%s/missing/report.html", dir);
     CHECK(report_write_html(&r, bad) == -1);
     CHECK(strstr(rn_error(), "missing") != NULL);
 
-    unlink(html_path);
-    unlink(json_path);
-    rmdir(dir);
+    remove(html_path);
+    remove(json_path);
+    remove(dir);
     metrics_free(&test);
     metrics_free(&val);
 }
@@ -430,14 +432,15 @@ static void test_report_many_classes(void) {
     CHECK(m.macro_auc > 0.5 && m.macro_auc <= 1);
     EpochRecord one = {1, 0, 2.5, 0.3, 2.4, 0.31, 0.1, 10};
     Report r = {"many", names, K, &m, NULL, &one, 1, NULL, 0, NULL, NULL, 0, NULL};
-    char path[] = "/tmp/test_metrics_many_XXXXXX";
-    int fd = mkstemp(path);
-    if (fd >= 0) close(fd);
-    CHECK(fd >= 0 && report_write_html(&r, path) == 0);
+    char dir[256], path[300];
+    int made = test_temp_dir(dir, sizeof dir, "test_metrics_many") == 0;
+    snprintf(path, sizeof path, "%s/report.html", dir);
+    CHECK(made && report_write_html(&r, path) == 0);
     char *html = read_text(path);
     if (html) check_html(html, 4);
     free(html);
-    unlink(path);
+    remove(path);
+    remove(dir);
     metrics_free(&m);
     for (int c = 0; c < K; c++) free(names[c]);
     free(names);
@@ -451,10 +454,9 @@ static void test_report_odd_histories(void) {
                            {3, 1, 0.5, 1.0, 0.5, 1.0, 0.1, 1}};
     EpochRecord odd[3] = {{5, 0, 1e15, 85.0, 1e15, 80.0, 0.1, 1}, {1, 1, 1e15 + 1, 90.0, -3, 1, 0, 1},
                           {1, 1, 1e15, 95.0, INFINITY, -INFINITY, 0, 1}};
-    char path[] = "/tmp/test_metrics_hist_XXXXXX";
-    int fd = mkstemp(path);
-    if (fd < 0) SKIP("cannot create a temporary file");
-    close(fd);
+    char dir[256], path[300];
+    if (test_temp_dir(dir, sizeof dir, "test_metrics_hist") != 0) SKIP("cannot create a temporary directory");
+    snprintf(path, sizeof path, "%s/report.html", dir);
     const EpochRecord *cases[2] = {flat, odd};
     for (int c = 0; c < 2; c++) {
         Report r = {.title = "odd", .history = cases[c], .n_history = 3};
@@ -467,7 +469,8 @@ static void test_report_odd_histories(void) {
         }
         free(html);
     }
-    unlink(path);
+    remove(path);
+    remove(dir);
 }
 
 int main(void) {

@@ -188,7 +188,18 @@ static void test_names_and_defaults(void) {
     CHECK(s.momentum == 0.9f && s.nesterov == 0 && s.weight_decay == 0.0f);
 }
 
+/* fmaf (the optimizers' multiply-add, as torch's) rounds once: (1 + 2^-12)^2 - 1 is
+ * 2^-11 + 2^-24 exactly, where a product rounded to float first loses the 2^-24 (a tie,
+ * to even). */
+static void test_fma_rounds_once(void) {
+    volatile float a = 1.0f + ldexpf(1.0f, -12), c = -1.0f;
+    CHECK(fmaf(a, a, c) == ldexpf(1.0f, -11) + ldexpf(1.0f, -24));
+    volatile float big = 3.0e38f;
+    CHECK(isinf(fmaf(big, big, 1.0f)) && fmaf(0.0f, 0.0f, -0.0f) == 0.0f);
+}
+
 int main(void) {
+    RUN(test_fma_rounds_once);
     RUN(test_names_and_defaults);
     RUN(test_sgd_momentum);
     RUN(test_sgd_nesterov);

@@ -102,7 +102,9 @@ static void test_roundtrip(void) {
     CHECK(t && memcmp(back, a, sizeof a) == 0);
     t = st_find(&f, "step");
     CHECK(t && t->dtype == ST_I64 && strcmp(t->dtype_name, "I64") == 0);
-    CHECK(t && t->end - t->begin == 32 && memcmp(f.data + t->begin, ints, 32) == 0);
+    uint8_t ints_le[32];
+    rn_le_store(ints_le, ints, 4, 8);
+    CHECK(t && t->end - t->begin == 32 && memcmp(f.data + t->begin, ints_le, 32) == 0);
     CHECK(t && st_read_f32(&f, t, back) == -1 && contains(rn_error(), "'step'"));
     t = st_find(&f, "scalar");
     CHECK(t && t->ndim == 0 && st_read_f32(&f, t, back) == 0 && back[0] == 42.0f);
@@ -257,7 +259,7 @@ static void test_f16_bf16(void) {
         data[24 + 2 * i] = bf16[i] & 0xff;
         data[25 + 2 * i] = bf16[i] >> 8;
     }
-    memcpy(data + 34, f64, 16); /* little-endian host */
+    rn_le_store(data + 34, f64, 2, 8);
     StFile f;
     CHECK(st_parse(buf, len, "half", &f) == 0);
     free(buf);
@@ -275,7 +277,8 @@ static void test_f16_bf16(void) {
     CHECK(x[0] == 1.0f && x[1] == -3.140625f && isinf(x[2]));
     CHECK(x[3] == ldexpf(1.0f, -133) && isnan(x[4]));
     CHECK(st_read_f32(&f, st_find(&f, "d"), x) == 0);
-    CHECK(x[0] == 0.1f && isinf(x[1]) && x[1] < 0);
+    CHECK(x[0] == (float)0.1 && /* the cast: FLT_EVAL_METHOD 1 keeps 0.1f a double */
+          isinf(x[1]) && x[1] < 0);
     st_close(&f);
 }
 
@@ -684,10 +687,75 @@ static int check_converted(const char *path, const char *arch, int classes) {
     return rc ? 1 : 0;
 }
 
+/* Files written on one host and read on another: tests/fixtures/le_sample.safetensors and
+ * le_sample.npy were written by this code on x86-64 (--write-fixtures DIR). Every host
+ * must read the same values from them, and write the same bytes again (so the files it
+ * writes read back on x86-64). */
+static const float sample_f32[5] = {1.5f, -2.25f, 3.0e-39f, 65504.0f, -0.0f};
+static const int64_t sample_i64[3] = {-2, 0x0102030405060708LL, INT64_MIN};
+
+static int write_samples(const char *st_path, const char *npy_path) {
+    const int64_t f_shape[1] = {5}, i_shape[1] = {3}, npy_shape[2] = {1, 5};
+    StWriter w;
+    st_writer_init(&w);
+    st_writer_meta(&w, "written_on", "x86-64");
+    st_writer_add_f32(&w, "f32", 1, f_shape, sample_f32);
+    st_writer_add_i64(&w, "i64", 1, i_shape, sample_i64);
+    int rc = st_writer_save(&w, st_path);
+    st_writer_free(&w);
+    return rc != 0 ? rc : write_npy_f32(npy_path, sample_f32, 2, npy_shape);
+}
+
+static void test_cross_host_files(void) {
+    const char *dir = getenv("RN_FIXTURES");
+    char st_path[600], npy_path[600];
+    snprintf(st_path, sizeof st_path, "%s/le_sample.safetensors", dir && *dir ? dir : "tests/fixtures");
+    snprintf(npy_path, sizeof npy_path, "%s/le_sample.npy", dir && *dir ? dir : "tests/fixtures");
+    StFile f;
+    int opened = st_open(st_path, &f) == 0;
+    CHECK_MSG(opened, "%s", rn_error());
+    if (!opened) return;
+    float x[5];
+    uint64_t u[3];
+    const StTensor *t = st_find(&f, "f32");
+    CHECK(t && st_read_f32(&f, t, x) == 0 && memcmp(x, sample_f32, sizeof x) == 0);
+    t = st_find(&f, "i64");
+    CHECK(t && t->dtype == ST_I64 && t->end - t->begin == 24);
+    if (t && t->end - t->begin == 24) {
+        rn_le_load(u, f.data + t->begin, 3, 8);
+        for (int i = 0; i < 3; i++) CHECK(u[i] == (uint64_t)sample_i64[i]);
+        /* the bytes themselves: least significant first */
+        CHECK(f.data[t->begin + 8] == 0x08 && f.data[t->begin + 15] == 0x01);
+    }
+    st_close(&f);
+    size_t n_npy = 0, n_st = 0, m_npy = 0, m_st = 0;
+    uint8_t *npy = read_file(npy_path, &n_npy), *stf = read_file(st_path, &n_st);
+    CHECK(npy && n_npy == 128 + 20);
+    if (npy && n_npy == 128 + 20) {
+        float y[5];
+        rn_le_load(y, npy + 128, 5, 4);
+        CHECK(memcmp(y, sample_f32, sizeof y) == 0 && npy[8] == 118 && npy[9] == 0);
+    }
+    const char *st2 = rn_strdup(tmp_path("le_sample.safetensors"));
+    CHECK(write_samples(st2, tmp_path("le_sample.npy")) == 0);
+    uint8_t *npy2 = read_file(tmp_path("le_sample.npy"), &m_npy), *stf2 = read_file(st2, &m_st);
+    CHECK_MSG(stf && stf2 && n_st == m_st && memcmp(stf, stf2, n_st) == 0,
+              "this host writes other safetensors bytes than x86-64 did");
+    CHECK_MSG(npy && npy2 && n_npy == m_npy && memcmp(npy, npy2, n_npy) == 0,
+              "this host writes other .npy bytes than x86-64 did");
+    free(npy), free(stf), free(npy2), free(stf2), free((void *)st2);
+}
+
 int main(int argc, char **argv) {
     (void)test_shared_dir; /* every test needed here is self-contained */
     if (argc == 5 && strcmp(argv[1], "--check-file") == 0)
         return check_converted(argv[2], argv[3], atoi(argv[4]));
+    if (argc == 3 && strcmp(argv[1], "--write-fixtures") == 0) {
+        char a[600], b[600];
+        snprintf(a, sizeof a, "%s/le_sample.safetensors", argv[2]);
+        snprintf(b, sizeof b, "%s/le_sample.npy", argv[2]);
+        return write_samples(a, b) == 0 ? 0 : 1;
+    }
     RUN(test_roundtrip);
     RUN(test_json_features);
     RUN(test_rejects);
@@ -698,6 +766,7 @@ int main(int argc, char **argv) {
     RUN(test_f16_weights);
     RUN(test_checkpoint_resume);
     RUN(test_model_file);
+    RUN(test_cross_host_files);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
     if (tmp_dir[0] && system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp_dir);
