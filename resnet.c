@@ -161,8 +161,10 @@ static int param_add(Net *net, const char *prefix, const char *suffix, int ndim,
         p->shape[d] = shape[d];
         p->numel *= shape[d];
     }
-    p->data = rn_calloc((size_t)p->numel, sizeof(float));
-    p->grad = is_buffer ? NULL : rn_calloc((size_t)p->numel, sizeof(float));
+    if (!net->shapes_only) {
+        p->data = rn_calloc((size_t)p->numel, sizeof(float));
+        p->grad = is_buffer ? NULL : rn_calloc((size_t)p->numel, sizeof(float));
+    }
     p->is_buffer = is_buffer;
     p->stage = stage;
     return idx;
@@ -173,7 +175,7 @@ static int param_add(Net *net, const char *prefix, const char *suffix, int ndim,
  * f = sqrt(-2 ln(s) / s) are independent standard normals. */
 static void fill_normal(Param *p, float std, Rng *rng) {
     const double scale = 1.0 / 4503599627370496.0; /* 2^-52 */
-    for (int64_t i = 0; i < p->numel;) {
+    for (int64_t i = 0; p->data && i < p->numel;) {
         double u = (double)(rng_next(rng) >> 11) * scale - 1.0;
         double v = (double)(rng_next(rng) >> 11) * scale - 1.0;
         double s = u * u + v * v;
@@ -185,11 +187,12 @@ static void fill_normal(Param *p, float std, Rng *rng) {
 }
 
 static void fill_uniform(Param *p, float bound, Rng *rng) {
-    for (int64_t i = 0; i < p->numel; i++) p->data[i] = (2.0f * rng_uniform(rng) - 1.0f) * bound;
+    for (int64_t i = 0; p->data && i < p->numel; i++)
+        p->data[i] = (2.0f * rng_uniform(rng) - 1.0f) * bound;
 }
 
 static void fill_const(Param *p, float v) {
-    for (int64_t i = 0; i < p->numel; i++) p->data[i] = v;
+    for (int64_t i = 0; p->data && i < p->numel; i++) p->data[i] = v;
 }
 
 /* Conv2d(in_c, out_c, k, stride, pad, bias). torchvision's init: weight ~ N(0, 2 / fan_out)
@@ -437,7 +440,8 @@ static int check_classes(int num_classes) {
     return 0;
 }
 
-Net *resnet_create(const char *arch, int num_classes, const HeadSpec *head, uint64_t seed) {
+static Net *build_resnet(const char *arch, int num_classes, const HeadSpec *head,
+                         uint64_t seed, int shapes_only) {
     const ArchInfo *a = arch_find(arch);
     if (!a) {
         char known[512] = "";
@@ -450,6 +454,7 @@ Net *resnet_create(const char *arch, int num_classes, const HeadSpec *head, uint
     }
     if (check_classes(num_classes) || head_check(head)) return NULL;
     Net *net = net_new(arch, num_classes, 3, seed);
+    net->shapes_only = shapes_only;
     Rng rng;
     rng_seed(&rng, seed);
     int x = node_add(net, OP_INPUT, "input", STAGE_STEM, -1, -1);
@@ -497,6 +502,14 @@ Net *resnet_create(const char *arch, int num_classes, const HeadSpec *head, uint
         head_build(net, &rng, head, x, c, num_classes, a->cifar ? "linear" : "fc");
     }
     return net;
+}
+
+Net *resnet_create(const char *arch, int num_classes, const HeadSpec *head, uint64_t seed) {
+    return build_resnet(arch, num_classes, head, seed, 0);
+}
+
+Net *resnet_describe(const char *arch, int num_classes, const HeadSpec *head) {
+    return build_resnet(arch, num_classes, head, 0, 1);
 }
 
 Net *head_create(int c, int h, int w, int num_classes, const HeadSpec *head, uint64_t seed) {
