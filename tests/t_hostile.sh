@@ -88,6 +88,19 @@ cp -r "$T/data/train" "$T/rel/a${nl}b"
 (cd "$T" && "$TRAIN" --resume rel/run > "$T/rel.log" 2>&1); st=$?
 expect 0 "resumed phase 1 after epoch 1" "$T/rel.log" "relative path with a newline resumed from elsewhere"
 
+# evaluation after a resume with nothing left to train: the same metrics as without the
+# kill (the fine-tuned net's evaluation went through the training plan in one process and
+# the inference plan in the other)
+FT="$RUN --data $T/data/train --epochs 1 --finetune-epochs 2 --unfreeze 1 --finetune-lr 0.001"
+"$TRAIN" $FT --out "$T/ft1" > "$T/ft1.log" 2>&1 || fail "fine-tune run failed"
+("$TRAIN" $FT --out "$T/ft2" --kill-after-epochs 3; true) > /dev/null 2>&1
+"$TRAIN" --resume "$T/ft2" > "$T/ft2.log" 2>&1; st=$?
+masked() { sed -e 's/"seconds":[^,}]*/"seconds":_/g' -e 's/"notes":.*/"notes":_}/' "$1"; }
+masked "$T/ft1/metrics.json" > "$T/ft1.json"
+masked "$T/ft2/metrics.json" > "$T/ft2.json" 2> /dev/null
+if [ "$st" -eq 0 ] && cmp -s "$T/ft1.json" "$T/ft2.json"; then ok "evaluation after a resume with nothing left: same metrics"
+else diff "$T/ft1.json" "$T/ft2.json" | head -n 4; fail "evaluation after a resume differs"; fi
+
 # a class folder that is not UTF-8: refused before training, nothing written
 cp -r "$T/data/train" "$T/latin"
 mv "$T/latin/circle" "$(printf '%s/latin/caf\351' "$T")"
