@@ -20,12 +20,14 @@ SHARED  ?= ../shared
 # Where stb_image.h / stb_image_resize.h live (Debian/Ubuntu libstb-dev: /usr/include/stb).
 STB_DIR ?= $(firstword $(wildcard /usr/include/stb /usr/local/include/stb third_party/stb))
 
+# -Wno-missing-field-initializers: ConvSpec and friends are filled positionally, trailing
+# fields (e.g. ConvSpec.groups) left to their zero default, as C99 defines.
 # CFLAGS / LDFLAGS given on the command line (e.g. sanitizers, -Werror) are added to, not
 # replace, the flags the project needs: hence `override`.
 CFLAGS  ?= -O2 -g
 # -fno-math-errno: sqrtf and friends never set errno, so loops calling them vectorise
 # (results are unchanged: IEEE sqrt is correctly rounded either way).
-override CFLAGS += -std=c99 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Wno-unused-parameter -pthread \
+override CFLAGS += -std=c99 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -pthread \
                    -fno-math-errno
 override LDLIBS += -lm -pthread
 

@@ -26,7 +26,8 @@ typedef enum { OUT_TABLE, OUT_JSON, OUT_CSV } OutFormat;
 typedef struct {
     const char *model, *arch, *weights, *labels, *eval_dir, *out_dir;
     const char *save_logits, *save_features, *preprocess;
-    int img_size, batch, topk, threads, patch, stride, winograd;
+    int img_size, batch, topk, threads, patch, stride, winograd, reference;
+    const char *dump_nodes;
     float crop_pct, secondary_threshold;
     OutFormat format;
     const char **inputs;
@@ -42,7 +43,7 @@ static void usage(FILE *f) {
         "model\n"
         "  --model FILE          model written by train: architecture, head, classes and\n"
         "                        preprocessing come from the file\n"
-        "  --arch NAME           bare backbone: resnet18|34|50|101|152, cifar_resnet20|32|44|56|110\n"
+        "  --arch NAME           bare backbone (the architectures are listed at the end)\n"
         "  --weights FILE        its weights (torchvision names); the class count is read from\n"
         "                        the file's fc/linear weight; 1000 classes get ImageNet names\n"
         "  --labels FILE         class names, one a line (default for 1000 classes:\n"
@@ -59,6 +60,10 @@ static void usage(FILE *f) {
         "  --save-features F.npy pooled backbone features [N, C] float32, input order\n"
         "  --batch N             images per forward pass (default 8)\n"
         "  --threads N           decoding threads (default: OMP_NUM_THREADS or all cores)\n"
+        "  --reference           run the reference network: naive kernels (conv2d_*_ref,\n"
+        "                        sgemm_ref), layer by layer; slow, for checking the fast path\n"
+        "  --dump-nodes F.safetensors  every node's output for the first batch of inputs, under\n"
+        "                        torchvision's module names (compare: tools/compare_dump.py)\n"
         "  --winograd 0|1        3x3 stride-1 convs by Winograd F(4x4,3x3): about 20%% faster\n"
         "                        at 224 px, rounding within ~1e-6 of the direct sum (default 1\n"
         "                        in SIMD builds); 0: im2col + GEMM, the reference's exact operations\n"
@@ -84,6 +89,9 @@ static void usage(FILE *f) {
         "                        cell in the colour of its class, with a legend of class names.\n"
         "                        --json gives per image: major, major_share, secondary [{class,\n"
         "                        share}], grid {patch, stride, rows, cols, x, y, classes, probs}.\n");
+    char known[1024];
+    arch_list(known, sizeof known);
+    fprintf(f, "\narchitectures: %s\n", known);
 }
 
 static int parse_int(const char *s, const char *flag, int lo, int hi, int *out) {
@@ -141,6 +149,8 @@ static int parse_args(int argc, char **argv, Options *o) {
         else if (!strcmp(a, "--stride")) { NEED_VALUE(); if (parse_int(v, a, 1, RN_MAX_IMAGE_SIDE, &o->stride)) return -1; }
         else if (!strcmp(a, "--crop-pct")) { NEED_VALUE(); if (parse_float(v, a, 0.05f, 1.0f, &o->crop_pct)) return -1; }
         else if (!strcmp(a, "--secondary-threshold")) { NEED_VALUE(); if (parse_float(v, a, 0.0f, 1.0f, &o->secondary_threshold)) return -1; }
+        else if (!strcmp(a, "--dump-nodes")) { NEED_VALUE(); o->dump_nodes = v; }
+        else if (!strcmp(a, "--reference")) o->reference = 1;
         else if (!strcmp(a, "--json")) o->format = OUT_JSON;
         else if (!strcmp(a, "--csv")) o->format = OUT_CSV;
         else if (a[0] == '-' && a[1] == '-') { fprintf(stderr, "infer: unknown option %s (see --help)\n", a); return -1; }
@@ -161,6 +171,10 @@ static int parse_args(int argc, char **argv, Options *o) {
     }
     if (o->eval_dir && o->patch) {
         fprintf(stderr, "infer: --eval and --patches are separate modes; run them one at a time\n");
+        return -1;
+    }
+    if (o->dump_nodes && (o->eval_dir || o->patch)) {
+        fprintf(stderr, "infer: --dump-nodes applies to classifying images, not --eval or --patches\n");
         return -1;
     }
     if (o->patch && (o->save_logits || o->save_features)) {
@@ -203,7 +217,8 @@ static char **read_lines(const char *path, int *n_out) {
 static Net *net_for_weights(const char *path, const char *arch, int *k_out) {
     StFile f;
     if (st_open(path, &f) != 0) return NULL;
-    const char *name = arch_is_cifar(arch) ? "linear.weight" : "fc.weight";
+    char name[64];
+    snprintf(name, sizeof name, "%s.weight", arch_find(arch)->classifier);
     const StTensor *t = st_find(&f, name);
     Net *net = NULL;
     if (!t || t->ndim != 2) {
@@ -234,8 +249,11 @@ static Net *load_model(const Options *o, ModelInfo *info) {
         net = model_load(o->model, info);
         if (!net) return NULL;
     } else {
-        if (!arch_is_known(o->arch)) {
-            rn_set_error("unknown --arch '%s'", o->arch);
+        const ArchSpec *a = arch_find(o->arch);
+        if (!a) {
+            char known[1024];
+            arch_list(known, sizeof known);
+            rn_set_error("unknown --arch '%s' (known: %s)", o->arch, known);
             return NULL;
         }
         int k = 0;
@@ -244,9 +262,10 @@ static Net *load_model(const Options *o, ModelInfo *info) {
         snprintf(info->arch, sizeof info->arch, "%s", o->arch);
         info->num_classes = k;
         info->head.type = HEAD_LINEAR;
-        info->prep.kind = PREP_TORCHVISION;
-        info->prep.size = arch_is_cifar(o->arch) ? 32 : 224;
-        info->prep.crop_pct = 0.875f;
+        /* the preprocessing the architecture's published weights expect */
+        if (prep_parse(a->preprocess, &info->prep.kind) != 0) info->prep.kind = PREP_TORCHVISION;
+        info->prep.size = a->size;
+        info->prep.crop_pct = a->crop_pct;
     }
     /* command-line preprocessing overrides the defaults (and, with a warning, a model's) */
     if (o->img_size) {
@@ -532,10 +551,38 @@ static void print_results(const Results *r, const Dataset *ds, char **names, con
     free(top);
 }
 
+/* --dump-nodes: the first batch of the inputs that decode, through net_dump_forward. */
+static int dump_first_batch(Net *net, const ModelInfo *info, const Dataset *ds, const Options *o) {
+    const int size = info->prep.size;
+    const size_t per = (size_t)3 * size * size;
+    float *x = rn_alloc(sizeof(float) * (size_t)o->batch * per);
+    int n = 0;
+    for (int i = 0; i < ds->n && n < o->batch; i++) {
+        Image img;
+        char why[256];
+        if (dataset_load_image(ds, i, &img, why, sizeof why) != 0) continue;
+        preprocess_image(&img, &info->prep, NULL, NULL, x + (size_t)n++ * per);
+        image_free(&img);
+    }
+    int rc = -1;
+    if (n == 0) rn_set_error("--dump-nodes: none of the inputs could be decoded");
+    else if (net_plan(net, n, size, size, 0) == 0 && net_dump_forward(net, x, n, o->dump_nodes) == 0) {
+        fprintf(stderr, "infer: wrote %s (%d nodes, %d images)\n", o->dump_nodes, net->n_nodes, n);
+        rc = 0;
+    }
+    rn_free(x);
+    return rc;
+}
+
 static int cmd_classify(Net *net, ModelInfo *info, const Options *o) {
     Dataset ds;
     collect_inputs(o, &ds);
     int failed = ds.n_skipped;
+    if (o->dump_nodes && dump_first_batch(net, info, &ds, o) != 0) {
+        fprintf(stderr, "infer: %s\n", rn_error());
+        dataset_free(&ds);
+        return 1;
+    }
     Results r;
     if (run_dataset(net, info, &ds, o, o->save_features != NULL, &r) != 0) {
         fprintf(stderr, "infer: %s\n", rn_error());
@@ -992,9 +1039,11 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (o.winograd >= 0) net->winograd = o.winograd;
+    net->reference = o.reference;
     fprintf(stderr, "infer: %s, %d classes, %s preprocessing at %d px (crop %.3f), %d threads, %s%s\n",
             info.arch, info.num_classes, prep_name(info.prep.kind), info.prep.size,
-            info.prep.crop_pct, rn_threads(), simd_name(), net->winograd ? ", Winograd 3x3" : "");
+            info.prep.crop_pct, rn_threads(), net->reference ? "reference kernels" : simd_name(),
+            !net->reference && net->winograd ? ", Winograd 3x3" : "");
     int rc = o.eval_dir ? cmd_eval(net, &info, &o) : o.patch ? cmd_patches(net, &info, &o)
                                                              : cmd_classify(net, &info, &o);
     fprintf(stderr, "infer: peak memory %ld MB (resident)\n", rn_peak_rss_kb() / 1024);

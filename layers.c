@@ -24,22 +24,28 @@ static inline size_t at4(int i0, int i1, int i2, int i3, int d1, int d2, int d3)
     return (((size_t)i0 * d1 + i1) * d2 + i2) * d3 + i3;
 }
 
+static int conv_groups(const ConvSpec *s) { return s->groups > 1 ? s->groups : 1; }
+
+/* With groups G, input channels and outputs split into G groups; output oc reads only the
+ * in_c / G input channels of its group g = oc / (out_c / G): weight [out_c, in_c / G, kh, kw]. */
 void conv2d_forward_ref(const ConvSpec *s, int n, int h, int w, const float *x,
                         const float *weight, const float *bias, float *y) {
     int oh = conv_out_size(h, s->kh, s->stride, s->pad);
     int ow = conv_out_size(w, s->kw, s->stride, s->pad);
     int ci = s->in_c, co = s->out_c, kh = s->kh, kw = s->kw, st = s->stride, pad = s->pad;
+    int cig = ci / conv_groups(s), cog = co / conv_groups(s);
     for (int b = 0; b < n; b++)
         for (int oc = 0; oc < co; oc++)
             for (int oy = 0; oy < oh; oy++)
                 for (int ox = 0; ox < ow; ox++) {
                     double sum = bias ? bias[oc] : 0.0;
-                    for (int ic = 0; ic < ci; ic++)
+                    for (int icl = 0; icl < cig; icl++)
                         for (int ky = 0; ky < kh; ky++)
                             for (int kx = 0; kx < kw; kx++) {
                                 int iy = oy * st - pad + ky, ix = ox * st - pad + kx;
+                                int ic = oc / cog * cig + icl;
                                 if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
-                                sum += (double)weight[at4(oc, ic, ky, kx, ci, kh, kw)] *
+                                sum += (double)weight[at4(oc, icl, ky, kx, cig, kh, kw)] *
                                        x[at4(b, ic, iy, ix, ci, h, w)];
                             }
                     y[at4(b, oc, oy, ox, co, oh, ow)] = (float)sum;
@@ -57,30 +63,33 @@ void conv2d_backward_ref(const ConvSpec *s, int n, int h, int w, const float *x,
     int oh = conv_out_size(h, s->kh, s->stride, s->pad);
     int ow = conv_out_size(w, s->kw, s->stride, s->pad);
     int ci = s->in_c, co = s->out_c, kh = s->kh, kw = s->kw, st = s->stride, pad = s->pad;
+    int cig = ci / conv_groups(s), cog = co / conv_groups(s);
     if (dx)
         for (int b = 0; b < n; b++)
             for (int ic = 0; ic < ci; ic++)
                 for (int iy = 0; iy < h; iy++)
                     for (int ix = 0; ix < w; ix++) {
                         double sum = 0;
-                        for (int oc = 0; oc < co; oc++)
+                        int g = ic / cig, icl = ic % cig;
+                        for (int oc = g * cog; oc < (g + 1) * cog; oc++)
                             for (int ky = 0; ky < kh; ky++)
                                 for (int kx = 0; kx < kw; kx++) {
                                     int ty = iy + pad - ky, tx = ix + pad - kx;
                                     if (ty < 0 || tx < 0 || ty % st || tx % st) continue;
                                     int oy = ty / st, ox = tx / st;
                                     if (oy >= oh || ox >= ow) continue;
-                                    sum += (double)weight[at4(oc, ic, ky, kx, ci, kh, kw)] *
+                                    sum += (double)weight[at4(oc, icl, ky, kx, cig, kh, kw)] *
                                            dy[at4(b, oc, oy, ox, co, oh, ow)];
                                 }
                         dx[at4(b, ic, iy, ix, ci, h, w)] = (float)sum;
                     }
     if (dweight)
         for (int oc = 0; oc < co; oc++)
-            for (int ic = 0; ic < ci; ic++)
+            for (int icl = 0; icl < cig; icl++)
                 for (int ky = 0; ky < kh; ky++)
                     for (int kx = 0; kx < kw; kx++) {
                         double sum = 0;
+                        int ic = oc / cog * cig + icl;
                         for (int b = 0; b < n; b++)
                             for (int oy = 0; oy < oh; oy++)
                                 for (int ox = 0; ox < ow; ox++) {
@@ -89,7 +98,7 @@ void conv2d_backward_ref(const ConvSpec *s, int n, int h, int w, const float *x,
                                     sum += (double)x[at4(b, ic, iy, ix, ci, h, w)] *
                                            dy[at4(b, oc, oy, ox, co, oh, ow)];
                                 }
-                        dweight[at4(oc, ic, ky, kx, ci, kh, kw)] += (float)sum;
+                        dweight[at4(oc, icl, ky, kx, cig, kh, kw)] += (float)sum;
                     }
     if (dbias)
         for (int oc = 0; oc < co; oc++) {
@@ -393,12 +402,48 @@ OMP_PRAGMA(omp parallel for schedule(static) if (inner_parallel))
     }
 }
 
+/* One group of a grouped convolution, as the dense convolution it is. */
+static ConvSpec conv_group_spec(const ConvSpec *s) {
+    ConvSpec g = *s;
+    g.in_c /= conv_groups(s);
+    g.out_c /= conv_groups(s);
+    g.groups = 1;
+    return g;
+}
+
+/* A grouped convolution image by image and group by group, each a dense one on its slice of
+ * the input channels, the weights and the output channels (contiguous in NCHW). */
+static void conv_forward_grouped(const ConvSpec *s, int n, int h, int w, const float *x,
+                                 const float *weight, const ConvEpilogue *e,
+                                 const float *residual, float *y) {
+    const ConvSpec gs = conv_group_spec(s);
+    const int groups = conv_groups(s);
+    const size_t plane_in = (size_t)h * w;
+    const size_t plane_out = (size_t)conv_out_size(h, s->kh, s->stride, s->pad) *
+                             conv_out_size(w, s->kw, s->stride, s->pad);
+    const size_t wg = (size_t)gs.out_c * gs.in_c * s->kh * s->kw;
+    for (int b = 0; b < n; b++)
+        for (int g = 0; g < groups; g++) {
+            ConvEpilogue eg = {NULL, NULL, e ? e->relu : 0};
+            if (e && e->scale) eg.scale = e->scale + (size_t)g * gs.out_c;
+            if (e && e->shift) eg.shift = e->shift + (size_t)g * gs.out_c;
+            size_t yo = ((size_t)b * s->out_c + (size_t)g * gs.out_c) * plane_out;
+            conv2d_forward_fused(&gs, 1, h, w,
+                                 x + ((size_t)b * s->in_c + (size_t)g * gs.in_c) * plane_in,
+                                 weight + g * wg, &eg, residual ? residual + yo : NULL, y + yo);
+        }
+}
+
 void conv2d_forward_fused(const ConvSpec *s, int n, int h, int w, const float *x,
                           const float *weight, const ConvEpilogue *e, const float *residual,
                           float *y) {
     int oh = conv_out_size(h, s->kh, s->stride, s->pad);
     int ow = conv_out_size(w, s->kw, s->stride, s->pad);
     if (oh <= 0 || ow <= 0) return; /* the kernel does not fit: an empty output */
+    if (conv_groups(s) > 1) {
+        conv_forward_grouped(s, n, h, w, x, weight, e, residual, y);
+        return;
+    }
     size_t col_size = conv_col_floats(s, conv_chunk_rows(oh, ow), ow); /* one chunk */
     size_t x_stride = (size_t)s->in_c * h * w, y_stride = (size_t)s->out_c * oh * ow;
     if (conv_batched(s, n, oh * ow)) {
@@ -467,7 +512,36 @@ static void conv_backward_image(const ConvSpec *s, int h, int w, int oh, int ow,
 /* conv2d_backward (add_dx 0) and conv2d_backward_add (add_dx 1: dx += the gradient). */
 static void conv_backward(const ConvSpec *s, int n, int h, int w, const float *x,
                           const float *weight, const float *dy, float *dx, int add_dx,
+                          float *dweight, float *dbias);
+
+/* The backward of conv_forward_grouped: each (image, group) slice as a dense conv; the
+ * weight and bias gradients of a group accumulate over the images. */
+static void conv_backward_grouped(const ConvSpec *s, int n, int h, int w, const float *x,
+                                  const float *weight, const float *dy, float *dx,
+                                  int add_dx, float *dweight, float *dbias) {
+    const ConvSpec gs = conv_group_spec(s);
+    const int groups = conv_groups(s);
+    const size_t plane_in = (size_t)h * w;
+    const size_t plane_out = (size_t)conv_out_size(h, s->kh, s->stride, s->pad) *
+                             conv_out_size(w, s->kw, s->stride, s->pad);
+    const size_t wg = (size_t)gs.out_c * gs.in_c * s->kh * s->kw;
+    for (int b = 0; b < n; b++)
+        for (int g = 0; g < groups; g++) {
+            size_t xo = ((size_t)b * s->in_c + (size_t)g * gs.in_c) * plane_in;
+            size_t yo = ((size_t)b * s->out_c + (size_t)g * gs.out_c) * plane_out;
+            conv_backward(&gs, 1, h, w, x + xo, weight + g * wg, dy + yo, dx ? dx + xo : NULL,
+                          add_dx, dweight ? dweight + g * wg : NULL,
+                          dbias ? dbias + (size_t)g * gs.out_c : NULL);
+        }
+}
+
+static void conv_backward(const ConvSpec *s, int n, int h, int w, const float *x,
+                          const float *weight, const float *dy, float *dx, int add_dx,
                           float *dweight, float *dbias) {
+    if (conv_groups(s) > 1) {
+        conv_backward_grouped(s, n, h, w, x, weight, dy, dx, add_dx, dweight, dbias);
+        return;
+    }
     int oh = conv_out_size(h, s->kh, s->stride, s->pad);
     int ow = conv_out_size(w, s->kw, s->stride, s->pad);
     size_t col_size = conv_col_floats(s, oh > 0 && ow > 0 ? conv_chunk_rows(oh, ow) : 0, ow);
@@ -708,6 +782,70 @@ OMP_PRAGMA(omp parallel for simd schedule(static) if (n > 65536 && !omp_in_paral
     }
 }
 
+/* ReLU of a per-channel affine map, the ReLU after conv -> batch norm rebuilt from the conv
+ * output and the batch norm's scale and shift (a training plan keeps only the conv output):
+ *   forward:  y = max(0, x * scale[c] + shift[c])
+ *   backward: dx = dy where x * scale[c] + shift[c] > 0, else 0 (dx may alias dy)
+ * with the batch norm's own float operations, so y is bit for bit the ReLU's output. */
+void relu_affine_forward(int n, int c, int hw, const float *x, const float *scale,
+                         const float *shift, float *y) {
+OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
+    for (long plane = 0; plane < (long)n * c; plane++) {
+        const float a = scale[plane % c], b = shift[plane % c];
+        const float *p = x + (size_t)plane * hw;
+        float *q = y + (size_t)plane * hw;
+OMP_PRAGMA(omp simd)
+        for (int i = 0; i < hw; i++) {
+            float v = p[i] * a + b;
+            q[i] = v > 0 ? v : 0.0f;
+        }
+    }
+}
+
+void relu_affine_backward(int n, int c, int hw, const float *x, const float *scale,
+                          const float *shift, const float *dy, float *dx) {
+OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
+    for (long plane = 0; plane < (long)n * c; plane++) {
+        const float a = scale[plane % c], b = shift[plane % c];
+        const float *p = x + (size_t)plane * hw, *g = dy + (size_t)plane * hw;
+        float *q = dx + (size_t)plane * hw;
+OMP_PRAGMA(omp simd)
+        for (int i = 0; i < hw; i++) {
+            float v = p[i] * a + b, gi = g[i];
+            q[i] = v > 0 ? gi : 0.0f;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* SiLU and sigmoid                                                                      */
+/* ------------------------------------------------------------------------------------ */
+
+/* silu(x) = x * sigmoid(x); d/dx = s + x * s * (1 - s) with s = sigmoid(x). */
+void silu_forward(size_t n, const float *x, float *y) {
+OMP_PRAGMA(omp parallel for schedule(static) if (n > 65536 && !omp_in_parallel()))
+    for (long i = 0; i < (long)n; i++) y[i] = x[i] / (1.0f + expf(-x[i]));
+}
+
+void silu_backward(size_t n, const float *x, const float *y, const float *dy, float *dx) {
+OMP_PRAGMA(omp parallel for schedule(static) if (n > 65536 && !omp_in_parallel()))
+    for (long i = 0; i < (long)n; i++) {
+        float s = 1.0f / (1.0f + expf(-x[i]));
+        dx[i] = dy[i] * (s + x[i] * s * (1.0f - s));
+    }
+}
+
+/* sigmoid(x) = 1 / (1 + exp(-x)); d/dx = y * (1 - y), from the output. */
+void sigmoid_forward(size_t n, const float *x, float *y) {
+OMP_PRAGMA(omp parallel for schedule(static) if (n > 65536 && !omp_in_parallel()))
+    for (long i = 0; i < (long)n; i++) y[i] = 1.0f / (1.0f + expf(-x[i]));
+}
+
+void sigmoid_backward(size_t n, const float *x, const float *y, const float *dy, float *dx) {
+OMP_PRAGMA(omp parallel for simd schedule(static) if (n > 65536 && !omp_in_parallel()))
+    for (long i = 0; i < (long)n; i++) dx[i] = dy[i] * y[i] * (1.0f - y[i]);
+}
+
 /* ------------------------------------------------------------------------------------ */
 /* Max pool                                                                              */
 /* ------------------------------------------------------------------------------------ */
@@ -792,26 +930,50 @@ OMP_PRAGMA(omp simd)
 /* Linear                                                                                */
 /* ------------------------------------------------------------------------------------ */
 
+typedef void (*Gemm)(int, int, int, int, int, float, const float *, int, const float *, int,
+                     float, float *, int);
+
 /* y[n, out] = x[n, in] * weight[out, in]^T + bias */
-void linear_forward(int n, int in, int out, const float *x, const float *weight,
-                    const float *bias, float *y) {
-    sgemm(0, 1, n, out, in, 1.0f, x, in, weight, in, 0.0f, y, out);
+static void linear_forward_with(Gemm gemm, int n, int in, int out, const float *x,
+                                const float *weight, const float *bias, float *y) {
+    gemm(0, 1, n, out, in, 1.0f, x, in, weight, in, 0.0f, y, out);
     if (bias)
         for (int b = 0; b < n; b++)
             for (int o = 0; o < out; o++) y[(size_t)b * out + o] += bias[o];
 }
 
 /* dx = dy * weight, dweight += dy^T * x, dbias += sum over the batch of dy */
-void linear_backward(int n, int in, int out, const float *x, const float *weight,
-                     const float *dy, float *dx, float *dweight, float *dbias) {
-    if (dx) sgemm(0, 0, n, in, out, 1.0f, dy, out, weight, in, 0.0f, dx, in);
-    if (dweight) sgemm(1, 0, out, in, n, 1.0f, dy, out, x, in, 1.0f, dweight, in);
+static void linear_backward_with(Gemm gemm, int n, int in, int out, const float *x,
+                                 const float *weight, const float *dy, float *dx,
+                                 float *dweight, float *dbias) {
+    if (dx) gemm(0, 0, n, in, out, 1.0f, dy, out, weight, in, 0.0f, dx, in);
+    if (dweight) gemm(1, 0, out, in, n, 1.0f, dy, out, x, in, 1.0f, dweight, in);
     if (dbias)
         for (int o = 0; o < out; o++) {
             double sum = 0;
             for (int b = 0; b < n; b++) sum += dy[(size_t)b * out + o];
             dbias[o] += (float)sum;
         }
+}
+
+void linear_forward(int n, int in, int out, const float *x, const float *weight,
+                    const float *bias, float *y) {
+    linear_forward_with(sgemm, n, in, out, x, weight, bias, y);
+}
+
+void linear_backward(int n, int in, int out, const float *x, const float *weight,
+                     const float *dy, float *dx, float *dweight, float *dbias) {
+    linear_backward_with(sgemm, n, in, out, x, weight, dy, dx, dweight, dbias);
+}
+
+void linear_forward_ref(int n, int in, int out, const float *x, const float *weight,
+                        const float *bias, float *y) {
+    linear_forward_with(sgemm_ref, n, in, out, x, weight, bias, y);
+}
+
+void linear_backward_ref(int n, int in, int out, const float *x, const float *weight,
+                         const float *dy, float *dx, float *dweight, float *dbias) {
+    linear_backward_with(sgemm_ref, n, in, out, x, weight, dy, dx, dweight, dbias);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -866,6 +1028,70 @@ void shortcut_a_backward(int n, int in_c, int h, int w, int out_c, int stride,
                 for (int ox = 0; ox < ow; ox++)
                     q[(size_t)oy * stride * w + (size_t)ox * stride] = g[oy * ow + ox];
         }
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Residual sum and channel concatenation                                                */
+/* ------------------------------------------------------------------------------------ */
+
+#define OMP_MIN_WORK 65536 /* elementwise loops shorter than this stay on one thread */
+
+/* y = a + b, or relu(a + b) (the end of a residual block). */
+void add_forward(size_t count, const float *a, const float *b, int relu, float *y) {
+    long n = (long)count;
+OMP_PRAGMA(omp parallel for simd schedule(static) if (n > OMP_MIN_WORK))
+    for (long i = 0; i < n; i++) {
+        float s = a[i] + b[i];
+        y[i] = relu && s < 0 ? 0 : s;
+    }
+}
+
+/* Backward of y = a + b, or of y = relu(a + b) when y is given: g = dy (times y > 0), and
+ * each wanted input gradient (da, db not NULL) is set to g when first_*, else g is added to
+ * it. One pass instead of a mask and two copies; da may alias dy. */
+void add_backward(size_t count, const float *y, const float *dy, float *da, int first_a,
+                  float *db, int first_b) {
+    long n = (long)count;
+OMP_PRAGMA(omp parallel for simd schedule(static) if (n > OMP_MIN_WORK))
+    for (long i = 0; i < n; i++) {
+        float g = dy[i];
+        if (y) g = y[i] > 0 ? g : 0.0f; /* a blend, not a branch: masks are random */
+        if (da) da[i] = first_a ? g : da[i] + g;
+        if (db) db[i] = first_b ? g : db[i] + g;
+    }
+}
+
+/* d += g elementwise: a branch point summing the gradients of its consumers. */
+void add_into(size_t count, const float *g, float *d) {
+    long n = (long)count;
+OMP_PRAGMA(omp parallel for simd schedule(static) if (n > OMP_MIN_WORK))
+    for (long i = 0; i < n; i++) d[i] += g[i];
+}
+
+/* Per sample, y = [x_0, x_1, ...] along channels, part k holding floats[k] values. */
+void concat_forward(int n, int parts, const size_t *floats, const float *const *x, float *y) {
+    size_t total = 0;
+    for (int k = 0; k < parts; k++) total += floats[k];
+    for (int s = 0; s < n; s++) {
+        size_t at = 0;
+        for (int k = 0; k < parts; k++) {
+            memcpy(y + s * total + at, x[k] + s * floats[k], sizeof(float) * floats[k]);
+            at += floats[k];
+        }
+    }
+}
+
+/* dx_k = part k of dy, for each k whose dx[k] is not NULL. */
+void concat_backward(int n, int parts, const size_t *floats, const float *dy, float *const *dx) {
+    size_t total = 0;
+    for (int k = 0; k < parts; k++) total += floats[k];
+    for (int s = 0; s < n; s++) {
+        size_t at = 0;
+        for (int k = 0; k < parts; k++) {
+            if (dx[k]) memcpy(dx[k] + s * floats[k], dy + s * total + at, sizeof(float) * floats[k]);
+            at += floats[k];
+        }
+    }
 }
 
 /* ------------------------------------------------------------------------------------ */

@@ -106,6 +106,9 @@ typedef struct {
     int in_c, out_c;   /* channels */
     int kh, kw;        /* kernel size */
     int stride, pad;   /* same in both directions */
+    int groups;        /* 0 or 1: dense; G: in_c and out_c split into G groups, output
+                          channel oc reading only its group's in_c / G input channels
+                          (weight [out_c, in_c / G, kh, kw]); G = in_c: depthwise */
 } ConvSpec;
 
 static inline int conv_out_size(int in, int k, int stride, int pad) {
@@ -183,6 +186,36 @@ void batchnorm_backward_eval(int n, int c, int hw, const float *x, const float *
 
 void relu_forward(size_t n, const float *x, float *y);
 void relu_backward(size_t n, const float *y, const float *dy, float *dx); /* uses output y */
+/* The ReLU after conv -> batch norm, rebuilt from the conv output x and the batch norm as
+ * a per-channel affine map: y = max(0, x * scale[c] + shift[c]); backward: dx = dy where
+ * that is positive (dx may alias dy). Bit for bit the batch norm's and ReLU's output. */
+void relu_affine_forward(int n, int c, int hw, const float *x, const float *scale,
+                         const float *shift, float *y);
+void relu_affine_backward(int n, int c, int hw, const float *x, const float *scale,
+                          const float *shift, const float *dy, float *dx);
+/* Elementwise activations, forward and backward in one shape (backward reads x or y,
+ * whichever its derivative needs; dx may alias dy):
+ *   silu(x) = x * sigmoid(x), silu'(x) = s + x * s * (1 - s) with s = sigmoid(x)
+ *   sigmoid(x) = 1 / (1 + exp(-x)), sigmoid'(x) = y * (1 - y) */
+typedef void (*ActForward)(size_t n, const float *x, float *y);
+typedef void (*ActBackward)(size_t n, const float *x, const float *y, const float *dy,
+                            float *dx);
+void silu_forward(size_t n, const float *x, float *y);
+void silu_backward(size_t n, const float *x, const float *y, const float *dy, float *dx);
+void sigmoid_forward(size_t n, const float *x, float *y);
+void sigmoid_backward(size_t n, const float *x, const float *y, const float *dy, float *dx);
+
+/* Residual sum y = a + b, or relu(a + b). Backward: g = dy (times y > 0 when y is given);
+ * each wanted input gradient (da, db non-NULL) is set to g when first_* else g is added. */
+void add_forward(size_t n, const float *a, const float *b, int relu, float *y);
+void add_backward(size_t n, const float *y, const float *dy, float *da, int first_a,
+                  float *db, int first_b);
+void add_into(size_t n, const float *g, float *d); /* d += g */
+/* Concatenation along channels: per sample, y = [x_0, x_1, ...], part k holding floats[k]
+ * values; backward hands each part with dx[k] != NULL its slice of dy. */
+void concat_forward(int n, int parts, const size_t *floats, const float *const *x, float *y);
+void concat_backward(int n, int parts, const size_t *floats, const float *dy,
+                     float *const *dx);
 
 /* Max pool k x k, stride, pad (padding never wins). argmax [n, c, oh, ow] holds the input
  * index (within the channel plane) of each maximum, for backward. */
@@ -200,6 +233,11 @@ void linear_forward(int n, int in, int out, const float *x, const float *weight,
                     const float *bias, float *y);
 void linear_backward(int n, int in, int out, const float *x, const float *weight,
                      const float *dy, float *dx, float *dweight, float *dbias);
+/* The same on sgemm_ref (the reference network). */
+void linear_forward_ref(int n, int in, int out, const float *x, const float *weight,
+                        const float *bias, float *y);
+void linear_backward_ref(int n, int in, int out, const float *x, const float *weight,
+                         const float *dy, float *dx, float *dweight, float *dbias);
 
 /* Inverted dropout: mask[i] = 0 or 1/(1-p), drawn from rng; y = x * mask. */
 void dropout_forward(size_t n, float p, Rng *rng, const float *x, float *y, float *mask);
@@ -242,17 +280,39 @@ const char *simd_name(void); /* "avx512", "avx2", "scalar": the unit sgemm runs 
 double simd_peak_gflops(void);
 
 /* ------------------------------------------------------------------------------------ */
-/* Network graph, architectures and heads (resnet.c)                                     */
+/* Network graph, ops, architectures and heads (resnet.c, ops.c, plan.c)                 */
 /* ------------------------------------------------------------------------------------ */
 
+/* The ops a node can be. Each has one row in the op table (ops.c): its output shape, its
+ * forward and backward on the graph, and the facts the planner needs; a compile-time
+ * check holds the table to this enum. */
 typedef enum {
-    OP_INPUT, OP_CONV, OP_BN, OP_RELU, OP_MAXPOOL, OP_GAP, OP_ADD, OP_SHORTCUT_A,
-    OP_LINEAR, OP_DROPOUT, OP_CONCAT
+    OP_INPUT,      /* the network's input */
+    OP_CONV,       /* conv2d_forward (ConvSpec, optional bias) */
+    OP_BN,         /* batch norm, Node.eps / Node.momentum */
+    OP_RELU,
+    OP_MAXPOOL,    /* Node.k, stride, pad */
+    OP_GAP,        /* global average pool */
+    OP_ADD,        /* in[0] + in[1] */
+    OP_ADD_RELU,   /* relu(in[0] + in[1]): the end of a residual block */
+    OP_SHORTCUT_A, /* option-A shortcut: Node.conv.in_c -> out_c, Node.stride */
+    OP_LINEAR,
+    OP_DROPOUT,    /* Node.p */
+    OP_CONCAT,     /* in[0..n_in) along channels */
+    OP_SILU,       /* x * sigmoid(x) */
+    OP_SIGMOID,
+    OP_COUNT
 } OpType;
+const char *op_name(OpType op); /* "conv", "bn", ... */
 
-/* Freeze groups, in network order. A network trains the groups >= its first trainable one. */
+/* Freeze groups: every node and parameter belongs to one, numbered in network order; the
+ * architecture names them (Net.group_names: torchvision ResNets "stem", "layer1".."layer4",
+ * "head"), the head is always the last. A network trains the groups >= first_trainable.
+ * The STAGE_ names are the torchvision ResNets' numbering. */
+#define RN_MAX_GROUPS 16
+#define RN_GROUP_NAME 24
 enum { STAGE_STEM = 0, STAGE_LAYER1, STAGE_LAYER2, STAGE_LAYER3, STAGE_LAYER4, STAGE_HEAD,
-       STAGE_COUNT };
+       STAGE_COUNT = RN_MAX_GROUPS };
 
 #define RN_NAME_MAX 96
 
@@ -270,29 +330,55 @@ typedef struct {
 
 typedef struct {
     OpType op;
-    char name[RN_NAME_MAX];   /* module prefix, e.g. "layer2.0.bn1" */
-    int stage;
+    char name[RN_NAME_MAX];   /* module name, e.g. "layer2.0.bn1": torchvision's, where
+                                 torchvision has a module there */
+    int stage;                /* freeze group */
     int in[4], n_in;          /* input node indices (ADD: 2, CONCAT: 2..4) */
+    int last_consumer;        /* highest node index reading this output, -1: none */
     int c, h, w;              /* output shape of one sample for the planned input size */
-    ConvSpec conv;            /* OP_CONV */
+    ConvSpec conv;            /* OP_CONV; OP_SHORTCUT_A uses in_c and out_c */
     int k, stride, pad;       /* OP_MAXPOOL; OP_SHORTCUT_A uses stride */
     float p;                  /* OP_DROPOUT */
-    int relu;                 /* OP_ADD: ReLU applied to the sum (torchvision block end) */
+    float eps, momentum;      /* OP_BN */
     int weight, bias, mean, var; /* parameter indices, -1 when absent */
-    float *out, *dout;        /* [batch, c, h, w]; dout only when the plan trains */
+    float *out, *dout;        /* [batch, c, h, w], placed by the plan; dout only when the
+                                 plan trains */
     float *save0, *save1;     /* BN: mean/invstd (train forward) or the folded scale/shift
                                  (eval forward); DROPOUT: mask; MAXPOOL: argmax (int32) */
-    int last_consumer;        /* private: highest node index reading this output, -1: none */
-    int fuse_tail;            /* private (net_plan): a conv heading conv, BN [, ReLU | ADD]
-                                 that eval forwards run as one pass: the group's last node;
-                                 -1: none */
-    int recompute;            /* private (net_plan): a ReLU after conv, BN (or, in a
-                                 low_memory plan, an expanding 1x1 conv) whose output a
-                                 training plan does not keep; backward recomputes it */
-    float *wino_u, *wino_w;   /* private (net_plan): a fused 3x3 conv's Winograd weights
-                                 and the weights they were made from; NULL: none */
-    int wino_ready;           /* private: wino_u was made (from wino_w) */
 } Node;
+
+/* The planner's state (plan.c), private: what the plan decided for one node ... */
+typedef struct {
+    int fuse_tail;            /* a conv heading conv, BN [, ReLU | ADD] that eval forwards
+                                 run as one pass: the group's last node; -1: none */
+    int recompute;            /* a ReLU after conv, BN (or, in a low_memory plan, an
+                                 expanding 1x1 conv) whose output the training plan does
+                                 not keep: backward recomputes it */
+    float *wino_u, *wino_w;   /* a fused 3x3 conv's Winograd weights and the weights they
+                                 were made from; NULL: none */
+    int wino_ready;           /* wino_u was made (from wino_w) */
+} PlanNode;
+
+/* ... and for the whole net: one arena holding every activation and gradient, and the
+ * buffers backward borrows. */
+typedef struct {
+    PlanNode *nodes;          /* [n_nodes] */
+    float *arena;             /* one allocation for every activation and gradient */
+    size_t arena_floats;
+    int first_trainable;      /* first_trainable the training plan was made for */
+    float *grad_scratch;      /* backward's scratch for a branch point's extra consumers */
+    float *recompute_buf;     /* backward's recomputed ReLU output, inside the arena */
+    int recompute_owner;      /* the node whose output recompute_buf holds, -1 */
+    float *recompute_conv_buf;/* backward's recomputed conv output (low_memory) */
+    int recompute_conv_owner; /* the node whose output recompute_conv_buf holds, -1 */
+    float *affine;            /* 2 * max channels: a recomputed ReLU's batch-norm scale and
+                                 shift */
+    float *wino_buf;          /* every node's wino_u and wino_w */
+    size_t wino_floats;
+    float *step_grad;         /* parameter gradients of one node in a fused step */
+    int forward_train;        /* train flag of the last forward, for backward */
+    int grad_from_stage;      /* stages >= this may hold gradients not yet zeroed */
+} NetPlan;
 
 typedef enum { HEAD_LINEAR, HEAD_MLP, HEAD_INCEPTION } HeadType;
 
@@ -305,7 +391,13 @@ typedef struct {
     int branch_filters;/* INCEPTION: filters per branch (1x1, 3x3, 5x5), default 128 */
 } HeadSpec;
 
-typedef struct {
+struct Net;
+/* Called after each node's forward (net->forward_hook), like a PyTorch forward hook: out
+ * holds n samples of the node's output. */
+typedef void (*ForwardHook)(void *ctx, const struct Net *net, int node, int n, const float *out);
+
+typedef struct Net {
+    /* the graph */
     char arch[32];            /* "resnet50", "cifar_resnet20", "head" ... */
     int num_classes;
     Node *nodes; int n_nodes, cap_nodes;
@@ -313,38 +405,32 @@ typedef struct {
     int in_c;                 /* input channels (3 for images, feature channels for heads) */
     int feature_node;         /* backbone output: the feature map before global pooling */
     int pooled_node;          /* global-average-pooled features [n, C] (-1 if none) */
-    int first_trainable;      /* stages < this are frozen: no grads, BN in eval mode */
-    float bn_momentum, bn_eps;
+    int n_groups;             /* freeze groups, the head last */
+    char group_names[RN_MAX_GROUPS][RN_GROUP_NAME];
+    int first_trainable;      /* groups < this are frozen: no grads, BN in eval mode */
     Rng rng;                  /* dropout */
-    /* plan */
-    int batch, in_h, in_w, training_plan;
-    float *arena;             /* one allocation for every activation and gradient */
-    size_t arena_floats;
-    int forward_train;        /* private: train flag of the last forward, for backward */
-    float *grad_scratch;      /* private: backward's scratch, inside the arena */
-    int plan_first_trainable; /* private: first_trainable the training plan was made for */
-    int no_fusion;            /* 1: eval forwards run layer by layer (the reference) instead
-                                 of folding batch norm, ReLU and residual sums into convs */
-    int grad_from_stage;      /* private: stages >= this may hold gradients not yet zeroed */
-    float *recompute_buf;     /* private: backward's recomputed ReLU output, inside the arena */
-    int recompute_owner;      /* private: the node whose output recompute_buf holds, -1 */
+    /* how it runs: set before net_plan */
+    int reference;            /* 1: the reference (net_plan): naive kernels, layer by layer,
+                                 every training output kept; for checking the fast path */
+    int no_fusion;            /* 1: eval forwards run layer by layer instead of folding
+                                 batch norm, ReLU and residual sums into convs */
     int low_memory;           /* 1 (the default): training plans also recompute the outputs
                                  of expanding 1x1 convs in backward instead of keeping them
                                  (ResNet-50: 40 % less activation memory, 17 % more FLOPs,
                                  measured 2-5 % slower); 0 keeps them. The same results
-                                 either way; set before net_plan */
-    float *recompute_conv_buf;/* private: backward's recomputed conv output (low_memory) */
-    int recompute_conv_owner; /* private: the node whose output recompute_conv_buf holds */
+                                 either way */
     int winograd;             /* 1 (the default where conv_winograd_pays): eval forwards run
                                  fused 3x3 stride-1 convs by Winograd F(4x4, 3x3)
                                  (winograd.c): a quarter of the multiply-adds, rounding
                                  within about 1e-6 of the direct sum; 0: im2col + GEMM,
-                                 the layers' exact float operations.
-                                 Set before net_plan, which makes room for the transformed
-                                 weights; they are remade whenever the weights change */
-    float *wino_buf;          /* private: every node's wino_u and wino_w */
-    size_t wino_floats;
-    float *step_grad;         /* private: parameter gradients of one node in a fused step */
+                                 the layers' exact float operations. The transformed
+                                 weights are remade whenever the weights change */
+    ForwardHook forward_hook; /* NULL, or called after every node (eval forwards then run
+                                 layer by layer, so every node is seen) */
+    void *hook_ctx;
+    /* the plan: net_plan(batch, in_h, in_w, training_plan) */
+    int batch, in_h, in_w, training_plan;
+    NetPlan plan;             /* private (plan.c) */
     int grads_released;       /* net_release_grads was called: Param.grad is NULL */
     int shapes_only;          /* private: made by resnet_describe (no parameter data) */
     double *node_seconds;     /* profiling, off when NULL: a caller's [2 * n_nodes + 1]
@@ -353,28 +439,55 @@ typedef struct {
                                  node, and net_backward_step its optimizer updates at the end */
 } Net;
 
-/* Architectures: "resnet18", "resnet34", "resnet50", "resnet101", "resnet152" (torchvision
- * v1.5 topology, names as its state_dict) and "cifar_resnet20/32/44/56/110" (option A).
- * head == NULL means torchvision's plain "fc" (Linear C -> num_classes; the CIFAR models
- * call it "linear" as in their checkpoints). Weights are initialised as torchvision does
- * (Kaiming normal fan_out for convs, BN gamma 1 beta 0, Linear uniform +-1/sqrt(in)),
- * from seed. Returns NULL on an unknown arch (rn_error says which are known). */
+/* Architectures, in a registry: each names its family's builder, its freeze groups and
+ * its classifier, and the preprocessing its published weights expect. */
+typedef struct ArchSpec {
+    const char *name;         /* --arch value */
+    const char *family;       /* "resnet" (torchvision v1.5), "cifar_resnet" (option A) */
+    int blocks[4];            /* blocks per stage (CIFAR: 3 stages) */
+    int bottleneck;           /* Bottleneck blocks (expansion 4) instead of BasicBlock */
+    /* Adds the backbone after the input node: declares the freeze groups before the head,
+     * sets net->feature_node and returns its channel count (-1: rn_error says why). */
+    int (*build)(Net *net, const struct ArchSpec *a, Rng *rng);
+    const char *classifier;   /* module name of the plain linear head: "fc", "linear" */
+    const char *preprocess;   /* prep_name of the weights' convention */
+    int size;                 /* input size the weights were trained at */
+    float crop_pct;           /* their eval crop (1: none) */
+} ArchSpec;
+int arch_count(void);
+const ArchSpec *arch_at(int i);
+const ArchSpec *arch_find(const char *name); /* NULL when unknown */
+/* "resnet18, resnet34, ..." (every registered name), cut to fit out_len. */
+void arch_list(char *out, size_t out_len);
+int arch_is_known(const char *arch);
+int arch_is_cifar(const char *arch);
+
+/* resnet_create builds a registered architecture (torchvision v1.5 topology, names as its
+ * state_dict; CIFAR: akamaster's option-A ResNets). head == NULL means the plain linear
+ * classifier (ArchSpec.classifier: Linear C -> num_classes). Weights are initialised as
+ * torchvision does (Kaiming normal fan_out for convs, BN gamma 1 beta 0, Linear uniform
+ * +-1/sqrt(in)), from seed. Returns NULL on an unknown arch (rn_error says which are known). */
 Net *resnet_create(const char *arch, int num_classes, const HeadSpec *head, uint64_t seed);
 /* The same network's nodes and parameter names and shapes only (Param.data NULL: nothing
  * sized by the parameters is allocated), to check a file against the network it describes
  * before building it (net_check_weights). Only net_free may be called on it. */
 Net *resnet_describe(const char *arch, int num_classes, const HeadSpec *head);
 /* A network made of a head only, fed with features of shape [c, h, w] (h = w = 1 for
- * pooled features). Parameter names equal the head's names inside resnet_create's network,
- * so trained head weights copy across by name (net_copy_params). */
+ * pooled features), in one freeze group, "head". Parameter names equal the head's names
+ * inside resnet_create's network, so trained head weights copy across by name
+ * (net_copy_params). */
 Net *head_create(int c, int h, int w, int num_classes, const HeadSpec *head, uint64_t seed);
 void net_free(Net *net);
 /* Head specs as text, stored in model files and given on the command line:
  *   "linear" | "mlp:256" | "mlp:512,256,128,64:dropout=0.2:bn" | "inception:128:dropout=0.5" */
 int head_parse(const char *text, HeadSpec *head);
 void head_format(const HeadSpec *head, char *out, size_t out_len);
-int arch_is_known(const char *arch);
-int arch_is_cifar(const char *arch);
+/* The group named name, or -1; the head's group (the last). */
+int net_find_group(const Net *net, const char *name);
+int net_head_group(const Net *net);
+/* The groups' names as a JSON array, e.g. ["stem","layer1",...,"head"] (stored in model
+ * files). */
+void net_groups_json(const Net *net, Buf *b);
 
 /* Size every activation for (batch, h, w) once; training plans also hold gradients.
  * Reuses the arena when the plan does not grow. Fails on inputs too small for the net.
@@ -385,7 +498,8 @@ int arch_is_cifar(const char *arch);
  * inference plans (training = 0); ReLUs run in place. Eval forwards run each conv -> BN
  * [-> ReLU | -> residual sum] of an inference plan (or of a training plan's frozen
  * stages) as one pass (net->no_fusion = 1: layer by layer), so the intermediate outputs
- * are not written.
+ * are not written. A reference plan (net->reference) does none of this: every layer runs
+ * its naive kernel (conv2d_*_ref, sgemm_ref) on its own, training plans recompute nothing.
  * The input, feature_node, pooled_node and the logits always stay readable after a
  * forward (resnet50 at 224x224: inference 14 MB a sample instead of 129 MB). */
 int net_plan(Net *net, int batch, int h, int w, int training);
@@ -423,6 +537,11 @@ int64_t net_count_params(const Net *net, int trainable_only);
  * "fc.*" and "linear.*" (the CIFAR name of the plain head) match each other when dst
  * lacks the exact name, so a head_create head copies into a CIFAR network. */
 int net_copy_params(Net *dst, const Net *src);
+/* An eval forward of x [n, ...] (the net planned for at least n) that writes every node's
+ * output, layer by layer, to a safetensors file: tensor "<node name>" [n, c, h, w], the
+ * names torchvision's modules have (tools/compare_dump.py holds them to PyTorch's forward
+ * hooks), metadata "ops" mapping each name to its op. */
+int net_dump_forward(Net *net, const float *x, int n, const char *path);
 /* Node output after the last forward (see net_plan for which stay readable in inference
  * plans), and its per-sample size. */
 const float *net_node_output(const Net *net, int node);
@@ -650,7 +769,8 @@ int net_forward_dataset(Net *net, int node, const Dataset *d, const Preprocess *
 /* (model files live in safetensors.c; declared here because they need Preprocess) */
 /* Model files: weights plus everything inference needs, in the safetensors metadata:
  *   "format": "resnet-c-model", "arch", "num_classes", "classes" (JSON array of names),
- *   "head" (head_format text), "preprocess" (prep_name), "img_size", "crop_pct".      */
+ *   "head" (head_format text), "preprocess" (prep_name), "img_size", "crop_pct",
+ *   "freeze_groups" (net_groups_json; checked against the architecture on load).        */
 typedef struct {
     char arch[32];
     int num_classes;

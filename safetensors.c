@@ -918,15 +918,18 @@ static int belongs_to_head(const Net *net, const char *name) {
     size_t n = module_len(name);
     for (int i = 0; i < net->n_params; i++) {
         const Param *p = &net->params[i];
-        if (p->stage != STAGE_HEAD && module_len(p->name) == n &&
+        if (p->stage != net_head_group(net) && module_len(p->name) == n &&
             strncmp(p->name, name, n) == 0)
             return 0;
     }
-    if ((n == 2 && strncmp(name, "fc", 2) == 0) || (n == 6 && strncmp(name, "linear", 6) == 0))
-        return 1;
+    const ArchSpec *arch = arch_find(net->arch);
+    for (int i = 0; i < arch_count(); i++) { /* the net's own classifier, else any's */
+        const char *c = arch ? arch->classifier : arch_at(i)->classifier;
+        if (strlen(c) == n && strncmp(name, c, n) == 0) return 1;
+    }
     for (int i = 0; i < net->n_params; i++) {
         const Param *p = &net->params[i];
-        if (p->stage == STAGE_HEAD && module_len(p->name) == n &&
+        if (p->stage == net_head_group(net) && module_len(p->name) == n &&
             strncmp(p->name, name, n) == 0)
             return 1;
     }
@@ -995,7 +998,7 @@ static int check_weights(const Net *net, const StFile *f, int allow_new_head, in
     if (allow_new_head) {
         for (int i = 0; i < net->n_params && !new_head; i++) {
             const Param *p = &net->params[i];
-            if (p->stage != STAGE_HEAD) continue;
+            if (p->stage != net_head_group(net)) continue;
             const StTensor *t = st_find(f, p->name);
             shape_str(s2, sizeof s2, p->ndim, p->shape);
             if (!t) {
@@ -1016,11 +1019,11 @@ static int check_weights(const Net *net, const StFile *f, int allow_new_head, in
     int n_missing = 0, n_missing_head = 0;
     for (int i = 0; i < net->n_params; i++) {
         const Param *p = &net->params[i];
-        if (new_head && p->stage == STAGE_HEAD) continue;
+        if (new_head && p->stage == net_head_group(net)) continue;
         const StTensor *t = st_find(f, p->name);
         if (!t) {
             list_name(missing, sizeof missing, n_missing++, p->name);
-            n_missing_head += p->stage == STAGE_HEAD;
+            n_missing_head += p->stage == net_head_group(net);
             continue;
         }
         if (!same_shape(p, t)) {
@@ -1028,7 +1031,7 @@ static int check_weights(const Net *net, const StFile *f, int allow_new_head, in
             shape_str(s2, sizeof s2, p->ndim, p->shape);
             rn_set_error("%s: tensor '%s': shape mismatch: file has %s, model needs %s%s",
                          f->path, p->name, s1, s2,
-                         p->stage == STAGE_HEAD ? " (a different head needs a new-head load)"
+                         p->stage == net_head_group(net) ? " (a different head needs a new-head load)"
                                                 : "");
             return -1;
         }
@@ -1081,7 +1084,7 @@ int net_load_weights_st(Net *net, const StFile *f, int allow_new_head) {
     /* 3. copy */
     for (int i = 0; i < net->n_params; i++) {
         Param *p = &net->params[i];
-        if (new_head && p->stage == STAGE_HEAD) continue;
+        if (new_head && p->stage == net_head_group(net)) continue;
         if (st_read_f32(f, st_find(f, p->name), p->data)) return -1;
     }
     return 0;
@@ -1339,6 +1342,10 @@ int model_save(const char *path, const Net *net, const ModelInfo *info) {
     st_writer_meta(&w, "img_size", v);
     snprintf(v, sizeof v, "%.9g", (double)info->prep.crop_pct);
     st_writer_meta(&w, "crop_pct", v);
+    Buf groups = {0};
+    net_groups_json(net, &groups);
+    st_writer_meta(&w, "freeze_groups", groups.data);
+    buf_free(&groups);
     writer_add_params(&w, net);
     int rc = st_writer_save(&w, path);
     st_writer_free(&w);
@@ -1455,6 +1462,18 @@ Net *model_load_st(const StFile *fp, ModelInfo *info) {
         snprintf(why, sizeof why, "%s", rn_error());
         rn_set_error("%s: metadata \"arch\": %s", path, why);
         goto fail;
+    }
+    /* files written before freeze groups were stored lack them; others must agree */
+    const char *groups = st_meta(&f, "freeze_groups");
+    if (groups) {
+        Buf built = {0};
+        net_groups_json(net, &built);
+        int same = strcmp(groups, built.data) == 0;
+        if (!same)
+            rn_set_error("%s: metadata \"freeze_groups\": the file says %s, %s has %s", path,
+                         groups, info->arch, built.data);
+        buf_free(&built);
+        if (!same) goto fail;
     }
     int bad = net_check_weights(net, &f, 0);
     net_free(net);

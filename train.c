@@ -58,7 +58,7 @@ typedef struct {
 static const OptionDef OPTIONS[] = {
     {"Model", K_SECTION, NULL, NULL, NULL},
     {"arch", K_STR, &A.arch, "resnet50",
-     "resnet18|34|50|101|152 (torchvision) or cifar_resnet20|32|44|56|110"},
+     "one of the architectures listed at the end"},
     {"weights", K_STR, &A.weights, "",
      "required: pretrained backbone (.safetensors, torchvision names), or 'none' for a "
      "random init that trains the whole net from scratch (see --unfreeze)"},
@@ -108,7 +108,8 @@ static const OptionDef OPTIONS[] = {
     {"finetune-epochs", K_INT, &A.finetune_epochs, "0",
      "phase 2: fine-tune with the last --unfreeze stages trainable"},
     {"unfreeze", K_STR, &A.unfreeze, "auto",
-     "N last backbone stages | all (auto: 1, or all with --weights none)"},
+     "N last backbone groups | all | a group name and those after it (groups listed at "
+     "the end; auto: 1, or all with --weights none)"},
     {"finetune-lr", K_FLOAT, &A.finetune_lr, "0.0001", "phase 2 learning rate"},
     {"Pseudo-labelling", K_SECTION, NULL, NULL, NULL},
     {"pseudo", K_STR, &A.pseudo, "",
@@ -326,6 +327,23 @@ static void print_help(void) {
             w += len;
         }
         printf("\n");
+    }
+    /* the architectures and their freeze groups, from the registry */
+    printf("\nArchitectures (--arch) and their freeze groups (--unfreeze):\n");
+    const char *family = "";
+    for (int i = 0; i < arch_count(); i++) {
+        const ArchSpec *a = arch_at(i);
+        if (strcmp(a->family, family) == 0) continue;
+        family = a->family;
+        Buf names = {0}, groups = {0};
+        for (int j = i; j < arch_count() && strcmp(arch_at(j)->family, family) == 0; j++)
+            buf_printf(&names, "%s%s", j > i ? ", " : "", arch_at(j)->name);
+        Net *net = resnet_create(a->name, 2, NULL, 0);
+        if (net) net_groups_json(net, &groups);
+        printf("  %s\n      groups %s\n", names.data, groups.data ? groups.data : "?");
+        net_free(net);
+        buf_free(&names);
+        buf_free(&groups);
     }
 }
 
@@ -1200,24 +1218,35 @@ static void split_free(Split *s) {
     memset(s, 0, sizeof *s);
 }
 
-/* The first trainable stage for "--unfreeze N|all": the last N stages present in the net. */
+/* The first trainable group for "--unfreeze N|all|GROUP": the last N backbone groups that
+ * hold parameters, every group, or the named group and those after it. */
 static int unfreeze_stage(const Net *net, const char *spec, int *stage) {
-    int present[STAGE_COUNT] = {0}, list[STAGE_COUNT], n = 0;
+    const int head = net_head_group(net);
+    int present[RN_MAX_GROUPS] = {0}, list[RN_MAX_GROUPS], n = 0;
     for (int i = 0; i < net->n_params; i++)
-        if (net->params[i].stage < STAGE_HEAD) present[net->params[i].stage] = 1;
-    for (int s = 0; s < STAGE_HEAD; s++)
+        if (net->params[i].stage < head) present[net->params[i].stage] = 1;
+    for (int s = 0; s < head; s++)
         if (present[s]) list[n++] = s;
     if (strcmp(spec, "all") == 0) {
-        *stage = STAGE_STEM;
+        *stage = 0;
+        return 0;
+    }
+    int named = net_find_group(net, spec);
+    if (named >= 0) {
+        *stage = named;
         return 0;
     }
     char *end;
     long k = strtol(spec, &end, 10);
     if (end == spec || *end || k < 0) {
-        rn_set_error("--unfreeze: expected a number of stages or 'all', found '%s'", spec);
+        Buf groups = {0};
+        net_groups_json(net, &groups);
+        rn_set_error("--unfreeze: expected a number of groups, 'all' or a group name of %s "
+                     "%s, found '%s'", net->arch, groups.data, spec);
+        buf_free(&groups);
         return -1;
     }
-    *stage = k == 0 ? STAGE_HEAD : k >= n ? STAGE_STEM : list[n - k];
+    *stage = k == 0 ? head : k >= n ? 0 : list[n - k];
     return 0;
 }
 
@@ -1442,8 +1471,9 @@ static int train_job(Run *run, const char *command) {
 
     /* ---- checks and data */
     if (!arch_is_known(A.arch)) {
-        rn_set_error("--arch '%s' is not known (resnet18/34/50/101/152, "
-                     "cifar_resnet20/32/44/56/110)", A.arch);
+        char known[1024];
+        arch_list(known, sizeof known);
+        rn_set_error("--arch '%s' is not known (known: %s)", A.arch, known);
         return -1;
     }
     if (!A.weights[0]) {
@@ -1595,10 +1625,10 @@ static int train_job(Run *run, const char *command) {
 
     /* ---- phase 1: the head on frozen features, or the whole net from scratch */
     const char *unfreeze = strcmp(A.unfreeze, "auto") == 0 ? (scratch ? "all" : "1") : A.unfreeze;
-    int first_trainable = STAGE_HEAD;
+    int first_trainable = net_head_group(net);
     if (unfreeze_stage(net, unfreeze, &first_trainable) != 0) goto done;
     t.full = scratch;
-    net_set_first_trainable(net, scratch ? first_trainable : STAGE_HEAD);
+    net_set_first_trainable(net, scratch ? first_trainable : net_head_group(net));
     PhaseCfg pc = {1, A.epochs, A.lr, sched, A.patience, NULL, 0};
     if (run->resume_phase <= 1 && run_phase(run, &t, &pc, &tr, &va) != 0) goto done;
 

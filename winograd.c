@@ -54,7 +54,7 @@ static const float AT[WT][WA] = {
 };
 
 int conv_winograd_eligible(const ConvSpec *s) {
-    return s->kh == 3 && s->kw == 3 && s->stride == 1 && s->pad == 1;
+    return s->kh == 3 && s->kw == 3 && s->stride == 1 && s->pad == 1 && s->groups <= 1;
 }
 
 /* With plain-C transforms (SIMD=0, and SIMD=auto, which vectorises only the GEMM) the

@@ -719,6 +719,152 @@ static void test_softmax_rows(void) {
     CHECK_CLOSE(loss, 10.0, 1e-4);
 }
 
+/* ------------------------------------------------------------------ grouped convolution */
+
+/* Grouped and depthwise convolutions: gradients of both kernels against finite
+ * differences; the fast one equals the reference; a grouped conv is its groups' dense
+ * convs side by side. */
+static void test_conv_grouped(void) {
+    const ConvSpec specs[] = {
+        {4, 6, 3, 3, 1, 1, 2}, {4, 4, 3, 3, 2, 1, 4}, {6, 6, 1, 1, 1, 0, 3}, {3, 6, 5, 5, 1, 2, 3},
+    };
+    for (int fast = 0; fast <= 1; fast++)
+        for (size_t t = 0; t < sizeof specs / sizeof specs[0]; t++) {
+            ConvCase c = {specs[t], 2, 7, 6, fast, 0, 0, 0, 0, 0};
+            const int g = c.s.groups, cig = c.s.in_c / g, cog = c.s.out_c / g;
+            size_t nx = (size_t)c.n * c.s.in_c * c.h * c.w;
+            size_t nw = (size_t)c.s.out_c * cig * c.s.kh * c.s.kw, ny = conv_out_numel(&c);
+            c.x = tensor(nx, 51 + t, 1.0f);
+            c.weight = tensor(nw, 52 + t, 0.5f);
+            c.bias = tensor(c.s.out_c, 53 + t, 0.5f);
+            c.r = tensor(ny, 54 + t, 1.0f);
+            c.y = rn_alloc(ny * sizeof(float));
+            float *dx = rn_alloc(nx * sizeof(float));
+            float *dw = rn_calloc(nw, sizeof(float)), *db = rn_calloc(c.s.out_c, sizeof(float));
+            if (fast) conv2d_backward(&c.s, c.n, c.h, c.w, c.x, c.weight, c.r, dx, dw, db);
+            else conv2d_backward_ref(&c.s, c.n, c.h, c.w, c.x, c.weight, c.r, dx, dw, db);
+            CHECK_GRAD(c.x, nx, dx, conv_loss, &c, 1e-2f, 1e-3);
+            CHECK_GRAD(c.weight, nw, dw, conv_loss, &c, 1e-2f, 1e-3);
+            CHECK_GRAD(c.bias, (size_t)c.s.out_c, db, conv_loss, &c, 1e-2f, 1e-3);
+            /* group k of the output = a dense conv of group k's inputs and weights */
+            conv_loss(&c);
+            ConvSpec d = c.s;
+            d.in_c = cig;
+            d.out_c = cog;
+            d.groups = 1;
+            int oh = conv_out_size(c.h, d.kh, d.stride, d.pad), ow = conv_out_size(c.w, d.kw, d.stride, d.pad);
+            float *part = rn_alloc(sizeof(float) * (size_t)cog * oh * ow);
+            double worst = 0;
+            for (int b = 0; b < c.n; b++)
+                for (int k = 0; k < g; k++) {
+                    conv2d_forward_ref(&d, 1, c.h, c.w,
+                                       c.x + ((size_t)b * c.s.in_c + (size_t)k * cig) * c.h * c.w,
+                                       c.weight + (size_t)k * cog * cig * d.kh * d.kw,
+                                       c.bias + k * cog, part);
+                    const float *y = c.y + ((size_t)b * c.s.out_c + (size_t)k * cog) * oh * ow;
+                    double e = max_rel_diff(y, part, (size_t)cog * oh * ow, 1.0);
+                    if (e > worst) worst = e;
+                }
+            CHECK_MSG(worst < 1e-5, "spec %zu: grouped vs dense per group %g", t, worst);
+            if (test_case_failed) {
+                printf("  (failing case: %s, spec %zu)\n", fast ? "fast" : "ref", t);
+                return;
+            }
+            rn_free(part);
+            rn_free(c.x); rn_free(c.weight); rn_free(c.bias); rn_free(c.r); rn_free(c.y);
+            rn_free(dx); rn_free(dw); rn_free(db);
+        }
+}
+
+/* ------------------------------------------------------------------ sums, concat, ReLU of BN */
+
+static void test_add_and_concat(void) {
+    float a[6] = {1, -2, 3, -4, 0.5f, -0.5f}, b[6] = {0.5f, 1, -4, 3, 0, 1}, y[6], yr[6];
+    add_forward(6, a, b, 0, y);
+    add_forward(6, a, b, 1, yr);
+    for (int i = 0; i < 6; i++) {
+        CHECK(y[i] == a[i] + b[i]);
+        CHECK(yr[i] == (a[i] + b[i] > 0 ? a[i] + b[i] : 0));
+    }
+    /* backward: first gradient set, a later one added; with ReLU masked by y > 0 */
+    float dy[6] = {1, 2, 3, 4, 5, 6}, da[6] = {9, 9, 9, 9, 9, 9}, db[6] = {1, 1, 1, 1, 1, 1};
+    add_backward(6, yr, dy, da, 1, db, 0);
+    for (int i = 0; i < 6; i++) {
+        float g = yr[i] > 0 ? dy[i] : 0;
+        CHECK(da[i] == g && db[i] == 1 + g);
+    }
+    memcpy(da, dy, sizeof da); /* in place: da is dy */
+    add_backward(6, NULL, da, da, 1, NULL, 0);
+    CHECK(memcmp(da, dy, sizeof da) == 0);
+    float d[3] = {1, 2, 3}, g[3] = {0.5f, 0.25f, -1};
+    add_into(3, g, d);
+    CHECK(d[0] == 1.5f && d[1] == 2.25f && d[2] == 2);
+    /* concat: 2 samples of parts with 2 and 3 values */
+    const float p0[4] = {1, 2, 3, 4}, p1[6] = {5, 6, 7, 8, 9, 10};
+    const float *parts[2] = {p0, p1};
+    const size_t floats[2] = {2, 3};
+    float cat[10], want[10] = {1, 2, 5, 6, 7, 3, 4, 8, 9, 10};
+    concat_forward(2, 2, floats, parts, cat);
+    CHECK(memcmp(cat, want, sizeof cat) == 0);
+    float g0[4], g1[6];
+    float *dx[2] = {g0, NULL};
+    concat_backward(2, 2, floats, want, dx);
+    CHECK(memcmp(g0, p0, sizeof g0) == 0);
+    dx[0] = NULL;
+    dx[1] = g1;
+    concat_backward(2, 2, floats, want, dx);
+    CHECK(memcmp(g1, p1, sizeof g1) == 0);
+}
+
+/* relu_affine_forward is bit for bit eval batch norm then ReLU; its backward is the ReLU's
+ * mask from the affine output, also in place. */
+static void test_relu_affine(void) {
+    const int n = 2, c = 3, hw = 20;
+    const size_t count = (size_t)n * c * hw;
+    float *x = tensor(count, 61, 2.0f), *y = rn_alloc(count * 4), *want = rn_alloc(count * 4);
+    float gamma[3] = {0.5f, 1.5f, -1}, beta[3] = {0.1f, -0.2f, 0.3f}, mean[3] = {0.2f, -0.1f, 0};
+    float var[3] = {1.5f, 0.5f, 2}, scale[3], shift[3];
+    batchnorm_eval_affine(c, gamma, beta, mean, var, 1e-5f, scale, shift);
+    batchnorm_forward_eval(n, c, hw, x, gamma, beta, mean, var, 1e-5f, want);
+    relu_forward(count, want, want);
+    relu_affine_forward(n, c, hw, x, scale, shift, y);
+    CHECK(memcmp(y, want, count * 4) == 0);
+    float *dy = tensor(count, 62, 1.0f), *dx = rn_alloc(count * 4), *dx2 = rn_alloc(count * 4);
+    relu_backward(count, want, dy, dx);
+    memcpy(dx2, dy, count * 4);
+    relu_affine_backward(n, c, hw, x, scale, shift, dx2, dx2);
+    CHECK(memcmp(dx, dx2, count * 4) == 0);
+    rn_free(x); rn_free(y); rn_free(want); rn_free(dy); rn_free(dx); rn_free(dx2);
+}
+
+/* SiLU and sigmoid: values from the formulas, backward against finite differences. */
+typedef struct { ActForward f; const float *x; float *y; const float *r; size_t n; } ActCase;
+
+static double act_loss(void *ctx) {
+    ActCase *a = ctx;
+    a->f(a->n, a->x, a->y);
+    return project(a->y, a->r, a->n);
+}
+
+static void test_silu_sigmoid(void) {
+    const size_t n = 64;
+    float *x = tensor(n, 71, 6.0f), *r = tensor(n, 72, 1.0f), *y = rn_alloc(n * 4);
+    float *dx = rn_alloc(n * 4);
+    const ActForward fwd[2] = {silu_forward, sigmoid_forward};
+    const ActBackward bwd[2] = {silu_backward, sigmoid_backward};
+    for (int k = 0; k < 2; k++) {
+        fwd[k](n, x, y);
+        for (size_t i = 0; i < n; i++) {
+            double s = 1.0 / (1.0 + exp(-(double)x[i]));
+            CHECK_CLOSE(y[i], k == 0 ? x[i] * s : s, 1e-6);
+        }
+        bwd[k](n, x, y, r, dx);
+        ActCase a = {fwd[k], x, y, r, n};
+        CHECK_GRAD(x, n, dx, act_loss, &a, 1e-3f, 1e-3);
+    }
+    rn_free(x); rn_free(r); rn_free(y); rn_free(dx);
+}
+
 int main(void) {
     RUN(test_conv_by_hand);
     RUN(test_conv_gradients);
@@ -737,5 +883,9 @@ int main(void) {
     RUN(test_cross_entropy_matches_torch);
     RUN(test_cross_entropy_gradient);
     RUN(test_softmax_rows);
+    RUN(test_conv_grouped);
+    RUN(test_add_and_concat);
+    RUN(test_relu_affine);
+    RUN(test_silu_sigmoid);
     return test_summary();
 }

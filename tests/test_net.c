@@ -265,9 +265,9 @@ static void test_shapes(void) {
     net_free(head);
     /* the plan reuses its arena when it does not grow */
     CHECK(net_plan(net, 4, 64, 64, 1) == 0);
-    float *arena = net->arena;
-    CHECK(net_plan(net, 2, 48, 64, 1) == 0 && net->arena == arena);
-    CHECK(net_plan(net, 4, 64, 64, 0) == 0 && net->arena == arena);
+    float *arena = net->plan.arena;
+    CHECK(net_plan(net, 2, 48, 64, 1) == 0 && net->plan.arena == arena);
+    CHECK(net_plan(net, 4, 64, 64, 0) == 0 && net->plan.arena == arena);
     CHECK(net_forward(net, NULL, 1, 0) == NULL);
     CHECK(net_forward(net, arena, 5, 0) == NULL);
     net_free(net);
@@ -277,19 +277,19 @@ static void test_shapes(void) {
      * training keeps every output, with gradients sharing memory by lifetime. */
     net = resnet_create("resnet50", 10, NULL, 1);
     CHECK(net_plan(net, 2, 224, 224, 0) == 0);
-    size_t outputs = 0, infer = net->arena_floats;
+    size_t outputs = 0, infer = net->plan.arena_floats;
     for (int i = 0; i < net->n_nodes; i++) outputs += 2 * net_node_size(net, i);
     net_set_first_trainable(net, STAGE_LAYER4);
     CHECK(net_plan(net, 2, 224, 224, 1) == 0);
-    size_t layer4 = net->arena_floats;
+    size_t layer4 = net->plan.arena_floats;
     net_set_first_trainable(net, STAGE_STEM);
-    CHECK(net->plan_first_trainable == STAGE_STEM);
+    CHECK(net->plan.first_trainable == STAGE_STEM);
     printf("     resnet50 224x224, MB per sample: outputs %.1f; plans: inference %.1f, "
            "training layer4+head %.1f, training all %.1f\n", outputs * 2e-6, infer * 2e-6,
-           layer4 * 2e-6, net->arena_floats * 2e-6);
+           layer4 * 2e-6, net->plan.arena_floats * 2e-6);
     CHECK(infer < outputs / 5);
     CHECK(layer4 < outputs / 4);
-    CHECK(net->arena_floats < outputs * 5 / 4);
+    CHECK(net->plan.arena_floats < outputs * 5 / 4);
     net_free(net);
 }
 
@@ -352,7 +352,7 @@ static void fused_vs_reference(const char *arch, int n, int size, int training, 
     net->winograd = winograd;
     CHECK(net_plan(net, n, size, size, training) == 0);
     int groups = 0;
-    for (int i = 0; i < net->n_nodes; i++) groups += net->nodes[i].fuse_tail >= 0;
+    for (int i = 0; i < net->n_nodes; i++) groups += net->plan.nodes[i].fuse_tail >= 0;
     CHECK_MSG(groups > 0, "%s: no fused groups", arch);
     size_t per = (size_t)3 * size * size, nf = net_node_size(net, net->feature_node);
     float *x = malloc(sizeof(float) * n * per), ref[5 * 4], first[5 * 4];
@@ -497,7 +497,7 @@ static void test_frozen_stages(void) {
     net->winograd = 0; /* the plans below compare bit for bit; only one of them fuses */
     net_set_first_trainable(net, STAGE_LAYER4);
     CHECK(net_plan(net, 2, 32, 32, 1) == 0);
-    size_t frozen_floats = net->arena_floats;
+    size_t frozen_floats = net->plan.arena_floats;
     float *x = malloc(sizeof(float) * 2 * 3 * 32 * 32);
     float *dx = malloc(sizeof(float) * 2 * 3 * 32 * 32);
     float r[6];
@@ -518,7 +518,7 @@ static void test_frozen_stages(void) {
     CHECK(max_abs(net_find_param(net, "fc.weight")->grad, 3 * 512) == 0);
     /* lowering first_trainable re-plans; raising it again keeps that plan */
     net_set_first_trainable(net, STAGE_STEM);
-    CHECK(net->plan_first_trainable == STAGE_STEM && net->arena_floats > frozen_floats);
+    CHECK(net->plan.first_trainable == STAGE_STEM && net->plan.arena_floats > frozen_floats);
     net_set_first_trainable(net, STAGE_LAYER4);
     CHECK(net_forward(net, x, 2, 1) != NULL);
     net_backward(net, r, 2, dx);
@@ -609,11 +609,11 @@ static void test_low_memory_plan(void) {
         a->low_memory = 0;
         CHECK(net_plan(a, n, size, size, 1) == 0 && net_plan(b, n, size, size, 1) == 0);
         if (t == 0) /* ResNet-18 only drops its few downsample outputs */
-            CHECK_MSG(b->arena_floats < 0.8 * a->arena_floats,
-                      "resnet50: low-memory arena %zu floats, normal %zu", b->arena_floats,
-                      a->arena_floats);
+            CHECK_MSG(b->plan.arena_floats < 0.8 * a->plan.arena_floats,
+                      "resnet50: low-memory arena %zu floats, normal %zu", b->plan.arena_floats,
+                      a->plan.arena_floats);
         int recomputed = 0;
-        for (int i = 0; i < b->n_nodes; i++) recomputed += b->nodes[i].op == OP_CONV && b->nodes[i].recompute;
+        for (int i = 0; i < b->n_nodes; i++) recomputed += b->nodes[i].op == OP_CONV && b->plan.nodes[i].recompute;
         CHECK(recomputed >= (t % 2 ? 1 : 4));
         for (int pass = 0; pass < 2; pass++) { /* twice: nothing stale survives a pass */
             net_zero_grad(a);
@@ -754,6 +754,316 @@ static void test_head_text(void) {
     CHECK(strcmp(out, "mlp:5") == 0); /* truncated, still terminated */
 }
 
+/* ------------------------------------------------------------------ the reference network */
+
+/* ||a - b||_2 / ||b||_2: a gradient's relative error as a whole. Element by element, two
+ * correct implementations can disagree wherever rounding moves a batch-norm output across
+ * a ReLU's kink (the mask flips and a whole receptive field's gradient with it). */
+static double rel_l2(const float *a, const float *b, size_t n) {
+    double d = 0, s = 0;
+    for (size_t i = 0; i < n; i++) {
+        d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        s += (double)b[i] * b[i];
+    }
+    return s > 0 ? sqrt(d / s) : sqrt(d);
+}
+
+/* Worst rel_l2 over every parameter gradient of a against b. */
+static double grads_rel_l2(const Net *a, const Net *b, const char **worst_name) {
+    double worst = 0;
+    for (int i = 0; i < a->n_params; i++) {
+        const Param *p = &a->params[i], *q = &b->params[i];
+        if (!p->grad || !q->grad) continue;
+        double e = rel_l2(p->grad, q->grad, (size_t)p->numel);
+        if (e > worst) { worst = e; *worst_name = p->name; }
+    }
+    return worst;
+}
+
+/* Every ReLU's mask (output > 0) of a forward, in node order, collected by a forward hook. */
+typedef struct { uint8_t *mask; size_t len, cap; } MaskLog;
+
+static void mask_hook(void *ctx, const Net *net, int node, int n, const float *out) {
+    MaskLog *m = ctx;
+    OpType op = net->nodes[node].op;
+    if (op != OP_RELU && op != OP_ADD_RELU) return;
+    size_t count = (size_t)n * net_node_size(net, node);
+    if (m->len + count > m->cap) {
+        m->cap = 2 * (m->len + count);
+        m->mask = realloc(m->mask, m->cap);
+    }
+    for (size_t i = 0; i < count; i++) m->mask[m->len++] = out[i] > 0;
+}
+
+/* The fast network (fused eval, Winograd, recomputing training plans, SIMD GEMM) against
+ * the reference one (net->reference: naive kernels accumulating in double, layer by layer),
+ * same weights, for one architecture: eval logits and features, then a training step's
+ * logits, input gradient and every parameter gradient. Stated tolerances: eval outputs
+ * within 1e-4 of the tensor's largest value; training logits within 2e-3 of it (batch norm
+ * over a small batch magnifies rounding); gradients within 1e-3 in relative L2 norm
+ * (rel_l2) of each parameter's and of the input's. Where rounding put some ReLU input on
+ * the other side of the kink (the masks differ: `flips`), the gradients behind it differ
+ * by up to a few percent in two correct implementations; then they are held within 0.3. */
+static void reference_vs_fast(const char *arch, int n, int size) {
+    Net *fast = resnet_create(arch, 5, NULL, 21), *ref = resnet_create(arch, 5, NULL, 21);
+    Net *both[2] = {fast, ref};
+    for (int k = 0; k < 2; k++) {
+        randomise_bn(both[k], 22);
+        /* 600 residual blocks (cifar_resnet1202) overflow in eval unless each branch is
+         * small, as training makes it */
+        for (int i = 0; fast->n_nodes > 2000 && i < both[k]->n_params; i++)
+            if (strstr(both[k]->params[i].name, "bn2.weight"))
+                for (int64_t j = 0; j < both[k]->params[i].numel; j++)
+                    both[k]->params[i].data[j] *= 0.05f;
+    }
+    ref->reference = 1;
+    const size_t per = (size_t)3 * size * size;
+    float *x = malloc(sizeof(float) * n * per), *dx_f = malloc(sizeof(float) * n * per);
+    float *dx_r = malloc(sizeof(float) * n * per), r[4 * 5], lf[4 * 5];
+    fill_random(x, n * per, 23);
+    fill_random(r, (size_t)n * 5, 24);
+    /* eval */
+    CHECK(net_plan(fast, n, size, size, 0) == 0 && net_plan(ref, n, size, size, 0) == 0);
+    const float *yf = net_forward(fast, x, n, 0), *yr = net_forward(ref, x, n, 0);
+    CHECK(yf && yr);
+    double e_eval = max_rel_diff(yf, yr, (size_t)n * 5, 1e-3);
+    size_t nf = net_node_size(fast, fast->feature_node) * n;
+    double e_feat = max_rel_diff(net_node_output(fast, fast->feature_node),
+                                 net_node_output(ref, ref->feature_node), nf, 1e-3);
+    CHECK_MSG(max_abs(yr, (size_t)n * 5) < 1e30, "%s: eval logits overflow", arch);
+    /* training */
+    CHECK(net_plan(fast, n, size, size, 1) == 0 && net_plan(ref, n, size, size, 1) == 0);
+    net_zero_grad(fast);
+    net_zero_grad(ref);
+    MaskLog masks[2] = {{0}, {0}};
+    for (int k = 0; k < 2; k++) {
+        both[k]->forward_hook = mask_hook;
+        both[k]->hook_ctx = &masks[k];
+        yf = net_forward(both[k], x, n, 1);
+        both[k]->forward_hook = NULL;
+        if (k == 0) memcpy(lf, yf, sizeof(float) * n * 5);
+    }
+    yr = net_node_output(ref, ref->n_nodes - 1);
+    size_t flips = 0;
+    for (size_t i = 0; i < masks[0].len && masks[0].len == masks[1].len; i++)
+        flips += masks[0].mask[i] != masks[1].mask[i];
+    CHECK(masks[0].len == masks[1].len && masks[0].len > 0);
+    double e_train = max_rel_diff(lf, yr, (size_t)n * 5, 1e-3);
+    net_backward(fast, r, n, dx_f);
+    net_backward(ref, r, n, dx_r);
+    double e_dx = rel_l2(dx_f, dx_r, n * per);
+    const char *worst = "";
+    double e_grad = grads_rel_l2(fast, ref, &worst), tol = flips ? 0.3 : 1e-3;
+    printf("     %-16s %dx%d batch %d: eval logits %.1e features %.1e; train logits %.1e; "
+           "ReLU flips %zu of %zu; rel. L2: input grad %.1e, param grads %.1e (%s)\n", arch,
+           size, size, n, e_eval, e_feat, e_train, flips, masks[0].len, e_dx, e_grad, worst);
+    CHECK_MSG(e_eval <= 1e-4 && e_feat <= 1e-4, "%s eval", arch);
+    CHECK_MSG(e_train <= 2e-3 && e_dx <= tol && e_grad <= tol, "%s training", arch);
+    free(masks[0].mask);
+    free(masks[1].mask);
+    free(x);
+    free(dx_f);
+    free(dx_r);
+    net_free(fast);
+    net_free(ref);
+}
+
+/* Every registered architecture. Small inputs keep the naive kernels quick: CIFAR nets at
+ * 8 px, ImageNet nets at 40 px (layer4 2x2). The flip-free cases (the CIFAR nets,
+ * ResNet-18/34 here) prove the gradients to 1e-3; every run prints its flips. */
+static void test_reference_every_arch(void) {
+    for (int i = 0; i < arch_count(); i++) {
+        const ArchSpec *a = arch_at(i);
+        reference_vs_fast(a->name, 2, arch_is_cifar(a->name) ? 8 : 40);
+    }
+}
+
+/* The reference plan keeps every training output (no recomputation), fuses nothing and
+ * makes no Winograd weights. */
+static void test_reference_plan(void) {
+    Net *net = resnet_create("resnet50", 3, NULL, 1);
+    net->reference = 1;
+    CHECK(net_plan(net, 2, 64, 64, 1) == 0);
+    int fused = 0, recomputed = 0, wino = 0;
+    for (int i = 0; i < net->n_nodes; i++) {
+        fused += net->plan.nodes[i].fuse_tail >= 0;
+        recomputed += net->plan.nodes[i].recompute;
+        wino += net->plan.nodes[i].wino_u != NULL;
+    }
+    CHECK(fused == 0 && recomputed == 0 && wino == 0);
+    net->reference = 0;
+    CHECK(net_plan(net, 2, 64, 64, 1) == 0);
+    recomputed = 0;
+    for (int i = 0; i < net->n_nodes; i++) recomputed += net->plan.nodes[i].recompute;
+    CHECK(recomputed > 0);
+    net_free(net);
+}
+
+/* ------------------------------------------------------------------ ops in a graph */
+
+/* A two-node graph input -> op, built by hand as an architecture would. */
+static Net *one_op_net(OpType op, int c, int h, int w) {
+    Net *net = rn_calloc(1, sizeof *net);
+    snprintf(net->arch, sizeof net->arch, "one-op");
+    net->nodes = rn_calloc(2, sizeof(Node));
+    net->n_nodes = net->cap_nodes = 2;
+    net->in_c = c;
+    net->num_classes = c * h * w;
+    net->n_groups = 1;
+    net->feature_node = net->pooled_node = -1;
+    for (int i = 0; i < 2; i++) {
+        Node *nd = &net->nodes[i];
+        nd->op = i ? op : OP_INPUT;
+        snprintf(nd->name, sizeof nd->name, i ? "act" : "input");
+        nd->weight = nd->bias = nd->mean = nd->var = -1;
+        nd->last_consumer = i ? -1 : 1;
+        nd->n_in = i;
+    }
+    return net;
+}
+
+/* Every elementwise activation row (ReLU, SiLU, sigmoid, and any added later) run through
+ * the graph: the forward is the layer's forward, the input gradient its backward, and that
+ * backward matches central differences of the forward. */
+static void test_activation_ops(void) {
+    const OpType acts[] = {OP_RELU, OP_SILU, OP_SIGMOID};
+    const int c = 3, h = 4, w = 5, n = 2;
+    const size_t count = (size_t)n * c * h * w;
+    for (size_t a = 0; a < sizeof acts / sizeof acts[0]; a++) {
+        Net *net = one_op_net(acts[a], c, h, w);
+        CHECK(net_plan(net, n, h, w, 1) == 0);
+        float x[120], dy[120], dx[120], y_ref[120];
+        fill_random(x, count, 31 + a);
+        for (size_t i = 0; i < count; i++) x[i] *= 3.0f; /* well into both tails */
+        fill_random(dy, count, 41 + a);
+        const float *y = net_forward(net, x, n, 1);
+        CHECK(y != NULL);
+        if (acts[a] == OP_RELU) relu_forward(count, x, y_ref);
+        if (acts[a] == OP_SILU) silu_forward(count, x, y_ref);
+        if (acts[a] == OP_SIGMOID) sigmoid_forward(count, x, y_ref);
+        CHECK_MSG(memcmp(y, y_ref, sizeof(float) * count) == 0, "%s forward", op_name(acts[a]));
+        net_backward(net, dy, n, dx);
+        double worst = 0;
+        for (size_t i = 0; i < count; i++) {
+            if (acts[a] == OP_RELU && fabsf(x[i]) < 1e-2f) continue; /* the kink */
+            float e = 1e-2f, xp = x[i] + e, xm = x[i] - e, yp, ym;
+            if (acts[a] == OP_RELU) { relu_forward(1, &xp, &yp); relu_forward(1, &xm, &ym); }
+            if (acts[a] == OP_SILU) { silu_forward(1, &xp, &yp); silu_forward(1, &xm, &ym); }
+            if (acts[a] == OP_SIGMOID) { sigmoid_forward(1, &xp, &yp); sigmoid_forward(1, &xm, &ym); }
+            double fd = dy[i] * ((double)yp - ym) / ((double)xp - xm);
+            if (fabs(fd - dx[i]) > worst) worst = fabs(fd - dx[i]);
+        }
+        CHECK_MSG(worst < 2e-3, "%s: input gradient off by %g", op_name(acts[a]), worst);
+        net_free(net);
+    }
+}
+
+/* ------------------------------------------------------------------ freeze groups */
+
+static void test_freeze_groups(void) {
+    const char *tv[] = {"stem", "layer1", "layer2", "layer3", "layer4", "head"};
+    const char *cifar[] = {"stem", "layer1", "layer2", "layer3", "head"};
+    Net *net = resnet_create("resnet50", 4, NULL, 1);
+    CHECK(net->n_groups == 6);
+    for (int g = 0; g < 6 && g < net->n_groups; g++) CHECK(strcmp(net->group_names[g], tv[g]) == 0);
+    CHECK(net_head_group(net) == STAGE_HEAD && net_find_group(net, "layer3") == STAGE_LAYER3);
+    Buf b = {0};
+    net_groups_json(net, &b);
+    CHECK(strcmp(b.data, "[\"stem\",\"layer1\",\"layer2\",\"layer3\",\"layer4\",\"head\"]") == 0);
+    buf_free(&b);
+    net_free(net);
+    net = resnet_create("cifar_resnet20", 10, NULL, 1);
+    CHECK(net->n_groups == 5);
+    for (int g = 0; g < 5 && g < net->n_groups; g++) CHECK(strcmp(net->group_names[g], cifar[g]) == 0);
+    CHECK(net_find_param(net, "linear.weight")->stage == net_head_group(net));
+    CHECK(net_find_param(net, "layer3.2.conv2.weight")->stage == net_find_group(net, "layer3"));
+    CHECK(net_find_group(net, "layer4") == -1);
+    /* freezing everything but the head, by the head's group */
+    net_set_first_trainable(net, net_head_group(net));
+    CHECK(net_count_params(net, 1) == 64 * 10 + 10);
+    net_free(net);
+    net = head_create(64, 1, 1, 3, NULL, 1);
+    CHECK(net->n_groups == 1 && strcmp(net->group_names[0], "head") == 0);
+    net_free(net);
+    /* batch norm eps and momentum per node, torch's defaults here */
+    net = resnet_create("resnet18", 4, NULL, 1);
+    int bns = 0;
+    for (int i = 0; i < net->n_nodes; i++)
+        if (net->nodes[i].op == OP_BN) {
+            bns++;
+            CHECK(net->nodes[i].eps == 1e-5f && net->nodes[i].momentum == 0.1f);
+        }
+    CHECK(bns == 20);
+    net_free(net);
+}
+
+/* The registry lists every architecture resnet_create builds, and only those. */
+static void test_arch_registry(void) {
+    char list[1024];
+    arch_list(list, sizeof list);
+    CHECK(strstr(list, "cifar_resnet1202") && strstr(list, "resnet152"));
+    CHECK(arch_count() == 11);
+    for (int i = 0; i < arch_count(); i++) {
+        const ArchSpec *a = arch_at(i);
+        CHECK(arch_find(a->name) == a && arch_is_known(a->name));
+        Net *net = resnet_create(a->name, 3, NULL, 1);
+        CHECK_MSG(net && net->feature_node > 0, "%s", a->name);
+        char name[64];
+        snprintf(name, sizeof name, "%s.weight", a->classifier);
+        CHECK_MSG(net && net_find_param(net, name), "%s: no %s", a->name, name);
+        net_free(net);
+    }
+    CHECK(arch_find("resnet51") == NULL && resnet_create("resnet51", 3, NULL, 1) == NULL);
+    CHECK(strstr(rn_error(), "cifar_resnet1202") != NULL);
+}
+
+/* ------------------------------------------------------------------ layer dumps */
+
+typedef struct { int calls; int order_ok; int last; } HookLog;
+
+static void count_hook(void *ctx, const Net *net, int node, int n, const float *out) {
+    HookLog *h = ctx;
+    h->order_ok &= node == h->last + 1 && out == net_node_output(net, node);
+    h->last = node;
+    h->calls++;
+}
+
+/* A forward hook sees every node once, in order, also where the plan fuses; the dump holds
+ * every node's output under its name, equal to the layer-by-layer forward's. */
+static void test_forward_hook_and_dump(void) {
+    Net *net = resnet_create("resnet18", 3, NULL, 5);
+    randomise_bn(net, 6);
+    const int n = 2, size = 32;
+    float x[2 * 3 * 32 * 32];
+    fill_random(x, sizeof x / sizeof x[0], 7);
+    CHECK(net_plan(net, n, size, size, 0) == 0);
+    HookLog log = {0, 1, -1};
+    net->forward_hook = count_hook;
+    net->hook_ctx = &log;
+    float logits[2 * 3];
+    const float *y = net_forward(net, x, n, 0);
+    CHECK(y != NULL);
+    memcpy(logits, y, sizeof logits);
+    net->forward_hook = NULL;
+    CHECK(log.calls == net->n_nodes && log.order_ok);
+    const char *path = "build/tests/dump_resnet18.safetensors";
+    CHECK(net_dump_forward(net, x, n, path) == 0);
+    StFile f;
+    CHECK(st_open(path, &f) == 0);
+    CHECK(f.n_tensors == net->n_nodes);
+    const StTensor *t = st_find(&f, "layer2.0.relu");
+    CHECK(t && t->ndim == 4 && t->shape[0] == n && t->shape[1] == 128 && t->shape[2] == 4);
+    t = st_find(&f, "fc");
+    float got[2 * 3];
+    CHECK(t && st_read_f32(&f, t, got) == 0 && memcmp(got, logits, sizeof got) == 0);
+    CHECK(st_find(&f, "layer1.1.bn2") && st_find(&f, "layer4.1") && st_find(&f, "input"));
+    const char *ops = st_meta(&f, "ops");
+    CHECK(ops && strstr(ops, "\"layer4.1\":\"add_relu\"") && strstr(ops, "\"maxpool\":\"maxpool\""));
+    st_close(&f);
+    remove(path);
+    net_free(net);
+}
+
 int main(void) {
     RUN(test_param_counts);
     RUN(test_torchvision_names);
@@ -773,5 +1083,11 @@ int main(void) {
     RUN(test_bn_needs_two_values);
     RUN(test_head_names);
     RUN(test_head_text);
+    RUN(test_arch_registry);
+    RUN(test_freeze_groups);
+    RUN(test_activation_ops);
+    RUN(test_forward_hook_and_dump);
+    RUN(test_reference_plan);
+    RUN(test_reference_every_arch);
     return test_summary();
 }

@@ -360,6 +360,7 @@ static Net *tiny_net(int classes, float fill) {
     add_param(net, "bn1.running_var", 1, c4, STAGE_STEM, 1, fill + 4);
     add_param(net, "fc.weight", 2, fc, STAGE_HEAD, 0, fill + 5);
     add_param(net, "fc.bias", 1, fcb, STAGE_HEAD, 0, fill + 6);
+    net->n_groups = STAGE_HEAD + 1;
     rng_seed(&net->rng, 99);
     return net;
 }

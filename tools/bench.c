@@ -195,11 +195,11 @@ static const char *kind_names[K_COUNT] = {"conv 1x1", "conv 3x3", "conv 3x3 Wino
 static int node_kind(const Net *net, const Node *nd) {
     switch (nd->op) {
     case OP_CONV:
-        if (nd->wino_u && net->winograd) return K_WINO;
+        if (net->plan.nodes[nd - net->nodes].wino_u && net->winograd) return K_WINO;
         return nd->conv.kh == 1 ? K_CONV1 : nd->conv.kh == 3 ? K_CONV3 : K_CONV7;
     case OP_BN: return K_BN;
     case OP_RELU: return K_RELU;
-    case OP_ADD: return K_ADD;
+    case OP_ADD: case OP_ADD_RELU: return K_ADD;
     case OP_MAXPOOL: case OP_GAP: return K_POOL;
     case OP_LINEAR: return K_LINEAR;
     default: return K_OTHER;
