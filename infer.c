@@ -125,7 +125,7 @@ static int parse_args(int argc, char **argv, Options *o) {
     o->crop_pct = -1;
     o->secondary_threshold = 0.05f;
     o->winograd = -1; /* the library's default */
-    o->inputs = calloc((size_t)argc, sizeof *o->inputs);
+    o->inputs = rn_calloc((size_t)argc, sizeof *o->inputs);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -197,16 +197,16 @@ static char **read_lines(const char *path, int *n_out) {
     uint8_t *text = read_file(path, &len);
     if (!text) return NULL;
     int cap = 64, n = 0;
-    char **lines = malloc(sizeof *lines * (size_t)cap);
+    char **lines = rn_alloc(sizeof *lines * (size_t)cap);
     char *save = NULL;
     for (char *line = strtok_r((char *)text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         size_t l = strlen(line);
         while (l && (line[l - 1] == '\r' || line[l - 1] == ' ')) line[--l] = 0;
         if (!l) continue;
-        if (n == cap) lines = realloc(lines, sizeof *lines * (size_t)(cap *= 2));
+        if (n == cap) lines = rn_realloc(lines, sizeof *lines * (size_t)(cap *= 2));
         lines[n++] = rn_strdup(line);
     }
-    free(text);
+    rn_free(text);
     *n_out = n;
     return lines;
 }
@@ -301,19 +301,19 @@ static Net *load_model(const Options *o, ModelInfo *info) {
         if (!names) { net_free(net); return NULL; }
         if (n != info->num_classes) {
             rn_set_error("%s: %d class names, but the model has %d classes", labels, n, info->num_classes);
-            for (int i = 0; i < n; i++) free(names[i]);
-            free(names);
+            for (int i = 0; i < n; i++) rn_free(names[i]);
+            rn_free(names);
             net_free(net);
             return NULL;
         }
         if (info->class_names) {
-            for (int i = 0; i < info->num_classes; i++) free(info->class_names[i]);
-            free(info->class_names);
+            for (int i = 0; i < info->num_classes; i++) rn_free(info->class_names[i]);
+            rn_free(info->class_names);
         }
         info->class_names = names;
     }
     if (!info->class_names) {
-        info->class_names = malloc(sizeof(char *) * (size_t)info->num_classes);
+        info->class_names = rn_alloc(sizeof(char *) * (size_t)info->num_classes);
         for (int i = 0; i < info->num_classes; i++) {
             char b[32];
             snprintf(b, sizeof b, "class_%d", i);
@@ -329,7 +329,7 @@ static Net *load_model(const Options *o, ModelInfo *info) {
 static int collect_inputs(const Options *o, Dataset *ds) {
     memset(ds, 0, sizeof *ds);
     int cap = 64;
-    ds->paths = malloc(sizeof(char *) * (size_t)cap);
+    ds->paths = rn_alloc(sizeof(char *) * (size_t)cap);
     for (int i = 0; i < o->n_inputs; i++) {
         struct stat st;
         if (stat(o->inputs[i], &st) != 0) {
@@ -346,16 +346,16 @@ static int collect_inputs(const Options *o, Dataset *ds) {
             }
             ds->n_skipped += sub.n_skipped;
             for (int j = 0; j < sub.n; j++) {
-                if (ds->n == cap) ds->paths = realloc(ds->paths, sizeof(char *) * (size_t)(cap *= 2));
+                if (ds->n == cap) ds->paths = rn_realloc(ds->paths, sizeof(char *) * (size_t)(cap *= 2));
                 ds->paths[ds->n++] = rn_strdup(sub.paths[j]);
             }
             dataset_free(&sub);
         } else {
-            if (ds->n == cap) ds->paths = realloc(ds->paths, sizeof(char *) * (size_t)(cap *= 2));
+            if (ds->n == cap) ds->paths = rn_realloc(ds->paths, sizeof(char *) * (size_t)(cap *= 2));
             ds->paths[ds->n++] = rn_strdup(o->inputs[i]);
         }
     }
-    ds->labels = malloc(sizeof(int) * (size_t)(ds->n ? ds->n : 1));
+    ds->labels = rn_alloc(sizeof(int) * (size_t)(ds->n ? ds->n : 1));
     for (int i = 0; i < ds->n; i++) ds->labels[i] = -1;
     return 0;
 }
@@ -477,7 +477,7 @@ static int save_rows_npy(const char *path, const float *rows, const uint8_t *ok,
 
 static void print_results(const Results *r, const Dataset *ds, char **names, const Options *o) {
     int k = o->topk < r->k ? o->topk : r->k;
-    int *top = malloc(sizeof(int) * (size_t)k);
+    int *top = rn_alloc(sizeof(int) * (size_t)k);
     if (o->format == OUT_JSON) {
         Buf b = {0};
         buf_put(&b, "[\n", 2);
@@ -548,7 +548,7 @@ static void print_results(const Results *r, const Dataset *ds, char **names, con
             putchar('\n');
         }
     }
-    free(top);
+    rn_free(top);
 }
 
 /* --dump-nodes: the first batch of the inputs that decode, through net_dump_forward. */
@@ -619,7 +619,7 @@ static int cmd_eval(Net *net, ModelInfo *info, const Options *o) {
     for (int i = 0; i < ds.n; i++) m += r.ok[i];
     float *probs = rn_alloc(sizeof(float) * (size_t)(m ? m : 1) * k);
     int *labels = rn_alloc(sizeof(int) * (size_t)(m ? m : 1));
-    const char **wrong = malloc(sizeof(char *) * (size_t)(m ? m : 1));
+    const char **wrong = rn_alloc(sizeof(char *) * (size_t)(m ? m : 1));
     int n_wrong = 0;
     double loss_sum = 0; /* cross-entropy from the probabilities, exactly as train reports it */
     for (int i = 0, j = 0; i < ds.n; i++) {
@@ -671,8 +671,8 @@ static int cmd_eval(Net *net, ModelInfo *info, const Options *o) {
     if (rc == 0 && o->save_logits) rc = save_rows_npy(o->save_logits, r.logits, r.ok, r.n, r.k);
     if (rc == 0 && o->save_features) rc = save_rows_npy(o->save_features, r.features, r.ok, r.n, r.feat);
     int failed = ds.n - m + ds.n_skipped;
-    for (int i = 0; i < n_wrong; i++) free((void *)wrong[i]);
-    free(wrong);
+    for (int i = 0; i < n_wrong; i++) rn_free((void *)wrong[i]);
+    rn_free(wrong);
     metrics_free(&met);
     rn_free(probs);
     rn_free(labels);
@@ -838,8 +838,8 @@ static int cmd_patches(Net *net, ModelInfo *info, const Options *o) {
     patch_prep.crop_pct = 1.0f; /* a window is classified whole, resized to the input size */
     float *x = rn_alloc(sizeof(float) * (size_t)batch * 3 * size * size);
     float *probs = rn_alloc(sizeof(float) * (size_t)batch * k);
-    double *mass = malloc(sizeof(double) * (size_t)k);
-    ClassShare *shares = malloc(sizeof(ClassShare) * (size_t)k);
+    double *mass = rn_alloc(sizeof(double) * (size_t)k);
+    ClassShare *shares = rn_alloc(sizeof(ClassShare) * (size_t)k);
     Buf json = {0};
     buf_put(&json, "[\n", 2);
     int first = 1;
@@ -888,12 +888,12 @@ static int cmd_patches(Net *net, ModelInfo *info, const Options *o) {
             image_free(&img);
             img = up;
         }
-        int *xs = malloc(sizeof(int) * (size_t)nx), *ys = malloc(sizeof(int) * (size_t)ny);
+        int *xs = rn_alloc(sizeof(int) * (size_t)nx), *ys = rn_alloc(sizeof(int) * (size_t)ny);
         patch_origins(img.w, o->patch, o->stride, xs);
         patch_origins(img.h, o->patch, o->stride, ys);
         int n_cells = nx * ny;
-        int *cell_class = malloc(sizeof(int) * (size_t)n_cells);
-        float *cell_prob = malloc(sizeof(float) * (size_t)n_cells);
+        int *cell_class = rn_alloc(sizeof(int) * (size_t)n_cells);
+        float *cell_prob = rn_alloc(sizeof(float) * (size_t)n_cells);
         for (int c = 0; c < k; c++) mass[c] = 0;
         for (int start = 0; start < n_cells; start += batch) {
             int nb = n_cells - start < batch ? n_cells - start : batch;
@@ -1004,10 +1004,10 @@ static int cmd_patches(Net *net, ModelInfo *info, const Options *o) {
             }
             printf("  picture    %s\n", pic_path);
         }
-        free(cell_class);
-        free(cell_prob);
-        free(xs);
-        free(ys);
+        rn_free(cell_class);
+        rn_free(cell_prob);
+        rn_free(xs);
+        rn_free(ys);
         image_free(&img);
     }
     if (o->format == OUT_JSON) {
@@ -1016,8 +1016,8 @@ static int cmd_patches(Net *net, ModelInfo *info, const Options *o) {
     }
     if (failed) fprintf(stderr, "infer: %d of %d inputs failed (reported above)\n", failed, ds.n + ds.n_skipped);
     buf_free(&json);
-    free(mass);
-    free(shares);
+    rn_free(mass);
+    rn_free(shares);
     rn_free(x);
     rn_free(probs);
     dataset_free(&ds);
@@ -1027,7 +1027,7 @@ static int cmd_patches(Net *net, ModelInfo *info, const Options *o) {
 int main(int argc, char **argv) {
     Options o;
     if (parse_args(argc, argv, &o) != 0) {
-        free(o.inputs);
+        rn_free(o.inputs);
         return 2;
     }
     ModelInfo info;
@@ -1035,7 +1035,7 @@ int main(int argc, char **argv) {
     if (!net) {
         fprintf(stderr, "infer: %s\n", rn_error());
         model_info_free(&info);
-        free(o.inputs);
+        rn_free(o.inputs);
         return 2;
     }
     if (o.winograd >= 0) net->winograd = o.winograd;
@@ -1049,6 +1049,6 @@ int main(int argc, char **argv) {
     fprintf(stderr, "infer: peak memory %ld MB (resident)\n", rn_peak_rss_kb() / 1024);
     net_free(net);
     model_info_free(&info);
-    free(o.inputs);
+    rn_free(o.inputs);
     return rc;
 }

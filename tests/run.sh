@@ -1,9 +1,14 @@
 #!/bin/sh
 # Runs every test binary given, then the shell tests tests/t_*.sh, and prints one closing
 # line "N passed, N failed" over all test cases. Exit status is non-zero if any failed.
+#   tests/run.sh build/tests/test_*           everything
+#   T=golden tests/run.sh build/tests/test_*  only the binaries and shell tests whose name
+#                                             holds "golden" (make test T=golden)
 passed=0; failed=0; skipped=0; bad_bins=""
 log=$(mktemp); trap 'rm -f "$log"' EXIT
+selected() { [ -z "$T" ] || case "$1" in *"$T"*) return 0 ;; *) return 1 ;; esac; }
 for t in "$@"; do
+  selected "$t" || continue
   echo "== $t"
   "$t" > "$log" 2>&1; rc=$?
   cat "$log"
@@ -17,6 +22,7 @@ for t in "$@"; do
 done
 for s in tests/t_*.sh; do
   [ -f "$s" ] || continue
+  selected "$s" || continue
   echo "== $s"
   if sh "$s"; then passed=$((passed + 1)); echo "ok   $s"; else failed=$((failed + 1)); echo "FAIL $s"; bad_bins="$bad_bins $s"; fi
 done

@@ -386,9 +386,87 @@ static void test_hash_fill_matches_torch(void) {
     CHECK(fnv1a32("conv1.weight") + 1234u == 3184445798u);
 }
 
+/* ------------------------------------------------------------------ layer dumps */
+
+/* infer's layer dump (net_dump_forward) of the recipe's model against what PyTorch's
+ * forward hooks saw (tools/golden.py golden_dump_*.txt): every module call torch and the
+ * dump both name, 8 sampled values each, within 2e-5 of the call's max |output|. */
+static void dump_run(const char *key, int min_nodes) {
+    char path[1024];
+    const char *dir = getenv("RN_FIXTURES");
+    snprintf(path, sizeof path, "%s/golden_%s.txt", dir && *dir ? dir : "tests/fixtures", key);
+    FILE *f = fopen(path, "r");
+    CHECK_MSG(f != NULL, "%s: missing (run tools/golden.py)", path);
+    if (!f) return;
+    char arch[32] = "", line[512];
+    int classes = 0, batch = 0, size = 0;
+    unsigned base = 0, input = 0;
+    StFile dump;
+    int opened = 0, compared = 0, missing = 0, over = 0;
+    char last[RN_NAME_MAX] = "";
+    double nodemax = 0, worst = 0;
+    Net *net = NULL;
+    while (fgets(line, sizeof line, f)) {
+        char name[RN_NAME_MAX];
+        long long idx;
+        double v;
+        if (sscanf(line, "config dump %31s %d %d %d %u %u", arch, &classes, &batch, &size,
+                   &base, &input) == 6) {
+            net = resnet_create(arch, classes, NULL, 1);
+            CHECK_MSG(net != NULL, "%s", rn_error());
+            if (!net) break;
+            for (int i = 0; i < net->n_params; i++)
+                recipe_fill(&net->params[i], base, net->params[i].data);
+            size_t n = (size_t)batch * 3 * size * size;
+            float *x = malloc(n * sizeof *x);
+            hash_fill(x, n, input, 1.0f);
+            const char *out = "build/tests/golden_dump.safetensors";
+            CHECK(net_plan(net, batch, size, size, 0) == 0);
+            CHECK_MSG(net_dump_forward(net, x, batch, out) == 0, "%s", rn_error());
+            free(x);
+            opened = st_open(out, &dump) == 0;
+            remove(out);
+            CHECK(opened);
+            if (!opened) break;
+        } else if (opened && sscanf(line, "nodemax %95s %lf", name, &v) == 2) {
+            snprintf(last, sizeof last, "%s", name);
+            nodemax = v;
+            const StTensor *t = st_find(&dump, name);
+            compared += t != NULL;
+            missing += t == NULL;
+        } else if (opened && sscanf(line, "node %95s %lld %lf", name, &idx, &v) == 3 &&
+                   strcmp(name, last) == 0) {
+            const StTensor *t = st_find(&dump, name);
+            if (!t) continue;
+            float got;
+            const float *data = (const float *)(const void *)(dump.data + t->begin);
+            memcpy(&got, data + idx, sizeof got);
+            double e = rel(got, v, nodemax);
+            if (e > worst) worst = e;
+            if (e > 2e-5) {
+                over++;
+                fprintf(stderr, "  %s[%lld]: dump %.9g, torch %.9g (%.2g of max)\n", name, idx,
+                        (double)got, v, e);
+            }
+        }
+    }
+    fclose(f);
+    printf("     %s: %d module outputs compared (%d torch calls not in the dump), worst %.2g\n",
+           arch, compared, missing, worst);
+    CHECK_MSG(compared >= min_nodes, "%s: only %d layers matched by name", arch, compared);
+    CHECK(over == 0);
+    if (opened) st_close(&dump);
+    net_free(net);
+}
+
+static void test_dump_resnet18(void) { dump_run("dump_resnet18", 60); }
+static void test_dump_cifar_resnet20(void) { dump_run("dump_cifar20", 48); }
+
 int main(void) {
     RUN(test_hash_fill_matches_torch);
     RUN(test_golden_cifar_resnet20);
+    RUN(test_dump_resnet18);
+    RUN(test_dump_cifar_resnet20);
     RUN(test_golden_resnet50);
     return test_summary();
 }

@@ -722,6 +722,75 @@ static void test_eval(void) {
     free(html);
 }
 
+/* The logits of an .npy written by --save-logits: count floats into out. */
+static int read_logits(const char *name, float *out, int count) {
+    char path[512];
+    size_t len;
+    snprintf(path, sizeof path, "%s/%s", tmp, name);
+    uint8_t *npy = read_file(path, &len);
+    if (!npy || len < 10) { free(npy); return -1; }
+    size_t at = 10 + (size_t)(npy[8] | npy[9] << 8);
+    int ok = at + (size_t)count * 4 == len;
+    if (ok) memcpy(out, npy + at, (size_t)count * 4);
+    free(npy);
+    return ok ? 0 : -1;
+}
+
+/* infer --reference (naive kernels, layer by layer) and the default fast path agree on a
+ * ResNet-50 and a CIFAR ResNet (random weights, random batch-norm statistics) within 1e-4
+ * of the largest logit; --dump-nodes writes every node of the first batch. */
+static void test_reference_and_dump(void) {
+    if (!fixtures_ok) SKIP("fixtures failed");
+    const char *archs[2] = {"resnet50", "cifar_resnet20"};
+    for (int a = 0; a < 2; a++) {
+        Net *net = resnet_create(archs[a], 7, NULL, 3 + a);
+        CHECK(net != NULL);
+        if (!net) return;
+        Rng r;
+        rng_seed(&r, 5);
+        for (int i = 0; i < net->n_params; i++) {
+            Param *p = &net->params[i];
+            if (p->ndim != 1) continue;
+            int var = strstr(p->name, "running_var") != NULL, mean = strstr(p->name, "running_mean") != NULL;
+            for (int64_t k = 0; k < p->numel; k++)
+                p->data[k] = var ? 0.5f + rng_uniform(&r) : mean ? 0.2f * (rng_uniform(&r) - 0.5f)
+                                                             : p->data[k];
+        }
+        char path[512], args[512];
+        snprintf(path, sizeof path, "%s/ref_%s.safetensors", tmp, archs[a]);
+        CHECK(net_save_weights(net, path, NULL, NULL, 0) == 0);
+        int n_nodes = net->n_nodes;
+        net_free(net);
+        float fast[3 * 7], ref[3 * 7];
+        int st;
+        const char *common = "--img-size 64 --crop-pct 1 --batch 2 red.png small.png comp.png";
+        snprintf(args, sizeof args, "--arch %s --weights ref_%s.safetensors --save-logits fast.npy "
+                 "--dump-nodes dump.safetensors %s", archs[a], archs[a], common);
+        free(run_infer(args, &st));
+        CHECK_MSG(st == 0, "%s: %s", archs[a], args);
+        snprintf(args, sizeof args, "--arch %s --weights ref_%s.safetensors --reference "
+                 "--save-logits ref.npy %s", archs[a], archs[a], common);
+        free(run_infer(args, &st));
+        CHECK_MSG(st == 0, "%s: %s", archs[a], args);
+        CHECK(read_logits("fast.npy", fast, 21) == 0 && read_logits("ref.npy", ref, 21) == 0);
+        double e = 0, m = 0;
+        for (int i = 0; i < 21; i++) {
+            if (fabs(ref[i]) > m) m = fabs(ref[i]);
+            if (fabs(fast[i] - ref[i]) > e) e = fabs(fast[i] - ref[i]);
+        }
+        printf("     %s: --reference vs default, logits differ by %.2g of the largest\n",
+               archs[a], e / m);
+        CHECK(m > 0 && e <= 1e-4 * m);
+        StFile f;
+        snprintf(path, sizeof path, "%s/dump.safetensors", tmp);
+        CHECK(st_open(path, &f) == 0);
+        CHECK(f.n_tensors == n_nodes && st_find(&f, "layer1.0.conv1") && st_find(&f, "input"));
+        const StTensor *t = st_find(&f, "input");
+        CHECK(t && t->shape[0] == 2 && t->shape[2] == 64); /* the first batch */
+        st_close(&f);
+    }
+}
+
 int main(void) {
     const char *bin = getenv("BIN");
     if (!bin || !*bin) bin = ".";
@@ -748,6 +817,7 @@ int main(void) {
     RUN(test_classify_formats);
     RUN(test_imagenet_names);
     RUN(test_eval);
+    RUN(test_reference_and_dump);
     if (!test_cases_failed) {
         char cmd[512];
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);

@@ -49,6 +49,14 @@ Fixture lines ("%.9g" numbers; names are state_dict names):
   deltamax NAME V / deltanorm NAME V  max |p_after - p_initial|, || p_after - p_initial ||
   bn NAME INDEX V                   sampled running_mean / running_var after the steps
   eval_logits V...                  eval-mode logits after the steps
+
+Layer-dump fixtures (golden_dump_resnet18.txt, golden_dump_cifar20.txt) hold what PyTorch's
+forward hooks see in an eval forward of the freshly filled model: for every module call
+(the n-th call of a module used n times, like torchvision's block ReLU, is "NAME.n-1"),
+  config dump ARCH CLASSES BATCH SIZE BASE_SEED INPUT_SEED
+  nodemax NAME V                    max |output| of the call
+  node NAME INDEX V                 8 sampled output elements (flat NCHW index)
+tests/test_golden.c holds infer's layer dumps (net_dump_forward) to them by name.
 """
 import argparse
 import math
@@ -77,6 +85,13 @@ CONFIGS = {
     #        momentum, nesterov)
     "resnet50": ("resnet50", 10, 2, 64, "sgd", 0.01, 1e-4, 0.9, 1),
     "cifar20": ("cifar_resnet20", 10, 4, 32, "adam", 1e-3, 1e-4, 0.0, 0),
+}
+
+
+# layer-dump fixtures: name: (arch, classes, batch, size)
+DUMP_CONFIGS = {
+    "dump_resnet18": ("resnet18", 10, 2, 64),
+    "dump_cifar20": ("cifar_resnet20", 10, 2, 32),
 }
 
 
@@ -190,10 +205,49 @@ class CifarResNet(nn.Module):
 
 
 def build(key):
-    arch, classes = CONFIGS[key][:2]
-    if arch == "resnet50":
-        return torchvision.models.resnet50(num_classes=classes)
+    arch, classes = (CONFIGS.get(key) or DUMP_CONFIGS[key])[:2]
+    if arch in ("resnet18", "resnet50"):
+        return getattr(torchvision.models, arch)(num_classes=classes)
     return CifarResNet(3, classes)
+
+
+def hook_outputs(model, x):
+    """{name: output} of every module call of an eval forward, as forward hooks see them;
+    a module's n-th call (n > 1) is named "name.(n-1)"."""
+    outputs, calls, handles = {}, {}, []
+    for name, module in model.named_modules():
+        if not name:
+            continue
+
+        def hook(mod, inputs, output, name=name):
+            k = calls.get(name, 0)
+            calls[name] = k + 1
+            outputs[name if k == 0 else "%s.%d" % (name, k)] = output.detach().clone()
+        handles.append(module.register_forward_hook(hook))
+    with torch.no_grad():
+        model(x)
+    for h in handles:
+        h.remove()
+    return outputs
+
+
+def run_dump(key):
+    torch.set_num_threads(1)
+    arch, classes, batch, size = DUMP_CONFIGS[key]
+    model = build(key).float()
+    fill_model(model)
+    model.eval()
+    x = hash_fill(batch * 3 * size * size, INPUT_SEED, 1.0).view(batch, 3, size, size)
+    lines = ["# tools/golden.py layer-dump fixture for %s (see the recipe there); do not edit"
+             % arch]
+    lines.append("config dump %s %d %d %d %d %d" % (arch, classes, batch, size, BASE_SEED,
+                                                    INPUT_SEED))
+    for name, out in hook_outputs(model, x).items():
+        flat = out.flatten()
+        lines.append("nodemax %s %s" % (name, fmt(flat.abs().max())))
+        for idx in sample_indices(name, flat.numel()):
+            lines.append("node %s %d %s" % (name, idx, fmt(flat[idx])))
+    return "\n".join(lines) + "\n"
 
 
 # ------------------------------------------------------------------ the run
@@ -305,12 +359,13 @@ def parse(text):
                 values[(kind, "", i)] = float(v)
         elif kind == "loss":
             values[(kind, "", int(f[1]))] = float(f[2])
-        elif kind in ("gradnorm", "gradmax", "parammax", "deltamax", "deltanorm"):
+        elif kind in ("gradnorm", "gradmax", "parammax", "deltamax", "deltanorm", "nodemax"):
             values[(kind, f[1], 0)] = float(f[2])
         else:
             values[(kind, f[1], int(f[2]))] = float(f[3])
     for (kind, name, _), v in values.items():
-        group = {"grad": "gradmax", "param": "parammax", "delta": "deltamax"}.get(kind)
+        group = {"grad": "gradmax", "param": "parammax", "delta": "deltamax",
+                 "node": "nodemax"}.get(kind)
         key = (kind, name)
         if group and (group, name, 0) in values:
             scale[key] = values[(group, name, 0)]
@@ -326,18 +381,20 @@ def parse(text):
 # <= 1.3e-5, parameters after the steps <= 1.8e-5, their updates (delta) <= 8.5e-4.
 CHECK_TOL = {"logits0": 1e-5, "loss": 1e-6, "eval_logits": 1e-5, "grad": 1e-4,
              "gradnorm": 1e-4, "gradmax": 1e-4, "param": 1e-4, "parammax": 1e-4,
-             "delta": 1e-2, "deltamax": 1e-2, "deltanorm": 1e-2, "bn": 1e-4}
+             "delta": 1e-2, "deltamax": 1e-2, "deltanorm": 1e-2, "bn": 1e-4,
+             "node": 1e-5, "nodemax": 1e-5}
 
 
 def check(path, tol=None):
     name = os.path.basename(path)
-    key = next((k for k in CONFIGS if name == "golden_%s.txt" % k), None)
+    keys = list(CONFIGS) + list(DUMP_CONFIGS)
+    key = next((k for k in keys if name == "golden_%s.txt" % k), None)
     if key is None:
-        print("golden.py: %s: expected golden_{%s}.txt" % (path, ",".join(CONFIGS)))
+        print("golden.py: %s: expected golden_{%s}.txt" % (path, ",".join(keys)))
         return 1
     with open(path) as fh:
         old_values, old_scale, old_words = parse(fh.read())
-    new_values, _, new_words = parse(run(key))
+    new_values, _, new_words = parse(run(key) if key in CONFIGS else run_dump(key))
     bad = 0
     for k in sorted(set(old_words) | set(new_words)):
         if old_words.get(k) != new_words.get(k):
@@ -370,14 +427,15 @@ def main():
     ap.add_argument("--tol", type=float, help="--check: one relative tolerance for all")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "tests",
                                                   "fixtures"))
-    ap.add_argument("--only", choices=sorted(CONFIGS), help="write one fixture")
+    ap.add_argument("--only", choices=sorted(list(CONFIGS) + list(DUMP_CONFIGS)),
+                    help="write one fixture")
     args = ap.parse_args()
     if args.check:
         return check(args.check, args.tol)
     os.makedirs(args.out, exist_ok=True)
-    for key in ([args.only] if args.only else CONFIGS):
+    for key in ([args.only] if args.only else list(CONFIGS) + list(DUMP_CONFIGS)):
         path = os.path.join(args.out, "golden_%s.txt" % key)
-        text = run(key)
+        text = run(key) if key in CONFIGS else run_dump(key)
         tmp = path + ".tmp"
         with open(tmp, "w") as fh:
             fh.write(text)
