@@ -2,8 +2,8 @@
  *
  * resnet-c is a C99 reference implementation of transfer learning with ResNet:
  * layers (each *_forward beside its *_backward), torchvision / CIFAR ResNets built as a
- * small graph of nodes, safetensors weights, optimizers matching torch.optim, a data
- * pipeline, metrics and an HTML report.
+ * small graph of nodes from an architecture registry, safetensors weights, optimizers
+ * matching torch.optim, a data pipeline, metrics and an HTML report.
  *
  * Conventions used everywhere:
  *   - tensors are float32, NCHW, contiguous; a [N, C] matrix is NCHW with H = W = 1;
@@ -14,9 +14,11 @@
  *     any gradient pointer may be NULL when that gradient is not wanted.
  *
  * Source files: util.c (errors, RNG, files), layers.c (layers, reference kernels),
- * gemm.c (SIMD GEMM and fast convolution), resnet.c (network graph, architectures, heads),
- * optim.c (optimizers), safetensors.c (weights, checkpoints), data.c (images, datasets,
- * preprocessing, loader), metrics.c (metrics), report.c (HTML report), train.c, infer.c.
+ * gemm.c (SIMD GEMM), winograd.c (Winograd 3x3 convolutions), ops.c (the op table),
+ * resnet.c (architectures, heads, forward and backward), plan.c (memory and fusion
+ * planner), optim.c (optimizers), safetensors.c (weights, model files, checkpoints),
+ * data.c (images, datasets, preprocessing, loader), metrics.c (metrics), report.c (HTML
+ * report), train.c, infer.c; internal headers ops.h, simd.h, parallel.h.
  */
 #ifndef RESNET_H
 #define RESNET_H
