@@ -8,6 +8,8 @@
 #   make demo            the embedded end-to-end training job
 #   make test T=pattern  only the test binaries and shell tests whose name holds pattern
 #   make asan / tsan     the suite under AddressSanitizer + UBSan / ThreadSanitizer (clang)
+#   make fuzz            bounded libFuzzer runs of the decoder and the safetensors readers
+#   make fuzz-long       the same fuzzers for an hour each (FUZZ_LONG_SECONDS)
 #   make clean
 # Out-of-tree builds: make BUILD=/tmp/b BIN=/tmp/b
 
@@ -95,7 +97,7 @@ TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BINS := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%$(EXE))
 PROGS := $(BIN)/train$(EXE) $(BIN)/infer$(EXE)
 
-.PHONY: all test clean setup check-stb bench demo fuzz golden-check asan tsan
+.PHONY: all test clean setup check-stb bench demo fuzz fuzz-long fuzz-seeds golden-check asan tsan
 all: $(PROGS)
 
 STB_HEADERS := stb_image.h stb_image_write.h stb_easy_font.h
@@ -182,17 +184,51 @@ demo: $(PROGS)
 clean:
 	rm -rf $(BUILD) $(BIN)/train$(EXE) $(BIN)/infer$(EXE)
 
-# libFuzzer target for the image decoder (clang only). A fixed seed and run count bound the
-# run and keep it close to repeatable (libFuzzer's scheduling still varies a little between
-# runs); FUZZ_SECONDS caps its time.
-# For open-ended fuzzing: make fuzz FUZZ_SEED=0 FUZZ_RUNS=-1 FUZZ_SECONDS=3600
-FUZZ_SECONDS ?= 900
-FUZZ_RUNS ?= 80000
+# libFuzzer targets (clang only): tests/fuzz_decode.c (image decoding and preprocessing) and
+# tests/fuzz_safetensors.c (safetensors, model files, checkpoints), each seeded with small
+# valid files of every format written at build time by tests/fuzz_seeds.c. `make fuzz`: a
+# bounded run of each (a fixed seed and run count keep it close to repeatable; FUZZ_SECONDS
+# caps each one's time). `make fuzz-long`: FUZZ_LONG_SECONDS of open-ended fuzzing each,
+# one after the other, keeping the grown corpora in $(BUILD)/fuzz_corpus_*.
+FUZZ_SECONDS ?= 180
+FUZZ_RUNS_decode ?= 80000
+FUZZ_RUNS_safetensors ?= 400000
 FUZZ_SEED ?= 1
-fuzz: check-stb
-	@mkdir -p $(BUILD)/fuzz_corpus
-	clang -std=c99 -D_POSIX_C_SOURCE=200809L -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-	  -isystem $(STB_DIR) -I. tests/fuzz_decode.c data.c util.c -o $(BUILD)/fuzz_decode -lm -pthread
-	$(BUILD)/fuzz_decode -seed=$(FUZZ_SEED) -runs=$(FUZZ_RUNS) -max_total_time=$(FUZZ_SECONDS) \
-	  -max_len=16384 -rss_limit_mb=2048 \
-	  -print_final_stats=1 $(BUILD)/fuzz_corpus
+FUZZ_LONG_SECONDS ?= 3600
+FUZZ_TARGETS := decode safetensors
+FUZZ_CFLAGS := -std=c99 -D_POSIX_C_SOURCE=200809L -DRN_SIMD=0 -g -O1 -pthread \
+               -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+FUZZ_SRCS_decode := tests/fuzz_decode.c data.c util.c
+FUZZ_SRCS_safetensors := tests/fuzz_safetensors.c $(LIB_SRCS)
+FUZZ_FLAGS_decode := -max_len=16384
+FUZZ_FLAGS_safetensors := -max_len=65536
+FUZZ_COMMON := -rss_limit_mb=2048 -timeout=20 -print_final_stats=1
+
+$(BUILD)/fuzz_%: tests/fuzz_%.c tests/fuzz.h $(wildcard *.c *.h) | check-stb
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -isystem $(STB_DIR) -I. $(FUZZ_SRCS_$*) -o $@ -lm
+
+$(BUILD)/fuzz_seeds: tests/fuzz_seeds.c tests/fuzz.h $(wildcard *.c *.h) | check-stb
+	@mkdir -p $(dir $@)
+	clang -std=c99 -D_POSIX_C_SOURCE=200809L -DRN_SIMD=0 -O1 -g -pthread -isystem $(STB_DIR) \
+	  -I. tests/fuzz_seeds.c $(LIB_SRCS) -o $@ -lm
+
+fuzz-seeds: $(BUILD)/fuzz_seeds
+	$(BUILD)/fuzz_seeds $(BUILD)/fuzz_corpus_decode $(BUILD)/fuzz_corpus_safetensors
+
+fuzz: fuzz-seeds $(FUZZ_TARGETS:%=$(BUILD)/fuzz_%)
+	@for t in $(FUZZ_TARGETS); do \
+	  case $$t in decode) runs=$(FUZZ_RUNS_decode); flags="$(FUZZ_FLAGS_decode)";; \
+	              *) runs=$(FUZZ_RUNS_safetensors); flags="$(FUZZ_FLAGS_safetensors)";; esac; \
+	  echo "== fuzz_$$t: $$runs runs, at most $(FUZZ_SECONDS) s"; \
+	  $(BUILD)/fuzz_$$t -seed=$(FUZZ_SEED) -runs=$$runs -max_total_time=$(FUZZ_SECONDS) \
+	    $$flags $(FUZZ_COMMON) $(BUILD)/fuzz_corpus_$$t || exit 1; \
+	done
+
+fuzz-long: fuzz-seeds $(FUZZ_TARGETS:%=$(BUILD)/fuzz_%)
+	@for t in $(FUZZ_TARGETS); do \
+	  case $$t in decode) flags="$(FUZZ_FLAGS_decode)";; *) flags="$(FUZZ_FLAGS_safetensors)";; esac; \
+	  echo "== fuzz_$$t: $(FUZZ_LONG_SECONDS) s"; \
+	  $(BUILD)/fuzz_$$t -seed=0 -max_total_time=$(FUZZ_LONG_SECONDS) $$flags $(FUZZ_COMMON) \
+	    $(BUILD)/fuzz_corpus_$$t || exit 1; \
+	done

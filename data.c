@@ -199,13 +199,100 @@ static int size_ok(int64_t w, int64_t h, char *why, size_t why_len) {
     return 1;
 }
 
-/* stb_image 2.27 trusts the symbol counts of a Huffman table: counts summing past 256
- * overflow its tables (found by tests/fuzz_decode.c). Walk the markers the way stb does
- * (resynchronising on 0xFF, skipping entropy-coded data to the next real marker) and
- * refuse any DHT table with more than 256 symbols. */
-static int jpeg_tables_ok(const uint8_t *b, size_t n) {
+/* Binary PNM (P5 gray, P6 RGB) is parsed and decoded here, not by stb 2.27: its header
+ * reader drops a number's last digit at the end of the buffer (maxval 70000 read as 7000:
+ * 16-bit samples then converted as 8-bit, a heap over-read), has no overflow check, and
+ * truncated pixel data decodes "fine" from uninitialised memory. The header is three
+ * decimal numbers (width, height, maxval) after the magic, separated by whitespace and
+ * '#' comments, then one whitespace byte, then w*h*channels samples: one byte each when
+ * maxval < 256, else two, big-endian. */
+typedef struct { int w, h, channels; long maxval; size_t data_at, data_bytes; } PnmHeader;
+
+/* 1 when the header parses (the pixel data may still be short), else 0 with why. */
+static int pnm_header(const uint8_t *b, size_t n, PnmHeader *p, char *why, size_t why_len) {
+    if (n < 2 || b[0] != 'P' || (b[1] != '5' && b[1] != '6')) {
+        snprintf(why, why_len, "unsupported PNM variant (only binary P5/P6)");
+        return 0;
+    }
+    long v[3];
+    size_t i = 2;
+    for (int field = 0; field < 3; field++) {
+        for (;;) {
+            while (i < n && (b[i] == ' ' || (b[i] >= '\t' && b[i] <= '\r'))) i++;
+            if (i >= n || b[i] != '#') break;
+            while (i < n && b[i] != '\n' && b[i] != '\r') i++;
+        }
+        int digits = 0;
+        for (v[field] = 0; i < n && b[i] >= '0' && b[i] <= '9'; i++, digits++) {
+            if (digits == 9) {
+                snprintf(why, why_len, "corrupt PNM header (number with more than 9 digits)");
+                return 0;
+            }
+            v[field] = v[field] * 10 + (b[i] - '0');
+        }
+        if (digits == 0 || i >= n || !(b[i] == ' ' || (b[i] >= '\t' && b[i] <= '\r'))) {
+            snprintf(why, why_len, "truncated or corrupt PNM header (expected width, height and maxval)");
+            return 0;
+        }
+    }
+    if (v[0] == 0 || v[1] == 0) {
+        snprintf(why, why_len, "image %ldx%ld has no pixels", v[0], v[1]);
+        return 0;
+    }
+    if (v[2] < 1 || v[2] > 65535) {
+        snprintf(why, why_len, "corrupt PNM header (maxval %ld, expected 1..65535)", v[2]);
+        return 0;
+    }
+    if (!size_ok(v[0], v[1], why, why_len)) return 0;
+    p->w = (int)v[0];
+    p->h = (int)v[1];
+    p->channels = b[1] == '5' ? 1 : 3;
+    p->maxval = v[2];
+    p->data_at = i + 1;
+    p->data_bytes = (size_t)p->w * p->h * p->channels * (p->maxval > 255 ? 2 : 1);
+    return 1;
+}
+
+/* 1 when file_size bytes hold the header's pixel data, else 0 with why. */
+static int pnm_complete(const PnmHeader *p, size_t file_size, char *why, size_t why_len) {
+    if (file_size < p->data_at || file_size - p->data_at < p->data_bytes) {
+        snprintf(why, why_len, "truncated PNM (%zu bytes of pixel data, %dx%d needs %zu)",
+                 file_size > p->data_at ? file_size - p->data_at : 0, p->w, p->h,
+                 p->data_bytes);
+        return 0;
+    }
+    return 1;
+}
+
+/* Samples scaled to 0..255 (v * 255 / maxval, rounded; values above maxval clamp). */
+static uint8_t *pnm_decode(const uint8_t *b, const PnmHeader *p) {
+    const uint8_t *s = b + p->data_at;
+    size_t n = (size_t)p->w * p->h;
+    int wide = p->maxval > 255;
+    long m = p->maxval;
+    uint8_t *px = rn_alloc(n * 3);
+    for (size_t i = 0; i < n; i++)
+        for (int c = 0; c < 3; c++) {
+            size_t k = i * (size_t)p->channels + (p->channels == 3 ? (size_t)c : 0);
+            long v = wide ? ((long)s[2 * k] << 8) | s[2 * k + 1] : s[k];
+            v = v > m ? m : v;
+            px[3 * i + c] = m == 255 ? (uint8_t)v : (uint8_t)((v * 255 + m / 2) / m);
+        }
+    return px;
+}
+
+/* stb_image 2.27 trusts what a JPEG's marker segments declare (found by tests/fuzz_decode.c
+ * and stb issue 1535): symbol counts of a Huffman table summing past 256 overflow its
+ * tables; a scan that uses a Huffman table the file never defined decodes from
+ * uninitialised memory (different garbage, or different errors, run to run); a scan naming
+ * a component the frame lacks fails with no reason at all. Walk the markers the way stb does
+ * (resynchronising on 0xFF, skipping entropy-coded data to the next real marker) and refuse
+ * such files with the reason. A progressive scan uses DC tables in its first DC pass
+ * (Ss = 0, Ah = 0) and AC tables in its AC passes (Ss > 0); a sequential scan uses both. */
+static int jpeg_segments_ok(const uint8_t *b, size_t n, char *why, size_t why_len) {
     size_t i = 0;
-    int in_scan = 0;
+    int in_scan = 0, progressive = 0, n_comp = -1;
+    uint8_t comp_id[4] = {0}, defined[2][4] = {{0}};
     while (i + 1 < n) {
         if (b[i] != 0xFF) { i++; continue; }
         uint8_t x = b[i + 1];
@@ -216,56 +303,54 @@ static int jpeg_tables_ok(const uint8_t *b, size_t n) {
         if (x == 0xD9) break;
         if (x == 0 || x == 0x01 || x == 0xD8 || (x >= 0xD0 && x <= 0xD7)) continue;
         if (i + 2 > n) break;
-        size_t seg = be16(b + i);
+        size_t seg = be16(b + i), end = i + seg < n ? i + seg : n;
         if (x == 0xC4) {
             size_t pos = i + 2;
-            long left = (long)seg - 2;
-            while (left > 0) {
+            while (pos < i + seg && pos < n) {
                 unsigned count = 0;
                 for (int k = 0; k < 16; k++) count += pos + 1 + k < n ? b[pos + 1 + k] : 0;
-                if (count > 256) return 0;
+                if (count > 256) {
+                    snprintf(why, why_len, "corrupt JPEG (Huffman table with more than 256 symbols)");
+                    return 0;
+                }
+                int tc = b[pos] >> 4, th = b[pos] & 15;
+                if (tc <= 1 && th <= 3) defined[tc][th] = 1;
                 pos += 17 + count;
-                left -= 17 + (long)count;
             }
+        } else if (x >= 0xC0 && x <= 0xCF && x != 0xC4 && x != 0xC8 && x != 0xCC) {
+            progressive = x == 0xC2;
+            n_comp = i + 7 < end ? b[i + 7] : 0;
+            if (n_comp > 4) n_comp = 4; /* stb refuses more */
+            for (int k = 0; k < n_comp; k++) comp_id[k] = i + 8 + 3 * k < end ? b[i + 8 + 3 * k] : 0;
+        } else if (x == 0xDA) {
+            int ns = i + 2 < end ? b[i + 2] : 0;
+            size_t tail = i + 3 + 2 * (size_t)ns;
+            if (n_comp < 0 || ns < 1 || ns > 4 || tail + 2 >= end) {
+                snprintf(why, why_len, "corrupt JPEG (scan header before the frame header, or cut short)");
+                return 0;
+            }
+            int ss = b[tail], ah = b[tail + 2] >> 4;
+            int dc = !progressive || (ss == 0 && ah == 0), ac = !progressive || ss > 0;
+            for (int k = 0; k < ns; k++) {
+                int id = b[i + 3 + 2 * k], td = b[i + 4 + 2 * k] >> 4, ta = b[i + 4 + 2 * k] & 15;
+                int found = 0;
+                for (int c = 0; c < n_comp; c++) found |= comp_id[c] == id;
+                if (!found) {
+                    snprintf(why, why_len, "corrupt JPEG (scan names component %d, not in the frame)", id);
+                    return 0;
+                }
+                if ((dc && (td > 3 || !defined[0][td])) || (ac && (ta > 3 || !defined[1][ta]))) {
+                    snprintf(why, why_len, "corrupt JPEG (scan uses %s Huffman table %d, never defined)",
+                             dc && (td > 3 || !defined[0][td]) ? "DC" : "AC",
+                             dc && (td > 3 || !defined[0][td]) ? td : ta);
+                    return 0;
+                }
+            }
+            in_scan = 1;
         }
-        if (x == 0xDA) in_scan = 1;
         i += seg;
     }
     return 1;
-}
-
-/* stb_image 2.27 reads PNM header numbers into an int without an overflow check (found by
- * tests/fuzz_decode.c): refuse numbers of more than 9 digits before stb parses them.
- * Whitespace and '#' comments are skipped as stb does. */
-static int pnm_numbers_ok(const uint8_t *b, size_t n) {
-    size_t i = 2;
-    for (int field = 0; field < 3; field++) {
-        for (;;) {
-            while (i < n && (b[i] == ' ' || (b[i] >= '\t' && b[i] <= '\r'))) i++;
-            if (i >= n || b[i] != '#') break;
-            while (i < n && b[i] != '\n' && b[i] != '\r') i++;
-        }
-        size_t digits = 0;
-        while (i < n && b[i] >= '0' && b[i] <= '9') { i++; digits++; }
-        if (digits > 9) return 0;
-    }
-    return 1;
-}
-
-/* The third number of a binary PNM header: the largest sample value (-1 if unreadable). */
-static long pnm_maxval(const uint8_t *b, size_t n) {
-    size_t i = 2;
-    long v = -1;
-    for (int field = 0; field < 3; field++) {
-        for (;;) {
-            while (i < n && (b[i] == ' ' || (b[i] >= '\t' && b[i] <= '\r'))) i++;
-            if (i >= n || b[i] != '#') break;
-            while (i < n && b[i] != '\n' && b[i] != '\r') i++;
-        }
-        if (i >= n || b[i] < '0' || b[i] > '9') return -1;
-        for (v = 0; i < n && b[i] >= '0' && b[i] <= '9' && v < 1000000000L; i++) v = v * 10 + (b[i] - '0');
-    }
-    return v;
 }
 
 /* Header check: format known, size within RN_MAX_IMAGE_SIDE / RN_MAX_IMAGE_PIXELS. */
@@ -288,14 +373,17 @@ static int check_header(const uint8_t *buf, size_t len, size_t file_size, int *w
     int64_t cw, ch;
     if (header_size(buf, len, &cw, &ch) && !size_ok(cw, ch, why, why_len)) return -1;
     const char *fmt = format_name(buf, len);
-    if (fmt && fmt[0] == 'J' && !jpeg_tables_ok(buf, len)) {
-        snprintf(why, why_len, "corrupt JPEG (Huffman table with more than 256 symbols)");
-        return -1;
+    if (fmt && fmt[0] == 'J' && !jpeg_segments_ok(buf, len, why, why_len)) return -1;
+    if (fmt && strcmp(fmt, "PNM") == 0) {
+        PnmHeader pnm;
+        if (!pnm_header(buf, len, &pnm, why, why_len) ||
+            !pnm_complete(&pnm, file_size, why, why_len))
+            return -1;
+        *w = pnm.w;
+        *h = pnm.h;
+        return 0;
     }
-    if (fmt && fmt[0] == 'P' && fmt[1] == 'N' && fmt[2] == 'M' && !pnm_numbers_ok(buf, len)) {
-        snprintf(why, why_len, "corrupt PNM header (number with more than 9 digits)");
-        return -1;
-    }
+    stbi__g_failure_reason = NULL; /* thread-local; a failure below must not name a stale one */
     int iw = 0, ih = 0, comp = 0;
     if (!stbi_info_from_memory(buf, (int)len, &iw, &ih, &comp)) {
         failure_text(buf, len, why, why_len);
@@ -329,6 +417,32 @@ static int jpeg_is_complete(const uint8_t *b, size_t n) {
     return 0;
 }
 
+/* stb_image 2.27 appends a zero-length first IDAT chunk to its NULL buffer (pointer
+ * arithmetic on NULL: undefined behaviour, stopped by UBSan). Such chunks are legal and
+ * carry no data, so a copy without them decodes to the same image. The chunks are walked
+ * while they fit in the file; what follows (a cut-off chunk) is kept as it is, for stb to
+ * report. NULL when there is no empty IDAT. */
+static uint8_t *png_without_empty_idat(const uint8_t *b, size_t n, size_t *out_len) {
+    size_t i = 8, end = 8;
+    int empty = 0;
+    for (; i + 12 <= n && be32(b + i) <= n - i - 12; i += 12 + (size_t)be32(b + i))
+        empty |= be32(b + i) == 0 && memcmp(b + i + 4, "IDAT", 4) == 0;
+    end = i;
+    if (!empty) return NULL;
+    uint8_t *out = rn_alloc(n);
+    memcpy(out, b, 8);
+    size_t o = 8;
+    for (i = 8; i < end; i += 12 + (size_t)be32(b + i)) {
+        size_t chunk = 12 + (size_t)be32(b + i);
+        if (chunk == 12 && memcmp(b + i + 4, "IDAT", 4) == 0) continue;
+        memcpy(out + o, b + i, chunk);
+        o += chunk;
+    }
+    memcpy(out + o, b + end, n - end);
+    *out_len = o + n - end;
+    return out;
+}
+
 int image_decode_memory(const uint8_t *buf, size_t len, Image *img, char *why,
                         size_t why_len) {
     img->w = img->h = 0;
@@ -342,34 +456,19 @@ int image_decode_memory(const uint8_t *buf, size_t len, Image *img, char *why,
     }
 
     /* req_comp = 3: gray is replicated, alpha dropped, 16-bit reduced to its high byte,
-     * palettes expanded, GIF's first frame. 16-bit PNM is read here instead: stb 2.27
-     * converts 16-bit gray to RGB with its 8-bit converter and reads past the buffer (found
-     * by tests/fuzz_decode.c), and it keeps the samples' low byte (PNM is big-endian). */
-    long maxval = fmt && strcmp(fmt, "PNM") == 0 ? pnm_maxval(buf, len) : 0;
+     * palettes expanded, GIF's first frame. */
     uint8_t *px;
-    if (maxval > 255 && maxval <= 65535) {
-        uint16_t *p16 = stbi_load_16_from_memory(buf, (int)len, &w, &h, &comp, 0);
-        if (!p16) {
-            failure_text(buf, len, why, why_len);
-            return -1;
-        }
-        if (comp != 1 && comp != 3) {
-            stbi_image_free(p16);
-            snprintf(why, why_len, "unsupported PNM with %d channels", comp);
-            return -1;
-        }
-        const uint8_t *be = (const uint8_t *)p16; /* the file's bytes, unswapped */
-        px = rn_alloc((size_t)w * h * 3);
-        for (size_t i = 0; i < (size_t)w * h; i++)
-            for (int c = 0; c < 3; c++) {
-                size_t k = i * (size_t)comp + (comp == 3 ? (size_t)c : 0);
-                long v = ((long)be[2 * k] << 8) | be[2 * k + 1];
-                v = v > maxval ? maxval : v;
-                px[3 * i + c] = (uint8_t)((v * 255 + maxval / 2) / maxval);
-            }
-        stbi_image_free(p16);
+    if (fmt && strcmp(fmt, "PNM") == 0) {
+        PnmHeader pnm;
+        pnm_header(buf, len, &pnm, why, why_len); /* check_header parsed it */
+        px = pnm_decode(buf, &pnm);
     } else {
-        px = stbi_load_from_memory(buf, (int)len, &w, &h, &comp, 3);
+        size_t png_len = 0;
+        uint8_t *png = fmt && strcmp(fmt, "PNG") == 0 ? png_without_empty_idat(buf, len, &png_len) : NULL;
+        stbi__g_failure_reason = NULL;
+        px = png ? stbi_load_from_memory(png, (int)png_len, &w, &h, &comp, 3)
+                 : stbi_load_from_memory(buf, (int)len, &w, &h, &comp, 3);
+        rn_free(png);
         if (!px) {
             failure_text(buf, len, why, why_len);
             return -1;
@@ -400,15 +499,15 @@ int image_decode_file(const char *path, Image *img, char *why, size_t why_len) {
     return 0;
 }
 
-/* Reads the first 4 KB; a JPEG whose frame header lies deeper (large EXIF/ICC blocks)
- * gets a second try with the whole file. */
+/* Reads the first 4 KB; a JPEG whose frame header lies deeper (large EXIF/ICC blocks), or a
+ * PNM with long comments, gets a second try with the whole file. */
 static int probe_file(const char *path, int *w, int *h, char *why, size_t why_len) {
     size_t len = 0, size = 0;
     uint8_t *buf = read_capped(path, PROBE_BYTES, &len, &size, why, why_len);
     if (!buf) return -1;
     int rc = check_header(buf, len, size, w, h, why, why_len);
     const char *fmt = format_name(buf, len);
-    if (rc != 0 && size > len && fmt && strcmp(fmt, "JPEG") == 0) {
+    if (rc != 0 && size > len && fmt && (strcmp(fmt, "JPEG") == 0 || strcmp(fmt, "PNM") == 0)) {
         rn_free(buf);
         buf = read_capped(path, 0, &len, NULL, why, why_len);
         if (!buf) return -1;
@@ -801,8 +900,36 @@ static int is_dir(const char *path) {
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-/* Image files under dir (recursively, hidden entries skipped), unsorted. */
-static int list_images(const char *dir, int depth, StrList *out) {
+/* The folders a listing has entered, by (device, inode): a symlink back up the tree
+ * (cat/self -> ., cat/up -> ..) or across to another class folder is entered once only,
+ * so no image is listed twice or under another class. */
+typedef struct { uint64_t *dev, *ino; int n, cap; } Visited;
+
+/* 1 when dir was not visited before (it is now), 0 when it was, -1 when it cannot be
+ * examined. */
+static int visit(Visited *v, const char *dir) {
+    RnFileInfo fi;
+    if (rn_file_info(dir, &fi) != 0) return -1;
+    for (int i = 0; i < v->n; i++)
+        if (v->dev[i] == fi.dev && v->ino[i] == fi.ino) return 0;
+    if (v->n == v->cap) {
+        v->cap = v->cap ? 2 * v->cap : 16;
+        v->dev = rn_realloc(v->dev, (size_t)v->cap * sizeof *v->dev);
+        v->ino = rn_realloc(v->ino, (size_t)v->cap * sizeof *v->ino);
+    }
+    v->dev[v->n] = fi.dev;
+    v->ino[v->n++] = fi.ino;
+    return 1;
+}
+
+static void visited_free(Visited *v) {
+    rn_free(v->dev);
+    rn_free(v->ino);
+}
+
+/* Image files under dir (recursively, hidden entries skipped), unsorted. dir itself must
+ * already be in visited. */
+static int list_images(const char *dir, int depth, Visited *visited, StrList *out) {
     DIR *dp = opendir(dir);
     if (!dp) {
         rn_set_error("%s: cannot open directory: %s", dir, strerror(errno));
@@ -822,7 +949,12 @@ static int list_images(const char *dir, int depth, StrList *out) {
         sub = is_dir(p);
 #endif
         if (sub) {
-            if (depth < 16 && list_images(p, depth + 1, out) != 0) {
+            if (depth >= 16) {
+                fprintf(stderr, "warning: %s: skipped, more than 16 folders deep\n", p);
+            } else if (visit(visited, p) == 0) {
+                fprintf(stderr, "warning: %s: skipped, a folder already listed (a symlink "
+                        "loop, or a link to another class)\n", p);
+            } else if (list_images(p, depth + 1, visited, out) != 0) {
                 rn_free(p);
                 closedir(dp);
                 return -1;
@@ -835,6 +967,21 @@ static int list_images(const char *dir, int depth, StrList *out) {
         }
     }
     closedir(dp);
+    return 0;
+}
+
+/* Class names end up in JSON (model files, metrics.json), which must be UTF-8. */
+static int class_name_ok(const char *where, const char *name) {
+    size_t n = strlen(name);
+    if (utf8_valid_len((const uint8_t *)name, n) == n) return 1;
+    Buf b = {0};
+    for (const unsigned char *c = (const unsigned char *)name; *c; c++) {
+        if (*c >= 0x20 && *c < 0x7f) buf_put(&b, c, 1);
+        else buf_printf(&b, "\\x%02x", *c);
+    }
+    rn_set_error("%s: class name '%s' is not valid UTF-8 (rename it: class names are stored "
+                 "in the model file and metrics.json)", where, b.data);
+    buf_free(&b);
     return 0;
 }
 
@@ -910,31 +1057,53 @@ static int folder_dataset(const char *dir, char **fixed, int n_fixed, Dataset *d
         qsort(classes.s, (size_t)classes.n, sizeof *classes.s, cmp_str);
     }
     StrList files = {0};
-    int *labels = NULL, n_labels = 0;
-    for (int c = 0; c < classes.n; c++) {
+    int *labels = NULL, n_labels = 0, rc = 0;
+    /* the root and every class folder count as visited before any walk starts */
+    Visited visited = {0};
+    visit(&visited, dir);
+    for (int c = 0; c < classes.n && !rc; c++) {
+        char p[1024];
+        snprintf(p, sizeof p, "%s/%s", dir, classes.s[c]);
+        if (!class_name_ok(dir, classes.s[c])) rc = -1;
+        else if (is_dir(p)) visit(&visited, p);
+    }
+    for (int c = 0; c < classes.n && !rc; c++) {
         char p[1024];
         snprintf(p, sizeof p, "%s/%s", dir, classes.s[c]);
         int start = files.n;
         if (!is_dir(p)) {
             fprintf(stderr, "warning: %s: no folder for class '%s' (0 images)\n", dir,
                     classes.s[c]);
-        } else if (list_images(p, 0, &files) != 0) {
-            for (int i = 0; i < files.n; i++) rn_free(files.s[i]);
-            for (int i = 0; i < classes.n; i++) rn_free(classes.s[i]);
-            rn_free(files.s);
-            rn_free(classes.s);
-            rn_free(labels);
-            return -1;
+        } else if (list_images(p, 0, &visited, &files) != 0) {
+            rc = -1;
+            break;
         }
-        qsort(files.s + start, (size_t)(files.n - start), sizeof *files.s, cmp_path);
+        if (files.n > start)
+            qsort(files.s + start, (size_t)(files.n - start), sizeof *files.s, cmp_path);
         labels = rn_realloc(labels, ((size_t)files.n + 1) * sizeof *labels);
         for (; n_labels < files.n; n_labels++) labels[n_labels] = c;
+    }
+    visited_free(&visited);
+    if (rc) {
+        for (int i = 0; i < files.n; i++) rn_free(files.s[i]);
+        for (int i = 0; i < classes.n; i++) rn_free(classes.s[i]);
+        rn_free(files.s);
+        rn_free(classes.s);
+        rn_free(labels);
+        return -1;
     }
     d->n_classes = classes.n;
     d->class_names = classes.s;
     dataset_take_files(d, files.s, labels, files.n);
     rn_free(files.s);
     rn_free(labels);
+    int *count = rn_calloc((size_t)d->n_classes, sizeof *count);
+    for (int i = 0; i < d->n; i++) count[d->labels[i]]++;
+    for (int c = 0; c < d->n_classes; c++)
+        if (count[c] == 0 && d->n > 0)
+            fprintf(stderr, "warning: %s: class '%s' has no usable images\n", dir,
+                    d->class_names[c]);
+    rn_free(count);
     if (d->n == 0) {
         rn_set_error("%s: no usable images in %d class folders (%d skipped)", dir,
                      d->n_classes, d->n_skipped);
@@ -954,12 +1123,16 @@ int dataset_from_folder_classes(const char *dir, char **class_names, int n_class
 int dataset_from_unlabelled(const char *dir, Dataset *d) {
     dataset_init(d, dir);
     StrList files = {0};
-    if (list_images(dir, 0, &files) != 0) {
+    Visited visited = {0};
+    visit(&visited, dir);
+    int rc = list_images(dir, 0, &visited, &files);
+    visited_free(&visited);
+    if (rc != 0) {
         for (int i = 0; i < files.n; i++) rn_free(files.s[i]);
         rn_free(files.s);
         return -1;
     }
-    qsort(files.s, (size_t)files.n, sizeof *files.s, cmp_path);
+    if (files.n > 0) qsort(files.s, (size_t)files.n, sizeof *files.s, cmp_path);
     dataset_take_files(d, files.s, NULL, files.n);
     rn_free(files.s);
     if (d->n == 0) {
@@ -1121,10 +1294,22 @@ int dataset_from_csv(const char *csv_path, Dataset *d) {
     if (slash) snprintf(folder, sizeof folder, "%.*s", (int)(slash - csv_path), csv_path);
     dataset_init(d, folder);
     StrList paths = {0}, names = {0};
-    char *save = NULL;
+    /* a NUL byte would end the text early and silently drop the lines after it */
+    const uint8_t *nul = memchr(buf, 0, len);
+    if (nul) {
+        int at_line = 1;
+        for (const uint8_t *c = buf; c < nul; c++) at_line += *c == '\n';
+        rn_set_error("%s:%d: NUL byte at offset %zu (expected text lines 'path,label')",
+                     csv_path, at_line, (size_t)(nul - buf));
+        rn_free(buf);
+        return -1;
+    }
+    char *text = (char *)buf;
+    if (len >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0) text += 3; /* UTF-8 byte order mark */
     int line_no = 0;
-    for (char *line = strtok_r((char *)buf, "\n", &save); line;
-         line = strtok_r(NULL, "\n", &save)) {
+    for (char *line = text, *next; line; line = next) {
+        next = strchr(line, '\n');
+        if (next) *next++ = 0;
         line_no++;
         char *t = trim(line);
         if (!*t) continue;
@@ -1143,6 +1328,9 @@ int dataset_from_csv(const char *csv_path, Dataset *d) {
                          csv_path, line_no);
             goto fail;
         }
+        char where[600];
+        snprintf(where, sizeof where, "%s:%d", csv_path, line_no);
+        if (!class_name_ok(where, label)) goto fail;
         size_t n = strlen(folder) + strlen(path) + 2;
         char *full = rn_alloc(n);
         if (path[0] == '/') snprintf(full, n, "%s", path);

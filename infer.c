@@ -145,9 +145,9 @@ static int parse_args(int argc, char **argv, Options *o) {
         else if (!strcmp(a, "--batch")) { NEED_VALUE(); if (parse_int(v, a, 1, 4096, &o->batch)) return -1; }
         else if (!strcmp(a, "--topk")) { NEED_VALUE(); if (parse_int(v, a, 1, 100000, &o->topk)) return -1; }
         else if (!strcmp(a, "--threads")) { NEED_VALUE(); if (parse_int(v, a, 1, RN_MAX_THREADS, &o->threads)) return -1; }
-        else if (!strcmp(a, "--patches")) { NEED_VALUE(); if (parse_int(v, a, 8, 65536, &o->patch)) return -1; }
+        else if (!strcmp(a, "--patches")) { NEED_VALUE(); if (parse_int(v, a, 8, RN_MAX_IMAGE_SIDE, &o->patch)) return -1; }
         else if (!strcmp(a, "--winograd")) { NEED_VALUE(); if (parse_int(v, a, 0, 1, &o->winograd)) return -1; }
-        else if (!strcmp(a, "--stride")) { NEED_VALUE(); if (parse_int(v, a, 1, 65536, &o->stride)) return -1; }
+        else if (!strcmp(a, "--stride")) { NEED_VALUE(); if (parse_int(v, a, 1, RN_MAX_IMAGE_SIDE, &o->stride)) return -1; }
         else if (!strcmp(a, "--crop-pct")) { NEED_VALUE(); if (parse_float(v, a, 0.05f, 1.0f, &o->crop_pct)) return -1; }
         else if (!strcmp(a, "--secondary-threshold")) { NEED_VALUE(); if (parse_float(v, a, 0.0f, 1.0f, &o->secondary_threshold)) return -1; }
         else if (!strcmp(a, "--dump-nodes")) { NEED_VALUE(); o->dump_nodes = v; }
@@ -212,18 +212,35 @@ static char **read_lines(const char *path, int *n_out) {
     return lines;
 }
 
-/* Class count of a bare backbone's weights: rows of its classifier. */
-static int classes_in_weights(const char *path, const char *arch) {
+/* A bare backbone's weights: its classifier's rows are the class count, and the whole file
+ * is checked against that network before it is built (an 80-byte file claiming a
+ * [1048576, 0] fc would otherwise cost 8.6 GB of resnet152). */
+static Net *net_for_weights(const char *path, const char *arch, int *k_out) {
     StFile f;
-    if (st_open(path, &f) != 0) return -1;
+    if (st_open(path, &f) != 0) return NULL;
     char name[64];
     snprintf(name, sizeof name, "%s.weight", arch_find(arch)->classifier);
     const StTensor *t = st_find(&f, name);
-    int k = -1;
-    if (!t || t->ndim != 2) rn_set_error("%s: no 2-D classifier tensor '%s' found", path, name);
-    else k = (int)t->shape[0];
+    Net *net = NULL;
+    if (!t || t->ndim != 2) {
+        rn_set_error("%s: no 2-D classifier tensor '%s' found", path, name);
+    } else if (t->shape[0] < 1 || t->shape[0] > (1 << 20)) {
+        rn_set_error("%s: classifier tensor '%s' has %lld rows (classes), expected 1..%d",
+                     path, name, (long long)t->shape[0], 1 << 20);
+    } else {
+        int k = (int)t->shape[0];
+        Net *shape = resnet_describe(arch, k, NULL);
+        int bad = !shape || net_check_weights(shape, &f, 0);
+        net_free(shape);
+        if (!bad) net = resnet_create(arch, k, NULL, 0);
+        if (net && net_load_weights_st(net, &f, 0) != 0) {
+            net_free(net);
+            net = NULL;
+        }
+        *k_out = k;
+    }
     st_close(&f);
-    return k;
+    return net;
 }
 
 static Net *load_model(const Options *o, ModelInfo *info) {
@@ -240,14 +257,9 @@ static Net *load_model(const Options *o, ModelInfo *info) {
             rn_set_error("unknown --arch '%s' (known: %s)", o->arch, known);
             return NULL;
         }
-        int k = classes_in_weights(o->weights, o->arch);
-        if (k < 1) return NULL;
-        net = resnet_create(o->arch, k, NULL, 0);
+        int k = 0;
+        net = net_for_weights(o->weights, o->arch, &k);
         if (!net) return NULL;
-        if (net_load_weights(net, o->weights, 0) != 0) {
-            net_free(net);
-            return NULL;
-        }
         snprintf(info->arch, sizeof info->arch, "%s", o->arch);
         info->num_classes = k;
         info->head.type = HEAD_LINEAR;
@@ -389,7 +401,19 @@ typedef struct {
 } Results;
 
 /* Scatter one batch of logits (and features) into the results by dataset index. */
-typedef struct { Net *net; Results *r; int feat_node; float *probs; } RunCtx;
+typedef struct { Net *net; Results *r; int feat_node; float *probs; const Dataset *ds; } RunCtx;
+
+/* 1 when every logit of a row is finite; otherwise says so (an argmax over NaN is no
+ * prediction: the row is left out as a failed input). */
+static int logits_finite(const float *logits, int k, const char *path) {
+    for (int c = 0; c < k; c++)
+        if (!isfinite(logits[c])) {
+            fprintf(stderr, "infer: skip %s: logit %d is %s (the model's output is not finite)\n",
+                    path ? path : "(input)", c, isnan(logits[c]) ? "NaN" : "infinite");
+            return 0;
+        }
+    return 1;
+}
 
 static void collect_batch(void *ctx, int n, const int *idx, const int *labels, const float *logits) {
     RunCtx *c = ctx;
@@ -399,6 +423,8 @@ static void collect_batch(void *ctx, int n, const int *idx, const int *labels, c
     const float *f = r->features ? net_node_output(c->net, c->feat_node) : NULL;
     for (int i = 0; i < n; i++) {
         size_t at = (size_t)idx[i];
+        if (!logits_finite(logits + (size_t)i * k, k, c->ds->paths ? c->ds->paths[at] : NULL))
+            continue;
         memcpy(r->logits + at * k, logits + (size_t)i * k, sizeof(float) * k);
         memcpy(r->probs + at * k, c->probs + (size_t)i * k, sizeof(float) * k);
         if (f) memcpy(r->features + at * r->feat, f + (size_t)i * r->feat, sizeof(float) * r->feat);
@@ -422,7 +448,7 @@ static int run_dataset(Net *net, const ModelInfo *info, const Dataset *ds, const
     r->logits = rn_calloc(n * (size_t)k, sizeof(float));
     r->features = want_features ? rn_calloc(n * (size_t)r->feat, sizeof(float)) : NULL;
     r->ok = rn_calloc(n, 1);
-    RunCtx ctx = {net, r, feat_node, rn_alloc(sizeof(float) * (size_t)batch * k)};
+    RunCtx ctx = {net, r, feat_node, rn_alloc(sizeof(float) * (size_t)batch * k), ds};
     int failed = net_forward_dataset(net, -1, ds, &info->prep, batch, o->threads, "inference",
                                      collect_batch, &ctx);
     rn_free(ctx.probs);
@@ -827,18 +853,28 @@ static int cmd_patches(Net *net, ModelInfo *info, const Options *o) {
             continue;
         }
         int orig_w = img.w, orig_h = img.h, shorter = img.w < img.h ? img.w : img.h;
-        double scale = 1.0;
-        if (shorter < o->patch) { /* upscale so that the shorter side equals the window */
-            Image up;
-            scale = (double)o->patch / shorter;
-            int uw = img.w == shorter ? o->patch : (int)(img.w * scale + 0.5);
-            int uh = img.h == shorter ? o->patch : (int)(img.h * scale + 0.5);
-            resize_rgb(&img, uw < o->patch ? o->patch : uw, uh < o->patch ? o->patch : uh, &up);
-            image_free(&img);
-            img = up;
+        /* an image smaller than the window is upscaled so that its shorter side equals
+         * the window: sizes and window counts are checked before anything is allocated */
+        double scale = shorter < o->patch ? (double)o->patch / shorter : 1.0;
+        double uw = img.w, uh = img.h;
+        if (scale > 1.0) {
+            uw = img.w == shorter ? o->patch : floor(img.w * scale + 0.5);
+            uh = img.h == shorter ? o->patch : floor(img.h * scale + 0.5);
+            if (uw < o->patch) uw = o->patch;
+            if (uh < o->patch) uh = o->patch;
         }
-        int nx = patch_origins(img.w, o->patch, o->stride, NULL);
-        int ny = patch_origins(img.h, o->patch, o->stride, NULL);
+        if (scale > 1.0 && (uw > RN_MAX_IMAGE_SIDE || uh > RN_MAX_IMAGE_SIDE ||
+                            uw * uh > RN_MAX_IMAGE_PIXELS)) {
+            fprintf(stderr, "infer: skip %s: %dx%d would be upscaled to %.0fx%.0f for %d px "
+                    "windows, beyond the %d-pixel side or %d-pixel area limit (lower --patches)\n",
+                    ds.paths[i], img.w, img.h, uw, uh, o->patch, RN_MAX_IMAGE_SIDE,
+                    RN_MAX_IMAGE_PIXELS);
+            image_free(&img);
+            failed++;
+            continue;
+        }
+        int nx = patch_origins((int)uw, o->patch, o->stride, NULL);
+        int ny = patch_origins((int)uh, o->patch, o->stride, NULL);
         if ((int64_t)nx * ny > MAX_WINDOWS) {
             fprintf(stderr, "infer: skip %s: %d x %d = %lld windows of %d px at stride %d, more "
                     "than %d (raise --stride)\n", ds.paths[i], nx, ny, (long long)nx * ny,
@@ -846,6 +882,12 @@ static int cmd_patches(Net *net, ModelInfo *info, const Options *o) {
             image_free(&img);
             failed++;
             continue;
+        }
+        if (scale > 1.0) {
+            Image up;
+            resize_rgb(&img, (int)uw, (int)uh, &up);
+            image_free(&img);
+            img = up;
         }
         int *xs = rn_alloc(sizeof(int) * (size_t)nx), *ys = rn_alloc(sizeof(int) * (size_t)ny);
         patch_origins(img.w, o->patch, o->stride, xs);

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #else
 #include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -130,6 +131,24 @@ int rn_isatty(int fd) { return _isatty(fd); }
 void rn_kill_self(void) { TerminateProcess(GetCurrentProcess(), 137); }
 void rn_binary_stdout(void) { _setmode(_fileno(stdout), 0x8000 /* _O_BINARY */); }
 
+int rn_process_alive(long pid) {
+    HANDLE h = OpenProcess(SYNCHRONIZE, FALSE, (DWORD)pid);
+    if (!h) return GetLastError() == ERROR_ACCESS_DENIED; /* exists, not ours */
+    int alive = WaitForSingleObject(h, 0) == WAIT_TIMEOUT;
+    CloseHandle(h);
+    return alive;
+}
+
+/* Opened with no sharing: a second opener gets a sharing violation until this process ends. */
+int rn_lock_file(const char *path) {
+    HANDLE h = CreateFileA(path, GENERIC_READ | GENERIC_WRITE, 0, NULL, OPEN_ALWAYS,
+                           FILE_ATTRIBUTE_NORMAL, NULL);
+    if (h != INVALID_HANDLE_VALUE) return 0; /* held open until exit */
+    if (GetLastError() == ERROR_SHARING_VIOLATION) return 1;
+    win_error(path, "cannot create");
+    return -1;
+}
+
 #else /* POSIX */
 
 void *rn_aligned_alloc(size_t align, size_t size) {
@@ -206,5 +225,24 @@ int rn_mkdir(const char *path) { return mkdir(path, 0755); }
 int rn_isatty(int fd) { return isatty(fd); }
 void rn_kill_self(void) { raise(SIGKILL); }
 void rn_binary_stdout(void) {}
+
+int rn_process_alive(long pid) { return kill((pid_t)pid, 0) == 0 || errno != ESRCH; }
+
+/* An fcntl write lock on the whole file, kept (the descriptor stays open) until exit; the
+ * kernel drops it when the process dies, even by kill -9. */
+int rn_lock_file(const char *path) {
+    int fd = open(path, O_RDWR | O_CREAT, 0644);
+    if (fd < 0) {
+        rn_set_error("%s: cannot create: %s", path, strerror(errno));
+        return -1;
+    }
+    struct flock fl;
+    memset(&fl, 0, sizeof fl);
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    if (fcntl(fd, F_SETLK, &fl) == 0) return 0;
+    close(fd);
+    return 1;
+}
 
 #endif

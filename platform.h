@@ -41,6 +41,10 @@ int rn_mkdir(const char *path); /* one level, mode 0755 where modes exist */
 int rn_isatty(int fd);
 void rn_binary_stdout(void); /* stdout writes "\n" as is (Windows: not "\r\n") */
 void rn_kill_self(void); /* end now, as kill -9 would: no exit handlers, no flushing */
+int rn_process_alive(long pid); /* 1 while a process with that id exists */
+/* Hold path (created if absent) locked for the rest of this process's life, released when
+ * it ends however it ends: 0 locked, 1 another process holds it, -1 error (rn_error). */
+int rn_lock_file(const char *path);
 /* open()'s flag for untranslated bytes: Windows turns "\n" into "\r\n" without it */
 #ifdef _WIN32
 #define RN_O_BINARY 0x8000 /* _O_BINARY */

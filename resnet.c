@@ -116,8 +116,10 @@ static int param_add(Net *net, const char *prefix, const char *suffix, int ndim,
         p->shape[d] = shape[d];
         p->numel *= shape[d];
     }
-    p->data = rn_calloc((size_t)p->numel, sizeof(float));
-    p->grad = is_buffer ? NULL : rn_calloc((size_t)p->numel, sizeof(float));
+    if (!net->shapes_only) {
+        p->data = rn_calloc((size_t)p->numel, sizeof(float));
+        p->grad = is_buffer ? NULL : rn_calloc((size_t)p->numel, sizeof(float));
+    }
     p->is_buffer = is_buffer;
     p->stage = stage;
     return idx;
@@ -125,7 +127,7 @@ static int param_add(Net *net, const char *prefix, const char *suffix, int ndim,
 
 static void fill_normal(Param *p, float std, Rng *rng) {
     const double scale = 1.0 / 4503599627370496.0; /* 2^-52 */
-    for (int64_t i = 0; i < p->numel;) {
+    for (int64_t i = 0; p->data && i < p->numel;) {
         double u = (double)(rng_next(rng) >> 11) * scale - 1.0;
         double v = (double)(rng_next(rng) >> 11) * scale - 1.0;
         double s = u * u + v * v;
@@ -137,11 +139,12 @@ static void fill_normal(Param *p, float std, Rng *rng) {
 }
 
 static void fill_uniform(Param *p, float bound, Rng *rng) {
-    for (int64_t i = 0; i < p->numel; i++) p->data[i] = (2.0f * rng_uniform(rng) - 1.0f) * bound;
+    for (int64_t i = 0; p->data && i < p->numel; i++)
+        p->data[i] = (2.0f * rng_uniform(rng) - 1.0f) * bound;
 }
 
 static void fill_const(Param *p, float v) {
-    for (int64_t i = 0; i < p->numel; i++) p->data[i] = v;
+    for (int64_t i = 0; p->data && i < p->numel; i++) p->data[i] = v;
 }
 
 
@@ -510,7 +513,8 @@ static void head_attach(Net *net, Rng *rng, const HeadSpec *head, int x, int c,
     }
 }
 
-Net *resnet_create(const char *arch, int num_classes, const HeadSpec *head, uint64_t seed) {
+static Net *create_net(const char *arch, int num_classes, const HeadSpec *head,
+                       uint64_t seed, int shapes_only) {
     const ArchSpec *a = arch_find(arch);
     if (!a) {
         char known[1024];
@@ -520,6 +524,7 @@ Net *resnet_create(const char *arch, int num_classes, const HeadSpec *head, uint
     }
     if (check_classes(num_classes) || head_check(head)) return NULL;
     Net *net = net_new(arch, num_classes, 3, seed);
+    net->shapes_only = shapes_only;
     Rng rng;
     rng_seed(&rng, seed);
     node_add(net, OP_INPUT, "input", 0, -1, -1);
@@ -530,6 +535,14 @@ Net *resnet_create(const char *arch, int num_classes, const HeadSpec *head, uint
     }
     head_attach(net, &rng, head, net->feature_node, c, a->classifier);
     return net;
+}
+
+Net *resnet_create(const char *arch, int num_classes, const HeadSpec *head, uint64_t seed) {
+    return create_net(arch, num_classes, head, seed, 0);
+}
+
+Net *resnet_describe(const char *arch, int num_classes, const HeadSpec *head) {
+    return create_net(arch, num_classes, head, 0, 1);
 }
 
 Net *head_create(int c, int h, int w, int num_classes, const HeadSpec *head, uint64_t seed) {

@@ -96,6 +96,8 @@ typedef struct { char *data; size_t len, cap; } Buf;
 void buf_put(Buf *b, const void *data, size_t n);
 void buf_printf(Buf *b, const char *fmt, ...) RN_PRINTF(2, 3);
 void buf_json_string(Buf *b, const char *s); /* quoted, escaped JSON string */
+/* The length of the longest prefix of s that is valid UTF-8 (len when all of it is). */
+size_t utf8_valid_len(const uint8_t *s, size_t len);
 void buf_free(Buf *b);
 
 /* Per-thread scratch memory for kernels: grows to the largest request and is then reused,
@@ -443,6 +445,7 @@ typedef struct Net {
     int batch, in_h, in_w, training_plan;
     NetPlan plan;             /* private (plan.c) */
     int grads_released;       /* net_release_grads was called: Param.grad is NULL */
+    int shapes_only;          /* private: made by resnet_describe (no parameter data) */
     double *node_seconds;     /* profiling, off when NULL: a caller's [2 * n_nodes + 1]
                                  array to which net_forward adds each node's seconds (a
                                  fused group's to its conv), backward adds them at n_nodes +
@@ -478,6 +481,10 @@ int arch_is_cifar(const char *arch);
  * torchvision does (Kaiming normal fan_out for convs, BN gamma 1 beta 0, Linear uniform
  * +-1/sqrt(in)), from seed. Returns NULL on an unknown arch (rn_error says which are known). */
 Net *resnet_create(const char *arch, int num_classes, const HeadSpec *head, uint64_t seed);
+/* The same network's nodes and parameter names and shapes only (Param.data NULL: nothing
+ * sized by the parameters is allocated), to check a file against the network it describes
+ * before building it (net_check_weights). Only net_free may be called on it. */
+Net *resnet_describe(const char *arch, int num_classes, const HeadSpec *head);
 /* A network made of a head only, fed with features of shape [c, h, w] (h = w = 1 for
  * pooled features), in one freeze group, "head". Parameter names equal the head's names
  * inside resnet_create's network, so trained head weights copy across by name
@@ -651,6 +658,9 @@ void st_writer_free(StWriter *w);
  * replaced head; "num_batches_tracked" is ignored. */
 int net_load_weights(Net *net, const char *path, int allow_new_head);
 int net_load_weights_st(Net *net, const StFile *f, int allow_new_head);
+/* What net_load_weights_st checks before it copies (names, shapes, dtypes, finite values),
+ * without touching the net's data: works on a resnet_describe network. */
+int net_check_weights(const Net *net, const StFile *f, int allow_new_head);
 /* Save parameters and buffers plus metadata (arch, classes, preprocessing...). */
 int net_save_weights(const Net *net, const char *path, const char **meta_keys,
                      const char **meta_vals, int n_meta);
@@ -660,6 +670,7 @@ int net_save_weights(const Net *net, const char *path, const char **meta_keys,
 int checkpoint_save(const char *path, const Net *net, const Optimizer *opt, const Rng *rng,
                     const char **meta_keys, const char **meta_vals, int n_meta);
 int checkpoint_load(const char *path, Net *net, Optimizer *opt, Rng *rng, StFile *keep_meta);
+int checkpoint_load_st(const StFile *f, Net *net, Optimizer *opt, Rng *rng);
 
 /* ------------------------------------------------------------------------------------ */
 /* Data (data.c): decoding, datasets, preprocessing, augmentation, splits, loader        */
@@ -783,6 +794,7 @@ typedef struct {
 int model_save(const char *path, const Net *net, const ModelInfo *info);
 /* Build the network the file describes and load its weights. NULL on failure. */
 Net *model_load(const char *path, ModelInfo *info);
+Net *model_load_st(const StFile *f, ModelInfo *info); /* the same from a parsed file */
 void model_info_free(ModelInfo *info);
 
 /* ------------------------------------------------------------------------------------ */

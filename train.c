@@ -18,11 +18,14 @@
 #include "resnet.h"
 #include "platform.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -35,7 +38,7 @@
 typedef struct {
     const char *arch, *weights, *data, *data_csv, *cifar_bin, *val, *test, *out, *resume;
     const char *cache_dir, *head, *preprocess, *unfreeze, *opt, *class_weights, *schedule;
-    const char *pseudo, *pseudo_eval, *make_demo_data;
+    const char *pseudo, *pseudo_eval, *make_demo_data, *run_id;
     int img_size, augment, aug_flip, limit_per_class, seed, threads, batch;
     int epochs, finetune_epochs, patience, pseudo_epochs, demo_per_class, kill_after;
     float crop_pct, aug_scale_min, aug_scale_max, aug_rotate, aug_translate;
@@ -133,6 +136,9 @@ static const OptionDef OPTIONS[] = {
      "training the backbone (fine-tuning or from scratch): run the expanding 1x1 convs "
      "again in backward instead of keeping their outputs (ResNet-50: about 40% less "
      "activation memory; --low-memory=0 keeps them, a few % faster; the same results)"},
+    {"run-id", K_STR, &A.run_id, "",
+     "set at a run's start and kept in RUN/args.txt: its checkpoints carry it, and --resume "
+     "refuses a checkpoint of another run"},
     {"make-demo-data", K_STR, &A.make_demo_data, "",
      "write the procedural demo data set to DIR and exit"},
     {"demo-per-class", K_INT, &A.demo_per_class, "150", "demo training images per class"},
@@ -142,28 +148,68 @@ static const OptionDef OPTIONS[] = {
 };
 #define N_OPTIONS ((int)(sizeof OPTIONS / sizeof OPTIONS[0]))
 
+/* The accepted range of each numeric option (zero_ok: 0 too, meaning "the default"); a
+ * number outside it is refused, never clamped (--lr 1e39 is infinite in float, --threads
+ * 100000 crashed libgomp, --label-smoothing 5 has no meaning). */
+typedef struct { const char *name; double lo, hi; int zero_ok; } OptionRange;
+static const OptionRange RANGES[] = {
+    {"val-frac", 0, 0.95, 0},
+    {"test-frac", 0, 0.95, 0},
+    {"limit-per-class", 0, 1e9, 0},
+    {"img-size", 16, RN_MAX_IMAGE_SIDE, 1},
+    {"crop-pct", 0.05, 1, 1},
+    {"aug-flip", 0, 1, 0},
+    {"aug-rotate", 0, 180, 0},
+    {"aug-translate", 0, 1, 0},
+    {"aug-brightness", 0, 1, 0},
+    {"aug-contrast", 0, 1, 0},
+    {"epochs", 0, 1e6, 0},
+    {"batch", 1, 65536, 0},
+    {"lr", 0, 1000, 0},
+    {"weight-decay", 0, 1000, 0},
+    {"momentum", 0, 1, 0},
+    {"label-smoothing", 0, 1, 0},
+    {"patience", 0, 1e6, 0},
+    {"finetune-epochs", 0, 1e6, 0},
+    {"finetune-lr", 0, 1000, 0},
+    {"pseudo-epochs", 0, 1e6, 0},
+    {"pseudo-lr", 0, 1000, 0},
+    {"pseudo-threshold", 0, 1, 0},
+    {"threads", 0, RN_MAX_THREADS, 0},
+    {"demo-per-class", 1, 1e6, 0},
+    {"kill-after-epochs", 0, 1e6, 0},
+};
+
 static int set_option(const OptionDef *o, const char *v) {
     char *end = NULL;
+    double x = 0;
+    const OptionRange *r = NULL;
+    for (size_t i = 0; i < sizeof RANGES / sizeof *RANGES; i++)
+        if (strcmp(RANGES[i].name, o->name) == 0) r = &RANGES[i];
     switch (o->kind) {
     case K_STR: *(const char **)o->ptr = v; return 0;
-    case K_INT: case K_FLAG: {
+    case K_INT: case K_FLAG:
         errno = 0;
-        long x = strtol(v, &end, 10);
-        if (errno || end == v || *end || x < -2147483647L || x > 2147483647L) break;
+        x = (double)strtol(v, &end, 10);
+        if (errno || end == v || *end || x < -2147483647.0 || x > 2147483647.0) break;
+        if (r && !(x >= r->lo && x <= r->hi) && !(r->zero_ok && x == 0)) break;
         *(int *)o->ptr = (int)x;
         return 0;
-    }
-    case K_FLOAT: {
+    case K_FLOAT:
         errno = 0;
-        double x = strtod(v, &end);
-        if (errno || end == v || *end || !isfinite(x)) break;
+        x = strtod(v, &end);
+        if (errno || end == v || *end || !isfinite(x) || !isfinite((float)x)) break;
+        if (r && !(x >= r->lo && x <= r->hi) && !(r->zero_ok && x == 0)) break;
         *(float *)o->ptr = (float)x;
         return 0;
-    }
     case K_SECTION: break;
     }
-    rn_set_error("--%s: expected %s, found '%s'", o->name,
-                 o->kind == K_FLOAT ? "a number" : "an integer", v);
+    const char *what = o->kind == K_FLOAT ? "a number" : "an integer";
+    if (r)
+        rn_set_error("--%s: expected %s in [%.10g, %.10g]%s, found '%s'", o->name, what, r->lo, r->hi,
+                     r->zero_ok ? " (or 0: the default)" : "", v);
+    else
+        rn_set_error("--%s: expected %s, found '%s'", o->name, what, v);
     return -1;
 }
 
@@ -180,8 +226,42 @@ static void set_defaults(void) {
         if (OPTIONS[i].kind != K_SECTION) set_option(&OPTIONS[i], OPTIONS[i].def);
 }
 
-/* --name value | --name=value | --flag. Strings point into argv (kept alive by main). */
-static int parse_args(int argc, char **argv) {
+/* Options whose values are paths (or comma-separated lists of paths): args.txt keeps them
+ * absolute, so that a run resumes from any working directory. */
+static int is_path_option(const char *name) {
+    static const char *names[] = {"weights", "data", "data-csv", "cifar-bin", "val", "test",
+                                  "out", "cache-dir", "pseudo", "pseudo-eval"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (strcmp(names[i], name) == 0) return 1;
+    return 0;
+}
+
+/* One args.txt line "--name=value": the value with backslash and newline escaped, relative
+ * paths made absolute. */
+static void record_option(Buf *b, const OptionDef *o, const char *v) {
+    char cwd[4096];
+    buf_printf(b, "--%s=", o->name);
+    int paths = is_path_option(o->name) && !(strcmp(o->name, "weights") == 0 &&
+                                             strcmp(v, "none") == 0);
+    if (paths && !getcwd(cwd, sizeof cwd)) cwd[0] = 0;
+    for (const char *item = v; *item;) {
+        size_t n = paths ? strcspn(item, ",") : strlen(item);
+        if (paths && n > 0 && item[0] != '/' && cwd[0]) buf_printf(b, "%s/", cwd);
+        for (size_t i = 0; i < n; i++) {
+            if (item[i] == '\\') buf_put(b, "\\\\", 2);
+            else if (item[i] == '\n') buf_put(b, "\\n", 2);
+            else buf_put(b, &item[i], 1);
+        }
+        item += n;
+        if (*item == ',') buf_put(b, item++, 1);
+    }
+    buf_put(b, "\n", 1);
+}
+
+/* --name value | --name=value | --flag. Strings point into argv (kept alive by main). When
+ * record is given, each option but --kill-after-epochs and --resume is appended to it as an
+ * args.txt line. */
+static int parse_args(int argc, char **argv, Buf *record) {
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (strncmp(a, "--", 2) != 0) {
@@ -205,6 +285,8 @@ static int parse_args(int argc, char **argv) {
             v = argv[++i];
         }
         if (set_option(o, v) != 0) return -1;
+        if (record && strcmp(o->name, "kill-after-epochs") != 0 && strcmp(o->name, "resume") != 0)
+            record_option(record, o, v);
     }
     return 0;
 }
@@ -694,6 +776,24 @@ static void scatter_rows(void *ctx, int n, const int *idx, const int *labels, co
     (void)labels;
 }
 
+/* Input files that failed to decode, each counted once in input_failures however many
+ * passes read it (an epoch, an evaluation, a feature extraction). ok[i]: item i decoded. */
+static char **failed_paths;
+static int n_failed_paths;
+
+static void note_failed(const Dataset *d, const uint8_t *ok) {
+    for (int i = 0; i < d->n; i++) {
+        if (ok[i] || !d->paths) continue;
+        int known = 0;
+        for (int j = 0; j < n_failed_paths && !known; j++)
+            known = strcmp(failed_paths[j], d->paths[i]) == 0;
+        if (known) continue;
+        failed_paths = rn_realloc(failed_paths, sizeof(char *) * (size_t)(n_failed_paths + 1));
+        failed_paths[n_failed_paths++] = rn_strdup(d->paths[i]);
+        input_failures++;
+    }
+}
+
 /* Backbone features of every item (eval transform, eval mode), from the cache when the
  * same weights, arch, preprocessing and files were seen before. */
 static int compute_features(Trainer *t, Split *s) {
@@ -709,15 +809,16 @@ static int compute_features(Trainer *t, Split *s) {
         fprintf(stderr, "features of %s (%zu images): cached in %s\n", s->name, n, path);
         return 0;
     }
-    if (net_plan(t->net, t->batch, t->prep.size, t->prep.size, t->net->training_plan) != 0)
-        return -1;
+    /* always the inference plan, whatever ran before: a plan's fusion and Winograd choices
+     * change the last bits of the outputs */
+    if (net_plan(t->net, t->batch, t->prep.size, t->prep.size, 0) != 0) return -1;
     char label[64];
     snprintf(label, sizeof label, "features %s", s->name);
     RowsCtx ctx = {s->feats, s->ok, t->fdim, NULL};
     int failed = net_forward_dataset(t->net, t->feat_node, &s->d, &t->prep, t->batch,
                                      t->threads, label, scatter_rows, &ctx);
     if (failed < 0) return -1;
-    input_failures += failed;
+    note_failed(&s->d, s->ok);
     if (t->use_cache) {
         if (mkdir_p(t->cache_dir) != 0 || cache_write(path, key, s, t->fdim) != 0)
             fprintf(stderr, "warning: feature cache not written: %s\n", rn_error());
@@ -773,8 +874,10 @@ static int train_epoch(Trainer *t, Split *s, int epoch_id, double *loss, double 
         progress_start(&p, t->full ? "train" : "train (aug)", s->d.n);
         long done = 0;
         int got;
+        uint8_t *decoded = rn_calloc((size_t)s->d.n + 1, 1);
         while ((got = loader_next(l, t->x, t->labels, t->idx)) > 0) {
             done += got;
+            for (int i = 0; i < got; i++) decoded[t->idx[i]] = 1;
             int n = compact_labelled(t->x, img_row, t->labels, t->idx, got);
             if (n >= 2 || (n == 1 && s->d.n == 1)) {
                 const float *x = t->x;
@@ -785,6 +888,7 @@ static int train_epoch(Trainer *t, Split *s, int epoch_id, double *loss, double 
                 }
                 if (train_step(t, net, x, t->labels, n, &sum, &correct) != 0) {
                     loader_free(l);
+                    rn_free(decoded);
                     return -1;
                 }
                 seen += n;
@@ -794,8 +898,9 @@ static int train_epoch(Trainer *t, Split *s, int epoch_id, double *loss, double 
             progress_update(&p, done, extra);
         }
         progress_finish(&p, NULL);
-        input_failures += loader_failures(l);
-    loader_free(l);
+        note_failed(&s->d, decoded);
+        rn_free(decoded);
+        loader_free(l);
     }
     *loss = seen ? sum / seen : NAN;
     *acc = seen ? (double)correct / seen : NAN;
@@ -820,15 +925,16 @@ static int predict(Trainer *t, Split *s, float *probs, uint8_t *ok, double *loss
         }
         head_threads_end(saved_threads);
     } else {
-        if (net_plan(t->net, t->batch, t->prep.size, t->prep.size, t->net->training_plan) != 0)
-            return -1;
+        /* the inference plan, as ./infer uses: the same losses whether or not this process
+         * trained before (a resumed run with nothing left to train did not) */
+        if (net_plan(t->net, t->batch, t->prep.size, t->prep.size, 0) != 0) return -1;
         char label[64];
         snprintf(label, sizeof label, "eval %s", s->name);
         RowsCtx ctx = {probs, ok, (size_t)t->k, t->probs};
         int failed = net_forward_dataset(t->net, -1, &s->d, &t->prep, t->batch, t->threads,
                                          label, scatter_rows, &ctx);
         if (failed < 0) return -1;
-        input_failures += failed;
+        note_failed(&s->d, ok);
     }
     double sum = 0;
     long m = 0;
@@ -885,6 +991,7 @@ typedef struct {
     int resume_phase, resume_epoch;/* from RUN/checkpoint.safetensors; 0 = fresh start */
     StFile ck;                     /* its metadata */
     int epochs_run;                /* in this process (for --kill-after-epochs) */
+    char id[32];                   /* a new run's id (A.run_id points here) */
     double t0;
 } Run;
 
@@ -958,6 +1065,10 @@ static int numbers_parse(const char *s, int n, double *x, int *xi) {
             rn_set_error("checkpoint: expected %d comma-separated numbers in metadata", n);
             return -1;
         }
+        if (xi && !(v >= INT32_MIN && v <= INT32_MAX)) {
+            rn_set_error("checkpoint: metadata number %g is not an int", v);
+            return -1;
+        }
         if (x) x[i] = v;
         if (xi) xi[i] = (int)v;
         s = end + 1;
@@ -965,9 +1076,22 @@ static int numbers_parse(const char *s, int n, double *x, int *xi) {
     return 0;
 }
 
-static double meta_num(const StFile *f, const char *key) {
+/* An integer (or any number, ints NULL) of the resumed checkpoint's metadata, in range. */
+static int ck_meta(const StFile *f, const char *key, double lo, double hi, int *ints,
+                   double *nums) {
     const char *v = st_meta(f, key);
-    return v ? strtod(v, NULL) : NAN;
+    char *end = NULL;
+    double x = v ? strtod(v, &end) : NAN;
+    if (!v || end == v || *end || !(x >= lo && x <= hi) || (ints && x != floor(x))) {
+        rn_set_error("%s: metadata \"%s\": expected %s in [%.10g, %.10g], found %s%s%s (a "
+                     "damaged checkpoint, or not one of this run)", f->path, key,
+                     ints ? "an integer" : "a number", lo, hi, v ? "\"" : "",
+                     v ? v : "nothing", v ? "\"" : "");
+        return -1;
+    }
+    if (ints) *ints = (int)x;
+    if (nums) *nums = x;
+    return 0;
 }
 
 static int save_checkpoint(Run *run, Trainer *t, const PhaseCfg *pc, const PhaseState *st) {
@@ -987,13 +1111,13 @@ static int save_checkpoint(Run *run, Trainer *t, const PhaseCfg *pc, const Phase
     ints_format(pc->pseudo_labels, pc->pseudo_labels ? pc->n_pseudo : 0, &pl);
     const char *keys[] = {"phase", "epoch", "best_loss", "best_epoch", "bad_epochs",
                           "plateau_best", "plateau_bad", "lr_scale", "net", "history",
-                          "domain_acc", "pseudo_labels"};
+                          "domain_acc", "pseudo_labels", "run_id"};
     const char *v[] = {vals[0], vals[1], vals[2], vals[3], vals[4], vals[5], vals[6], vals[7],
-                       vals[8], hist.data, dacc.data, pl.data};
+                       vals[8], hist.data, dacc.data, pl.data, A.run_id};
     char path[1024];
     snprintf(path, sizeof path, "%s/checkpoint.safetensors", run->dir);
     Net *net = trained_net(t);
-    int rc = checkpoint_save(path, net, t->opt, NULL, keys, v, 12);
+    int rc = checkpoint_save(path, net, t->opt, NULL, keys, v, 13);
     buf_free(&hist);
     buf_free(&dacc);
     buf_free(&pl);
@@ -1028,14 +1152,17 @@ static int run_phase(Run *run, Trainer *t, const PhaseCfg *pc, Split *train, Spl
     if (run->resume_phase == pc->phase) {
         StFile meta;
         if (checkpoint_load(ck_path, net, t->opt, NULL, &meta) != 0) return -1;
-        st.epoch = (int)meta_num(&meta, "epoch");
-        st.best = meta_num(&meta, "best_loss");
-        st.best_epoch = (int)meta_num(&meta, "best_epoch");
-        st.bad = (int)meta_num(&meta, "bad_epochs");
-        st.plateau_best = meta_num(&meta, "plateau_best");
-        st.plateau_bad = (int)meta_num(&meta, "plateau_bad");
-        st.lr_scale = (float)meta_num(&meta, "lr_scale");
+        double lr_scale = 1;
+        int bad = ck_meta(&meta, "epoch", 0, pc->epochs, &st.epoch, NULL) ||
+                  ck_meta(&meta, "best_loss", -INFINITY, INFINITY, NULL, &st.best) ||
+                  ck_meta(&meta, "best_epoch", -1, st.epoch - 1, &st.best_epoch, NULL) ||
+                  ck_meta(&meta, "bad_epochs", 0, st.epoch, &st.bad, NULL) ||
+                  ck_meta(&meta, "plateau_best", -INFINITY, INFINITY, NULL, &st.plateau_best) ||
+                  ck_meta(&meta, "plateau_bad", 0, st.epoch, &st.plateau_bad, NULL) ||
+                  ck_meta(&meta, "lr_scale", 0, 1, NULL, &lr_scale);
+        st.lr_scale = (float)lr_scale;
         st_close(&meta);
+        if (bad) return -1;
         run->resume_phase = 0;
         printf("resumed phase %d after epoch %d\n", pc->phase, st.epoch);
     }
@@ -1335,6 +1462,8 @@ static int domain_row(Run *run, Trainer *t, Split *te, Split *ev, int n_ev, int 
     return 0;
 }
 
+static void remove_stale_tmp(const char *dir, int all);
+
 static int train_job(Run *run, const char *command) {
     Split tr = {.name = "train"}, va = {.name = "val"}, te = {.name = "test"};
     Split *u = NULL, *ev = NULL;
@@ -1451,6 +1580,7 @@ static int train_job(Run *run, const char *command) {
     t.backbone_key = fnv1a_str(fnv1a_file(1469598103934665603ULL, A.weights), A.arch);
     if (A.cache_dir[0]) snprintf(t.cache_dir, sizeof t.cache_dir, "%s", A.cache_dir);
     else parent_dir(run->dir, t.cache_dir, sizeof t.cache_dir);
+    remove_stale_tmp(t.cache_dir, 0);
     t.use_cache = !A.no_cache && !scratch;
     t.x = rn_alloc(sizeof(float) * (size_t)t.batch * 3 * t.prep.size * t.prep.size);
     t.feat = rn_alloc(sizeof(float) * (size_t)t.batch * t.fdim);
@@ -1665,7 +1795,8 @@ done:
 /* main: options (with --resume, the run's own options first), then the job              */
 /* ------------------------------------------------------------------------------------ */
 
-/* Read RUN/args.txt (one argument a line) into a NULL-terminated argv; *buf owns it. */
+/* Read RUN/args.txt (one argument a line, "\n" and "\\" escaped) into a NULL-terminated
+ * argv; *buf owns it. */
 static char **read_args_file(const char *path, int *argc, char **buf) {
     size_t len;
     *buf = (char *)read_file(path, &len);
@@ -1675,6 +1806,12 @@ static char **read_args_file(const char *path, int *argc, char **buf) {
     for (char *s = *buf; *s;) {
         char *e = strchr(s, '\n');
         if (e) *e = 0;
+        char *o = s;
+        for (char *c = s; *c; c++) {
+            if (c[0] == '\\' && (c[1] == 'n' || c[1] == '\\')) *o++ = *++c == 'n' ? '\n' : '\\';
+            else *o++ = *c;
+        }
+        *o = 0;
         if (*s) v[n++] = s;
         if (!e) break;
         s = e + 1;
@@ -1684,11 +1821,66 @@ static char **read_args_file(const char *path, int *argc, char **buf) {
     return v;
 }
 
+/* An exclusive lock on RUN/train.lock for as long as this process lives (the kernel drops it
+ * when the process dies, even by kill -9): two runs on one folder would overwrite each
+ * other's checkpoints and best weights and both report success. */
+static int lock_run_dir(const char *dir) {
+    char path[1100];
+    snprintf(path, sizeof path, "%s/train.lock", dir);
+    int rc = rn_lock_file(path);
+    if (rc == 1)
+        rn_set_error("%s: another train process is using this run folder (%s is locked)", dir,
+                     path);
+    return rc == 0 ? 0 : -1;
+}
+
+/* Remove the NAME.tmp.PID files that write_file_atomic leaves when a process dies before
+ * its rename: every one in a locked run folder (no other process writes there), else only
+ * those of processes that no longer exist. */
+static void remove_stale_tmp(const char *dir, int all) {
+    RnDir *dp = rn_dir_open(dir);
+    if (!dp) return;
+    const char *name;
+    while ((name = rn_dir_next(dp)) != NULL) {
+        const char *t = strstr(name, ".tmp.");
+        if (!t || !t[5] || strspn(t + 5, "0123456789") != strlen(t + 5)) continue;
+        long pid = atol(t + 5);
+        if (!all && (pid <= 0 || rn_process_alive(pid))) continue;
+        char path[1400];
+        snprintf(path, sizeof path, "%s/%s", dir, name);
+        if (remove(path) == 0) fprintf(stderr, "removed %s (left by a stopped run)\n", path);
+    }
+    rn_dir_close(dp);
+}
+
+/* A fresh run in run->dir: args.txt gets this command line's options (paths made absolute)
+ * and a new run id. */
+static int start_run(Run *run, int argc, char **argv) {
+    Buf b = {0};
+    set_defaults();
+    parse_args(argc - 1, argv + 1, &b); /* parsed once already: cannot fail */
+    if (!A.run_id[0]) {
+        uint64_t h = fnv1a(1469598103934665603ULL, b.data ? b.data : "", b.len);
+        double t = rn_seconds();
+        long pid = (long)getpid();
+        time_t now = time(NULL);
+        h = fnv1a(fnv1a(fnv1a(h, &t, sizeof t), &pid, sizeof pid), &now, sizeof now);
+        snprintf(run->id, sizeof run->id, "%016llx", (unsigned long long)h);
+        A.run_id = run->id;
+        buf_printf(&b, "--run-id=%s\n", run->id);
+    }
+    char path[1100];
+    snprintf(path, sizeof path, "%s/args.txt", run->dir);
+    int rc = write_file_atomic(path, b.data ? b.data : "", b.len);
+    buf_free(&b);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     rn_binary_stdout(); /* "\n" line ends on every platform (Windows: not "\r\n") */
     setvbuf(stdout, NULL, _IOLBF, 0); /* epoch lines in order with stderr's progress lines */
     set_defaults();
-    if (parse_args(argc - 1, argv + 1) != 0) {
+    if (parse_args(argc - 1, argv + 1, NULL) != 0) {
         fprintf(stderr, "error: %s\n", rn_error());
         return 2;
     }
@@ -1712,10 +1904,35 @@ int main(int argc, char **argv) {
     run.t0 = rn_seconds();
     char *stored = NULL, **sargv = NULL;
     char path[1024];
-    if (A.resume[0]) {
+    int fresh = !A.resume[0];
+    snprintf(run.dir, sizeof run.dir, "%s", fresh ? A.out : A.resume);
+    snprintf(path, sizeof path, "%s/args.txt", run.dir);
+    if (!fresh && !file_exists(path)) {
+        /* stopped before its options were saved: nothing was trained, so the run starts
+         * again when the options are given (train --resume RUN OPTIONS...) */
+        snprintf(path, sizeof path, "%s/checkpoint.safetensors", run.dir);
+        if (argc - 1 <= 2 || file_exists(path)) {
+            fprintf(stderr, "error: --resume %s: no %s/args.txt (the run stopped before it saved "
+                    "its options): give them again, as in train --resume %s OPTIONS...\n",
+                    run.dir, run.dir, run.dir);
+            return 1;
+        }
+        printf("resuming %s: no args.txt yet, starting it with the options given\n", run.dir);
+        fresh = 1;
+    }
+    if ((fresh && mkdir_p(run.dir) != 0) || lock_run_dir(run.dir) < 0) {
+        fprintf(stderr, "error: %s\n", rn_error());
+        return 1;
+    }
+    remove_stale_tmp(run.dir, 1);
+    if (fresh) {
+        if (start_run(&run, argc, argv) != 0) {
+            fprintf(stderr, "error: %s\n", rn_error());
+            return 1;
+        }
+        A.out = run.dir;
+    } else {
         /* the run's options, then this command line's on top (minus the kill switch) */
-        snprintf(run.dir, sizeof run.dir, "%s", A.resume);
-        snprintf(path, sizeof path, "%s/args.txt", run.dir);
         int sargc = 0;
         sargv = read_args_file(path, &sargc, &stored);
         if (!sargv) {
@@ -1723,10 +1940,12 @@ int main(int argc, char **argv) {
             return 1;
         }
         set_defaults();
-        int prc = parse_args(sargc, sargv);
+        int prc = parse_args(sargc, sargv, NULL);
         A.kill_after = 0;
-        if (prc != 0 || parse_args(argc - 1, argv + 1) != 0) {
-            fprintf(stderr, "error: %s\n", rn_error());
+        if (prc != 0 || parse_args(argc - 1, argv + 1, NULL) != 0) {
+            fprintf(stderr, "error: %s: %s\n", path, rn_error());
+            free(sargv);
+            free(stored);
             return 2;
         }
         A.out = run.dir;
@@ -1736,33 +1955,24 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "error: --resume: %s\n", rn_error());
                 return 1;
             }
-            run.resume_phase = (int)meta_num(&run.ck, "phase");
-            if (run.resume_phase < 1) {
-                fprintf(stderr, "error: %s: no training phase in its metadata\n", path);
+            char **pd = NULL;
+            int n_pd = split_list(A.pseudo, &pd), epoch = 0;
+            free_list(pd, n_pd);
+            const char *id = st_meta(&run.ck, "run_id");
+            if (strcmp(id ? id : "", A.run_id) != 0) {
+                fprintf(stderr, "error: %s: a checkpoint of run %s, not of this run (%s, in "
+                        "%s/args.txt)\n", path, id ? id : "(none)",
+                        A.run_id[0] ? A.run_id : "(none)", run.dir);
                 return 1;
             }
-            printf("resuming %s from phase %d, epoch %d\n", run.dir, run.resume_phase,
-                   (int)meta_num(&run.ck, "epoch"));
+            if (ck_meta(&run.ck, "phase", 1, 2 + n_pd, &run.resume_phase, NULL) != 0 ||
+                ck_meta(&run.ck, "epoch", 0, 1e6, &epoch, NULL) != 0) {
+                fprintf(stderr, "error: --resume: %s\n", rn_error());
+                return 1;
+            }
+            printf("resuming %s from phase %d, epoch %d\n", run.dir, run.resume_phase, epoch);
         } else {
             printf("resuming %s: no checkpoint yet, starting from the beginning\n", run.dir);
-        }
-    } else {
-        snprintf(run.dir, sizeof run.dir, "%s", A.out);
-        if (mkdir_p(run.dir) != 0) {
-            fprintf(stderr, "error: %s\n", rn_error());
-            return 1;
-        }
-        Buf b = {0};
-        for (int i = 1; i < argc; i++)
-            if (strncmp(argv[i], "--kill-after-epochs", 19) != 0 &&
-                (i == 1 || strcmp(argv[i - 1], "--kill-after-epochs") != 0))
-                buf_printf(&b, "%s\n", argv[i]);
-        snprintf(path, sizeof path, "%s/args.txt", run.dir);
-        int wrc = write_file_atomic(path, b.data ? b.data : "", b.len);
-        buf_free(&b);
-        if (wrc != 0) {
-            fprintf(stderr, "error: %s\n", rn_error());
-            return 1;
         }
     }
     Buf cmd = {0};
@@ -1776,6 +1986,8 @@ int main(int argc, char **argv) {
     free(run.dacc);
     free(sargv);
     free(stored);
+    for (int i = 0; i < n_failed_paths; i++) rn_free(failed_paths[i]);
+    rn_free(failed_paths);
     if (rc == 0 && input_failures > 0) {
         fprintf(stderr, "train: finished, but %ld input file%s could not be used (reported above)\n",
                 input_failures, input_failures == 1 ? "" : "s");

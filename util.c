@@ -358,9 +358,58 @@ void buf_printf(Buf *b, const char *fmt, ...) {
     free(big);
 }
 
+/* Strict UTF-8: no overlongs, no surrogates, nothing above U+10FFFF. */
+size_t utf8_valid_len(const uint8_t *s, size_t len) {
+    size_t i = 0;
+    while (i < len) {
+        uint8_t c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        int n;
+        uint32_t cp, min;
+        if ((c & 0xe0) == 0xc0) {
+            n = 1;
+            cp = c & 0x1f;
+            min = 0x80;
+        } else if ((c & 0xf0) == 0xe0) {
+            n = 2;
+            cp = c & 0x0f;
+            min = 0x800;
+        } else if ((c & 0xf8) == 0xf0) {
+            n = 3;
+            cp = c & 0x07;
+            min = 0x10000;
+        } else
+            return i;
+        if (len - i <= (size_t)n) return i;
+        for (int k = 1; k <= n; k++) {
+            if ((s[i + k] & 0xc0) != 0x80) return i;
+            cp = cp << 6 | (s[i + k] & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return i;
+        i += (size_t)n + 1;
+    }
+    return len;
+}
+
+/* Bytes that are not UTF-8 (a file name in Latin-1) become U+FFFD, so that the output is
+ * always valid JSON text that every reader accepts. */
 void buf_json_string(Buf *b, const char *s) {
     buf_put(b, "\"", 1);
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p >= 0x80) {
+            size_t n = *p >= 0xf0 ? 4 : *p >= 0xe0 ? 3 : 2, ok = 1;
+            while (ok < n && p[ok]) ok++;
+            if (ok == n && utf8_valid_len(p, n) == n) {
+                buf_put(b, p, n);
+                p += n - 1;
+            } else {
+                buf_put(b, "\xef\xbf\xbd", 3);
+            }
+            continue;
+        }
         switch (*p) {
         case '"': buf_put(b, "\\\"", 2); break;
         case '\\': buf_put(b, "\\\\", 2); break;

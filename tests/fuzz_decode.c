@@ -5,13 +5,9 @@
  * Decoding must never crash, leak or allocate beyond the size caps; a failure must come
  * with a reason.
  *
- * Not part of `make test` (it needs clang's libFuzzer). Build and run:
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
- *     -std=c99 -D_POSIX_C_SOURCE=200809L -isystem /usr/include/stb -I. -pthread \
- *     tests/fuzz_decode.c data.c util.c -lm -o /tmp/fuzz_decode
- *   mkdir -p /tmp/fuzz_corpus && /tmp/fuzz_decode /tmp/fuzz_corpus -max_total_time=60 \
- *     -max_len=16384 -rss_limit_mb=2048
- * Seed the corpus with a few small images of each format for faster coverage. */
+ * Not part of `make test` (it needs clang's libFuzzer): `make fuzz` builds it, seeds it
+ * with small valid files of every format (tests/fuzz_seeds.c, written at build time) and
+ * runs it for FUZZ_SECONDS; `make fuzz-long` runs it for an hour. */
 #include "resnet.h"
 
 #include <stdlib.h>

@@ -15,7 +15,13 @@ if ! [ -x "$CHECK" ]; then echo "t_convert.sh: $CHECK not built"; exit 1; fi
 
 dir=$(mktemp -d); trap 'rm -rf "$dir"' EXIT
 out="$dir/resnet20.safetensors"
-"$PY" tools/torch2safetensors.py "$CKPT" "$out" || { echo "conversion failed"; exit 1; }
+# the checkpoint holds non-tensor objects: refused without --trust-pickle, nothing written
+if "$PY" tools/torch2safetensors.py "$CKPT" "$out" 2> "$dir/refused.log"; then
+  echo "full unpickling without --trust-pickle"; exit 1
+fi
+grep -q -- "--trust-pickle" "$dir/refused.log" || { cat "$dir/refused.log"; echo "no hint at --trust-pickle"; exit 1; }
+[ -e "$out" ] && { echo "refused conversion left output behind"; exit 1; }
+"$PY" tools/torch2safetensors.py --trust-pickle "$CKPT" "$out" || { echo "conversion failed"; exit 1; }
 $RUNNER "$CHECK" --check-file "$out" cifar_resnet20 10 || { echo "strict load failed"; exit 1; }
 
 # the values are the checkpoint's, bit for bit, and the layout is the spec's
@@ -40,7 +46,7 @@ EOF
 
 # a file that is not a checkpoint fails cleanly and leaves no output behind
 echo "not a checkpoint" > "$dir/bad.th"
-if "$PY" tools/torch2safetensors.py "$dir/bad.th" "$dir/bad.safetensors" 2>/dev/null; then
+if "$PY" tools/torch2safetensors.py --trust-pickle "$dir/bad.th" "$dir/bad.safetensors" 2>/dev/null; then
   echo "accepted a bad checkpoint"; exit 1
 fi
 if ls "$dir" | grep -q "bad.safetensors"; then echo "left output behind"; exit 1; fi

@@ -368,6 +368,108 @@ static void test_bad_inputs_rejected(void) {
     free(rgb);
 }
 
+/* ---------------------------------------------------------------- hostile inputs (issue 17) */
+
+/* PNM headers stb 2.27 misread, and pixel data shorter than the header says: each one line
+ * naming the problem, from decode and from the dataset probe. */
+static void test_pnm_hostile(void) {
+    Buf b = {0};
+    buf_put(&b, "P5", 2);
+    for (int i = 0; i < 3900; i++) buf_put(&b, " ", 1);
+    buf_printf(&b, "4000 4000 70000"); /* stb read maxval 7000: 8-bit path, 16-bit data */
+    put_file(tpath("overread.pgm"), b.data, b.len);
+    CHECK(rejected(tpath("overread.pgm"), "truncated or corrupt PNM header", 1));
+    put_file(tpath("min.pgm"), "P5\v1\v1\v\v74552", 13);
+    CHECK(rejected(tpath("min.pgm"), "truncated or corrupt PNM header", 1));
+    b.len = 0;
+    buf_printf(&b, "P5 32 32 255\n");
+    put_file(tpath("header_only.pgm"), b.data, b.len);
+    CHECK(rejected(tpath("header_only.pgm"), "truncated PNM (0 bytes of pixel data, 32x32 needs 1024)", 1));
+    for (int i = 0; i < 100; i++) buf_put(&b, "\x7f", 1);
+    put_file(tpath("short.pgm"), b.data, b.len);
+    CHECK(rejected(tpath("short.pgm"), "truncated PNM (100 bytes of pixel data", 1));
+    b.len = 0;
+    buf_printf(&b, "P6 2 1 65535\n");
+    buf_put(&b, "\1\2\3\4\5\6\7\10\11\12\13", 11); /* 12 bytes needed */
+    put_file(tpath("short16.ppm"), b.data, b.len);
+    CHECK(rejected(tpath("short16.ppm"), "truncated PNM (11 bytes", 1));
+    put_file(tpath("maxval0.pgm"), "P5 1 1 0\n\0", 10);
+    CHECK(rejected(tpath("maxval0.pgm"), "maxval 0", 1));
+    /* a header longer than the 4 KB probe (a long comment) and maxval 15: values scaled */
+    b.len = 0;
+    buf_printf(&b, "P5\n#");
+    for (int i = 0; i < 5000; i++) buf_put(&b, "c", 1);
+    buf_printf(&b, "\n2 1\n15\n");
+    buf_put(&b, "\x0f\x05", 2);
+    put_file(tpath("comment.pgm"), b.data, b.len);
+    int w = 0, h = 0;
+    char why[256] = "";
+    CHECK(image_probe_file(tpath("comment.pgm"), &w, &h, why, sizeof why) == 0 && w == 2 && h == 1);
+    uint8_t expect[6] = {255, 255, 255, 85, 85, 85};
+    CHECK(decode_ok(tpath("comment.pgm"), 2, 1, expect, 0));
+    buf_free(&b);
+}
+
+/* A JPEG whose start-of-scan header names `dc`/`ac` tables for its first component (or
+ * another component id): made from stb_image_write's baseline file. */
+static size_t jpeg_with_scan(Buf *b, int id, int tables) {
+    uint8_t rgb[8 * 8 * 3];
+    for (int i = 0; i < 8 * 8 * 3; i++) rgb[i] = (uint8_t)(i * 7);
+    b->len = 0;
+    stbi_write_jpg_to_func(stb_to_buf, b, 8, 8, 3, rgb, 90);
+    uint8_t *p = (uint8_t *)b->data;
+    for (size_t i = 0; i + 6 < b->len; i++)
+        if (p[i] == 0xFF && p[i + 1] == 0xDA) {
+            if (id >= 0) p[i + 5] = (uint8_t)id;
+            if (tables >= 0) p[i + 6] = (uint8_t)tables;
+            return i;
+        }
+    return 0;
+}
+
+static void test_jpeg_scan_tables(void) {
+    Buf b = {0};
+    CHECK(jpeg_with_scan(&b, -1, -1) > 0);
+    put_file(tpath("scan_ok.jpg"), b.data, b.len);
+    Image img;
+    char why[256] = "";
+    CHECK(image_decode_file(tpath("scan_ok.jpg"), &img, why, sizeof why) == 0);
+    image_free(&img);
+    /* DC table 3 and AC table 2 are never defined: stb decoded from uninitialised memory */
+    jpeg_with_scan(&b, -1, 0x32);
+    put_file(tpath("scan_dc3.jpg"), b.data, b.len);
+    CHECK(rejected(tpath("scan_dc3.jpg"), "scan uses DC Huffman table 3, never defined", 1));
+    jpeg_with_scan(&b, -1, 0x02);
+    put_file(tpath("scan_ac2.jpg"), b.data, b.len);
+    CHECK(rejected(tpath("scan_ac2.jpg"), "scan uses AC Huffman table 2, never defined", 1));
+    /* a component the frame lacks: stb failed without a reason, so the last one (a PNG's)
+     * was reported */
+    put_file(tpath("sig.png"), "\x89PNG\r\n\x1a\nxxxxxxxxxxxx", 20);
+    CHECK(image_decode_file(tpath("sig.png"), &img, why, sizeof why) != 0);
+    jpeg_with_scan(&b, 9, -1);
+    put_file(tpath("scan_id9.jpg"), b.data, b.len);
+    CHECK(rejected(tpath("scan_id9.jpg"), "scan names component 9, not in the frame", 1));
+    buf_free(&b);
+}
+
+/* A PNG whose first IDAT is empty (legal; stb added zero to a NULL pointer) decodes to the
+ * same pixels; cut short after it, it is refused with a reason. */
+static void test_png_empty_idat(void) {
+    uint8_t *rgb = pattern(6, 5);
+    Buf b = {0}, e = {0};
+    stbi_write_png_to_func(stb_to_buf, &b, 6, 5, 3, rgb, 6 * 3);
+    buf_put(&e, b.data, 33);
+    buf_put(&e, "\0\0\0\0IDAT\x35\xaf\x06\x1e", 12);
+    buf_put(&e, b.data + 33, b.len - 33);
+    put_file(tpath("empty_idat.png"), e.data, e.len);
+    CHECK(decode_ok(tpath("empty_idat.png"), 6, 5, rgb, 0));
+    put_file(tpath("empty_idat_cut.png"), e.data, 33 + 12 + 20);
+    CHECK(rejected(tpath("empty_idat_cut.png"), "PNG", 0));
+    buf_free(&b);
+    buf_free(&e);
+    free(rgb);
+}
+
 /* ---------------------------------------------------------------- preprocessing */
 
 static void test_preprocess_numbers(void) {
@@ -552,6 +654,72 @@ static void test_folder_dataset(void) {
     CHECK(dataset_from_folder(tpath("no_such_dir"), &v) == -1);
     CHECK(strstr(rn_error(), "no_such_dir") != NULL);
     dataset_free(&d);
+}
+
+/* Symlinked folders are entered once: cat/self -> . and cat/up -> .. (the root) and
+ * dog/cats -> ../cat add nothing; each image keeps its own class. */
+static void test_folder_symlinks(void) {
+    mkdir_p(tpath("links/cat"));
+    mkdir_p(tpath("links/dog"));
+    write_png_file(tpath("links/cat/c1.png"), 4, 4, 1);
+    write_png_file(tpath("links/cat/c2.png"), 4, 4, 2);
+    write_png_file(tpath("links/dog/d1.png"), 4, 4, 3);
+    CHECK(symlink(".", tpath("links/cat/self")) == 0);
+    CHECK(symlink("..", tpath("links/cat/up")) == 0);
+    CHECK(symlink("../cat", tpath("links/dog/cats")) == 0);
+    CHECK(symlink("loop2", tpath("links/dog/loop1")) == 0 && symlink("loop1", tpath("links/dog/loop2")) == 0);
+    Dataset d;
+    CHECK(dataset_from_folder(tpath("links"), &d) == 0);
+    CHECK_MSG(d.n == 3, "%d images", d.n);
+    int cats = 0;
+    for (int i = 0; i < d.n; i++) cats += d.labels[i] == 0;
+    CHECK(cats == 2);
+    dataset_free(&d);
+    Dataset u;
+    CHECK(dataset_from_unlabelled(tpath("links"), &u) == 0);
+    CHECK_MSG(u.n == 3, "%d unlabelled images", u.n);
+    dataset_free(&u);
+}
+
+/* A class folder named in Latin-1 would make a model file no program can read; an empty
+ * class folder is fine (qsort of nothing was undefined behaviour). */
+static void test_folder_names(void) {
+    mkdir_p(tpath("names/caf\xe9"));
+    mkdir_p(tpath("names/tea"));
+    write_png_file(tpath("names/caf\xe9/a.png"), 4, 4, 1);
+    write_png_file(tpath("names/tea/b.png"), 4, 4, 2);
+    Dataset d;
+    CHECK(dataset_from_folder(tpath("names"), &d) == -1);
+    CHECK_MSG(strstr(rn_error(), "class name 'caf\\xe9' is not valid UTF-8"), "%s", rn_error());
+    mkdir_p(tpath("empty_class/none"));
+    mkdir_p(tpath("empty_class/some"));
+    write_png_file(tpath("empty_class/some/a.png"), 4, 4, 1);
+    CHECK(dataset_from_folder(tpath("empty_class"), &d) == 0 && d.n == 1 && d.n_classes == 2);
+    dataset_free(&d);
+    Buf j = {0};
+    buf_json_string(&j, "caf\xe9 ok \xc3\xa9");
+    buf_put(&j, "", 1);
+    CHECK_MSG(strcmp(j.data, "\"caf\xef\xbf\xbd ok \xc3\xa9\"") == 0, "%s", j.data);
+    buf_free(&j);
+}
+
+/* A NUL byte ended the CSV there (the lines after it silently dropped); a UTF-8 byte order
+ * mark hid the header line. */
+static void test_csv_hostile(void) {
+    mkdir_p(tpath("csv2"));
+    write_png_file(tpath("csv2/a.png"), 3, 3, 1);
+    write_png_file(tpath("csv2/b.png"), 3, 3, 2);
+    const char nul[] = "a.png,x\nb.png,y\0\nb.png,z\n";
+    put_file(tpath("csv2/nul.csv"), nul, sizeof nul - 1);
+    Dataset d;
+    CHECK(dataset_from_csv(tpath("csv2/nul.csv"), &d) == -1);
+    CHECK_MSG(strstr(rn_error(), "nul.csv:2: NUL byte at offset 15"), "%s", rn_error());
+    const char bom[] = "\xef\xbb\xbfpath,label\na.png,x\nb.png,y\n";
+    put_file(tpath("csv2/bom.csv"), bom, sizeof bom - 1);
+    CHECK(dataset_from_csv(tpath("csv2/bom.csv"), &d) == 0 && d.n == 2 && d.n_classes == 2);
+    dataset_free(&d);
+    put_file(tpath("csv2/latin.csv"), "a.png,caf\xe9\nb.png,y\n", 19);
+    CHECK(dataset_from_csv(tpath("csv2/latin.csv"), &d) == -1 && strstr(rn_error(), "latin.csv:1"));
 }
 
 static void test_cifar_binary(void) {
@@ -808,6 +976,9 @@ int main(void) {
     if (mkdir_p(tmpdir) != 0) { fprintf(stderr, "%s\n", rn_error()); return 1; }
     RUN(test_formats_decode);
     RUN(test_bad_inputs_rejected);
+    RUN(test_pnm_hostile);
+    RUN(test_jpeg_scan_tables);
+    RUN(test_png_empty_idat);
     RUN(test_preprocess_numbers);
     RUN(test_center_crop_rounding);
     RUN(test_resize_matches_pil);
@@ -815,6 +986,9 @@ int main(void) {
     RUN(test_folder_dataset);
     RUN(test_cifar_binary);
     RUN(test_csv_dataset);
+    RUN(test_folder_symlinks);
+    RUN(test_folder_names);
+    RUN(test_csv_hostile);
     RUN(test_split_stratified);
     RUN(test_loader_deterministic);
     RUN(test_shared_hymenoptera);

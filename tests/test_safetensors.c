@@ -671,6 +671,75 @@ static void test_model_file(void) {
     net_free(net);
 }
 
+/* One NaN or infinity in a file is refused with the tensor's name and the element's index,
+ * whatever loads it (weights, checkpoints' weights and optimizer state), and the network
+ * is left as it was. */
+static void test_non_finite_refused(void) {
+    Net *a = tiny_net(3, 1.0f), *b = tiny_net(3, -7.0f);
+    const char *path = tmp_path("nonfinite.safetensors");
+    a->params[0].data[2] = INFINITY;
+    CHECK(net_save_weights(a, path, NULL, NULL, 0) == 0);
+    CHECK(net_load_weights(b, path, 0) == -1);
+    CHECK_MSG(contains(rn_error(), "tensor 'conv1.weight' [4, 3, 1, 1]: element 2 is infinity"),
+              "%s", rn_error());
+    CHECK(b->params[0].data[0] == -7.0f);
+    a->params[0].data[2] = 1.0f;
+    a->params[6].data[1] = NAN;
+    CHECK(net_save_weights(a, path, NULL, NULL, 0) == 0);
+    CHECK(net_load_weights(b, path, 0) == -1);
+    CHECK_MSG(contains(rn_error(), "'fc.bias' [3]: element 1 is NaN"), "%s", rn_error());
+    a->params[6].data[1] = 0.5f;
+    /* optimizer moments, and hyper-parameters, of a checkpoint */
+    OptConfig cfg = opt_default(OPT_ADAM, 1e-3f);
+    Optimizer *opt = optimizer_create(a, &cfg);
+    fake_grads(a, 0);
+    optimizer_step(opt, a);
+    opt->v[5][3] = -INFINITY;
+    CHECK(checkpoint_save(path, a, opt, NULL, NULL, NULL, 0) == 0);
+    Optimizer *o2 = optimizer_create(b, &cfg);
+    CHECK(checkpoint_load(path, b, o2, NULL, NULL) == -1);
+    CHECK_MSG(contains(rn_error(), "'optim.v.fc.weight' [3, 4]: element 3 is -infinity"), "%s",
+              rn_error());
+    opt->v[5][3] = 0.0f;
+    opt->cfg.lr = NAN;
+    CHECK(checkpoint_save(path, a, opt, NULL, NULL, NULL, 0) == 0);
+    CHECK(checkpoint_load(path, b, o2, NULL, NULL) == -1);
+    CHECK_MSG(contains(rn_error(), "\"optim.lr\": expected a finite number"), "%s", rn_error());
+    optimizer_free(opt);
+    optimizer_free(o2);
+    tiny_free(a);
+    tiny_free(b);
+}
+
+/* A model file's metadata describes a network; the file is checked against it before it
+ * is built: a 216-byte file claiming a 4 GB head fails at once, without the memory. */
+static void test_model_checked_before_built(void) {
+    StWriter w;
+    st_writer_init(&w);
+    const char *meta[][2] = {{"format", "resnet-c-model"}, {"arch", "resnet18"},
+                             {"num_classes", "2"}, {"classes", "[\"a\",\"b\"]"},
+                             {"head", "mlp:65536,16384"}, {"preprocess", "torchvision"},
+                             {"img_size", "224"}, {"crop_pct", "0.875"}};
+    for (int i = 0; i < 8; i++) st_writer_meta(&w, meta[i][0], meta[i][1]);
+    const char *path = tmp_path("huge_head.safetensors");
+    CHECK(st_writer_save(&w, path) == 0);
+    st_writer_free(&w);
+    long rss0 = rn_peak_rss_kb();
+    double t0 = rn_seconds();
+    ModelInfo info;
+    CHECK(model_load(path, &info) == NULL);
+    CHECK_MSG(contains(rn_error(), "missing from the file") && contains(rn_error(), "conv1.weight"),
+              "%s", rn_error());
+    double dt = rn_seconds() - t0;
+    long grew_mb = (rn_peak_rss_kb() - rss0) / 1024;
+    CHECK_MSG(dt < 2.0 && grew_mb < 256, "%.2f s, peak RSS grew %ld MB", dt, grew_mb);
+    /* a describe-only network has the shapes and no data */
+    Net *shape = resnet_describe("resnet18", 2, NULL);
+    CHECK(shape && shape->n_params > 0 && shape->params[0].data == NULL &&
+          shape->params[0].shape[0] == 64);
+    net_free(shape);
+}
+
 /* tests/t_convert.sh: load a converted torch checkpoint strictly into a fresh network. */
 static int check_converted(const char *path, const char *arch, int classes) {
     Net *net = resnet_create(arch, classes, NULL, 0);
@@ -767,6 +836,8 @@ int main(int argc, char **argv) {
     RUN(test_checkpoint_resume);
     RUN(test_model_file);
     RUN(test_cross_host_files);
+    RUN(test_non_finite_refused);
+    RUN(test_model_checked_before_built);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
     if (tmp_dir[0] && system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp_dir);

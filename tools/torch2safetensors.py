@@ -2,7 +2,7 @@
 """Convert a PyTorch checkpoint (.pth / .th / .pt) into a float32 safetensors file with
 torchvision state_dict names, the format resnet-c loads.
 
-    python3 tools/torch2safetensors.py CHECKPOINT OUT.safetensors
+    python3 tools/torch2safetensors.py [--trust-pickle] CHECKPOINT OUT.safetensors
 
 The checkpoint may be a bare state dict, a dict holding it under "state_dict" or "model"
 (as training scripts save it), or a pickled nn.Module. "module." prefixes left by
@@ -21,20 +21,21 @@ import sys
 import torch
 
 
-def load_checkpoint(path, weights_only):
-    """torch.load restricted to tensors and plain containers when this torch can; older
-    restricted unpicklers refuse some plain values (e.g. floats in torch 1.13), in which
-    case the full unpickler is used, as torch.load does by default, unless --weights-only."""
+def load_checkpoint(path, trust_pickle):
+    """torch.load restricted to tensors and plain containers. Files it refuses (older
+    restricted unpicklers refuse some plain values, e.g. floats in torch 1.13) need the
+    full unpickler, which runs code the file names: only with trust_pickle."""
+    why = "this torch has no restricted (weights_only) loading"
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except TypeError:  # torch without weights_only
-        if weights_only:
-            sys.exit(f"{path}: this torch has no weights_only loading")
+        pass
     except Exception as e:
-        if weights_only:
-            sys.exit(f"{path}: cannot load with weights_only=True: {e}")
-        print(f"note: {path}: restricted loading failed ({type(e).__name__}: the file holds non-tensor objects); using the full "
-              "unpickler (only for files you trust)", file=sys.stderr)
+        why = f"restricted loading failed ({type(e).__name__}: the file holds non-tensor objects)"
+    if not trust_pickle:
+        sys.exit(f"{path}: {why}; the full unpickler would run code from the file: pass "
+                 "--trust-pickle only if you trust where it comes from")
+    print(f"note: {path}: {why}; using the full unpickler (--trust-pickle)", file=sys.stderr)
     try:
         return torch.load(path, map_location="cpu")
     except Exception as e:
@@ -119,12 +120,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("checkpoint")
     ap.add_argument("out")
-    ap.add_argument("--weights-only", action="store_true",
-                    help="refuse files that need the full unpickler (untrusted files)")
+    ap.add_argument("--trust-pickle", action="store_true",
+                    help="load files the restricted unpickler refuses with the full one, which "
+                         "runs code from the file (only for files you trust)")
     args = ap.parse_args()
     if not os.path.isfile(args.checkpoint):
         sys.exit(f"{args.checkpoint}: no such file")
-    state = find_state_dict(load_checkpoint(args.checkpoint, args.weights_only),
+    state = find_state_dict(load_checkpoint(args.checkpoint, args.trust_pickle),
                             args.checkpoint)
     tensors = convert(state, args.checkpoint)
     size = write_safetensors(args.out, tensors,
