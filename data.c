@@ -26,10 +26,10 @@
 #if defined(__GNUC__) || defined(__clang__)
 #pragma GCC diagnostic ignored "-Wunused-function" /* stb declares a few it never defines */
 #endif
-#define STBI_MAX_DIMENSIONS (1 << 16)
-#define STBI_MALLOC(bytes) malloc(bytes) /* decoded pixels are handed over as Image.rgb */
+#define STBI_MAX_DIMENSIONS    (1 << 16)
+#define STBI_MALLOC(bytes)     malloc(bytes) /* decoded pixels are handed over as Image.rgb */
 #define STBI_REALLOC(p, bytes) realloc(p, bytes)
-#define STBI_FREE(p) free(p)
+#define STBI_FREE(p)           free(p)
 #define STBI_NO_STDIO
 #define STBI_NO_HDR
 #define STBI_NO_LINEAR
@@ -46,9 +46,9 @@
  * NULL, exhaustion is fatal with a message. Every block, whoever allocated it (stb,
  * read_file, rn_strdup), is released with rn_free, which is free(). */
 #define RN_MAX_FILE_BYTES ((size_t)1 << 30) /* larger files are not read at all */
-#define PROBE_BYTES 4096                    /* enough for every header except big EXIF */
-#define CIFAR_SIDE 32
-#define CIFAR_PIXELS (CIFAR_SIDE * CIFAR_SIDE * 3)
+#define PROBE_BYTES       4096              /* enough for every header except big EXIF */
+#define CIFAR_SIDE        32
+#define CIFAR_PIXELS      (CIFAR_SIDE * CIFAR_SIDE * 3)
 
 /* ------------------------------------------------------------------------------------ */
 /* Decoding                                                                              */
@@ -56,8 +56,8 @@
 
 /* Read at most max bytes of path (the whole file when max == 0). Thread-safe: the reason
  * goes to why, never to the global error line. Caller frees. */
-static uint8_t *read_capped(const char *path, size_t max, size_t *len, size_t *file_size,
-                            char *why, size_t why_len) {
+static uint8_t *read_capped(const char *path, size_t max, size_t *len, size_t *file_size, char *why,
+                            size_t why_len) {
     int fd = open(path, O_RDONLY | RN_O_BINARY);
     if (fd < 0) {
         snprintf(why, why_len, "cannot open: %s", strerror(errno));
@@ -124,10 +124,14 @@ static void failure_text(const uint8_t *buf, size_t len, char *why, size_t why_l
     if (strcmp(r, "outofmem") == 0) {
         snprintf(why, why_len, "out of memory decoding %s", fmt ? fmt : "image");
     } else if (!fmt || strcmp(r, "unknown image type") == 0) {
-        if (fmt && buf[0] == 'P') snprintf(why, why_len, "unsupported PNM variant (only binary P5/P6)");
-        else if (fmt && buf[0] == 'R') snprintf(why, why_len, "unsupported format %s", fmt);
-        else if (fmt) snprintf(why, why_len, "unsupported or corrupt %s (%s)", fmt, r);
-        else snprintf(why, why_len, "not an image (unknown format)");
+        if (fmt && buf[0] == 'P')
+            snprintf(why, why_len, "unsupported PNM variant (only binary P5/P6)");
+        else if (fmt && buf[0] == 'R')
+            snprintf(why, why_len, "unsupported format %s", fmt);
+        else if (fmt)
+            snprintf(why, why_len, "unsupported or corrupt %s (%s)", fmt, r);
+        else
+            snprintf(why, why_len, "not an image (unknown format)");
     } else if (strcmp(r, "too large") == 0) {
         snprintf(why, why_len, "%s dimensions exceed the %d-pixel limit", fmt, RN_MAX_IMAGE_SIDE);
     } else if (strcmp(r, "only 8-bit") == 0 || strcmp(r, "1/2/4/8/16-bit only") == 0 ||
@@ -170,7 +174,10 @@ static int header_size(const uint8_t *b, size_t n, int64_t *w, int64_t *h) {
         while (i + 9 <= n) {
             if (b[i] != 0xFF) return 0;
             uint8_t m = b[i + 1];
-            if (m == 0xFF) { i++; continue; }
+            if (m == 0xFF) {
+                i++;
+                continue;
+            }
             if (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC) {
                 *h = be16(b + i + 5);
                 *w = be16(b + i + 7);
@@ -192,8 +199,8 @@ static int size_ok(int64_t w, int64_t h, char *why, size_t why_len) {
         return 0;
     }
     if (w * h > RN_MAX_IMAGE_PIXELS) {
-        snprintf(why, why_len, "image %lldx%lld exceeds the %d-pixel area limit",
-                 (long long)w, (long long)h, RN_MAX_IMAGE_PIXELS);
+        snprintf(why, why_len, "image %lldx%lld exceeds the %d-pixel area limit", (long long)w,
+                 (long long)h, RN_MAX_IMAGE_PIXELS);
         return 0;
     }
     return 1;
@@ -206,7 +213,11 @@ static int size_ok(int64_t w, int64_t h, char *why, size_t why_len) {
  * decimal numbers (width, height, maxval) after the magic, separated by whitespace and
  * '#' comments, then one whitespace byte, then w*h*channels samples: one byte each when
  * maxval < 256, else two, big-endian. */
-typedef struct { int w, h, channels; long maxval; size_t data_at, data_bytes; } PnmHeader;
+typedef struct {
+    int w, h, channels;
+    long maxval;
+    size_t data_at, data_bytes;
+} PnmHeader;
 
 /* 1 when the header parses (the pixel data may still be short), else 0 with why. */
 static int pnm_header(const uint8_t *b, size_t n, PnmHeader *p, char *why, size_t why_len) {
@@ -231,7 +242,8 @@ static int pnm_header(const uint8_t *b, size_t n, PnmHeader *p, char *why, size_
             v[field] = v[field] * 10 + (b[i] - '0');
         }
         if (digits == 0 || i >= n || !(b[i] == ' ' || (b[i] >= '\t' && b[i] <= '\r'))) {
-            snprintf(why, why_len, "truncated or corrupt PNM header (expected width, height and maxval)");
+            snprintf(why, why_len,
+                     "truncated or corrupt PNM header (expected width, height and maxval)");
             return 0;
         }
     }
@@ -257,8 +269,7 @@ static int pnm_header(const uint8_t *b, size_t n, PnmHeader *p, char *why, size_
 static int pnm_complete(const PnmHeader *p, size_t file_size, char *why, size_t why_len) {
     if (file_size < p->data_at || file_size - p->data_at < p->data_bytes) {
         snprintf(why, why_len, "truncated PNM (%zu bytes of pixel data, %dx%d needs %zu)",
-                 file_size > p->data_at ? file_size - p->data_at : 0, p->w, p->h,
-                 p->data_bytes);
+                 file_size > p->data_at ? file_size - p->data_at : 0, p->w, p->h, p->data_bytes);
         return 0;
     }
     return 1;
@@ -294,10 +305,19 @@ static int jpeg_segments_ok(const uint8_t *b, size_t n, char *why, size_t why_le
     int in_scan = 0, progressive = 0, n_comp = -1;
     uint8_t comp_id[4] = {0}, defined[2][4] = {{0}};
     while (i + 1 < n) {
-        if (b[i] != 0xFF) { i++; continue; }
+        if (b[i] != 0xFF) {
+            i++;
+            continue;
+        }
         uint8_t x = b[i + 1];
-        if (x == 0xFF) { i++; continue; }
-        if (in_scan && (x == 0 || (x >= 0xD0 && x <= 0xD7))) { i += 2; continue; }
+        if (x == 0xFF) {
+            i++;
+            continue;
+        }
+        if (in_scan && (x == 0 || (x >= 0xD0 && x <= 0xD7))) {
+            i += 2;
+            continue;
+        }
         in_scan = 0;
         i += 2;
         if (x == 0xD9) break;
@@ -310,7 +330,8 @@ static int jpeg_segments_ok(const uint8_t *b, size_t n, char *why, size_t why_le
                 unsigned count = 0;
                 for (int k = 0; k < 16; k++) count += pos + 1 + k < n ? b[pos + 1 + k] : 0;
                 if (count > 256) {
-                    snprintf(why, why_len, "corrupt JPEG (Huffman table with more than 256 symbols)");
+                    snprintf(why, why_len,
+                             "corrupt JPEG (Huffman table with more than 256 symbols)");
                     return 0;
                 }
                 int tc = b[pos] >> 4, th = b[pos] & 15;
@@ -321,12 +342,14 @@ static int jpeg_segments_ok(const uint8_t *b, size_t n, char *why, size_t why_le
             progressive = x == 0xC2;
             n_comp = i + 7 < end ? b[i + 7] : 0;
             if (n_comp > 4) n_comp = 4; /* stb refuses more */
-            for (int k = 0; k < n_comp; k++) comp_id[k] = i + 8 + 3 * k < end ? b[i + 8 + 3 * k] : 0;
+            for (int k = 0; k < n_comp; k++)
+                comp_id[k] = i + 8 + 3 * k < end ? b[i + 8 + 3 * k] : 0;
         } else if (x == 0xDA) {
             int ns = i + 2 < end ? b[i + 2] : 0;
             size_t tail = i + 3 + 2 * (size_t)ns;
             if (n_comp < 0 || ns < 1 || ns > 4 || tail + 2 >= end) {
-                snprintf(why, why_len, "corrupt JPEG (scan header before the frame header, or cut short)");
+                snprintf(why, why_len,
+                         "corrupt JPEG (scan header before the frame header, or cut short)");
                 return 0;
             }
             int ss = b[tail], ah = b[tail + 2] >> 4;
@@ -336,11 +359,13 @@ static int jpeg_segments_ok(const uint8_t *b, size_t n, char *why, size_t why_le
                 int found = 0;
                 for (int c = 0; c < n_comp; c++) found |= comp_id[c] == id;
                 if (!found) {
-                    snprintf(why, why_len, "corrupt JPEG (scan names component %d, not in the frame)", id);
+                    snprintf(why, why_len,
+                             "corrupt JPEG (scan names component %d, not in the frame)", id);
                     return 0;
                 }
                 if ((dc && (td > 3 || !defined[0][td])) || (ac && (ta > 3 || !defined[1][ta]))) {
-                    snprintf(why, why_len, "corrupt JPEG (scan uses %s Huffman table %d, never defined)",
+                    snprintf(why, why_len,
+                             "corrupt JPEG (scan uses %s Huffman table %d, never defined)",
                              dc && (td > 3 || !defined[0][td]) ? "DC" : "AC",
                              dc && (td > 3 || !defined[0][td]) ? td : ta);
                     return 0;
@@ -360,8 +385,8 @@ static int jpeg_segments_ok(const uint8_t *b, size_t n, char *why, size_t why_le
 #define MAX_PIXELS_PER_BYTE 4096
 
 /* file_size: the whole file's size (len may be only its first bytes, when probing). */
-static int check_header(const uint8_t *buf, size_t len, size_t file_size, int *w, int *h,
-                        char *why, size_t why_len) {
+static int check_header(const uint8_t *buf, size_t len, size_t file_size, int *w, int *h, char *why,
+                        size_t why_len) {
     if (len == 0) {
         snprintf(why, why_len, "empty file");
         return -1;
@@ -410,7 +435,10 @@ static int check_header(const uint8_t *buf, size_t len, size_t file_size, int *w
 static int jpeg_is_complete(const uint8_t *b, size_t n) {
     size_t sos = 0;
     for (size_t i = n; i-- > 1;)
-        if (b[i - 1] == 0xFF && b[i] == 0xDA) { sos = i; break; }
+        if (b[i - 1] == 0xFF && b[i] == 0xDA) {
+            sos = i;
+            break;
+        }
     if (!sos) return 0;
     for (size_t i = sos + 1; i + 1 < n; i++)
         if (b[i] == 0xFF && b[i + 1] == 0xD9) return 1;
@@ -443,8 +471,7 @@ static uint8_t *png_without_empty_idat(const uint8_t *b, size_t n, size_t *out_l
     return out;
 }
 
-int image_decode_memory(const uint8_t *buf, size_t len, Image *img, char *why,
-                        size_t why_len) {
+int image_decode_memory(const uint8_t *buf, size_t len, Image *img, char *why, size_t why_len) {
     img->w = img->h = 0;
     img->rgb = NULL;
     int w, h, comp;
@@ -464,7 +491,8 @@ int image_decode_memory(const uint8_t *buf, size_t len, Image *img, char *why,
         px = pnm_decode(buf, &pnm);
     } else {
         size_t png_len = 0;
-        uint8_t *png = fmt && strcmp(fmt, "PNG") == 0 ? png_without_empty_idat(buf, len, &png_len) : NULL;
+        uint8_t *png =
+            fmt && strcmp(fmt, "PNG") == 0 ? png_without_empty_idat(buf, len, &png_len) : NULL;
         stbi__g_failure_reason = NULL;
         px = png ? stbi_load_from_memory(png, (int)png_len, &w, &h, &comp, 3)
                  : stbi_load_from_memory(buf, (int)len, &w, &h, &comp, 3);
@@ -572,9 +600,7 @@ int prep_parse(const char *name, PrepKind *kind) {
     return -1;
 }
 
-const char *prep_name(PrepKind kind) {
-    return (unsigned)kind < 3 ? prep_names[kind] : "unknown";
-}
+const char *prep_name(PrepKind kind) { return (unsigned)kind < 3 ? prep_names[kind] : "unknown"; }
 
 /* Python's round(twice / 2) for twice >= 0: halves go to the even neighbour. */
 static int half_to_even(int twice) {
@@ -634,8 +660,7 @@ static uint8_t pil_clip8(int32_t v) {
 }
 
 /* Resize the w x h RGB region at src (row stride `stride` bytes) to ow x oh. */
-static void resize_rgb(const uint8_t *src, int w, int h, int stride, uint8_t *dst, int ow,
-                       int oh) {
+static void resize_rgb(const uint8_t *src, int w, int h, int stride, uint8_t *dst, int ow, int oh) {
     int *hb, *vb;
     int32_t *hk, *vk;
     int hks = pil_coeffs(w, ow, &hb, &hk), vks = pil_coeffs(h, oh, &vb, &vk);
@@ -670,7 +695,8 @@ static void resize_rgb(const uint8_t *src, int w, int h, int stride, uint8_t *ds
             int lo = vb[yy * 2], cnt = vb[yy * 2 + 1];
             for (int i = 0; i < ow * 3; i++) {
                 int32_t acc = 1 << (PIL_PRECISION_BITS - 1);
-                for (int y = 0; y < cnt; y++) acc += rows[(size_t)(lo + y) * rows_stride + i] * k[y];
+                for (int y = 0; y < cnt; y++)
+                    acc += rows[(size_t)(lo + y) * rows_stride + i] * k[y];
                 dst[(size_t)yy * ow * 3 + i] = pil_clip8(acc);
             }
         }
@@ -728,8 +754,10 @@ static void random_resized_crop(Rng *r, int width, int height, const Augment *a,
     }
     double in_ratio = (double)width / height;
     int w = width, h = height;
-    if (in_ratio < a->ratio_min) h = (int)lround(w / a->ratio_min);
-    else if (in_ratio > a->ratio_max) w = (int)lround(h * a->ratio_max);
+    if (in_ratio < a->ratio_min)
+        h = (int)lround(w / a->ratio_min);
+    else if (in_ratio > a->ratio_max)
+        w = (int)lround(h * a->ratio_max);
     if (h > height) h = height;
     if (w > width) w = width;
     *top = (height - h) / 2;
@@ -775,8 +803,8 @@ void preprocess_image(const Image *img, const Preprocess *p, const Augment *aug,
     if (augment) {
         int top, left, ch, cw;
         random_resized_crop(rng, img->w, img->h, aug, &top, &left, &ch, &cw);
-        resize_rgb(img->rgb + ((size_t)top * img->w + left) * 3, cw, ch, img->w * 3, crop,
-                   size, size);
+        resize_rgb(img->rgb + ((size_t)top * img->w + left) * 3, cw, ch, img->w * 3, crop, size,
+                   size);
     } else {
         /* torchvision Resize(int(size / crop_pct)) then CenterCrop(size): the shorter side
          * becomes s, the other int(s * long / short). (1e-4 absorbs float crop_pct.) */
@@ -801,8 +829,10 @@ void preprocess_image(const Image *img, const Preprocess *p, const Augment *aug,
             for (int x = 0; x < size; x++) {
                 int sy = y + top, sx = x + left;
                 uint8_t *o = crop + ((size_t)y * size + x) * 3;
-                if (sy >= 0 && sy < rh && sx >= 0 && sx < rw) memcpy(o, resized + ((size_t)sy * rw + sx) * 3, 3);
-                else o[0] = o[1] = o[2] = 0;
+                if (sy >= 0 && sy < rh && sx >= 0 && sx < rw)
+                    memcpy(o, resized + ((size_t)sy * rw + sx) * 3, 3);
+                else
+                    o[0] = o[1] = o[2] = 0;
             }
         if (resized != img->rgb) rn_free(resized);
     }
@@ -858,8 +888,8 @@ void preprocess_image(const Image *img, const Preprocess *p, const Augment *aug,
 /* Datasets                                                                              */
 /* ------------------------------------------------------------------------------------ */
 
-static const char *image_exts[] = {"jpg", "jpeg", "png", "bmp", "gif", "tga", "ppm", "pgm",
-                                   "pnm", "psd"};
+static const char *image_exts[] = {"jpg", "jpeg", "png", "bmp", "gif",
+                                   "tga", "ppm",  "pgm", "pnm", "psd"};
 
 static int has_image_ext(const char *name) {
     const char *dot = strrchr(name, '.');
@@ -869,7 +899,10 @@ static int has_image_ext(const char *name) {
     return 0;
 }
 
-typedef struct { char **s; int n, cap; } StrList;
+typedef struct {
+    char **s;
+    int n, cap;
+} StrList;
 
 static void strlist_push(StrList *l, char *s) {
     if (l->n == l->cap) {
@@ -903,7 +936,10 @@ static int is_dir(const char *path) {
 /* The folders a listing has entered, by (device, inode): a symlink back up the tree
  * (cat/self -> ., cat/up -> ..) or across to another class folder is entered once only,
  * so no image is listed twice or under another class. */
-typedef struct { uint64_t *dev, *ino; int n, cap; } Visited;
+typedef struct {
+    uint64_t *dev, *ino;
+    int n, cap;
+} Visited;
 
 /* 1 when dir was not visited before (it is now), 0 when it was, -1 when it cannot be
  * examined. */
@@ -943,8 +979,10 @@ static int list_images(const char *dir, int depth, Visited *visited, StrList *ou
         snprintf(p, n, "%s/%s", dir, e->d_name);
         int sub = 0;
 #ifdef DT_DIR
-        if (e->d_type == DT_DIR) sub = 1;
-        else if (e->d_type == DT_UNKNOWN || e->d_type == DT_LNK) sub = is_dir(p);
+        if (e->d_type == DT_DIR)
+            sub = 1;
+        else if (e->d_type == DT_UNKNOWN || e->d_type == DT_LNK)
+            sub = is_dir(p);
 #else
         sub = is_dir(p);
 #endif
@@ -952,8 +990,10 @@ static int list_images(const char *dir, int depth, Visited *visited, StrList *ou
             if (depth >= 16) {
                 fprintf(stderr, "warning: %s: skipped, more than 16 folders deep\n", p);
             } else if (visit(visited, p) == 0) {
-                fprintf(stderr, "warning: %s: skipped, a folder already listed (a symlink "
-                        "loop, or a link to another class)\n", p);
+                fprintf(stderr,
+                        "warning: %s: skipped, a folder already listed (a symlink "
+                        "loop, or a link to another class)\n",
+                        p);
             } else if (list_images(p, depth + 1, visited, out) != 0) {
                 rn_free(p);
                 closedir(dp);
@@ -976,11 +1016,14 @@ static int class_name_ok(const char *where, const char *name) {
     if (utf8_valid_len((const uint8_t *)name, n) == n) return 1;
     Buf b = {0};
     for (const unsigned char *c = (const unsigned char *)name; *c; c++) {
-        if (*c >= 0x20 && *c < 0x7f) buf_put(&b, c, 1);
-        else buf_printf(&b, "\\x%02x", *c);
+        if (*c >= 0x20 && *c < 0x7f)
+            buf_put(&b, c, 1);
+        else
+            buf_printf(&b, "\\x%02x", *c);
     }
     rn_set_error("%s: class name '%s' is not valid UTF-8 (rename it: class names are stored "
-                 "in the model file and metrics.json)", where, b.data);
+                 "in the model file and metrics.json)",
+                 where, b.data);
     buf_free(&b);
     return 0;
 }
@@ -1064,8 +1107,10 @@ static int folder_dataset(const char *dir, char **fixed, int n_fixed, Dataset *d
     for (int c = 0; c < classes.n && !rc; c++) {
         char p[1024];
         snprintf(p, sizeof p, "%s/%s", dir, classes.s[c]);
-        if (!class_name_ok(dir, classes.s[c])) rc = -1;
-        else if (is_dir(p)) visit(&visited, p);
+        if (!class_name_ok(dir, classes.s[c]))
+            rc = -1;
+        else if (is_dir(p))
+            visit(&visited, p);
     }
     for (int c = 0; c < classes.n && !rc; c++) {
         char p[1024];
@@ -1105,8 +1150,8 @@ static int folder_dataset(const char *dir, char **fixed, int n_fixed, Dataset *d
                     d->class_names[c]);
     rn_free(count);
     if (d->n == 0) {
-        rn_set_error("%s: no usable images in %d class folders (%d skipped)", dir,
-                     d->n_classes, d->n_skipped);
+        rn_set_error("%s: no usable images in %d class folders (%d skipped)", dir, d->n_classes,
+                     d->n_skipped);
         dataset_free(d);
         return -1;
     }
@@ -1115,8 +1160,7 @@ static int folder_dataset(const char *dir, char **fixed, int n_fixed, Dataset *d
 
 int dataset_from_folder(const char *dir, Dataset *d) { return folder_dataset(dir, NULL, 0, d); }
 
-int dataset_from_folder_classes(const char *dir, char **class_names, int n_classes,
-                                Dataset *d) {
+int dataset_from_folder_classes(const char *dir, char **class_names, int n_classes, Dataset *d) {
     return folder_dataset(dir, class_names, n_classes, d);
 }
 
@@ -1146,8 +1190,8 @@ int dataset_from_unlabelled(const char *dir, Dataset *d) {
 /* CIFAR-10: data_batch_1..5.bin / test_batch.bin, records [label][R 1024][G 1024][B 1024],
  * names in batches.meta.txt. CIFAR-100: train.bin / test.bin, records [coarse][fine][...],
  * fine labels, names in fine_label_names.txt. Also looks inside the archives' folders. */
-static const char *cifar10_default[10] = {"airplane", "automobile", "bird", "cat", "deer",
-                                          "dog", "frog", "horse", "ship", "truck"};
+static const char *cifar10_default[10] = {"airplane", "automobile", "bird",  "cat",  "deer",
+                                          "dog",      "frog",       "horse", "ship", "truck"};
 
 static int file_exists(const char *p) {
     struct stat st;
@@ -1181,7 +1225,10 @@ int dataset_from_cifar(const char *dir, int train, Dataset *d) {
     for (int s = 0; s < 3 && cifar100 < 0; s++) {
         snprintf(base, sizeof base, "%s%s", dir, subdirs[s]);
         snprintf(p, sizeof p, "%s/%s", base, train ? "data_batch_1.bin" : "test_batch.bin");
-        if (file_exists(p)) { cifar100 = 0; break; }
+        if (file_exists(p)) {
+            cifar100 = 0;
+            break;
+        }
         snprintf(p, sizeof p, "%s/%s", base, train ? "train.bin" : "test.bin");
         if (file_exists(p)) cifar100 = 1;
     }
@@ -1195,9 +1242,12 @@ int dataset_from_cifar(const char *dir, int train, Dataset *d) {
     size_t rec = (size_t)label_bytes + CIFAR_PIXELS;
     Buf all = {0};
     for (int b = 1; b <= (cifar100 || !train ? 1 : 5); b++) {
-        if (cifar100) snprintf(p, sizeof p, "%s/%s", base, train ? "train.bin" : "test.bin");
-        else if (train) snprintf(p, sizeof p, "%s/data_batch_%d.bin", base, b);
-        else snprintf(p, sizeof p, "%s/test_batch.bin", base);
+        if (cifar100)
+            snprintf(p, sizeof p, "%s/%s", base, train ? "train.bin" : "test.bin");
+        else if (train)
+            snprintf(p, sizeof p, "%s/data_batch_%d.bin", base, b);
+        else
+            snprintf(p, sizeof p, "%s/test_batch.bin", base);
         if (b > 1 && !file_exists(p)) break; /* fewer than 5 training batches: use those */
         size_t len;
         uint8_t *buf = read_file(p, &len);
@@ -1206,8 +1256,8 @@ int dataset_from_cifar(const char *dir, int train, Dataset *d) {
             return -1;
         }
         if (len == 0 || len % rec != 0) {
-            rn_set_error("%s: expected a multiple of %zu-byte records, found %zu bytes", p,
-                         rec, len);
+            rn_set_error("%s: expected a multiple of %zu-byte records, found %zu bytes", p, rec,
+                         len);
             rn_free(buf);
             buf_free(&all);
             return -1;
@@ -1224,8 +1274,8 @@ int dataset_from_cifar(const char *dir, int train, Dataset *d) {
     for (int i = 0; i < n; i++, r += rec) {
         int label = r[label_bytes - 1];
         if (label >= n_classes) {
-            rn_set_error("%s: record %d: expected a label below %d, found %d", base, i,
-                         n_classes, label);
+            rn_set_error("%s: record %d: expected a label below %d, found %d", base, i, n_classes,
+                         label);
             buf_free(&all);
             dataset_free(d);
             return -1;
@@ -1299,8 +1349,8 @@ int dataset_from_csv(const char *csv_path, Dataset *d) {
     if (nul) {
         int at_line = 1;
         for (const uint8_t *c = buf; c < nul; c++) at_line += *c == '\n';
-        rn_set_error("%s:%d: NUL byte at offset %zu (expected text lines 'path,label')",
-                     csv_path, at_line, (size_t)(nul - buf));
+        rn_set_error("%s:%d: NUL byte at offset %zu (expected text lines 'path,label')", csv_path,
+                     at_line, (size_t)(nul - buf));
         rn_free(buf);
         return -1;
     }
@@ -1333,8 +1383,10 @@ int dataset_from_csv(const char *csv_path, Dataset *d) {
         if (!class_name_ok(where, label)) goto fail;
         size_t n = strlen(folder) + strlen(path) + 2;
         char *full = rn_alloc(n);
-        if (path[0] == '/') snprintf(full, n, "%s", path);
-        else snprintf(full, n, "%s/%s", folder, path);
+        if (path[0] == '/')
+            snprintf(full, n, "%s", path);
+        else
+            snprintf(full, n, "%s/%s", folder, path);
         strlist_push(&paths, full);
         strlist_push(&names, rn_strdup(label));
     }
@@ -1352,8 +1404,8 @@ int dataset_from_csv(const char *csv_path, Dataset *d) {
     rn_free(sorted);
     int *labels = rn_alloc((size_t)names.n * sizeof *labels);
     for (int i = 0; i < names.n; i++) {
-        char **hit = bsearch(&names.s[i], classes.s, (size_t)classes.n, sizeof *classes.s,
-                             cmp_label);
+        char **hit =
+            bsearch(&names.s[i], classes.s, (size_t)classes.n, sizeof *classes.s, cmp_label);
         labels[i] = (int)(hit - classes.s);
         rn_free(names.s[i]);
     }
@@ -1393,17 +1445,18 @@ void dataset_free(Dataset *d) {
 }
 
 void dataset_summary(const Dataset *d, const char *title, FILE *out) {
-    fprintf(out, "%s: %d images, %d classes (%s)\n", title ? title : "dataset", d->n,
-            d->n_classes, d->root);
+    fprintf(out, "%s: %d images, %d classes (%s)\n", title ? title : "dataset", d->n, d->n_classes,
+            d->root);
     int *count = rn_calloc((size_t)d->n_classes + 1, sizeof *count);
     int unlabelled = 0;
     for (int i = 0; i < d->n; i++) {
-        if (d->labels[i] >= 0 && d->labels[i] < d->n_classes) count[d->labels[i]]++;
-        else unlabelled++;
+        if (d->labels[i] >= 0 && d->labels[i] < d->n_classes)
+            count[d->labels[i]]++;
+        else
+            unlabelled++;
     }
     int shown = d->n_classes <= 20 ? d->n_classes : 20;
-    for (int c = 0; c < shown; c++)
-        fprintf(out, "  %-24s %6d\n", d->class_names[c], count[c]);
+    for (int c = 0; c < shown; c++) fprintf(out, "  %-24s %6d\n", d->class_names[c], count[c]);
     if (shown < d->n_classes) fprintf(out, "  ... %d more classes\n", d->n_classes - shown);
     if (unlabelled) fprintf(out, "  %-24s %6d\n", "(unlabelled)", unlabelled);
     if (d->n_skipped) {
@@ -1419,9 +1472,7 @@ void dataset_subset(const Dataset *d, const int *idx, int n, Dataset *out) {
     dataset_init(out, d->root);
     out->n = n;
     out->labels = rn_alloc(((size_t)n + 1) * sizeof *out->labels);
-    if (d->paths) {
-        out->paths = rn_calloc((size_t)n + 1, sizeof *out->paths);
-    }
+    if (d->paths) { out->paths = rn_calloc((size_t)n + 1, sizeof *out->paths); }
     if (d->pixels) {
         out->pixels = rn_alloc((size_t)n * d->pixel_w * d->pixel_h * 3 + 1);
         out->pixel_w = d->pixel_w;
@@ -1447,8 +1498,8 @@ static int cmp_int(const void *a, const void *b) {
 /* Per class (unlabelled items form one more group): shuffle its items with one Rng seeded
  * by seed, take round(n_c * train_frac) for train, round(n_c * val_frac) for val, the rest
  * for test. Each split keeps dataset order. */
-int dataset_split(const Dataset *d, float train_frac, float val_frac, uint64_t seed,
-                  Dataset *train, Dataset *val, Dataset *test) {
+int dataset_split(const Dataset *d, float train_frac, float val_frac, uint64_t seed, Dataset *train,
+                  Dataset *val, Dataset *test) {
     if (!(train_frac >= 0 && val_frac >= 0 && train_frac + val_frac <= 1.0f + 1e-6f)) {
         rn_set_error("split: expected fractions >= 0 with train + val <= 1, found %g + %g",
                      train_frac, val_frac);
@@ -1545,7 +1596,7 @@ typedef struct {
     float *x;
     int *labels, *idx;
     uint8_t *ok;
-    int done;                 /* items finished */
+    int done; /* items finished */
 } Slot;
 
 struct Loader {
@@ -1556,12 +1607,12 @@ struct Loader {
     uint64_t seed;
     size_t sample_floats;
     int *order;
-    uint8_t *failed;          /* item failed before: reported once, never retried */
+    uint8_t *failed; /* item failed before: reported once, never retried */
     int n_failures;
     Slot slots[LOADER_DEPTH];
     int epoch, started;
-    int next_pos;             /* next epoch position to claim */
-    int consumer_batch;       /* next batch loader_next hands out */
+    int next_pos;       /* next epoch position to claim */
+    int consumer_batch; /* next batch loader_next hands out */
     int in_flight, quit;
     pthread_mutex_t mu;
     pthread_cond_t work_cv, done_cv;
@@ -1627,7 +1678,8 @@ Loader *loader_create(const Dataset *d, const Preprocess *p, const Augment *aug,
                       int shuffle, uint64_t seed, int n_threads) {
     if (batch <= 0 || d->n <= 0 || p->size <= 0) {
         rn_set_error("loader: expected batch > 0, a non-empty dataset and size > 0, found "
-                     "batch %d, %d items, size %d", batch, d->n, p->size);
+                     "batch %d, %d items, size %d",
+                     batch, d->n, p->size);
         return NULL;
     }
     Loader *l = rn_calloc(1, sizeof *l);
@@ -1699,8 +1751,9 @@ int loader_next(Loader *l, float *x, int *labels, int *idx) {
         int n = 0;
         for (int k = 0; k < want; k++) {
             if (!s->ok[k]) continue;
-            if (x) memcpy(x + n * l->sample_floats, s->x + k * l->sample_floats,
-                          l->sample_floats * sizeof(float));
+            if (x)
+                memcpy(x + n * l->sample_floats, s->x + k * l->sample_floats,
+                       l->sample_floats * sizeof(float));
             if (labels) labels[n] = s->labels[k];
             if (idx) idx[n] = s->idx[k];
             n++;

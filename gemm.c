@@ -37,16 +37,16 @@
  * public sgemm, which calls the widest variant the CPU and OS support (or the one
  * RN_SIMD_KERNEL names). Every other build compiles this file once, for its own flags. */
 #ifdef RN_GEMM_VARIANT
-#define GEMM_CAT_(a, b) a##_##b
-#define GEMM_CAT(a, b) GEMM_CAT_(a, b)
-#define sgemm GEMM_CAT(sgemm, RN_GEMM_VARIANT)
-#define simd_name GEMM_CAT(simd_name, RN_GEMM_VARIANT)
+#define GEMM_CAT_(a, b)  a##_##b
+#define GEMM_CAT(a, b)   GEMM_CAT_(a, b)
+#define sgemm            GEMM_CAT(sgemm, RN_GEMM_VARIANT)
+#define simd_name        GEMM_CAT(simd_name, RN_GEMM_VARIANT)
 #define simd_peak_gflops GEMM_CAT(simd_peak_gflops, RN_GEMM_VARIANT)
 #endif
 #if !defined(RN_GEMM_VARIANT) || defined(RN_GEMM_DISPATCHER)
 /* Naive triple loop: the reference the fast path is tested against. */
-void sgemm_ref(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a,
-               int lda, const float *b, int ldb, float beta, float *c, int ldc) {
+void sgemm_ref(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
+               const float *b, int ldb, float beta, float *c, int ldc) {
     for (int i = 0; i < m; i++)
         for (int j = 0; j < n; j++) {
             float s = 0;
@@ -69,7 +69,7 @@ const char *simd_name(void) { return SIMD_NAME; }
  * 50 ms a run with AVX-512; the best of five, since a peak is a ceiling (and a machine
  * shared with other jobs lends all its cores only now and then). */
 #define PEAK_CHAINS 12
-#define PEAK_ITERS 20000000L
+#define PEAK_ITERS  20000000L
 
 static double peak_flops_once(void) {
     double t0 = rn_seconds();
@@ -159,13 +159,16 @@ static int block_size(int total, int max_block, int unit) {
 }
 
 /* A matrix operand: element (r, c) of op(X) is p[r * ld + c], or p[c * ld + r] if trans. */
-typedef struct { const float *p; int ld, trans; } Operand;
+typedef struct {
+    const float *p;
+    int ld, trans;
+} Operand;
 
 /* Pack op(A)[i0:i0+rows, p0:p0+kc] as one MR-row panel: dst[p * MR + r], zero-padded.
  * May write up to VLEN floats past the panel (the next panel or the buffer's slack). */
 static void pack_a_panel(Operand a, int i0, int rows, int p0, int kc, float *dst) {
     if (rows < MR) memset(dst, 0, sizeof(float) * MR * kc);
-    if (a.trans) {        /* op(A)[i, p] = a[p * ld + i]: rows are contiguous per p */
+    if (a.trans) { /* op(A)[i, p] = a[p * ld + i]: rows are contiguous per p */
         for (int p = 0; p < kc; p++) {
             const float *src = a.p + (size_t)(p0 + p) * a.ld + i0;
             for (int r = 0; r < rows; r++) dst[p * MR + r] = src[r];
@@ -179,8 +182,8 @@ static void pack_a_panel(Operand a, int i0, int rows, int p0, int kc, float *dst
     if (rows == MR)
         for (; p + VLEN <= kc; p += VLEN) {
             VF blk[VLEN];
-            RN_UNROLL for (int r = 0; r < VLEN; r++)
-                blk[r] = r < MR ? vload(a.p + (size_t)(i0 + r) * a.ld + p0 + p) : vzero();
+            RN_UNROLL for (int r = 0; r < VLEN; r++) blk[r] =
+                r < MR ? vload(a.p + (size_t)(i0 + r) * a.ld + p0 + p) : vzero();
             vtranspose(blk);
             RN_UNROLL for (int q = 0; q < VLEN; q++) vstore(dst + (p + q) * MR, blk[q]);
         }
@@ -194,7 +197,7 @@ static void pack_a_panel(Operand a, int i0, int rows, int p0, int kc, float *dst
 /* Pack op(B)[p0:p0+kc, j0:j0+cols] as one NR-wide panel: dst[p * NR + c], zero-padded. */
 static void pack_b_panel(Operand b, int p0, int kc, int j0, int cols, float *dst) {
     if (cols < NR) memset(dst, 0, sizeof(float) * NR * kc);
-    if (!b.trans) {       /* op(B)[p, j] = b[p * ld + j]: row copies */
+    if (!b.trans) { /* op(B)[p, j] = b[p * ld + j]: row copies */
         const float *src = b.p + (size_t)p0 * b.ld + j0;
         if (cols == NR) /* NV vector moves a row: a memcpy call per 128 bytes costs more */
             for (int p = 0; p < kc; p++, src += b.ld) {
@@ -212,11 +215,10 @@ static void pack_b_panel(Operand b, int p0, int kc, int j0, int cols, float *dst
     int p = 0;
 #if VLEN > 1
     if (cols == NR)
-        for (; p + VLEN <= kc; p += VLEN)
-            RN_UNROLL for (int v = 0; v < NV; v++) {
+        for (; p + VLEN <= kc; p += VLEN) RN_UNROLL for (int v = 0; v < NV; v++) {
                 VF blk[VLEN];
-                RN_UNROLL for (int c = 0; c < VLEN; c++)
-                    blk[c] = vload(b.p + (size_t)(j0 + v * VLEN + c) * b.ld + p0 + p);
+                RN_UNROLL for (int c = 0; c < VLEN; c++) blk[c] =
+                    vload(b.p + (size_t)(j0 + v * VLEN + c) * b.ld + p0 + p);
                 vtranspose(blk);
                 RN_UNROLL for (int q = 0; q < VLEN; q++)
                     vstore(dst + (p + q) * NR + v * VLEN, blk[q]);
@@ -233,9 +235,8 @@ static void pack_b_panel(Operand b, int p0, int kc, int j0, int cols, float *dst
  * at bp + p * b_ps (packed panels, or rows read in place). Step p also prefetches row p of
  * the next B panel, pf + p * b_ps (pf == bp: nothing new). Inlined with constant a_rs,
  * a_ps and nv. */
-RN_INLINE void kernel_updates(int kc, const float *ap, size_t a_rs, size_t a_ps,
-                              const float *bp, size_t b_ps, const float *pf, VF acc[MR][NV],
-                              int nv) {
+RN_INLINE void kernel_updates(int kc, const float *ap, size_t a_rs, size_t a_ps, const float *bp,
+                              size_t b_ps, const float *pf, VF acc[MR][NV], int nv) {
     for (int p = 0; p < kc; p++) {
         RN_UNROLL for (int q = 0; q < NR; q += LINE_FLOATS) vprefetch(pf + q);
         pf += b_ps;
@@ -252,8 +253,8 @@ RN_INLINE void kernel_updates(int kc, const float *ap, size_t a_rs, size_t a_ps,
 
 /* kernel_updates with A's strides as constants: a packed panel (a_rs == 1: rows 1 apart,
  * steps MR apart) or rows read in place (a_rs apart, steps 1 apart). */
-RN_INLINE void tile_updates(int kc, const float *ap, size_t a_rs, const float *bp,
-                            size_t b_ps, const float *pf, VF acc[MR][NV], int nv) {
+RN_INLINE void tile_updates(int kc, const float *ap, size_t a_rs, const float *bp, size_t b_ps,
+                            const float *pf, VF acc[MR][NV], int nv) {
     if (a_rs == 1)
         kernel_updates(kc, ap, 1, MR, bp, b_ps, pf, acc, nv);
     else
@@ -267,16 +268,19 @@ RN_INLINE void tile_updates(int kc, const float *ap, size_t a_rs, const float *b
  * b_next the panel to prefetch alongside (bp: none).
  * C element (r, c) lives at c[r * rs + c * cs]; beta == 0 never reads C. */
 static void micro_kernel(int kc, const float *ap, size_t a_rs, const float *bp, size_t b_ps,
-                         const float *b_next, int rows, int cols, float alpha, float beta,
-                         float *c, size_t rs, size_t cs) {
+                         const float *b_next, int rows, int cols, float alpha, float beta, float *c,
+                         size_t rs, size_t cs) {
     VF acc[MR][NV];
-    RN_UNROLL for (int r = 0; r < MR; r++)
-        RN_UNROLL for (int v = 0; v < NV; v++) acc[r][v] = vzero();
+    RN_UNROLL for (int r = 0; r < MR; r++) RN_UNROLL for (int v = 0; v < NV; v++) acc[r][v] =
+        vzero();
     /* vectors of B: the full tile, or a last panel one or two vectors wide (e.g. 9 columns) */
     int nv = cols <= VLEN ? 1 : NV > 2 && cols <= 2 * VLEN ? 2 : NV;
-    if (nv == NV) tile_updates(kc, ap, a_rs, bp, b_ps, b_next, acc, NV);
-    else if (nv == 2) tile_updates(kc, ap, a_rs, bp, b_ps, b_next, acc, 2);
-    else tile_updates(kc, ap, a_rs, bp, b_ps, b_next, acc, 1);
+    if (nv == NV)
+        tile_updates(kc, ap, a_rs, bp, b_ps, b_next, acc, NV);
+    else if (nv == 2)
+        tile_updates(kc, ap, a_rs, bp, b_ps, b_next, acc, 2);
+    else
+        tile_updates(kc, ap, a_rs, bp, b_ps, b_next, acc, 1);
     /* Edge tiles and strided C go through a buffer with the same vector arithmetic, so an
      * element's result never depends on where its tile sits. */
     int direct = rows == MR && cols == NR && cs == 1;
@@ -289,13 +293,12 @@ static void micro_kernel(int kc, const float *ap, size_t a_rs, const float *bp, 
             for (int j = 0; j < cols; j++) tile[r * NR + j] = c[r * rs + j * cs];
     }
     VF valpha = vset1(alpha), vbeta = vset1(beta);
-    RN_UNROLL for (int r = 0; r < MR; r++)
-        RN_UNROLL for (int v = 0; v < NV; v++) {
-            float *op = out + r * ld + v * VLEN;
-            VF y = vmul(valpha, acc[r][v]);
-            if (beta != 0) y = vadd(y, vmul(vbeta, vload(op)));
-            vstore(op, y);
-        }
+    RN_UNROLL for (int r = 0; r < MR; r++) RN_UNROLL for (int v = 0; v < NV; v++) {
+        float *op = out + r * ld + v * VLEN;
+        VF y = vmul(valpha, acc[r][v]);
+        if (beta != 0) y = vadd(y, vmul(vbeta, vload(op)));
+        vstore(op, y);
+    }
     if (!direct)
         for (int r = 0; r < rows; r++)
             for (int j = 0; j < cols; j++) c[r * rs + j * cs] = tile[r * NR + j];
@@ -339,8 +342,7 @@ static void gemm_blocks(Operand a, Operand b, int m, int n, int k, float alpha, 
             float beta_block = pc == 0 ? beta : 1.0f; /* later K blocks accumulate */
             for (int jr = 0; jr < nc; jr += NR)
                 if (!direct_b || nc - jr < NR)
-                    pack_b_panel(b, pc, kc, jc + jr, min_int(NR, nc - jr),
-                                 bp + (size_t)jr * kc);
+                    pack_b_panel(b, pc, kc, jc + jr, min_int(NR, nc - jr), bp + (size_t)jr * kc);
             for (int ic = 0; ic < m; ic += mc_max) {
                 int mc = min_int(mc_max, m - ic);
                 for (int ir = 0; ir < mc; ir += MR)
@@ -398,21 +400,17 @@ static void gemm_part(const GemmJob *g, int part, int parts) {
     if (last <= first) return;
     if (g->split_n)
         gemm_blocks(g->a, (Operand){operand_at(g->b, 0, first), g->b.ld, g->b.trans}, g->m,
-                    last - first, g->k, g->alpha, g->beta, g->c + first * g->cs, g->rs,
-                    g->cs);
+                    last - first, g->k, g->alpha, g->beta, g->c + first * g->cs, g->rs, g->cs);
     else
-        gemm_blocks((Operand){operand_at(g->a, first, 0), g->a.ld, g->a.trans}, g->b,
-                    last - first, g->n, g->k, g->alpha, g->beta, g->c + first * g->rs,
-                    g->rs, g->cs);
+        gemm_blocks((Operand){operand_at(g->a, first, 0), g->a.ld, g->a.trans}, g->b, last - first,
+                    g->n, g->k, g->alpha, g->beta, g->c + first * g->rs, g->rs, g->cs);
 }
 
 /* Padded work of an m x n product in micro-tiles: the MR x NR grid the kernel runs. */
-static double padded_work(int m, int n) {
-    return (double)round_up(m, MR) * round_up(n, NR);
-}
+static double padded_work(int m, int n) { return (double)round_up(m, MR) * round_up(n, NR); }
 
-void sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a,
-           int lda, const float *b, int ldb, float beta, float *c, int ldc) {
+void sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
+           const float *b, int ldb, float beta, float *c, int ldc) {
     if (m <= 0 || n <= 0) return;
     if (k <= 0 || alpha == 0) { /* C = beta * C, without touching A and B */
         for (int i = 0; i < m; i++)
@@ -433,7 +431,9 @@ void sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const flo
         Operand t = {b, ldb, !trans_b};
         opb = (Operand){a, lda, !trans_a};
         opa = t;
-        int tmp = m; m = n; n = tmp;
+        int tmp = m;
+        m = n;
+        n = tmp;
         rs = 1;
         cs = (size_t)ldc;
     }
@@ -462,8 +462,8 @@ void sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const flo
 #include <pthread.h>
 #include <stdio.h>
 
-typedef void (*SgemmFn)(int, int, int, int, int, float, const float *, int, const float *,
-                        int, float, float *, int);
+typedef void (*SgemmFn)(int, int, int, int, int, float, const float *, int, const float *, int,
+                        float, float *, int);
 typedef struct {
     const char *name;
     SgemmFn gemm;
@@ -472,10 +472,10 @@ typedef struct {
     int (*supported)(void);
 } GemmKernel;
 
-void sgemm_avx512(int, int, int, int, int, float, const float *, int, const float *, int,
-                  float, float *, int);
-void sgemm_avx2(int, int, int, int, int, float, const float *, int, const float *, int,
-                float, float *, int);
+void sgemm_avx512(int, int, int, int, int, float, const float *, int, const float *, int, float,
+                  float *, int);
+void sgemm_avx2(int, int, int, int, int, float, const float *, int, const float *, int, float,
+                float *, int);
 const char *simd_name_avx512(void);
 const char *simd_name_avx2(void);
 double simd_peak_gflops_avx512(void);
@@ -483,7 +483,9 @@ double simd_peak_gflops_avx2(void);
 
 /* __builtin_cpu_supports also checks that the OS saves the wider registers. */
 static int has_avx512(void) { return __builtin_cpu_supports("avx512f"); }
-static int has_avx2(void) { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+static int has_avx2(void) {
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
 static int has_base(void) { return 1; }
 
 static const GemmKernel kernels[] = {
@@ -502,12 +504,16 @@ static void choose_kernel(void) {
     __builtin_cpu_init();
     for (int i = 0; i < N_KERNELS && want && *want; i++)
         if (!strcmp(want, kernels[i].name)) {
-            if (kernels[i].supported()) chosen = &kernels[i];
-            else fprintf(stderr, "resnet-c: RN_SIMD_KERNEL=%s: this CPU lacks it\n", want);
+            if (kernels[i].supported())
+                chosen = &kernels[i];
+            else
+                fprintf(stderr, "resnet-c: RN_SIMD_KERNEL=%s: this CPU lacks it\n", want);
         }
     if (want && *want && !chosen)
-        fprintf(stderr, "resnet-c: RN_SIMD_KERNEL=%s not used (expected avx512, avx2 or "
-                "scalar); taking the widest this CPU has\n", want);
+        fprintf(stderr,
+                "resnet-c: RN_SIMD_KERNEL=%s not used (expected avx512, avx2 or "
+                "scalar); taking the widest this CPU has\n",
+                want);
     for (int i = 0; i < N_KERNELS && !chosen; i++)
         if (kernels[i].supported()) chosen = &kernels[i];
 }
@@ -517,8 +523,8 @@ static const GemmKernel *kernel(void) {
     return chosen;
 }
 
-void sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a,
-           int lda, const float *b, int ldb, float beta, float *c, int ldc) {
+void sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
+           const float *b, int ldb, float beta, float *c, int ldc) {
     kernel()->gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 

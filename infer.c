@@ -36,8 +36,10 @@ typedef struct {
 } Options;
 
 static void usage(FILE *f) {
-    fprintf(f,
-        "usage: infer (--model M.safetensors | --arch A --weights W.safetensors) [options] IMAGE_OR_DIR...\n"
+    fprintf(
+        f,
+        "usage: infer (--model M.safetensors | --arch A --weights W.safetensors) [options] "
+        "IMAGE_OR_DIR...\n"
         "       infer --model M --eval DIR [--out OUT]\n"
         "       infer --model M --patches SIZE [--stride S] [--out OUT] IMAGE...\n"
         "\n"
@@ -57,7 +59,8 @@ static void usage(FILE *f) {
         "output\n"
         "  --topk K              classes per image (default 5)\n"
         "  --json | --csv        machine-readable output on stdout (default: aligned table)\n"
-        "  --save-logits F.npy   logits [N, classes] float32, input order (failed inputs left out)\n"
+        "  --save-logits F.npy   logits [N, classes] float32, input order (failed inputs left "
+        "out)\n"
         "  --save-features F.npy pooled backbone features [N, C] float32, input order\n"
         "  --batch N             images per forward pass (default 8)\n"
         "  --threads N           decoding threads (default: OMP_NUM_THREADS or all cores)\n"
@@ -67,17 +70,22 @@ static void usage(FILE *f) {
         "                        torchvision's module names (compare: tools/compare_dump.py)\n"
         "  --winograd 0|1        3x3 stride-1 convs by Winograd F(4x4,3x3): about 20%% faster\n"
         "                        at 224 px, rounding within ~1e-6 of the direct sum (default 1\n"
-        "                        in SIMD builds); 0: im2col + GEMM, the reference's exact operations\n"
+        "                        in SIMD builds); 0: im2col + GEMM, the reference's exact "
+        "operations\n"
         "evaluation\n"
-        "  --eval DIR            labelled folder (class sub-folders named as the model's classes):\n"
+        "  --eval DIR            labelled folder (class sub-folders named as the model's "
+        "classes):\n"
         "                        classification report, misclassified files, metrics.json and\n"
         "                        report.html under --out\n"
         "  --out DIR             where reports and patch pictures go (default infer_out)\n"
         "patch-based inference\n"
-        "  --patches SIZE        classify every SIZE x SIZE window of each image (original pixels;\n"
+        "  --patches SIZE        classify every SIZE x SIZE window of each image (original "
+        "pixels;\n"
         "                        each window is resized to the model's input size). Windows start\n"
-        "                        at 0, S, 2S, ...; when the size is not a multiple of the stride a\n"
-        "                        last window is aligned with the right/bottom edge, so every pixel\n"
+        "                        at 0, S, 2S, ...; when the size is not a multiple of the stride "
+        "a\n"
+        "                        last window is aligned with the right/bottom edge, so every "
+        "pixel\n"
         "                        is covered (a stride above SIZE leaves gaps). An image smaller\n"
         "                        than SIZE is first upscaled, aspect kept, so that its shorter\n"
         "                        side equals SIZE; window origins are then in upscaled pixels\n"
@@ -89,7 +97,8 @@ static void usage(FILE *f) {
         "                        A picture per image, OUT/<name>.patches.png, tints each window's\n"
         "                        cell in the colour of its class, with a legend of class names.\n"
         "                        --json gives per image: major, major_share, secondary [{class,\n"
-        "                        share}], grid {patch, stride, rows, cols, x, y, classes, probs}.\n");
+        "                        share}], grid {patch, stride, rows, cols, x, y, classes, "
+        "probs}.\n");
     char known[1024];
     arch_list(known, sizeof known);
     fprintf(f, "\narchitectures: %s\n", known);
@@ -130,40 +139,96 @@ static int parse_args(int argc, char **argv, Options *o) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-#define NEED_VALUE() do { if (!v) { fprintf(stderr, "infer: %s needs a value\n", a); return -1; } i++; } while (0)
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); exit(0); }
-        else if (!strcmp(a, "--model")) { NEED_VALUE(); o->model = v; }
-        else if (!strcmp(a, "--arch")) { NEED_VALUE(); o->arch = v; }
-        else if (!strcmp(a, "--weights")) { NEED_VALUE(); o->weights = v; }
-        else if (!strcmp(a, "--labels")) { NEED_VALUE(); o->labels = v; }
-        else if (!strcmp(a, "--eval")) { NEED_VALUE(); o->eval_dir = v; }
-        else if (!strcmp(a, "--out")) { NEED_VALUE(); o->out_dir = v; }
-        else if (!strcmp(a, "--save-logits")) { NEED_VALUE(); o->save_logits = v; }
-        else if (!strcmp(a, "--save-features")) { NEED_VALUE(); o->save_features = v; }
-        else if (!strcmp(a, "--preprocess")) { NEED_VALUE(); o->preprocess = v; }
-        else if (!strcmp(a, "--img-size")) { NEED_VALUE(); if (parse_int(v, a, 16, 4096, &o->img_size)) return -1; }
-        else if (!strcmp(a, "--batch")) { NEED_VALUE(); if (parse_int(v, a, 1, 4096, &o->batch)) return -1; }
-        else if (!strcmp(a, "--topk")) { NEED_VALUE(); if (parse_int(v, a, 1, 100000, &o->topk)) return -1; }
-        else if (!strcmp(a, "--threads")) { NEED_VALUE(); if (parse_int(v, a, 1, RN_MAX_THREADS, &o->threads)) return -1; }
-        else if (!strcmp(a, "--patches")) { NEED_VALUE(); if (parse_int(v, a, 8, RN_MAX_IMAGE_SIDE, &o->patch)) return -1; }
-        else if (!strcmp(a, "--winograd")) { NEED_VALUE(); if (parse_int(v, a, 0, 1, &o->winograd)) return -1; }
-        else if (!strcmp(a, "--stride")) { NEED_VALUE(); if (parse_int(v, a, 1, RN_MAX_IMAGE_SIDE, &o->stride)) return -1; }
-        else if (!strcmp(a, "--crop-pct")) { NEED_VALUE(); if (parse_float(v, a, 0.05f, 1.0f, &o->crop_pct)) return -1; }
-        else if (!strcmp(a, "--secondary-threshold")) { NEED_VALUE(); if (parse_float(v, a, 0.0f, 1.0f, &o->secondary_threshold)) return -1; }
-        else if (!strcmp(a, "--dump-nodes")) { NEED_VALUE(); o->dump_nodes = v; }
-        else if (!strcmp(a, "--reference")) o->reference = 1;
-        else if (!strcmp(a, "--json")) o->format = OUT_JSON;
-        else if (!strcmp(a, "--csv")) o->format = OUT_CSV;
-        else if (a[0] == '-' && a[1] == '-') { fprintf(stderr, "infer: unknown option %s (see --help)\n", a); return -1; }
-        else o->inputs[o->n_inputs++] = a;
+#define NEED_VALUE()                                                                               \
+    do {                                                                                           \
+        if (!v) {                                                                                  \
+            fprintf(stderr, "infer: %s needs a value\n", a);                                       \
+            return -1;                                                                             \
+        }                                                                                          \
+        i++;                                                                                       \
+    } while (0)
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            exit(0);
+        } else if (!strcmp(a, "--model")) {
+            NEED_VALUE();
+            o->model = v;
+        } else if (!strcmp(a, "--arch")) {
+            NEED_VALUE();
+            o->arch = v;
+        } else if (!strcmp(a, "--weights")) {
+            NEED_VALUE();
+            o->weights = v;
+        } else if (!strcmp(a, "--labels")) {
+            NEED_VALUE();
+            o->labels = v;
+        } else if (!strcmp(a, "--eval")) {
+            NEED_VALUE();
+            o->eval_dir = v;
+        } else if (!strcmp(a, "--out")) {
+            NEED_VALUE();
+            o->out_dir = v;
+        } else if (!strcmp(a, "--save-logits")) {
+            NEED_VALUE();
+            o->save_logits = v;
+        } else if (!strcmp(a, "--save-features")) {
+            NEED_VALUE();
+            o->save_features = v;
+        } else if (!strcmp(a, "--preprocess")) {
+            NEED_VALUE();
+            o->preprocess = v;
+        } else if (!strcmp(a, "--img-size")) {
+            NEED_VALUE();
+            if (parse_int(v, a, 16, 4096, &o->img_size)) return -1;
+        } else if (!strcmp(a, "--batch")) {
+            NEED_VALUE();
+            if (parse_int(v, a, 1, 4096, &o->batch)) return -1;
+        } else if (!strcmp(a, "--topk")) {
+            NEED_VALUE();
+            if (parse_int(v, a, 1, 100000, &o->topk)) return -1;
+        } else if (!strcmp(a, "--threads")) {
+            NEED_VALUE();
+            if (parse_int(v, a, 1, RN_MAX_THREADS, &o->threads)) return -1;
+        } else if (!strcmp(a, "--patches")) {
+            NEED_VALUE();
+            if (parse_int(v, a, 8, RN_MAX_IMAGE_SIDE, &o->patch)) return -1;
+        } else if (!strcmp(a, "--winograd")) {
+            NEED_VALUE();
+            if (parse_int(v, a, 0, 1, &o->winograd)) return -1;
+        } else if (!strcmp(a, "--stride")) {
+            NEED_VALUE();
+            if (parse_int(v, a, 1, RN_MAX_IMAGE_SIDE, &o->stride)) return -1;
+        } else if (!strcmp(a, "--crop-pct")) {
+            NEED_VALUE();
+            if (parse_float(v, a, 0.05f, 1.0f, &o->crop_pct)) return -1;
+        } else if (!strcmp(a, "--secondary-threshold")) {
+            NEED_VALUE();
+            if (parse_float(v, a, 0.0f, 1.0f, &o->secondary_threshold)) return -1;
+        } else if (!strcmp(a, "--dump-nodes")) {
+            NEED_VALUE();
+            o->dump_nodes = v;
+        } else if (!strcmp(a, "--reference"))
+            o->reference = 1;
+        else if (!strcmp(a, "--json"))
+            o->format = OUT_JSON;
+        else if (!strcmp(a, "--csv"))
+            o->format = OUT_CSV;
+        else if (a[0] == '-' && a[1] == '-') {
+            fprintf(stderr, "infer: unknown option %s (see --help)\n", a);
+            return -1;
+        } else
+            o->inputs[o->n_inputs++] = a;
 #undef NEED_VALUE
     }
     if (!o->model && !(o->arch && o->weights)) {
-        fprintf(stderr, "infer: give --model FILE, or --arch NAME and --weights FILE (see --help)\n");
+        fprintf(stderr,
+                "infer: give --model FILE, or --arch NAME and --weights FILE (see --help)\n");
         return -1;
     }
     if (o->model && (o->arch || o->weights)) {
-        fprintf(stderr, "infer: --model already holds the architecture and weights; drop --arch/--weights\n");
+        fprintf(
+            stderr,
+            "infer: --model already holds the architecture and weights; drop --arch/--weights\n");
         return -1;
     }
     if (!o->eval_dir && o->n_inputs == 0) {
@@ -175,11 +240,13 @@ static int parse_args(int argc, char **argv, Options *o) {
         return -1;
     }
     if (o->dump_nodes && (o->eval_dir || o->patch)) {
-        fprintf(stderr, "infer: --dump-nodes applies to classifying images, not --eval or --patches\n");
+        fprintf(stderr,
+                "infer: --dump-nodes applies to classifying images, not --eval or --patches\n");
         return -1;
     }
     if (o->patch && (o->save_logits || o->save_features)) {
-        fprintf(stderr, "infer: --save-logits/--save-features apply to whole images, not --patches\n");
+        fprintf(stderr,
+                "infer: --save-logits/--save-features apply to whole images, not --patches\n");
         return -1;
     }
     if (o->stride && !o->patch) {
@@ -200,7 +267,8 @@ static char **read_lines(const char *path, int *n_out) {
     int cap = 64, n = 0;
     char **lines = rn_alloc(sizeof *lines * (size_t)cap);
     char *save = NULL;
-    for (char *line = strtok_r((char *)text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+    for (char *line = strtok_r((char *)text, "\n", &save); line;
+         line = strtok_r(NULL, "\n", &save)) {
         size_t l = strlen(line);
         while (l && (line[l - 1] == '\r' || line[l - 1] == ' ')) line[--l] = 0;
         if (!l) continue;
@@ -225,8 +293,8 @@ static Net *net_for_weights(const char *path, const char *arch, int *k_out) {
     if (!t || t->ndim != 2) {
         rn_set_error("%s: no 2-D classifier tensor '%s' found", path, name);
     } else if (t->shape[0] < 1 || t->shape[0] > (1 << 20)) {
-        rn_set_error("%s: classifier tensor '%s' has %lld rows (classes), expected 1..%d",
-                     path, name, (long long)t->shape[0], 1 << 20);
+        rn_set_error("%s: classifier tensor '%s' has %lld rows (classes), expected 1..%d", path,
+                     name, (long long)t->shape[0], 1 << 20);
     } else {
         int k = (int)t->shape[0];
         Net *shape = resnet_describe(arch, k, NULL);
@@ -271,7 +339,8 @@ static Net *load_model(const Options *o, ModelInfo *info) {
     /* command-line preprocessing overrides the defaults (and, with a warning, a model's) */
     if (o->img_size) {
         if (o->model && o->img_size != info->prep.size)
-            fprintf(stderr, "infer: note: --img-size %d overrides the model's %d\n", o->img_size, info->prep.size);
+            fprintf(stderr, "infer: note: --img-size %d overrides the model's %d\n", o->img_size,
+                    info->prep.size);
         info->prep.size = o->img_size;
     }
     if (o->crop_pct > 0) info->prep.crop_pct = o->crop_pct;
@@ -282,7 +351,8 @@ static Net *load_model(const Options *o, ModelInfo *info) {
             return NULL;
         }
         if (o->model && kind != info->prep.kind)
-            fprintf(stderr, "infer: note: --preprocess %s overrides the model's %s\n", o->preprocess, prep_name(info->prep.kind));
+            fprintf(stderr, "infer: note: --preprocess %s overrides the model's %s\n",
+                    o->preprocess, prep_name(info->prep.kind));
         info->prep.kind = kind;
     }
     /* class names: model file, --labels, ImageNet names for 1000 classes, else class_<i> */
@@ -293,15 +363,23 @@ static Net *load_model(const Options *o, ModelInfo *info) {
         snprintf(shared_labels, sizeof shared_labels, "%s/data/imagenet_classes.txt",
                  shared && *shared ? shared : "../shared");
         struct stat st;
-        if (stat(shared_labels, &st) == 0) labels = shared_labels;
-        else fprintf(stderr, "infer: note: %s not found; classes are shown by index (use --labels)\n", shared_labels);
+        if (stat(shared_labels, &st) == 0)
+            labels = shared_labels;
+        else
+            fprintf(stderr,
+                    "infer: note: %s not found; classes are shown by index (use --labels)\n",
+                    shared_labels);
     }
     if (labels) {
         int n = 0;
         char **names = read_lines(labels, &n);
-        if (!names) { net_free(net); return NULL; }
+        if (!names) {
+            net_free(net);
+            return NULL;
+        }
         if (n != info->num_classes) {
-            rn_set_error("%s: %d class names, but the model has %d classes", labels, n, info->num_classes);
+            rn_set_error("%s: %d class names, but the model has %d classes", labels, n,
+                         info->num_classes);
             for (int i = 0; i < n; i++) rn_free(names[i]);
             rn_free(names);
             net_free(net);
@@ -347,12 +425,14 @@ static int collect_inputs(const Options *o, Dataset *ds) {
             }
             ds->n_skipped += sub.n_skipped;
             for (int j = 0; j < sub.n; j++) {
-                if (ds->n == cap) ds->paths = rn_realloc(ds->paths, sizeof(char *) * (size_t)(cap *= 2));
+                if (ds->n == cap)
+                    ds->paths = rn_realloc(ds->paths, sizeof(char *) * (size_t)(cap *= 2));
                 ds->paths[ds->n++] = rn_strdup(sub.paths[j]);
             }
             dataset_free(&sub);
         } else {
-            if (ds->n == cap) ds->paths = rn_realloc(ds->paths, sizeof(char *) * (size_t)(cap *= 2));
+            if (ds->n == cap)
+                ds->paths = rn_realloc(ds->paths, sizeof(char *) * (size_t)(cap *= 2));
             ds->paths[ds->n++] = rn_strdup(o->inputs[i]);
         }
     }
@@ -401,7 +481,13 @@ typedef struct {
 } Results;
 
 /* Scatter one batch of logits (and features) into the results by dataset index. */
-typedef struct { Net *net; Results *r; int feat_node; float *probs; const Dataset *ds; } RunCtx;
+typedef struct {
+    Net *net;
+    Results *r;
+    int feat_node;
+    float *probs;
+    const Dataset *ds;
+} RunCtx;
 
 /* 1 when every logit of a row is finite; otherwise says so (an argmax over NaN is no
  * prediction: the row is left out as a failed input). */
@@ -415,7 +501,8 @@ static int logits_finite(const float *logits, int k, const char *path) {
     return 1;
 }
 
-static void collect_batch(void *ctx, int n, const int *idx, const int *labels, const float *logits) {
+static void collect_batch(void *ctx, int n, const int *idx, const int *labels,
+                          const float *logits) {
     RunCtx *c = ctx;
     Results *r = c->r;
     int k = r->k;
@@ -468,7 +555,8 @@ static int save_rows_npy(const char *path, const float *rows, const uint8_t *ok,
     for (int i = 0; i < n; i++) m += ok[i];
     float *packed = rn_alloc(sizeof(float) * (size_t)(m ? m : 1) * (size_t)width);
     for (int i = 0, j = 0; i < n; i++)
-        if (ok[i]) memcpy(packed + (size_t)j++ * width, rows + (size_t)i * width, sizeof(float) * width);
+        if (ok[i])
+            memcpy(packed + (size_t)j++ * width, rows + (size_t)i * width, sizeof(float) * width);
     int64_t shape[2] = {m, width};
     int rc = write_npy_f32(path, packed, 2, shape);
     rn_free(packed);
@@ -492,7 +580,8 @@ static void print_results(const Results *r, const Dataset *ds, char **names, con
             for (int j = 0; j < k; j++) {
                 buf_printf(&b, "%s{\"class\": ", j ? ", " : "");
                 buf_json_string(&b, names[top[j]]);
-                buf_printf(&b, ", \"index\": %d, \"prob\": %.6g}", top[j], r->probs[(size_t)i * r->k + top[j]]);
+                buf_printf(&b, ", \"index\": %d, \"prob\": %.6g}", top[j],
+                           r->probs[(size_t)i * r->k + top[j]]);
             }
             buf_printf(&b, "]}");
             first = 0;
@@ -540,8 +629,10 @@ static void print_results(const Results *r, const Dataset *ds, char **names, con
             if (!r->ok[i]) continue;
             const char *p = ds->paths[i];
             int l = (int)strlen(p);
-            if (l > wpath) printf("...%-*s", wpath - 3, p + l - (wpath - 3));
-            else printf("%-*s", wpath, p);
+            if (l > wpath)
+                printf("...%-*s", wpath - 3, p + l - (wpath - 3));
+            else
+                printf("%-*s", wpath, p);
             top_k(r->probs + (size_t)i * r->k, r->k, kk, top);
             for (int j = 0; j < kk; j++)
                 printf("  %-*.40s %6.4f", wclass[j] > 5 ? wclass[j] : 5, names[top[j]],
@@ -566,8 +657,10 @@ static int dump_first_batch(Net *net, const ModelInfo *info, const Dataset *ds, 
         image_free(&img);
     }
     int rc = -1;
-    if (n == 0) rn_set_error("--dump-nodes: none of the inputs could be decoded");
-    else if (net_plan(net, n, size, size, 0) == 0 && net_dump_forward(net, x, n, o->dump_nodes) == 0) {
+    if (n == 0)
+        rn_set_error("--dump-nodes: none of the inputs could be decoded");
+    else if (net_plan(net, n, size, size, 0) == 0 &&
+             net_dump_forward(net, x, n, o->dump_nodes) == 0) {
         fprintf(stderr, "infer: wrote %s (%d nodes, %d images)\n", o->dump_nodes, net->n_nodes, n);
         rc = 0;
     }
@@ -594,9 +687,12 @@ static int cmd_classify(Net *net, ModelInfo *info, const Options *o) {
     print_results(&r, &ds, info->class_names, o);
     int rc = 0;
     if (o->save_logits && save_rows_npy(o->save_logits, r.logits, r.ok, r.n, r.k) != 0) rc = -1;
-    if (o->save_features && save_rows_npy(o->save_features, r.features, r.ok, r.n, r.feat) != 0) rc = -1;
+    if (o->save_features && save_rows_npy(o->save_features, r.features, r.ok, r.n, r.feat) != 0)
+        rc = -1;
     if (rc) fprintf(stderr, "infer: %s\n", rn_error());
-    if (failed) fprintf(stderr, "infer: %d of %d inputs failed (reported above)\n", failed, ds.n + ds.n_skipped);
+    if (failed)
+        fprintf(stderr, "infer: %d of %d inputs failed (reported above)\n", failed,
+                ds.n + ds.n_skipped);
     results_free(&r);
     dataset_free(&ds);
     return rc ? 2 : failed ? 1 : 0;
@@ -635,7 +731,8 @@ static int cmd_eval(Net *net, ModelInfo *info, const Options *o) {
             Buf line = {0};
             buf_printf(&line, "%s: %s -> ", ds.paths[i], info->class_names[labels[j]]);
             for (int t = 0; t < kk; t++)
-                buf_printf(&line, "%s%s (%.3f)", t ? ", " : "", info->class_names[top[t]], r.probs[(size_t)i * k + top[t]]);
+                buf_printf(&line, "%s%s (%.3f)", t ? ", " : "", info->class_names[top[t]],
+                           r.probs[(size_t)i * k + top[t]]);
             wrong[n_wrong++] = line.data;
         }
         j++;
@@ -667,10 +764,13 @@ static int cmd_eval(Net *net, ModelInfo *info, const Options *o) {
     rep.notes = notes;
     if (rc == 0) rc = report_write_json(&rep, jpath);
     if (rc == 0) rc = report_write_html(&rep, hpath);
-    if (rc == 0) fprintf(stderr, "infer: wrote %s and %s\n", jpath, hpath);
-    else fprintf(stderr, "infer: %s\n", rn_error());
+    if (rc == 0)
+        fprintf(stderr, "infer: wrote %s and %s\n", jpath, hpath);
+    else
+        fprintf(stderr, "infer: %s\n", rn_error());
     if (rc == 0 && o->save_logits) rc = save_rows_npy(o->save_logits, r.logits, r.ok, r.n, r.k);
-    if (rc == 0 && o->save_features) rc = save_rows_npy(o->save_features, r.features, r.ok, r.n, r.feat);
+    if (rc == 0 && o->save_features)
+        rc = save_rows_npy(o->save_features, r.features, r.ok, r.n, r.feat);
     int failed = ds.n - m + ds.n_skipped;
     for (int i = 0; i < n_wrong; i++) rn_free((void *)wrong[i]);
     rn_free(wrong);
@@ -707,7 +807,8 @@ static void crop_image(const Image *src, int x0, int y0, int w, int h, Image *ds
     dst->h = h;
     dst->rgb = rn_alloc((size_t)w * h * 3);
     for (int y = 0; y < h; y++)
-        memcpy(dst->rgb + (size_t)y * w * 3, src->rgb + ((size_t)(y0 + y) * src->w + x0) * 3, (size_t)w * 3);
+        memcpy(dst->rgb + (size_t)y * w * 3, src->rgb + ((size_t)(y0 + y) * src->w + x0) * 3,
+               (size_t)w * 3);
 }
 
 /* Bilinear resize of an RGB8 image, used to upscale images smaller than a patch and to
@@ -727,8 +828,10 @@ static void resize_rgb(const Image *src, int w, int h, Image *dst) {
             int x0 = (int)fx, x1 = x0 + 1 < src->w ? x0 + 1 : x0;
             float ax = fx - x0;
             for (int c = 0; c < 3; c++) {
-                float p00 = src->rgb[((size_t)y0 * src->w + x0) * 3 + c], p01 = src->rgb[((size_t)y0 * src->w + x1) * 3 + c];
-                float p10 = src->rgb[((size_t)y1 * src->w + x0) * 3 + c], p11 = src->rgb[((size_t)y1 * src->w + x1) * 3 + c];
+                float p00 = src->rgb[((size_t)y0 * src->w + x0) * 3 + c],
+                      p01 = src->rgb[((size_t)y0 * src->w + x1) * 3 + c];
+                float p10 = src->rgb[((size_t)y1 * src->w + x0) * 3 + c],
+                      p11 = src->rgb[((size_t)y1 * src->w + x1) * 3 + c];
                 float v = (1 - ay) * ((1 - ax) * p00 + ax * p01) + ay * ((1 - ax) * p10 + ax * p11);
                 dst->rgb[((size_t)y * w + x) * 3 + c] = (uint8_t)(v + 0.5f);
             }
@@ -738,8 +841,8 @@ static void resize_rgb(const Image *src, int w, int h, Image *dst) {
 
 /* Distinct colours (Tableau 20), cycled for more classes. */
 static const uint8_t palette[20][3] = {
-    {31, 119, 180}, {255, 127, 14}, {44, 160, 44}, {214, 39, 40}, {148, 103, 189},
-    {140, 86, 75}, {227, 119, 194}, {127, 127, 127}, {188, 189, 34}, {23, 190, 207},
+    {31, 119, 180},  {255, 127, 14},  {44, 160, 44},   {214, 39, 40},   {148, 103, 189},
+    {140, 86, 75},   {227, 119, 194}, {127, 127, 127}, {188, 189, 34},  {23, 190, 207},
     {174, 199, 232}, {255, 187, 120}, {152, 223, 138}, {255, 152, 150}, {197, 176, 213},
     {196, 156, 148}, {247, 182, 210}, {199, 199, 199}, {219, 219, 141}, {158, 218, 229}};
 
@@ -764,7 +867,10 @@ static void draw_text(Image *im, int x, int y, const char *text, int scale, cons
     }
 }
 
-typedef struct { int cls; float share; } ClassShare;
+typedef struct {
+    int cls;
+    float share;
+} ClassShare;
 
 static int by_share_desc(const void *a, const void *b) {
     float d = ((const ClassShare *)b)->share - ((const ClassShare *)a)->share;
@@ -863,9 +969,10 @@ static int cmd_patches(Net *net, ModelInfo *info, const Options *o) {
             if (uw < o->patch) uw = o->patch;
             if (uh < o->patch) uh = o->patch;
         }
-        if (scale > 1.0 && (uw > RN_MAX_IMAGE_SIDE || uh > RN_MAX_IMAGE_SIDE ||
-                            uw * uh > RN_MAX_IMAGE_PIXELS)) {
-            fprintf(stderr, "infer: skip %s: %dx%d would be upscaled to %.0fx%.0f for %d px "
+        if (scale > 1.0 &&
+            (uw > RN_MAX_IMAGE_SIDE || uh > RN_MAX_IMAGE_SIDE || uw * uh > RN_MAX_IMAGE_PIXELS)) {
+            fprintf(stderr,
+                    "infer: skip %s: %dx%d would be upscaled to %.0fx%.0f for %d px "
                     "windows, beyond the %d-pixel side or %d-pixel area limit (lower --patches)\n",
                     ds.paths[i], img.w, img.h, uw, uh, o->patch, RN_MAX_IMAGE_SIDE,
                     RN_MAX_IMAGE_PIXELS);
@@ -876,9 +983,10 @@ static int cmd_patches(Net *net, ModelInfo *info, const Options *o) {
         int nx = patch_origins((int)uw, o->patch, o->stride, NULL);
         int ny = patch_origins((int)uh, o->patch, o->stride, NULL);
         if ((int64_t)nx * ny > MAX_WINDOWS) {
-            fprintf(stderr, "infer: skip %s: %d x %d = %lld windows of %d px at stride %d, more "
-                    "than %d (raise --stride)\n", ds.paths[i], nx, ny, (long long)nx * ny,
-                    o->patch, o->stride, MAX_WINDOWS);
+            fprintf(stderr,
+                    "infer: skip %s: %d x %d = %lld windows of %d px at stride %d, more "
+                    "than %d (raise --stride)\n",
+                    ds.paths[i], nx, ny, (long long)nx * ny, o->patch, o->stride, MAX_WINDOWS);
             image_free(&img);
             failed++;
             continue;
@@ -928,13 +1036,19 @@ static int cmd_patches(Net *net, ModelInfo *info, const Options *o) {
         }
         qsort(shares, (size_t)k, sizeof *shares, by_share_desc);
         int n_secondary = 0;
-        while (1 + n_secondary < k && shares[1 + n_secondary].share > o->secondary_threshold) n_secondary++;
+        while (1 + n_secondary < k && shares[1 + n_secondary].share > o->secondary_threshold)
+            n_secondary++;
         /* legend: the major and secondary classes, plus any class that wins a cell */
         int n_legend = 1 + n_secondary;
         for (int s = n_legend; s < k; s++) {
             int wins = 0;
             for (int c = 0; c < n_cells && !wins; c++) wins = cell_class[c] == shares[s].cls;
-            if (wins) { ClassShare t = shares[n_legend]; shares[n_legend] = shares[s]; shares[s] = t; n_legend++; }
+            if (wins) {
+                ClassShare t = shares[n_legend];
+                shares[n_legend] = shares[s];
+                shares[s] = t;
+                n_legend++;
+            }
         }
         char pic_path[1200], stem[512];
         snprintf(stem, sizeof stem, "%s", base_name(ds.paths[i]));
@@ -949,8 +1063,9 @@ static int cmd_patches(Net *net, ModelInfo *info, const Options *o) {
         if (o->format == OUT_JSON) {
             buf_printf(&json, "%s  {\"path\": ", first ? "" : ",\n");
             buf_json_string(&json, ds.paths[i]);
-            buf_printf(&json, ", \"width\": %d, \"height\": %d, \"scale\": %.6g, \"major\": ",
-                       orig_w, orig_h, scale);
+            buf_printf(&json,
+                       ", \"width\": %d, \"height\": %d, \"scale\": %.6g, \"major\": ", orig_w,
+                       orig_h, scale);
             buf_json_string(&json, info->class_names[shares[0].cls]);
             buf_printf(&json, ", \"major_share\": %.6g, \"secondary\": [", shares[0].share);
             for (int s = 1; s <= n_secondary; s++) {
@@ -958,7 +1073,10 @@ static int cmd_patches(Net *net, ModelInfo *info, const Options *o) {
                 buf_json_string(&json, info->class_names[shares[s].cls]);
                 buf_printf(&json, ", \"share\": %.6g}", shares[s].share);
             }
-            buf_printf(&json, "], \"grid\": {\"patch\": %d, \"stride\": %d, \"rows\": %d, \"cols\": %d, \"x\": [", o->patch, o->stride, ny, nx);
+            buf_printf(
+                &json,
+                "], \"grid\": {\"patch\": %d, \"stride\": %d, \"rows\": %d, \"cols\": %d, \"x\": [",
+                o->patch, o->stride, ny, nx);
             for (int c = 0; c < nx; c++) buf_printf(&json, "%s%d", c ? ", " : "", xs[c]);
             buf_printf(&json, "], \"y\": [");
             for (int r = 0; r < ny; r++) buf_printf(&json, "%s%d", r ? ", " : "", ys[r]);
@@ -974,7 +1092,8 @@ static int cmd_patches(Net *net, ModelInfo *info, const Options *o) {
             buf_printf(&json, "], \"probs\": [");
             for (int r = 0; r < ny; r++) {
                 buf_printf(&json, "%s[", r ? ", " : "");
-                for (int c = 0; c < nx; c++) buf_printf(&json, "%s%.4f", c ? ", " : "", cell_prob[r * nx + c]);
+                for (int c = 0; c < nx; c++)
+                    buf_printf(&json, "%s%.4f", c ? ", " : "", cell_prob[r * nx + c]);
                 buf_put(&json, "]", 1);
             }
             buf_printf(&json, "]}, \"picture\": ");
@@ -994,9 +1113,11 @@ static int cmd_patches(Net *net, ModelInfo *info, const Options *o) {
             printf("%s  (%dx%d", ds.paths[i], orig_w, orig_h);
             if (scale != 1.0) printf(" upscaled to %dx%d", img.w, img.h);
             printf(", %d x %d windows of %d px, stride %d)\n", ny, nx, o->patch, o->stride);
-            printf("  major      %-30s %5.1f%%\n", info->class_names[shares[0].cls], 100.0 * shares[0].share);
+            printf("  major      %-30s %5.1f%%\n", info->class_names[shares[0].cls],
+                   100.0 * shares[0].share);
             for (int s = 1; s <= n_secondary; s++)
-                printf("  secondary  %-30s %5.1f%%\n", info->class_names[shares[s].cls], 100.0 * shares[s].share);
+                printf("  secondary  %-30s %5.1f%%\n", info->class_names[shares[s].cls],
+                       100.0 * shares[s].share);
             printf("  grid (rows top to bottom, class index per window):\n");
             for (int r = 0; r < ny && r < 40; r++) {
                 printf("   ");
@@ -1015,7 +1136,9 @@ static int cmd_patches(Net *net, ModelInfo *info, const Options *o) {
         buf_put(&json, "\n]\n", 3);
         fwrite(json.data, 1, json.len, stdout);
     }
-    if (failed) fprintf(stderr, "infer: %d of %d inputs failed (reported above)\n", failed, ds.n + ds.n_skipped);
+    if (failed)
+        fprintf(stderr, "infer: %d of %d inputs failed (reported above)\n", failed,
+                ds.n + ds.n_skipped);
     buf_free(&json);
     rn_free(mass);
     rn_free(shares);
@@ -1042,12 +1165,14 @@ int main(int argc, char **argv) {
     }
     if (o.winograd >= 0) net->winograd = o.winograd;
     net->reference = o.reference;
-    fprintf(stderr, "infer: %s, %d classes, %s preprocessing at %d px (crop %.3f), %d threads, %s%s\n",
+    fprintf(stderr,
+            "infer: %s, %d classes, %s preprocessing at %d px (crop %.3f), %d threads, %s%s\n",
             info.arch, info.num_classes, prep_name(info.prep.kind), info.prep.size,
             info.prep.crop_pct, rn_threads(), net->reference ? "reference kernels" : simd_name(),
             !net->reference && net->winograd ? ", Winograd 3x3" : "");
-    int rc = o.eval_dir ? cmd_eval(net, &info, &o) : o.patch ? cmd_patches(net, &info, &o)
-                                                             : cmd_classify(net, &info, &o);
+    int rc = o.eval_dir ? cmd_eval(net, &info, &o)
+             : o.patch  ? cmd_patches(net, &info, &o)
+                        : cmd_classify(net, &info, &o);
     fprintf(stderr, "infer: peak memory %ld MB (resident)\n", rn_peak_rss_kb() / 1024);
     net_free(net);
     model_info_free(&info);

@@ -28,8 +28,8 @@ static int conv_groups(const ConvSpec *s) { return s->groups > 1 ? s->groups : 1
 
 /* With groups G, input channels and outputs split into G groups; output oc reads only the
  * in_c / G input channels of its group g = oc / (out_c / G): weight [out_c, in_c / G, kh, kw]. */
-void conv2d_forward_ref(const ConvSpec *s, int n, int h, int w, const float *x,
-                        const float *weight, const float *bias, float *y) {
+void conv2d_forward_ref(const ConvSpec *s, int n, int h, int w, const float *x, const float *weight,
+                        const float *bias, float *y) {
     int oh = conv_out_size(h, s->kh, s->stride, s->pad);
     int ow = conv_out_size(w, s->kw, s->stride, s->pad);
     int ci = s->in_c, co = s->out_c, kh = s->kh, kw = s->kw, st = s->stride, pad = s->pad;
@@ -116,9 +116,9 @@ void conv2d_backward_ref(const ConvSpec *s, int n, int h, int w, const float *x,
 
 /* The output columns ox in [*lo, *hi) whose input column ox*stride - pad + k lies in [0, size). */
 static void valid_range(int out, int size, int k, int stride, int pad, int *lo, int *hi) {
-    int a = pad - k;                                        /* need ox*stride >= a */
+    int a = pad - k; /* need ox*stride >= a */
     int l = a <= 0 ? 0 : (a + stride - 1) / stride;
-    int b = size - 1 + pad - k;                             /* need ox*stride <= b */
+    int b = size - 1 + pad - k; /* need ox*stride <= b */
     int u = b < 0 ? 0 : b / stride + 1;
     *lo = l < out ? l : out;
     *hi = u < out ? u : out;
@@ -130,10 +130,10 @@ static void valid_range(int out, int size, int k, int stride, int pad, int *lo, 
  * oy - pad + ky exists, out[(oy - oy0) * w + ox] = plane[iy * w + ox + kx - pad] is ONE
  * shifted copy of the plane, after which the columns that fell outside it (ox + kx - pad
  * outside [0, w): the first or last |kx - pad| of each row) are zeroed. */
-static void im2col_row_same(const ConvSpec *s, int h, int w, int oy0, int oy1, int ky,
-                            int kx, const float *plane, float *out) {
+static void im2col_row_same(const ConvSpec *s, int h, int w, int oy0, int oy1, int ky, int kx,
+                            const float *plane, float *out) {
     int dx = kx - s->pad;
-    int oya = s->pad - ky > oy0 ? s->pad - ky : oy0;       /* first row with iy >= 0 */
+    int oya = s->pad - ky > oy0 ? s->pad - ky : oy0;         /* first row with iy >= 0 */
     int oyb = h + s->pad - ky < oy1 ? h + s->pad - ky : oy1; /* past the last, iy < h */
     if (oya > oy1) oya = oy1;
     if (oyb < oya) oyb = oya;
@@ -158,10 +158,10 @@ static void im2col_row_same(const ConvSpec *s, int h, int w, int oy0, int oy1, i
  * outside), for the output rows oy in [oy0, oy1): the [in_c*kh*kw, (oy1-oy0)*ow] matrix
  * whose product with the [out_c, in_c*kh*kw] weight is the convolution of one image (at
  * those rows). Rows of col are ld floats apart. */
-static void im2col_rows(const ConvSpec *s, int h, int w, int oy0, int oy1, int ow,
-                        const float *x, float *col, size_t ld, int parallel) {
+static void im2col_rows(const ConvSpec *s, int h, int w, int oy0, int oy1, int ow, const float *x,
+                        float *col, size_t ld, int parallel) {
     int rows = s->in_c * s->kh * s->kw, same = s->stride == 1 && ow == w;
-OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
+    OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
     for (int r = 0; r < rows; r++) {
         int kx = r % s->kw, ky = (r / s->kw) % s->kh, ic = r / (s->kw * s->kh);
         const float *plane = x + (size_t)ic * h * w;
@@ -174,7 +174,10 @@ OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
         valid_range(ow, w, kx, s->stride, s->pad, &lo, &hi);
         for (int oy = oy0; oy < oy1; oy++, out += ow) {
             int iy = oy * s->stride - s->pad + ky;
-            if (iy < 0 || iy >= h) { memset(out, 0, sizeof(float) * ow); continue; }
+            if (iy < 0 || iy >= h) {
+                memset(out, 0, sizeof(float) * ow);
+                continue;
+            }
             const float *row = plane + (size_t)iy * w;
             int ix = lo * s->stride - s->pad + kx; /* the input column of output column lo */
             for (int ox = 0; ox < lo; ox++) out[ox] = 0;
@@ -187,8 +190,7 @@ OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
                  * VLEN overlapping the ones before (reads stay inside [lo, hi)'s inputs) */
                 for (; ox + VLEN <= hi; ox += VLEN, ix += 2 * VLEN)
                     vstore(out + ox, vload_even(row + ix));
-                if (ox < hi)
-                    vstore(out + hi - VLEN, vload_even(row + ix - 2 * (ox - (hi - VLEN))));
+                if (ox < hi) vstore(out + hi - VLEN, vload_even(row + ix - 2 * (ox - (hi - VLEN))));
                 ox = hi;
             }
             for (; ox < hi; ox++, ix += s->stride) out[ox] = row[ix];
@@ -198,16 +200,16 @@ OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
 }
 
 /* The whole image: oh*ow columns. */
-static void im2col(const ConvSpec *s, int h, int w, int oh, int ow, const float *x,
-                   float *col, size_t ld, int parallel) {
+static void im2col(const ConvSpec *s, int h, int w, int oh, int ow, const float *x, float *col,
+                   size_t ld, int parallel) {
     im2col_rows(s, h, w, 0, oh, ow, x, col, ld, parallel);
 }
 
 /* The adjoint of im2col_rows: dx[ic, iy, ix] += the col entries that copied it, for the
  * output rows [oy0, oy1) that col holds. */
-static void col2im_rows(const ConvSpec *s, int h, int w, int oy0, int oy1, int ow,
-                        const float *col, size_t ld, float *dx, int parallel) {
-OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
+static void col2im_rows(const ConvSpec *s, int h, int w, int oy0, int oy1, int ow, const float *col,
+                        size_t ld, float *dx, int parallel) {
+    OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
     for (int ic = 0; ic < s->in_c; ic++) {
         float *plane = dx + (size_t)ic * h * w;
         for (int ky = 0; ky < s->kh; ky++)
@@ -267,23 +269,22 @@ static int epilogue_is_empty(const ConvEpilogue *e, const float *residual) {
 
 /* The epilogue on one output row (channel oc) of length N, in place:
  * y = act(y * scale[oc] + shift[oc] + residual), each part optional (ConvEpilogue). */
-static void epilogue_row(const ConvEpilogue *e, int oc, int N, float *row,
-                         const float *res) {
+static void epilogue_row(const ConvEpilogue *e, int oc, int N, float *row, const float *res) {
     if (e->scale) {
         float sc = e->scale[oc], sh = e->shift ? e->shift[oc] : 0.0f;
-OMP_PRAGMA(omp simd)
+        OMP_PRAGMA(omp simd)
         for (int i = 0; i < N; i++) row[i] = row[i] * sc + sh;
     } else if (e->shift) {
         float sh = e->shift[oc];
-OMP_PRAGMA(omp simd)
+        OMP_PRAGMA(omp simd)
         for (int i = 0; i < N; i++) row[i] += sh;
     }
     if (res) {
-OMP_PRAGMA(omp simd)
+        OMP_PRAGMA(omp simd)
         for (int i = 0; i < N; i++) row[i] += res[i];
     }
     if (e->relu) {
-OMP_PRAGMA(omp simd)
+        OMP_PRAGMA(omp simd)
         for (int i = 0; i < N; i++) row[i] = row[i] > 0 ? row[i] : 0.0f;
     }
 }
@@ -296,13 +297,12 @@ OMP_PRAGMA(omp simd)
  * per-image path's bits (sgemm's arithmetic per element does not depend on the column
  * count); the weight gradient sums over all n*N columns in one product instead of image
  * by image, with no per-thread partial sums (so its bits do not depend on the threads). */
-#define CONV_BATCH_MAX_N 128
+#define CONV_BATCH_MAX_N      128
 #define CONV_BATCH_MAX_FLOATS ((size_t)48 << 20) /* 192 MB of col + product at most */
 
 static int conv_batched(const ConvSpec *s, int n, int N) {
     size_t K = (size_t)s->in_c * s->kh * s->kw;
-    return n > 1 && N < CONV_BATCH_MAX_N &&
-           (K + s->out_c) * n * (size_t)N <= CONV_BATCH_MAX_FLOATS;
+    return n > 1 && N < CONV_BATCH_MAX_N && (K + s->out_c) * n * (size_t)N <= CONV_BATCH_MAX_FLOATS;
 }
 
 /* Floats of the batched path's buffer for nb images: col [K, nb*N], then the product
@@ -315,18 +315,17 @@ static size_t conv_batch_floats(const ConvSpec *s, int nb, int N) {
 /* The nb images through one product, with buf from conv_batch_floats. parallel: the loops
  * and sgemm may use threads (else, called inside a parallel region, everything runs on
  * the calling thread). */
-static void conv_forward_batched(const ConvSpec *s, int h, int w, int oh, int ow,
-                                 const float *x, const float *weight, const ConvEpilogue *e,
-                                 const float *residual, float *y, int nb, float *buf,
-                                 int parallel) {
+static void conv_forward_batched(const ConvSpec *s, int h, int w, int oh, int ow, const float *x,
+                                 const float *weight, const ConvEpilogue *e, const float *residual,
+                                 float *y, int nb, float *buf, int parallel) {
     int K = s->in_c * s->kh * s->kw, N = oh * ow, co = s->out_c;
     size_t ld = (size_t)nb * N, x_stride = (size_t)s->in_c * h * w;
     float *col = buf, *prod = buf + ((size_t)K * ld + 15) / 16 * 16;
-OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
+    OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
     for (int b = 0; b < nb; b++)
         im2col(s, h, w, oh, ow, x + b * x_stride, col + (size_t)b * N, ld, 0);
     sgemm(0, 0, co, (int)ld, K, 1.0f, weight, K, col, (int)ld, 0.0f, prod, (int)ld);
-OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
+    OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
     for (long r = 0; r < (long)nb * co; r++) {
         int b = (int)(r / co), oc = (int)(r % co);
         size_t at = (size_t)r * N;
@@ -337,27 +336,26 @@ OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
 
 /* The nb images: dweight += dY [out_c, nb*N] * col^T, one product over all their columns;
  * dcol = weight^T * dY, then col2im image by image (adding to dx when add_dx). */
-static void conv_backward_batched(const ConvSpec *s, int h, int w, int oh, int ow,
-                                  const float *x, const float *weight, const float *dy,
-                                  float *dx, int add_dx, float *dweight, int nb, float *buf,
-                                  int parallel) {
+static void conv_backward_batched(const ConvSpec *s, int h, int w, int oh, int ow, const float *x,
+                                  const float *weight, const float *dy, float *dx, int add_dx,
+                                  float *dweight, int nb, float *buf, int parallel) {
     int K = s->in_c * s->kh * s->kw, N = oh * ow, co = s->out_c;
     size_t ld = (size_t)nb * N, x_stride = (size_t)s->in_c * h * w;
     float *col = buf, *g = buf + ((size_t)K * ld + 15) / 16 * 16;
-OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
+    OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
     for (long r = 0; r < (long)nb * co; r++) {
         int b = (int)(r / co), oc = (int)(r % co);
         memcpy(g + (size_t)oc * ld + (size_t)b * N, dy + (size_t)r * N, sizeof(float) * N);
     }
     if (dweight) {
-OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
+        OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
         for (int b = 0; b < nb; b++)
             im2col(s, h, w, oh, ow, x + b * x_stride, col + (size_t)b * N, ld, 0);
         sgemm(0, 1, co, K, (int)ld, 1.0f, g, (int)ld, col, (int)ld, 1.0f, dweight, K);
     }
     if (dx) {
         sgemm(1, 0, K, (int)ld, co, 1.0f, weight, K, g, (int)ld, 0.0f, col, (int)ld);
-OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
+        OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
         for (int b = 0; b < nb; b++) {
             float *dxb = dx + b * x_stride;
             if (!add_dx) memset(dxb, 0, sizeof(float) * x_stride);
@@ -371,10 +369,9 @@ OMP_PRAGMA(omp parallel for schedule(static) if (parallel))
 /* One image: y[out_c, oh*ow] = weight[out_c, K] * col[K, oh*ow], then the epilogue, a
  * chunk of output rows at a time (a pointwise conv multiplies x itself). Each element's
  * arithmetic is the same as in one product (sgemm's K blocking depends on K only). */
-static void conv_forward_image(const ConvSpec *s, int h, int w, int oh, int ow,
-                               const float *x, const float *weight, const ConvEpilogue *e,
-                               const float *residual, float *y, float *col,
-                               int inner_parallel) {
+static void conv_forward_image(const ConvSpec *s, int h, int w, int oh, int ow, const float *x,
+                               const float *weight, const ConvEpilogue *e, const float *residual,
+                               float *y, float *col, int inner_parallel) {
     int K = s->in_c * s->kh * s->kw, N = oh * ow, pointwise = conv_is_pointwise(s);
     int step = conv_chunk_rows(oh, ow);
     for (int oy0 = 0; oy0 < oh; oy0 += step) {
@@ -387,18 +384,18 @@ static void conv_forward_image(const ConvSpec *s, int h, int w, int oh, int ow,
             sgemm(0, 0, s->out_c, cols, K, 1.0f, weight, K, col, cols, 0.0f, y + at, N);
         }
         if (!epilogue_is_empty(e, residual))
-OMP_PRAGMA(omp parallel for schedule(static) if (inner_parallel))
-            for (int oc = 0; oc < s->out_c; oc++) {
-                /* The residual (a block's input, written layers ago) is in L3 or memory,
+            OMP_PRAGMA(omp parallel for schedule(static) if (inner_parallel))
+        for (int oc = 0; oc < s->out_c; oc++) {
+            /* The residual (a block's input, written layers ago) is in L3 or memory,
                  * one short run per channel that the hardware prefetcher picks up too
                  * late: ask for the run RESIDUAL_AHEAD channels ahead (measured: the
                  * 56x56 residual convs of ResNet-50 went from 8.1 to 5.8 ms). */
-                if (residual && oc + RESIDUAL_AHEAD < s->out_c)
-                    for (int i = 0; i < cols; i += LINE_FLOATS)
-                        vprefetch(residual + (size_t)(oc + RESIDUAL_AHEAD) * N + at + i);
-                epilogue_row(e, oc, cols, y + (size_t)oc * N + at,
-                             residual ? residual + (size_t)oc * N + at : NULL);
-            }
+            if (residual && oc + RESIDUAL_AHEAD < s->out_c)
+                for (int i = 0; i < cols; i += LINE_FLOATS)
+                    vprefetch(residual + (size_t)(oc + RESIDUAL_AHEAD) * N + at + i);
+            epilogue_row(e, oc, cols, y + (size_t)oc * N + at,
+                         residual ? residual + (size_t)oc * N + at : NULL);
+        }
     }
 }
 
@@ -414,8 +411,8 @@ static ConvSpec conv_group_spec(const ConvSpec *s) {
 /* A grouped convolution image by image and group by group, each a dense one on its slice of
  * the input channels, the weights and the output channels (contiguous in NCHW). */
 static void conv_forward_grouped(const ConvSpec *s, int n, int h, int w, const float *x,
-                                 const float *weight, const ConvEpilogue *e,
-                                 const float *residual, float *y) {
+                                 const float *weight, const ConvEpilogue *e, const float *residual,
+                                 float *y) {
     const ConvSpec gs = conv_group_spec(s);
     const int groups = conv_groups(s);
     const size_t plane_in = (size_t)h * w;
@@ -452,30 +449,30 @@ void conv2d_forward_fused(const ConvSpec *s, int n, int h, int w, const float *x
         conv_forward_batched(s, h, w, oh, ow, x, weight, e, residual, y, n, buf,
                              !omp_in_parallel());
     } else if (conv_split_batch(n)) {
-OMP_PRAGMA(omp parallel)
+        OMP_PRAGMA(omp parallel)
         {
             float *col = rn_scratch(omp_get_thread_num(), col_size);
             /* An image's output does not depend on the thread that computes it, so threads
              * take images as they free up: on a shared machine, a thread that loses its
              * core for a while no longer holds up the others at the end of the layer. */
-OMP_PRAGMA(omp for schedule(dynamic, 1))
+            OMP_PRAGMA(omp for schedule(dynamic, 1))
             for (int b = 0; b < n; b++)
                 conv_forward_image(s, h, w, oh, ow, x + b * x_stride, weight, e,
-                                   residual ? residual + b * y_stride : NULL,
-                                   y + b * y_stride, col, 0);
+                                   residual ? residual + b * y_stride : NULL, y + b * y_stride, col,
+                                   0);
         }
     } else {
         float *col = rn_scratch(omp_get_thread_num(), col_size);
         int inner = !omp_in_parallel();
         for (int b = 0; b < n; b++)
             conv_forward_image(s, h, w, oh, ow, x + b * x_stride, weight, e,
-                               residual ? residual + b * y_stride : NULL, y + b * y_stride,
-                               col, inner);
+                               residual ? residual + b * y_stride : NULL, y + b * y_stride, col,
+                               inner);
     }
 }
 
-void conv2d_forward(const ConvSpec *s, int n, int h, int w, const float *x,
-                    const float *weight, const float *bias, float *y) {
+void conv2d_forward(const ConvSpec *s, int n, int h, int w, const float *x, const float *weight,
+                    const float *bias, float *y) {
     ConvEpilogue e = {NULL, bias, 0};
     conv2d_forward_fused(s, n, h, w, x, weight, &e, NULL, y);
 }
@@ -483,10 +480,9 @@ void conv2d_forward(const ConvSpec *s, int n, int h, int w, const float *x,
 /* One image: dweight[out_c, K] += dy[out_c, N] * col[K, N]^T and dx = col2im(weight^T dy),
  * a chunk of output rows at a time (as the forward), col holding one chunk of col or of
  * dcol; a pointwise conv uses x and dx themselves. */
-static void conv_backward_image(const ConvSpec *s, int h, int w, int oh, int ow,
-                                const float *x, const float *weight, const float *dy,
-                                float *dx, int add_dx, float *dweight, float *col,
-                                int inner_parallel) {
+static void conv_backward_image(const ConvSpec *s, int h, int w, int oh, int ow, const float *x,
+                                const float *weight, const float *dy, float *dx, int add_dx,
+                                float *dweight, float *col, int inner_parallel) {
     int K = s->in_c * s->kh * s->kw, N = oh * ow;
     if (conv_is_pointwise(s)) {
         if (dweight) sgemm(0, 1, s->out_c, K, N, 1.0f, dy, N, x, N, 1.0f, dweight, K);
@@ -517,8 +513,8 @@ static void conv_backward(const ConvSpec *s, int n, int h, int w, const float *x
 /* The backward of conv_forward_grouped: each (image, group) slice as a dense conv; the
  * weight and bias gradients of a group accumulate over the images. */
 static void conv_backward_grouped(const ConvSpec *s, int n, int h, int w, const float *x,
-                                  const float *weight, const float *dy, float *dx,
-                                  int add_dx, float *dweight, float *dbias) {
+                                  const float *weight, const float *dy, float *dx, int add_dx,
+                                  float *dweight, float *dbias) {
     const ConvSpec gs = conv_group_spec(s);
     const int groups = conv_groups(s);
     const size_t plane_in = (size_t)h * w;
@@ -552,7 +548,7 @@ static void conv_backward(const ConvSpec *s, int n, int h, int w, const float *x
         return;
     }
     if (dbias) {
-OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
+        OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
         for (int oc = 0; oc < s->out_c; oc++) {
             double sum = 0;
             for (int b = 0; b < n; b++) {
@@ -571,23 +567,22 @@ OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
          * maps go through one product for the whole batch instead, below: no partials.) */
         float *partial[RN_MAX_THREADS];
         int used = 0;
-OMP_PRAGMA(omp parallel)
+        OMP_PRAGMA(omp parallel)
         {
             int t = omp_get_thread_num(), parts = omp_get_num_threads();
             float *col = rn_scratch(t, col_size + (dweight ? w_size : 0));
             float *dw = dweight ? col + col_size : NULL;
             partial[t] = dw;
             if (dw) memset(dw, 0, sizeof(float) * w_size);
-OMP_PRAGMA(omp single)
+            OMP_PRAGMA(omp single)
             used = parts;
-OMP_PRAGMA(omp for schedule(static))
+            OMP_PRAGMA(omp for schedule(static))
             for (int b = 0; b < n; b++)
-                conv_backward_image(s, h, w, oh, ow, x + b * x_stride, weight,
-                                    dy + b * y_stride, dx ? dx + b * x_stride : NULL, add_dx,
-                                    dw, col, 0);
+                conv_backward_image(s, h, w, oh, ow, x + b * x_stride, weight, dy + b * y_stride,
+                                    dx ? dx + b * x_stride : NULL, add_dx, dw, col, 0);
         }
         if (dweight) {
-OMP_PRAGMA(omp parallel for schedule(static))
+            OMP_PRAGMA(omp parallel for schedule(static))
             for (long i = 0; i < (long)w_size; i++) {
                 float sum = dweight[i];
                 for (int t = 0; t < used; t++) sum += partial[t][i];
@@ -607,9 +602,8 @@ OMP_PRAGMA(omp parallel for schedule(static))
     }
 }
 
-void conv2d_backward(const ConvSpec *s, int n, int h, int w, const float *x,
-                     const float *weight, const float *dy, float *dx, float *dweight,
-                     float *dbias) {
+void conv2d_backward(const ConvSpec *s, int n, int h, int w, const float *x, const float *weight,
+                     const float *dy, float *dx, float *dweight, float *dbias) {
     conv_backward(s, n, h, w, x, weight, dy, dx, 0, dweight, dbias);
 }
 
@@ -628,20 +622,23 @@ void batchnorm_forward_train(int n, int c, int hw, const float *x, const float *
                              float momentum, float eps, float *y, float *save_mean,
                              float *save_invstd) {
     double m = (double)n * hw;
-OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
+    OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
     for (int ch = 0; ch < c; ch++) {
         /* two passes in double: mean, then the biased variance around it */
         double sum = 0, sq = 0;
         for (int b = 0; b < n; b++) {
             const float *p = x + ((size_t)b * c + ch) * hw;
-OMP_PRAGMA(omp simd reduction(+ : sum))
+            OMP_PRAGMA(omp simd reduction(+ : sum))
             for (int i = 0; i < hw; i++) sum += p[i];
         }
         double mean = sum / m;
         for (int b = 0; b < n; b++) {
             const float *p = x + ((size_t)b * c + ch) * hw;
-OMP_PRAGMA(omp simd reduction(+ : sq))
-            for (int i = 0; i < hw; i++) { double d = p[i] - mean; sq += d * d; }
+            OMP_PRAGMA(omp simd reduction(+ : sq))
+            for (int i = 0; i < hw; i++) {
+                double d = p[i] - mean;
+                sq += d * d;
+            }
         }
         double var = sq / m;
         float invstd = (float)(1.0 / sqrt(var + eps));
@@ -658,15 +655,14 @@ OMP_PRAGMA(omp simd reduction(+ : sq))
         for (int b = 0; b < n; b++) {
             const float *p = x + ((size_t)b * c + ch) * hw;
             float *q = y + ((size_t)b * c + ch) * hw;
-OMP_PRAGMA(omp simd)
+            OMP_PRAGMA(omp simd)
             for (int i = 0; i < hw; i++) q[i] = p[i] * scale + shift;
         }
     }
 }
 
-void batchnorm_eval_affine(int c, const float *gamma, const float *beta,
-                           const float *running_mean, const float *running_var, float eps,
-                           float *scale, float *shift) {
+void batchnorm_eval_affine(int c, const float *gamma, const float *beta, const float *running_mean,
+                           const float *running_var, float eps, float *scale, float *shift) {
     for (int ch = 0; ch < c; ch++) {
         float invstd = (float)(1.0 / sqrt((double)running_var[ch] + eps));
         scale[ch] = (gamma ? gamma[ch] : 1.0f) * invstd;
@@ -675,9 +671,9 @@ void batchnorm_eval_affine(int c, const float *gamma, const float *beta,
 }
 
 void batchnorm_forward_eval(int n, int c, int hw, const float *x, const float *gamma,
-                            const float *beta, const float *running_mean,
-                            const float *running_var, float eps, float *y) {
-OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
+                            const float *beta, const float *running_mean, const float *running_var,
+                            float eps, float *y) {
+    OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
     for (int ch = 0; ch < c; ch++) {
         float scale, shift;
         batchnorm_eval_affine(1, gamma ? gamma + ch : NULL, beta ? beta + ch : NULL,
@@ -685,7 +681,7 @@ OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
         for (int b = 0; b < n; b++) {
             const float *p = x + ((size_t)b * c + ch) * hw;
             float *q = y + ((size_t)b * c + ch) * hw;
-OMP_PRAGMA(omp simd)
+            OMP_PRAGMA(omp simd)
             for (int i = 0; i < hw; i++) q[i] = p[i] * scale + shift;
         }
     }
@@ -700,7 +696,7 @@ static void channel_dy_sums(int n, int c, int hw, int ch, const float *x, const 
     for (int b = 0; b < n; b++) {
         const float *p = x + ((size_t)b * c + ch) * hw;
         const float *g = dy + ((size_t)b * c + ch) * hw;
-OMP_PRAGMA(omp simd reduction(+ : sum_dy, sum_dy_xhat))
+        OMP_PRAGMA(omp simd reduction(+ : sum_dy, sum_dy_xhat))
         for (int i = 0; i < hw; i++) {
             sum_dy += g[i];
             sum_dy_xhat += g[i] * ((p[i] - mean) * invstd);
@@ -714,10 +710,10 @@ OMP_PRAGMA(omp simd reduction(+ : sum_dy, sum_dy_xhat))
  *   dbeta += sum(dy), dgamma += sum(dy * xhat),
  *   dx = gamma * invstd / m * (m * dy - sum(dy) - xhat * sum(dy * xhat))               */
 void batchnorm_backward_train(int n, int c, int hw, const float *x, const float *gamma,
-                              const float *save_mean, const float *save_invstd,
-                              const float *dy, float *dx, float *dgamma, float *dbeta) {
+                              const float *save_mean, const float *save_invstd, const float *dy,
+                              float *dx, float *dgamma, float *dbeta) {
     double m = (double)n * hw;
-OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
+    OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
     for (int ch = 0; ch < c; ch++) {
         double mean = save_mean[ch], invstd = save_invstd[ch];
         double sum_dy, sum_dy_xhat;
@@ -737,7 +733,7 @@ OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
              * double), and this difference of nearly equal terms must round as torch's
              * float32 kernel does, or Adam's first steps (about lr * sign(grad)) magnify
              * the changed low bits of near-zero gradients. */
-OMP_PRAGMA(omp simd)
+            OMP_PRAGMA(omp simd)
             for (int i = 0; i < hw; i++) {
                 float centred = p[i] - fmean;
                 float xhat = centred * finvstd;
@@ -753,7 +749,7 @@ OMP_PRAGMA(omp simd)
 void batchnorm_backward_eval(int n, int c, int hw, const float *x, const float *gamma,
                              const float *running_mean, const float *running_var, float eps,
                              const float *dy, float *dx, float *dgamma, float *dbeta) {
-OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
+    OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
     for (int ch = 0; ch < c; ch++) {
         double mean = running_mean[ch], invstd = 1.0 / sqrt((double)running_var[ch] + eps);
         if (dgamma || dbeta) {
@@ -767,7 +763,7 @@ OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
         for (int b = 0; b < n; b++) {
             const float *g = dy + ((size_t)b * c + ch) * hw;
             float *q = dx + ((size_t)b * c + ch) * hw;
-OMP_PRAGMA(omp simd)
+            OMP_PRAGMA(omp simd)
             for (int i = 0; i < hw; i++) q[i] = g[i] * k;
         }
     }
@@ -778,13 +774,13 @@ OMP_PRAGMA(omp simd)
 /* ------------------------------------------------------------------------------------ */
 
 void relu_forward(size_t n, const float *x, float *y) {
-OMP_PRAGMA(omp parallel for simd schedule(static) if (n > 65536 && !omp_in_parallel()))
+    OMP_PRAGMA(omp parallel for simd schedule(static) if (n > 65536 && !omp_in_parallel()))
     for (long i = 0; i < (long)n; i++) y[i] = x[i] > 0 ? x[i] : 0.0f;
 }
 
 /* dx = dy where the output is positive (x > 0 exactly when y > 0); dx may alias dy. */
 void relu_backward(size_t n, const float *y, const float *dy, float *dx) {
-OMP_PRAGMA(omp parallel for simd schedule(static) if (n > 65536 && !omp_in_parallel()))
+    OMP_PRAGMA(omp parallel for simd schedule(static) if (n > 65536 && !omp_in_parallel()))
     for (long i = 0; i < (long)n; i++) {
         float g = dy[i]; /* loaded unconditionally, so the loop vectorises to a blend */
         dx[i] = y[i] > 0 ? g : 0.0f;
@@ -798,12 +794,12 @@ OMP_PRAGMA(omp parallel for simd schedule(static) if (n > 65536 && !omp_in_paral
  * with the batch norm's own float operations, so y is bit for bit the ReLU's output. */
 void relu_affine_forward(int n, int c, int hw, const float *x, const float *scale,
                          const float *shift, float *y) {
-OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
+    OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
     for (long plane = 0; plane < (long)n * c; plane++) {
         const float a = scale[plane % c], b = shift[plane % c];
         const float *p = x + (size_t)plane * hw;
         float *q = y + (size_t)plane * hw;
-OMP_PRAGMA(omp simd)
+        OMP_PRAGMA(omp simd)
         for (int i = 0; i < hw; i++) {
             float v = p[i] * a + b;
             q[i] = v > 0 ? v : 0.0f;
@@ -813,12 +809,12 @@ OMP_PRAGMA(omp simd)
 
 void relu_affine_backward(int n, int c, int hw, const float *x, const float *scale,
                           const float *shift, const float *dy, float *dx) {
-OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
+    OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
     for (long plane = 0; plane < (long)n * c; plane++) {
         const float a = scale[plane % c], b = shift[plane % c];
         const float *p = x + (size_t)plane * hw, *g = dy + (size_t)plane * hw;
         float *q = dx + (size_t)plane * hw;
-OMP_PRAGMA(omp simd)
+        OMP_PRAGMA(omp simd)
         for (int i = 0; i < hw; i++) {
             float v = p[i] * a + b, gi = g[i];
             q[i] = v > 0 ? gi : 0.0f;
@@ -832,12 +828,12 @@ OMP_PRAGMA(omp simd)
 
 /* silu(x) = x * sigmoid(x); d/dx = s + x * s * (1 - s) with s = sigmoid(x). */
 void silu_forward(size_t n, const float *x, float *y) {
-OMP_PRAGMA(omp parallel for schedule(static) if (n > 65536 && !omp_in_parallel()))
+    OMP_PRAGMA(omp parallel for schedule(static) if (n > 65536 && !omp_in_parallel()))
     for (long i = 0; i < (long)n; i++) y[i] = x[i] / (1.0f + expf(-x[i]));
 }
 
 void silu_backward(size_t n, const float *x, const float *y, const float *dy, float *dx) {
-OMP_PRAGMA(omp parallel for schedule(static) if (n > 65536 && !omp_in_parallel()))
+    OMP_PRAGMA(omp parallel for schedule(static) if (n > 65536 && !omp_in_parallel()))
     for (long i = 0; i < (long)n; i++) {
         float s = 1.0f / (1.0f + expf(-x[i]));
         dx[i] = dy[i] * (s + x[i] * s * (1.0f - s));
@@ -846,12 +842,12 @@ OMP_PRAGMA(omp parallel for schedule(static) if (n > 65536 && !omp_in_parallel()
 
 /* sigmoid(x) = 1 / (1 + exp(-x)); d/dx = y * (1 - y), from the output. */
 void sigmoid_forward(size_t n, const float *x, float *y) {
-OMP_PRAGMA(omp parallel for schedule(static) if (n > 65536 && !omp_in_parallel()))
+    OMP_PRAGMA(omp parallel for schedule(static) if (n > 65536 && !omp_in_parallel()))
     for (long i = 0; i < (long)n; i++) y[i] = 1.0f / (1.0f + expf(-x[i]));
 }
 
 void sigmoid_backward(size_t n, const float *x, const float *y, const float *dy, float *dx) {
-OMP_PRAGMA(omp parallel for simd schedule(static) if (n > 65536 && !omp_in_parallel()))
+    OMP_PRAGMA(omp parallel for simd schedule(static) if (n > 65536 && !omp_in_parallel()))
     for (long i = 0; i < (long)n; i++) dx[i] = dy[i] * y[i] * (1.0f - y[i]);
 }
 
@@ -861,10 +857,10 @@ OMP_PRAGMA(omp parallel for simd schedule(static) if (n > 65536 && !omp_in_paral
 
 /* Scans each window row by row and keeps the first maximum (a later value must be strictly
  * greater, or NaN, to win), as PyTorch does; padded positions are never candidates. */
-void maxpool2d_forward(int n, int c, int h, int w, int k, int stride, int pad,
-                       const float *x, float *y, int32_t *argmax) {
+void maxpool2d_forward(int n, int c, int h, int w, int k, int stride, int pad, const float *x,
+                       float *y, int32_t *argmax) {
     int oh = conv_out_size(h, k, stride, pad), ow = conv_out_size(w, k, stride, pad);
-OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
+    OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
     for (long plane = 0; plane < (long)n * c; plane++) {
         const float *in = x + (size_t)plane * h * w;
         for (int oy = 0; oy < oh; oy++) {
@@ -885,7 +881,7 @@ OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
                     const float *row = in + (size_t)iy * w;
                     int lo, hi;
                     valid_range(ow, w, kx, stride, pad, &lo, &hi);
-OMP_PRAGMA(omp simd)
+                    OMP_PRAGMA(omp simd)
                     for (int ox = lo; ox < hi; ox++) {
                         int ix = ox * stride - pad + kx;
                         float v = row[ix], best = out[ox];
@@ -901,7 +897,7 @@ OMP_PRAGMA(omp simd)
 void maxpool2d_backward(int n, int c, int h, int w, int k, int stride, int pad,
                         const int32_t *argmax, const float *dy, float *dx) {
     int oh = conv_out_size(h, k, stride, pad), ow = conv_out_size(w, k, stride, pad);
-OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
+    OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
     for (long plane = 0; plane < (long)n * c; plane++) {
         float *g = dx + (size_t)plane * h * w;
         const float *d = dy + (size_t)plane * oh * ow;
@@ -916,7 +912,7 @@ OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
 /* ------------------------------------------------------------------------------------ */
 
 void avgpool_global_forward(int n, int c, int hw, const float *x, float *y) {
-OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
+    OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
     for (long plane = 0; plane < (long)n * c; plane++) {
         const float *p = x + (size_t)plane * hw;
         double sum = 0;
@@ -926,11 +922,11 @@ OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
 }
 
 void avgpool_global_backward(int n, int c, int hw, const float *dy, float *dx) {
-OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
+    OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
     for (long plane = 0; plane < (long)n * c; plane++) {
         float g = dy[plane] / (float)hw;
         float *q = dx + (size_t)plane * hw;
-OMP_PRAGMA(omp simd)
+        OMP_PRAGMA(omp simd)
         for (int i = 0; i < hw; i++) q[i] = g;
     }
 }
@@ -939,8 +935,8 @@ OMP_PRAGMA(omp simd)
 /* Linear                                                                                */
 /* ------------------------------------------------------------------------------------ */
 
-typedef void (*Gemm)(int, int, int, int, int, float, const float *, int, const float *, int,
-                     float, float *, int);
+typedef void (*Gemm)(int, int, int, int, int, float, const float *, int, const float *, int, float,
+                     float *, int);
 
 /* y[n, out] = x[n, in] * weight[out, in]^T + bias */
 static void linear_forward_with(Gemm gemm, int n, int in, int out, const float *x,
@@ -953,8 +949,8 @@ static void linear_forward_with(Gemm gemm, int n, int in, int out, const float *
 
 /* dx = dy * weight, dweight += dy^T * x, dbias += sum over the batch of dy */
 static void linear_backward_with(Gemm gemm, int n, int in, int out, const float *x,
-                                 const float *weight, const float *dy, float *dx,
-                                 float *dweight, float *dbias) {
+                                 const float *weight, const float *dy, float *dx, float *dweight,
+                                 float *dbias) {
     if (dx) gemm(0, 0, n, in, out, 1.0f, dy, out, weight, in, 0.0f, dx, in);
     if (dweight) gemm(1, 0, out, in, n, 1.0f, dy, out, x, in, 1.0f, dweight, in);
     if (dbias)
@@ -965,13 +961,13 @@ static void linear_backward_with(Gemm gemm, int n, int in, int out, const float 
         }
 }
 
-void linear_forward(int n, int in, int out, const float *x, const float *weight,
-                    const float *bias, float *y) {
+void linear_forward(int n, int in, int out, const float *x, const float *weight, const float *bias,
+                    float *y) {
     linear_forward_with(sgemm, n, in, out, x, weight, bias, y);
 }
 
-void linear_backward(int n, int in, int out, const float *x, const float *weight,
-                     const float *dy, float *dx, float *dweight, float *dbias) {
+void linear_backward(int n, int in, int out, const float *x, const float *weight, const float *dy,
+                     float *dx, float *dweight, float *dbias) {
     linear_backward_with(sgemm, n, in, out, x, weight, dy, dx, dweight, dbias);
 }
 
@@ -1016,7 +1012,10 @@ void shortcut_a_forward(int n, int in_c, int h, int w, int out_c, int stride, co
         for (int oc = 0; oc < out_c; oc++) {
             float *q = y + ((size_t)b * out_c + oc) * oh * ow;
             int ic = oc - lead;
-            if (ic < 0 || ic >= in_c) { memset(q, 0, sizeof(float) * oh * ow); continue; }
+            if (ic < 0 || ic >= in_c) {
+                memset(q, 0, sizeof(float) * oh * ow);
+                continue;
+            }
             const float *p = x + ((size_t)b * in_c + ic) * h * w;
             for (int oy = 0; oy < oh; oy++)
                 for (int ox = 0; ox < ow; ox++)
@@ -1024,8 +1023,8 @@ void shortcut_a_forward(int n, int in_c, int h, int w, int out_c, int stride, co
         }
 }
 
-void shortcut_a_backward(int n, int in_c, int h, int w, int out_c, int stride,
-                         const float *dy, float *dx) {
+void shortcut_a_backward(int n, int in_c, int h, int w, int out_c, int stride, const float *dy,
+                         float *dx) {
     int oh = (h + stride - 1) / stride, ow = (w + stride - 1) / stride;
     int lead = (out_c - in_c) / 2;
     memset(dx, 0, sizeof(float) * n * in_c * h * w);
@@ -1048,7 +1047,7 @@ void shortcut_a_backward(int n, int in_c, int h, int w, int out_c, int stride,
 /* y = a + b, or relu(a + b) (the end of a residual block). */
 void add_forward(size_t count, const float *a, const float *b, int relu, float *y) {
     long n = (long)count;
-OMP_PRAGMA(omp parallel for simd schedule(static) if (n > OMP_MIN_WORK))
+    OMP_PRAGMA(omp parallel for simd schedule(static) if (n > OMP_MIN_WORK))
     for (long i = 0; i < n; i++) {
         float s = a[i] + b[i];
         y[i] = relu && s < 0 ? 0 : s;
@@ -1058,10 +1057,10 @@ OMP_PRAGMA(omp parallel for simd schedule(static) if (n > OMP_MIN_WORK))
 /* Backward of y = a + b, or of y = relu(a + b) when y is given: g = dy (times y > 0), and
  * each wanted input gradient (da, db not NULL) is set to g when first_*, else g is added to
  * it. One pass instead of a mask and two copies; da may alias dy. */
-void add_backward(size_t count, const float *y, const float *dy, float *da, int first_a,
-                  float *db, int first_b) {
+void add_backward(size_t count, const float *y, const float *dy, float *da, int first_a, float *db,
+                  int first_b) {
     long n = (long)count;
-OMP_PRAGMA(omp parallel for simd schedule(static) if (n > OMP_MIN_WORK))
+    OMP_PRAGMA(omp parallel for simd schedule(static) if (n > OMP_MIN_WORK))
     for (long i = 0; i < n; i++) {
         float g = dy[i];
         if (y) g = y[i] > 0 ? g : 0.0f; /* a blend, not a branch: masks are random */
@@ -1073,7 +1072,7 @@ OMP_PRAGMA(omp parallel for simd schedule(static) if (n > OMP_MIN_WORK))
 /* d += g elementwise: a branch point summing the gradients of its consumers. */
 void add_into(size_t count, const float *g, float *d) {
     long n = (long)count;
-OMP_PRAGMA(omp parallel for simd schedule(static) if (n > OMP_MIN_WORK))
+    OMP_PRAGMA(omp parallel for simd schedule(static) if (n > OMP_MIN_WORK))
     for (long i = 0; i < n; i++) d[i] += g[i];
 }
 
@@ -1097,7 +1096,8 @@ void concat_backward(int n, int parts, const size_t *floats, const float *dy, fl
     for (int s = 0; s < n; s++) {
         size_t at = 0;
         for (int k = 0; k < parts; k++) {
-            if (dx[k]) memcpy(dx[k] + s * floats[k], dy + s * total + at, sizeof(float) * floats[k]);
+            if (dx[k])
+                memcpy(dx[k] + s * floats[k], dy + s * total + at, sizeof(float) * floats[k]);
             at += floats[k];
         }
     }
@@ -1110,7 +1110,8 @@ void concat_backward(int n, int parts, const size_t *floats, const float *dy, fl
 /* log(sum_j exp(z_j)), shifted by the maximum so that nothing overflows */
 static double log_sum_exp(int k, const float *z) {
     float zmax = z[0];
-    for (int j = 1; j < k; j++) if (z[j] > zmax) zmax = z[j];
+    for (int j = 1; j < k; j++)
+        if (z[j] > zmax) zmax = z[j];
     double sum = 0;
     for (int j = 0; j < k; j++) sum += exp((double)z[j] - zmax);
     return zmax + log(sum);
@@ -1160,7 +1161,10 @@ void softmax_cross_entropy_backward(int n, int k, const float *probs, const int 
         const float *p = probs + (size_t)i * k;
         float *g = dlogits + (size_t)i * k;
         int y = labels[i];
-        if (y < 0 || y >= k || norm <= 0) { memset(g, 0, sizeof(float) * k); continue; }
+        if (y < 0 || y >= k || norm <= 0) {
+            memset(g, 0, sizeof(float) * k);
+            continue;
+        }
         double wy = class_weights ? class_weights[y] : 1.0;
         for (int j = 0; j < k; j++) {
             double wj = class_weights ? class_weights[j] : 1.0;

@@ -15,7 +15,10 @@
 
 /* ---------------------------------------------------------------- ROC AUC */
 
-typedef struct { float score; int positive; } Scored;
+typedef struct {
+    float score;
+    int positive;
+} Scored;
 
 /* Ascending by score; NaN scores sort below every number so the order stays total. */
 static int scored_cmp(const void *pa, const void *pb) {
@@ -36,7 +39,10 @@ static double auc_sorted(Scored *s, int n) {
         while (j < n && scored_cmp(&s[i], &s[j]) == 0) j++;
         double avg_rank = 0.5 * (double)(i + 1 + j); /* mean of ranks i+1 .. j */
         for (int t = i; t < j; t++)
-            if (s[t].positive) { rank_sum += avg_rank; n_pos += 1; }
+            if (s[t].positive) {
+                rank_sum += avg_rank;
+                n_pos += 1;
+            }
         i = j;
     }
     double n_neg = n - n_pos;
@@ -58,8 +64,8 @@ double roc_auc(int n, const float *scores, const uint8_t *positive) {
 
 static double ratio0(double num, double den) { return den > 0 ? num / den : 0.0; }
 
-void metrics_compute(int n, int k, const float *probs, const int *labels, int topk,
-                     double loss, Metrics *m) {
+void metrics_compute(int n, int k, const float *probs, const int *labels, int topk, double loss,
+                     Metrics *m) {
     memset(m, 0, sizeof *m);
     if (k < 1) k = 1;
     if (n < 0) n = 0;
@@ -131,7 +137,10 @@ void metrics_compute(int n, int k, const float *probs, const int *labels, int to
             s[t++] = (Scored){probs[(size_t)i * k + c], labels[i] == c};
         }
         double auc = auc_sorted(s, used);
-        if (auc == auc) { auc_sum += auc; auc_count++; }
+        if (auc == auc) {
+            auc_sum += auc;
+            auc_count++;
+        }
     }
     free(s);
     m->macro_auc = auc_count ? auc_sum / auc_count : NAN;
@@ -161,8 +170,10 @@ static int text_width(const char *s) {
 static void print_cell(FILE *out, const char *s, int width, int right) {
     int w = text_width(s);
     if (w <= width) {
-        if (right) fprintf(out, "%*s%s", width - w, "", s);
-        else fprintf(out, "%s%*s", s, width - w, "");
+        if (right)
+            fprintf(out, "%*s%s", width - w, "", s);
+        else
+            fprintf(out, "%s%*s", s, width - w, "");
         return;
     }
     int cols = 0;
@@ -213,7 +224,8 @@ void metrics_print_report(const Metrics *m, char **class_names, FILE *out) {
     /* Confusion matrix: rows true, columns predicted. Columns are headed by class names cut
      * to the column width; past 12 classes they are headed by index and rows say "i name". */
     int maxc = 0;
-    for (size_t i = 0; i < (size_t)k * k; i++) if (m->confusion[i] > maxc) maxc = m->confusion[i];
+    for (size_t i = 0; i < (size_t)k * k; i++)
+        if (m->confusion[i] > maxc) maxc = m->confusion[i];
     int digits = snprintf(tmp, sizeof tmp, "%d", maxc);
     int by_index = k > 12;
     int colw = by_index ? snprintf(tmp, sizeof tmp, "%d", k - 1) : 0;
@@ -230,15 +242,19 @@ void metrics_print_report(const Metrics *m, char **class_names, FILE *out) {
     print_cell(out, "true\\pred", roww, 0);
     for (int c = 0; c < k; c++) {
         fputc(' ', out);
-        if (by_index) fprintf(out, "%*d", colw, c);
-        else print_cell(out, class_label(class_names, c, tmp, sizeof tmp), colw, 1);
+        if (by_index)
+            fprintf(out, "%*d", colw, c);
+        else
+            print_cell(out, class_label(class_names, c, tmp, sizeof tmp), colw, 1);
     }
     fputc('\n', out);
     for (int r = 0; r < k; r++) {
         char row_label[REPORT_NAME_MAX * 4 + 16];
         const char *name = class_label(class_names, r, tmp, sizeof tmp);
-        if (by_index) snprintf(row_label, sizeof row_label, "%3d %.*s", r, REPORT_NAME_MAX * 4, name);
-        else snprintf(row_label, sizeof row_label, "%.*s", REPORT_NAME_MAX * 4, name);
+        if (by_index)
+            snprintf(row_label, sizeof row_label, "%3d %.*s", r, REPORT_NAME_MAX * 4, name);
+        else
+            snprintf(row_label, sizeof row_label, "%.*s", REPORT_NAME_MAX * 4, name);
         print_cell(out, row_label, roww, 0);
         for (int c = 0; c < k; c++) fprintf(out, " %*d", colw, m->confusion[(size_t)r * k + c]);
         fputc('\n', out);
@@ -250,8 +266,10 @@ void metrics_print_report(const Metrics *m, char **class_names, FILE *out) {
 static void buf_str(Buf *b, const char *s) { buf_put(b, s, strlen(s)); }
 
 static void json_number(Buf *b, double x) {
-    if (isfinite(x)) buf_printf(b, "%.9g", x);
-    else buf_str(b, "null");
+    if (isfinite(x))
+        buf_printf(b, "%.9g", x);
+    else
+        buf_str(b, "null");
 }
 
 static void json_avg(Buf *b, double p, double r, double f1, int support) {

@@ -14,7 +14,9 @@
 #define STATIC_ASSERT(cond, msg) typedef char static_assert_##msg[(cond) ? 1 : -1]
 
 static const Param *param(const Net *net, int idx) { return idx >= 0 ? &net->params[idx] : NULL; }
-static float *param_data(const Net *net, int idx) { return idx >= 0 ? net->params[idx].data : NULL; }
+static float *param_data(const Net *net, int idx) {
+    return idx >= 0 ? net->params[idx].data : NULL;
+}
 /* A parameter's gradient when this node's parameters train, else NULL (not wanted). */
 static float *param_grad(const Net *net, int idx, int trains) {
     return trains && idx >= 0 ? net->params[idx].grad : NULL;
@@ -82,8 +84,8 @@ static int shape_add(Net *net, int i) {
     Node *nd = &net->nodes[i];
     const Node *x = input(net, nd, 0), *y = input(net, nd, 1);
     if (x->c != y->c || x->h != y->h || x->w != y->w) {
-        rn_set_error("%s: cannot add [%d, %d, %d] and [%d, %d, %d]", nd->name, x->c, x->h,
-                     x->w, y->c, y->h, y->w);
+        rn_set_error("%s: cannot add [%d, %d, %d] and [%d, %d, %d]", nd->name, x->c, x->h, x->w,
+                     y->c, y->h, y->w);
         return -1;
     }
     return shape_same(net, i);
@@ -122,8 +124,8 @@ static int shape_concat(Net *net, int i) {
     for (int k = 0; k < nd->n_in; k++) {
         const Node *y = input(net, nd, k);
         if (y->h != x->h || y->w != x->w) {
-            rn_set_error("%s: cannot concatenate %dx%d and %dx%d maps", nd->name, x->h, x->w,
-                         y->h, y->w);
+            rn_set_error("%s: cannot concatenate %dx%d and %dx%d maps", nd->name, x->h, x->w, y->h,
+                         y->w);
             return -1;
         }
         nd->c += y->c;
@@ -140,9 +142,9 @@ static void input_backward(Net *net, int i, const BackwardArgs *a) {}
 
 static int conv_forward(Net *net, int i, int n, int train) {
     const Node *nd = &net->nodes[i], *x = input(net, nd, 0);
-    (net->reference ? conv2d_forward_ref : conv2d_forward)(
-        &nd->conv, n, x->h, x->w, x->out, param_data(net, nd->weight),
-        param_data(net, nd->bias), nd->out);
+    (net->reference ? conv2d_forward_ref : conv2d_forward)(&nd->conv, n, x->h, x->w, x->out,
+                                                           param_data(net, nd->weight),
+                                                           param_data(net, nd->bias), nd->out);
     return 0;
 }
 
@@ -172,17 +174,18 @@ static int bn_forward(Net *net, int i, int n, int train) {
     const float *gamma = param_data(net, nd->weight), *beta = param_data(net, nd->bias);
     float *mean = param_data(net, nd->mean), *var = param_data(net, nd->var);
     if (!bn_trains(net, nd, train)) {
-        batchnorm_forward_eval(n, nd->c, nd->h * nd->w, x->out, gamma, beta, mean, var,
-                               nd->eps, nd->out);
+        batchnorm_forward_eval(n, nd->c, nd->h * nd->w, x->out, gamma, beta, mean, var, nd->eps,
+                               nd->out);
         return 0;
     }
     if (n * nd->h * nd->w < 2) {
         rn_set_error("%s: batch norm in training needs more than one value per channel "
-                     "(batch %d of %dx%d)", nd->name, n, nd->w, nd->h);
+                     "(batch %d of %dx%d)",
+                     nd->name, n, nd->w, nd->h);
         return -1;
     }
-    batchnorm_forward_train(n, nd->c, nd->h * nd->w, x->out, gamma, beta, mean, var,
-                            nd->momentum, nd->eps, nd->out, nd->save0, nd->save1);
+    batchnorm_forward_train(n, nd->c, nd->h * nd->w, x->out, gamma, beta, mean, var, nd->momentum,
+                            nd->eps, nd->out, nd->save0, nd->save1);
     return 0;
 }
 
@@ -192,12 +195,11 @@ static void bn_backward(Net *net, int i, const BackwardArgs *a) {
     float *dgamma = param_grad(net, nd->weight, a->trains);
     float *dbeta = param_grad(net, nd->bias, a->trains);
     if (bn_trains(net, nd, a->train))
-        batchnorm_backward_train(a->n, nd->c, nd->h * nd->w, a->x, gamma, nd->save0,
-                                 nd->save1, nd->dout, a->dx, dgamma, dbeta);
+        batchnorm_backward_train(a->n, nd->c, nd->h * nd->w, a->x, gamma, nd->save0, nd->save1,
+                                 nd->dout, a->dx, dgamma, dbeta);
     else
-        batchnorm_backward_eval(a->n, nd->c, nd->h * nd->w, a->x, gamma,
-                                param_data(net, nd->mean), param_data(net, nd->var), nd->eps,
-                                nd->dout, a->dx, dgamma, dbeta);
+        batchnorm_backward_eval(a->n, nd->c, nd->h * nd->w, a->x, gamma, param_data(net, nd->mean),
+                                param_data(net, nd->var), nd->eps, nd->dout, a->dx, dgamma, dbeta);
 }
 
 /* ------------------------------------------------------------------ ReLU */
@@ -222,8 +224,8 @@ static void relu_node_backward(Net *net, int i, const BackwardArgs *a) {
         const Node *bn = input(net, nd, 0);
         const float *scale, *shift;
         plan_relu_affine(net, i, &scale, &shift);
-        relu_affine_backward(a->n, bn->c, bn->h * bn->w, net->nodes[bn->in[0]].out, scale,
-                             shift, nd->dout, a->dx);
+        relu_affine_backward(a->n, bn->c, bn->h * bn->w, net->nodes[bn->in[0]].out, scale, shift,
+                             nd->dout, a->dx);
     }
 }
 
@@ -291,8 +293,8 @@ static void add_node_backward(Net *net, int i, const BackwardArgs *a) {
             first[k] = x->last_consumer == i;
         }
     }
-    add_backward((size_t)a->n * node_numel(nd), nd->op == OP_ADD_RELU ? nd->out : NULL,
-                 nd->dout, d[0], first[0], d[1], first[1]);
+    add_backward((size_t)a->n * node_numel(nd), nd->op == OP_ADD_RELU ? nd->out : NULL, nd->dout,
+                 d[0], first[0], d[1], first[1]);
 }
 
 /* ------------------------------------------------------------------ option-A shortcut */
@@ -312,9 +314,9 @@ static void shortcut_backward(Net *net, int i, const BackwardArgs *a) {
 
 static int linear_node_forward(Net *net, int i, int n, int train) {
     const Node *nd = &net->nodes[i], *x = input(net, nd, 0);
-    (net->reference ? linear_forward_ref : linear_forward)(
-        n, (int)node_numel(x), nd->c, x->out, param_data(net, nd->weight),
-        param_data(net, nd->bias), nd->out);
+    (net->reference ? linear_forward_ref : linear_forward)(n, (int)node_numel(x), nd->c, x->out,
+                                                           param_data(net, nd->weight),
+                                                           param_data(net, nd->bias), nd->out);
     return 0;
 }
 
@@ -345,8 +347,10 @@ static void dropout_node_backward(Net *net, int i, const BackwardArgs *a) {
     const Node *nd = &net->nodes[i];
     const size_t count = (size_t)a->n * node_numel(nd);
     if (!a->dx) return;
-    if (dropout_active(net, nd, a->train)) dropout_backward(count, nd->save0, nd->dout, a->dx);
-    else if (a->dx != nd->dout) memcpy(a->dx, nd->dout, sizeof(float) * count);
+    if (dropout_active(net, nd, a->train))
+        dropout_backward(count, nd->save0, nd->dout, a->dx);
+    else if (a->dx != nd->dout)
+        memcpy(a->dx, nd->dout, sizeof(float) * count);
 }
 
 /* ------------------------------------------------------------------ concatenation */
@@ -380,43 +384,47 @@ static void concat_node_backward(Net *net, int i, const BackwardArgs *a) {
 /* ------------------------------------------------------------------ the table */
 
 /* Every fact spelled out, so a row that leaves one out does not compile. */
-#define OP_ROW(name, shape, fwd, bwd, reads_input, reads_output, grad_in_place,             \
-               delivers_grads, adds_in_place, forward_in_place, fuse, saves)                \
-    {name, shape, fwd, bwd, NULL, NULL, reads_input, reads_output, grad_in_place,            \
-     delivers_grads, adds_in_place, forward_in_place, fuse, saves}
+#define OP_ROW(name, shape, fwd, bwd, reads_input, reads_output, grad_in_place, delivers_grads,    \
+               adds_in_place, forward_in_place, fuse, saves)                                       \
+    {                                                                                              \
+        name, shape, fwd, bwd, NULL, NULL, reads_input, reads_output, grad_in_place,               \
+            delivers_grads, adds_in_place, forward_in_place, fuse, saves                           \
+    }
 /* An elementwise activation: its forward and backward layer functions and which of x and y
  * its backward reads. */
-#define OP_ACT(name, act_fwd, act_bwd, reads_input, reads_output)                           \
-    {name, shape_same, act_node_forward, act_node_backward, act_fwd, act_bwd, reads_input,   \
-     reads_output, 1, 0, 0, 1, FUSE_NONE, SAVE_NONE}
+#define OP_ACT(name, act_fwd, act_bwd, reads_input, reads_output)                                  \
+    {                                                                                              \
+        name, shape_same, act_node_forward, act_node_backward, act_fwd, act_bwd, reads_input,      \
+            reads_output, 1, 0, 0, 1, FUSE_NONE, SAVE_NONE                                         \
+    }
 
 /*                name        shape           forward               backward
  *                reads in/out, grad in place, delivers, adds in place, fwd in place, fuse, saves */
 const OpDef op_table[] = {
-    [OP_INPUT] = OP_ROW("input", shape_input, input_forward, input_backward,
-                        0, 0, 0, 1, 1, 0, FUSE_NONE, SAVE_NONE),
-    [OP_CONV] = OP_ROW("conv", shape_conv, conv_forward, conv_backward,
-                       1, 0, 0, 1, 1, 0, FUSE_CONV, SAVE_NONE),
-    [OP_BN] = OP_ROW("bn", shape_bn, bn_forward, bn_backward,
-                     1, 0, 1, 0, 0, 0, FUSE_BN, SAVE_CHANNELS),
-    [OP_RELU] = OP_ROW("relu", shape_same, relu_node_forward, relu_node_backward,
-                       0, 1, 1, 0, 0, 1, FUSE_RELU, SAVE_NONE),
-    [OP_MAXPOOL] = OP_ROW("maxpool", shape_maxpool, maxpool_forward, maxpool_backward,
-                          0, 0, 0, 0, 0, 0, FUSE_NONE, SAVE_OUTPUT),
-    [OP_GAP] = OP_ROW("avgpool", shape_gap, gap_forward, gap_backward,
-                      0, 0, 0, 0, 0, 0, FUSE_NONE, SAVE_NONE),
-    [OP_ADD] = OP_ROW("add", shape_add, add_node_forward, add_node_backward,
-                      0, 0, 1, 1, 1, 0, FUSE_SUM, SAVE_NONE),
-    [OP_ADD_RELU] = OP_ROW("add_relu", shape_add, add_node_forward, add_node_backward,
-                           0, 1, 1, 1, 1, 0, FUSE_SUM_RELU, SAVE_NONE),
-    [OP_SHORTCUT_A] = OP_ROW("shortcut_a", shape_shortcut_a, shortcut_forward, shortcut_backward,
-                             0, 0, 0, 0, 0, 0, FUSE_NONE, SAVE_NONE),
-    [OP_LINEAR] = OP_ROW("linear", shape_linear, linear_node_forward, linear_node_backward,
-                         1, 0, 0, 0, 0, 0, FUSE_NONE, SAVE_NONE),
-    [OP_DROPOUT] = OP_ROW("dropout", shape_same, dropout_node_forward, dropout_node_backward,
-                          0, 0, 1, 0, 0, 0, FUSE_NONE, SAVE_OUTPUT),
-    [OP_CONCAT] = OP_ROW("concat", shape_concat, concat_node_forward, concat_node_backward,
-                         0, 0, 0, 1, 0, 0, FUSE_NONE, SAVE_NONE),
+    [OP_INPUT] = OP_ROW("input", shape_input, input_forward, input_backward, 0, 0, 0, 1, 1, 0,
+                        FUSE_NONE, SAVE_NONE),
+    [OP_CONV] = OP_ROW("conv", shape_conv, conv_forward, conv_backward, 1, 0, 0, 1, 1, 0, FUSE_CONV,
+                       SAVE_NONE),
+    [OP_BN] =
+        OP_ROW("bn", shape_bn, bn_forward, bn_backward, 1, 0, 1, 0, 0, 0, FUSE_BN, SAVE_CHANNELS),
+    [OP_RELU] = OP_ROW("relu", shape_same, relu_node_forward, relu_node_backward, 0, 1, 1, 0, 0, 1,
+                       FUSE_RELU, SAVE_NONE),
+    [OP_MAXPOOL] = OP_ROW("maxpool", shape_maxpool, maxpool_forward, maxpool_backward, 0, 0, 0, 0,
+                          0, 0, FUSE_NONE, SAVE_OUTPUT),
+    [OP_GAP] = OP_ROW("avgpool", shape_gap, gap_forward, gap_backward, 0, 0, 0, 0, 0, 0, FUSE_NONE,
+                      SAVE_NONE),
+    [OP_ADD] = OP_ROW("add", shape_add, add_node_forward, add_node_backward, 0, 0, 1, 1, 1, 0,
+                      FUSE_SUM, SAVE_NONE),
+    [OP_ADD_RELU] = OP_ROW("add_relu", shape_add, add_node_forward, add_node_backward, 0, 1, 1, 1,
+                           1, 0, FUSE_SUM_RELU, SAVE_NONE),
+    [OP_SHORTCUT_A] = OP_ROW("shortcut_a", shape_shortcut_a, shortcut_forward, shortcut_backward, 0,
+                             0, 0, 0, 0, 0, FUSE_NONE, SAVE_NONE),
+    [OP_LINEAR] = OP_ROW("linear", shape_linear, linear_node_forward, linear_node_backward, 1, 0, 0,
+                         0, 0, 0, FUSE_NONE, SAVE_NONE),
+    [OP_DROPOUT] = OP_ROW("dropout", shape_same, dropout_node_forward, dropout_node_backward, 0, 0,
+                          1, 0, 0, 0, FUSE_NONE, SAVE_OUTPUT),
+    [OP_CONCAT] = OP_ROW("concat", shape_concat, concat_node_forward, concat_node_backward, 0, 0, 0,
+                         1, 0, 0, FUSE_NONE, SAVE_NONE),
     [OP_SILU] = OP_ACT("silu", silu_forward, silu_backward, 1, 0),
     [OP_SIGMOID] = OP_ACT("sigmoid", sigmoid_forward, sigmoid_backward, 0, 1),
 };
@@ -437,8 +445,8 @@ void op_fused_forward(Net *net, int i, int n) {
     const Node *conv = &net->nodes[i], *x = input(net, conv, 0);
     Node *bn = &net->nodes[i + 1], *tail = &net->nodes[net->plan.nodes[i].fuse_tail];
     batchnorm_eval_affine(bn->c, param_data(net, bn->weight), param_data(net, bn->bias),
-                          param_data(net, bn->mean), param_data(net, bn->var), bn->eps,
-                          bn->save0, bn->save1);
+                          param_data(net, bn->mean), param_data(net, bn->var), bn->eps, bn->save0,
+                          bn->save1);
     const FuseRole role = op_table[tail->op].fuse;
     ConvEpilogue e = {bn->save0, bn->save1, role == FUSE_RELU || role == FUSE_SUM_RELU};
     const float *residual = NULL;
@@ -448,8 +456,8 @@ void op_fused_forward(Net *net, int i, int n) {
     if (u)
         conv2d_forward_winograd(&conv->conv, n, x->h, x->w, x->out, u, &e, residual, tail->out);
     else
-        conv2d_forward_fused(&conv->conv, n, x->h, x->w, x->out, param_data(net, conv->weight),
-                             &e, residual, tail->out);
+        conv2d_forward_fused(&conv->conv, n, x->h, x->w, x->out, param_data(net, conv->weight), &e,
+                             residual, tail->out);
 }
 
 float *grad_target(Net *net, int consumer, int j, float *scratch) {

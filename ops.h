@@ -19,13 +19,13 @@ static inline size_t align_up(size_t n) {
 
 /* What backward hands node i's op. */
 typedef struct {
-    int n;            /* samples */
-    int train;        /* the forward's train flag */
-    int trains;       /* this node's parameters get gradients */
-    int all;          /* every input's gradient is wanted (net_backward was given dx) */
-    float *dx;        /* where input 0's gradient goes, NULL: not wanted (see below) */
-    const float *x;   /* input 0's output (rebuilt when the plan did not keep it) */
-    float *scratch;   /* the plan's scratch, for inputs read by several nodes */
+    int n;          /* samples */
+    int train;      /* the forward's train flag */
+    int trains;     /* this node's parameters get gradients */
+    int all;        /* every input's gradient is wanted (net_backward was given dx) */
+    float *dx;      /* where input 0's gradient goes, NULL: not wanted (see below) */
+    const float *x; /* input 0's output (rebuilt when the plan did not keep it) */
+    float *scratch; /* the plan's scratch, for inputs read by several nodes */
 } BackwardArgs;
 
 /* The part an op can play in an eval-forward fusion group conv -> BN [-> ReLU | -> sum]. */
@@ -42,13 +42,13 @@ typedef struct {
     ActForward act_forward;   /* elementwise activations: the layer functions that */
     ActBackward act_backward; /*   act_node_forward / act_node_backward call */
     /* the planner's facts */
-    int reads_input;          /* backward reads input 0's output */
-    int reads_output;         /* backward reads the node's own output */
-    int grad_in_place;        /* backward may write input 0's gradient over its own */
-    int delivers_grads;       /* backward writes every input gradient itself (else it fills
+    int reads_input;      /* backward reads input 0's output */
+    int reads_output;     /* backward reads the node's own output */
+    int grad_in_place;    /* backward may write input 0's gradient over its own */
+    int delivers_grads;   /* backward writes every input gradient itself (else it fills
                                  a->dx, which the pass then adds in where needed) */
-    int adds_in_place;        /* ... by adding into them in place: it needs no scratch */
-    int forward_in_place;     /* forward may write its output over its input */
+    int adds_in_place;    /* ... by adding into them in place: it needs no scratch */
+    int forward_in_place; /* forward may write its output over its input */
     FuseRole fuse;
     SaveKind saves;
 } OpDef;

@@ -58,9 +58,7 @@ int opt_parse(const char *name, OptType *type) {
     return -1;
 }
 
-const char *opt_name(OptType type) {
-    return (unsigned)type < 3 ? opt_names[type] : "unknown";
-}
+const char *opt_name(OptType type) { return (unsigned)type < 3 ? opt_names[type] : "unknown"; }
 
 Optimizer *optimizer_create(const Net *net, const OptConfig *cfg) {
     Optimizer *opt = rn_calloc(1, sizeof *opt);
@@ -98,8 +96,8 @@ static double opt_decimal(float x) {
 /* Below this many elements a tensor is updated by one thread. */
 #define OPT_PARALLEL_MIN 32768
 
-static void sgd_update(int64_t n, float *p, const float *grad, float *buf, int first,
-                       float lr_neg, float wd, float momentum, int nesterov) {
+static void sgd_update(int64_t n, float *p, const float *grad, float *buf, int first, float lr_neg,
+                       float wd, float momentum, int nesterov) {
 #ifdef _OPENMP
 #pragma omp parallel for simd schedule(static) if (n >= OPT_PARALLEL_MIN)
 #endif
@@ -120,9 +118,9 @@ static void sgd_update(int64_t n, float *p, const float *grad, float *buf, int f
 
 /* step_neg = -lr / (1 - b1^t), bc2_sqrt = sqrt(1 - b2^t), decay = 1 - lr * wd (AdamW)
  * or 1, wd = L2 weight decay (Adam) or 0. */
-static void adam_update(int64_t n, float *p, const float *grad, float *m, float *v,
-                        float b1, float one_minus_b1, float b2, float one_minus_b2,
-                        float eps, float wd, float decay, float step_neg, float bc2_sqrt) {
+static void adam_update(int64_t n, float *p, const float *grad, float *m, float *v, float b1,
+                        float one_minus_b1, float b2, float one_minus_b2, float eps, float wd,
+                        float decay, float step_neg, float bc2_sqrt) {
 #ifdef _OPENMP
 #pragma omp parallel for simd schedule(static) if (n >= OPT_PARALLEL_MIN)
 #endif

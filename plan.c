@@ -123,10 +123,10 @@ static int always_kept(const Net *net, int j) {
 
 /* Liveness facts for one plan (ft: first trainable stage of a training plan). */
 typedef struct {
-    int *consumers;  /* how many input slots read node j */
-    int *keep;       /* j's output must outlive the forward */
-    int *in_place;   /* j writes over its input's buffer (ReLU), else -1 */
-    int *drop_at;    /* the last step reading j (a fused group counts as its tail), -1: none */
+    int *consumers; /* how many input slots read node j */
+    int *keep;      /* j's output must outlive the forward */
+    int *in_place;  /* j writes over its input's buffer (ReLU), else -1 */
+    int *drop_at;   /* the last step reading j (a fused group counts as its tail), -1: none */
 } Liveness;
 
 /* Fusion groups for eval forwards: conv (no bias) -> BN -> ReLU, or conv -> BN -> sum whose
@@ -178,14 +178,13 @@ static int conv_recomputable(const Net *net, const Liveness *lv, int t, int ft) 
     const Node *nd = &net->nodes[t];
     if (t + 1 >= n) return 0;
     const Node *bn = &net->nodes[t + 1];
-    if (op_of(nd)->fuse != FUSE_CONV || nd->stage < ft || nd->conv.kh != 1 ||
-        nd->conv.kw != 1 || nd->conv.out_c < 2 * nd->conv.in_c || lv->consumers[t] != 1 ||
-        op_of(bn)->fuse != FUSE_BN || bn->in[0] != t || always_kept(net, t))
+    if (op_of(nd)->fuse != FUSE_CONV || nd->stage < ft || nd->conv.kh != 1 || nd->conv.kw != 1 ||
+        nd->conv.out_c < 2 * nd->conv.in_c || lv->consumers[t] != 1 || op_of(bn)->fuse != FUSE_BN ||
+        bn->in[0] != t || always_kept(net, t))
         return 0;
     for (int k = t + 2; k < n; k++)
         for (int q = 0; q < net->nodes[k].n_in; q++)
-            if (net->nodes[k].in[q] == t + 1 && op_of(&net->nodes[k])->fuse == FUSE_RELU)
-                return 0;
+            if (net->nodes[k].in[q] == t + 1 && op_of(&net->nodes[k])->fuse == FUSE_RELU) return 0;
     return 1;
 }
 
@@ -201,8 +200,8 @@ static void plan_liveness(Net *net, Liveness *lv, int training, int ft) {
     plan_fusion(net, lv->consumers, training, ft);
     for (int j = 0; j < n; j++) {
         const Node *nd = &net->nodes[j];
-        lv->keep[j] = always_kept(net, j) ||
-                      (training && nd->stage >= ft && op_of(nd)->reads_output);
+        lv->keep[j] =
+            always_kept(net, j) || (training && nd->stage >= ft && op_of(nd)->reads_output);
         lv->drop_at[j] = -1;
     }
     for (int t = 0; t < n; t++) {
@@ -228,16 +227,14 @@ static void plan_liveness(Net *net, Liveness *lv, int training, int ft) {
     for (int t = 0; t < n; t++) {
         const Node *nd = &net->nodes[t];
         int j = nd->in[0];
-        lv->in_place[t] = op_of(nd)->forward_in_place && j > 0 && lv->consumers[j] == 1 &&
-                                  !lv->keep[j]
-                              ? j : -1;
+        lv->in_place[t] =
+            op_of(nd)->forward_in_place && j > 0 && lv->consumers[j] == 1 && !lv->keep[j] ? j : -1;
     }
 }
 
 /* Node outputs: node t's output is born when t runs (a ReLU in place takes over its
  * input's buffer) and dies after its last reader has run, unless it is kept (Liveness). */
-static size_t place_outputs(const Net *net, const size_t *size, size_t *off,
-                            const Liveness *lv) {
+static size_t place_outputs(const Net *net, const size_t *size, size_t *off, const Liveness *lv) {
     int n = net->n_nodes;
     Placer pl = {size, off, rn_alloc(sizeof(int) * (size_t)n), 0, 0};
     int *first = rn_alloc(sizeof(int) * 2 * (size_t)n), *next = first + n;
@@ -333,7 +330,8 @@ int net_plan(Net *net, int batch, int h, int w, int training) {
     const int max_side = 1 << 15;
     if (batch < 1 || h < 1 || w < 1 || h > max_side || w > max_side || batch > (1 << 20)) {
         rn_set_error("%s: cannot plan batch %d of %dx%d inputs (expected batch >= 1, "
-                     "1 <= size <= %d)", net->arch, batch, w, h, max_side);
+                     "1 <= size <= %d)",
+                     net->arch, batch, w, h, max_side);
         return -1;
     }
     if (net->n_nodes < 2 || net->nodes[0].op != OP_INPUT) {
@@ -352,8 +350,8 @@ int net_plan(Net *net, int batch, int h, int w, int training) {
         floats += (double)batch * nd->c * nd->h * nd->w;
     }
     if (ok && floats * (training ? 3 : 1) > 1e12) {
-        rn_set_error("%s: batch %d of %dx%d inputs needs %.0f GB of activations", net->arch,
-                     batch, w, h, floats * 4e-9 * (training ? 3 : 1));
+        rn_set_error("%s: batch %d of %dx%d inputs needs %.0f GB of activations", net->arch, batch,
+                     w, h, floats * 4e-9 * (training ? 3 : 1));
         ok = 0;
     }
     /* No part of the arena (outputs, saved buffers and BN statistics, scratch, recomputed
@@ -363,8 +361,8 @@ int net_plan(Net *net, int batch, int h, int w, int training) {
     double bound = 8.0 * sizeof(float) * (floats + 64.0 * n);
     if (ok && bound > (double)PTRDIFF_MAX) {
         rn_set_error("%s: batch %d of %dx%d inputs may need %.1f GiB, more than one object "
-                     "holds in this %d-bit build (%.1f GiB)", net->arch, batch, w, h,
-                     bound / 1073741824.0, (int)(8 * sizeof(size_t)),
+                     "holds in this %d-bit build (%.1f GiB)",
+                     net->arch, batch, w, h, bound / 1073741824.0, (int)(8 * sizeof(size_t)),
                      (double)PTRDIFF_MAX / 1073741824.0);
         ok = 0;
     }
@@ -487,8 +485,8 @@ void plan_relu_affine(Net *net, int t, const float **scale, const float **shift)
             sh[ch] = beta[ch] - bn->save0[ch] * sc[ch];
         }
     } else {
-        batchnorm_eval_affine(bn->c, gamma, beta, p[bn->mean].data, p[bn->var].data, bn->eps,
-                              sc, sh);
+        batchnorm_eval_affine(bn->c, gamma, beta, p[bn->mean].data, p[bn->var].data, bn->eps, sc,
+                              sh);
     }
     *scale = sc;
     *shift = sh;
@@ -502,8 +500,8 @@ static const float *recomputed_conv(Net *net, int t, int n) {
     const Node *nd = &net->nodes[t], *in = &net->nodes[nd->in[0]];
     const Param *p = net->params;
     if (plan->recompute_conv_owner == t) return plan->recompute_conv_buf;
-    const float *x = plan->nodes[nd->in[0]].recompute ? plan_recomputed_output(net, nd->in[0], n)
-                                                      : in->out;
+    const float *x =
+        plan->nodes[nd->in[0]].recompute ? plan_recomputed_output(net, nd->in[0], n) : in->out;
     conv2d_forward(&nd->conv, n, in->h, in->w, x, p[nd->weight].data,
                    nd->bias >= 0 ? p[nd->bias].data : NULL, plan->recompute_conv_buf);
     plan->recompute_conv_owner = t;

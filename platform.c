@@ -53,8 +53,8 @@ static void win_error(const char *path, const char *what) {
 /* FILETIME: 100 ns ticks since 1601; the Unix epoch is 11644473600 s later. */
 int rn_file_info(const char *path, RnFileInfo *fi) {
     memset(fi, 0, sizeof *fi);
-    HANDLE h = CreateFileA(path, 0, FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE,
-                           NULL, OPEN_EXISTING, FILE_FLAG_BACKUP_SEMANTICS, NULL);
+    HANDLE h = CreateFileA(path, 0, FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, NULL,
+                           OPEN_EXISTING, FILE_FLAG_BACKUP_SEMANTICS, NULL);
     if (h == INVALID_HANDLE_VALUE) {
         win_error(path, "cannot open");
         return -1;
@@ -66,8 +66,8 @@ int rn_file_info(const char *path, RnFileInfo *fi) {
     if (!ok) return -1;
     fi->kind = info.dwFileAttributes & FILE_ATTRIBUTE_DIRECTORY ? RN_FILE_DIR : RN_FILE_REGULAR;
     fi->size = (int64_t)((uint64_t)info.nFileSizeHigh << 32 | info.nFileSizeLow);
-    uint64_t ticks = (uint64_t)info.ftLastWriteTime.dwHighDateTime << 32 |
-                     info.ftLastWriteTime.dwLowDateTime;
+    uint64_t ticks =
+        (uint64_t)info.ftLastWriteTime.dwHighDateTime << 32 | info.ftLastWriteTime.dwLowDateTime;
     fi->mtime_sec = (int64_t)(ticks / 10000000u) - INT64_C(11644473600);
     fi->mtime_nsec = (int64_t)(ticks % 10000000u) * 100;
     fi->dev = info.dwVolumeSerialNumber;
@@ -175,8 +175,9 @@ int rn_file_info(const char *path, RnFileInfo *fi) {
         rn_set_error("%s: %s", path, strerror(errno));
         return -1;
     }
-    fi->kind = S_ISREG(st.st_mode) ? RN_FILE_REGULAR : S_ISDIR(st.st_mode) ? RN_FILE_DIR
-                                                                           : RN_FILE_OTHER;
+    fi->kind = S_ISREG(st.st_mode)   ? RN_FILE_REGULAR
+               : S_ISDIR(st.st_mode) ? RN_FILE_DIR
+                                     : RN_FILE_OTHER;
     fi->size = (int64_t)st.st_size;
     fi->mtime_sec = (int64_t)st.st_mtim.tv_sec;
     fi->mtime_nsec = (int64_t)st.st_mtim.tv_nsec;

@@ -12,7 +12,7 @@
  * block is released with free(), like any other (see platform.c for Windows). */
 void *rn_aligned_alloc(size_t align, size_t size);
 
-double rn_seconds(void);  /* monotonic wall clock, seconds */
+double rn_seconds(void);   /* monotonic wall clock, seconds */
 long rn_peak_rss_kb(void); /* the process's peak resident memory, KiB; -1 if unknown */
 
 enum { RN_FILE_OTHER, RN_FILE_REGULAR, RN_FILE_DIR };
@@ -39,8 +39,8 @@ int rn_replace_file(const char *from, const char *to);
 long rn_pid(void);
 int rn_mkdir(const char *path); /* one level, mode 0755 where modes exist */
 int rn_isatty(int fd);
-void rn_binary_stdout(void); /* stdout writes "\n" as is (Windows: not "\r\n") */
-void rn_kill_self(void); /* end now, as kill -9 would: no exit handlers, no flushing */
+void rn_binary_stdout(void);    /* stdout writes "\n" as is (Windows: not "\r\n") */
+void rn_kill_self(void);        /* end now, as kill -9 would: no exit handlers, no flushing */
 int rn_process_alive(long pid); /* 1 while a process with that id exists */
 /* Hold path (created if absent) locked for the rest of this process's life, released when
  * it ends however it ends: 0 locked, 1 another process holds it, -1 error (rn_error). */

@@ -12,8 +12,10 @@ static void put(Buf *b, const char *s) { buf_put(b, s, strlen(s)); }
 /* ---------------------------------------------------------------- metrics.json */
 
 static void json_number(Buf *b, double x) {
-    if (isfinite(x)) buf_printf(b, "%.9g", x);
-    else put(b, "null");
+    if (isfinite(x))
+        buf_printf(b, "%.9g", x);
+    else
+        put(b, "null");
 }
 
 /* Class names go with a Metrics only when the counts agree. */
@@ -28,14 +30,20 @@ int report_write_json(const Report *r, const char *path) {
     }
     Buf b = {0};
     put(&b, "{\"title\":");
-    if (r->title) buf_json_string(&b, r->title);
-    else put(&b, "null");
+    if (r->title)
+        buf_json_string(&b, r->title);
+    else
+        put(&b, "null");
     put(&b, ",\n\"test\":");
-    if (r->test) metrics_json(&b, r->test, names_for(r, r->test));
-    else put(&b, "null");
+    if (r->test)
+        metrics_json(&b, r->test, names_for(r, r->test));
+    else
+        put(&b, "null");
     put(&b, ",\n\"val\":");
-    if (r->val) metrics_json(&b, r->val, names_for(r, r->val));
-    else put(&b, "null");
+    if (r->val)
+        metrics_json(&b, r->val, names_for(r, r->val));
+    else
+        put(&b, "null");
     put(&b, ",\n\"history\":[");
     for (int i = 0; i < r->n_history; i++) {
         const EpochRecord *e = &r->history[i];
@@ -59,8 +67,10 @@ int report_write_json(const Report *r, const char *path) {
         put(&b, "{\"names\":[");
         for (int i = 0; i < r->n_domains; i++) {
             if (i) put(&b, ",");
-            if (r->domain_names && r->domain_names[i]) buf_json_string(&b, r->domain_names[i]);
-            else buf_printf(&b, "\"D%d\"", i);
+            if (r->domain_names && r->domain_names[i])
+                buf_json_string(&b, r->domain_names[i]);
+            else
+                buf_printf(&b, "\"D%d\"", i);
         }
         put(&b, "],\"accuracy\":[");
         for (int i = 0; i < r->n_domains; i++) {
@@ -81,8 +91,10 @@ int report_write_json(const Report *r, const char *path) {
         buf_json_string(&b, r->misclassified[i] ? r->misclassified[i] : "");
     }
     put(&b, "],\n\"notes\":");
-    if (r->notes) buf_json_string(&b, r->notes);
-    else put(&b, "null");
+    if (r->notes)
+        buf_json_string(&b, r->notes);
+    else
+        put(&b, "null");
     put(&b, "}\n");
     int rc = write_file_atomic(path, b.data, b.len);
     buf_free(&b);
@@ -117,7 +129,10 @@ static void esc_cut(Buf *b, const char *s, int max_chars) {
         }
         p++;
     }
-    if (!*p) { esc(b, s); return; }
+    if (!*p) {
+        esc(b, s);
+        return;
+    }
     /* too long: keep max_chars - 1 code points and add an ellipsis */
     chars = 0;
     p = s;
@@ -141,23 +156,31 @@ static const char *class_name(char **names, int c, char *tmp, size_t len) {
 }
 
 static void pct(Buf *b, double x) {
-    if (isfinite(x)) buf_printf(b, "%.1f%%", 100 * x);
-    else put(b, "&mdash;");
+    if (isfinite(x))
+        buf_printf(b, "%.1f%%", 100 * x);
+    else
+        put(b, "&mdash;");
 }
 
 static void num(Buf *b, double x, int digits) {
-    if (isfinite(x)) buf_printf(b, "%.*f", digits, x);
-    else put(b, "&mdash;");
+    if (isfinite(x))
+        buf_printf(b, "%.*f", digits, x);
+    else
+        put(b, "&mdash;");
 }
 
 /* Sequential colour scale through the given RGB stops, t in [0, 1]. */
-typedef struct { double t; int r, g, b; } ColorStop;
-static const ColorStop blues[] = {
-    {0.00, 247, 251, 255}, {0.25, 198, 219, 239}, {0.50, 107, 174, 214},
-    {0.75, 33, 113, 181},  {1.00, 8, 48, 107}};
+typedef struct {
+    double t;
+    int r, g, b;
+} ColorStop;
+static const ColorStop blues[] = {{0.00, 247, 251, 255},
+                                  {0.25, 198, 219, 239},
+                                  {0.50, 107, 174, 214},
+                                  {0.75, 33, 113, 181},
+                                  {1.00, 8, 48, 107}};
 static const ColorStop greens[] = {
-    {0.00, 254, 242, 242}, {0.35, 254, 240, 199}, {0.70, 187, 247, 208},
-    {1.00, 22, 163, 74}};
+    {0.00, 254, 242, 242}, {0.35, 254, 240, 199}, {0.70, 187, 247, 208}, {1.00, 22, 163, 74}};
 
 static void color(Buf *b, const ColorStop *s, int n, double t) {
     if (!(t >= 0)) t = 0;
@@ -187,10 +210,10 @@ static double series_value(const EpochRecord *e, int kind, int val) {
 
 #define CHART_W 560
 #define CHART_H 300
-#define PAD_L 60
-#define PAD_R 18
-#define PAD_T 34
-#define PAD_B 46
+#define PAD_L   60
+#define PAD_R   18
+#define PAD_T   34
+#define PAD_B   46
 
 static void line_chart(Buf *b, const Report *r, int kind) {
     const char *ylabel = kind == SERIES_LOSS ? "loss" : "accuracy";
@@ -201,13 +224,19 @@ static void line_chart(Buf *b, const Report *r, int kind) {
     for (int i = 0; i < n; i++)
         for (int s = 0; s < 2; s++) {
             double v = series_value(&r->history[i], kind, s);
-            if (isfinite(v)) { lo = v < lo ? v : lo; hi = v > hi ? v : hi; }
+            if (isfinite(v)) {
+                lo = v < lo ? v : lo;
+                hi = v > hi ? v : hi;
+            }
         }
-    buf_printf(b, "<svg class=\"chart\" viewBox=\"0 0 %d %d\" role=\"img\" "
-                  "aria-label=\"%s curves\">\n", CHART_W, CHART_H, ylabel);
+    buf_printf(b,
+               "<svg class=\"chart\" viewBox=\"0 0 %d %d\" role=\"img\" "
+               "aria-label=\"%s curves\">\n",
+               CHART_W, CHART_H, ylabel);
     if (!isfinite(lo)) {
-        buf_printf(b, "<rect x=\"1\" y=\"1\" width=\"%d\" height=\"%d\" class=\"empty\"/>"
-                      "<text x=\"%d\" y=\"%d\" class=\"emptytext\">no %s recorded</text>\n</svg>\n",
+        buf_printf(b,
+                   "<rect x=\"1\" y=\"1\" width=\"%d\" height=\"%d\" class=\"empty\"/>"
+                   "<text x=\"%d\" y=\"%d\" class=\"emptytext\">no %s recorded</text>\n</svg>\n",
                    CHART_W - 2, CHART_H - 2, CHART_W / 2, CHART_H / 2, ylabel);
         return;
     }
@@ -226,24 +255,36 @@ static void line_chart(Buf *b, const Report *r, int kind) {
         lo -= pad;
         hi += pad;
     }
-    if (fraction) { if (lo < 0) lo = 0; if (hi > 1) hi = 1; }
+    if (fraction) {
+        if (lo < 0) lo = 0;
+        if (hi > 1) hi = 1;
+    }
     double step = nice_step((hi - lo) / 5);
     lo = floor(lo / step + 1e-9) * step;
     hi = ceil(hi / step - 1e-9) * step;
-    if (fraction) { if (lo < 0) lo = 0; if (hi > 1) hi = 1; }
+    if (fraction) {
+        if (lo < 0) lo = 0;
+        if (hi > 1) hi = 1;
+    }
     int n_ticks = (int)floor((hi - lo) / step + 1e-6); /* about 5, at lo + i * step */
 
     /* x: the epoch numbers when they increase, else the position in the history */
     int by_epoch = 1;
     for (int i = 1; i < n; i++) by_epoch &= r->history[i].epoch > r->history[i - 1].epoch;
     double *xs = malloc((size_t)n * sizeof *xs);
-    if (!xs) { put(b, "</svg>\n"); return; }
+    if (!xs) {
+        put(b, "</svg>\n");
+        return;
+    }
     for (int i = 0; i < n; i++) xs[i] = by_epoch ? r->history[i].epoch : i + 1;
     double x0 = xs[0], x1 = xs[n - 1];
-    if (x1 - x0 < 1) { x0 -= 1; x1 += 1; }
+    if (x1 - x0 < 1) {
+        x0 -= 1;
+        x1 += 1;
+    }
     double pw = CHART_W - PAD_L - PAD_R, ph = CHART_H - PAD_T - PAD_B;
-#define PX(x) (PAD_L + ((x) - x0) / (x1 - x0) * pw)
-#define PY(y) (PAD_T + (1 - ((y) - lo) / (hi - lo)) * ph)
+#define PX(x) (PAD_L + ((x)-x0) / (x1 - x0) * pw)
+#define PY(y) (PAD_T + (1 - ((y)-lo) / (hi - lo)) * ph)
 
     /* grid and y ticks */
     put(b, "<g class=\"grid\">");
@@ -268,25 +309,31 @@ static void line_chart(Buf *b, const Report *r, int kind) {
     double xfirst = ceil(x0 / xstep) * xstep;
     for (int i = 0; i <= (int)((x1 - xfirst) / xstep + 1e-9) && i <= 20; i++) {
         double t = xfirst + i * xstep;
-        buf_printf(b, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%g</text>"
-                      "<line class=\"tickmark\" x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\"/>",
+        buf_printf(b,
+                   "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%g</text>"
+                   "<line class=\"tickmark\" x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\"/>",
                    PX(t), CHART_H - PAD_B + 18, t, PX(t), PX(t), PAD_T + ph, PAD_T + ph + 5);
     }
     put(b, "</g>\n");
-    buf_printf(b, "<line class=\"axis\" x1=\"%d\" x2=\"%d\" y1=\"%d\" y2=\"%.1f\"/>"
-                  "<line class=\"axis\" x1=\"%d\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\"/>\n",
+    buf_printf(b,
+               "<line class=\"axis\" x1=\"%d\" x2=\"%d\" y1=\"%d\" y2=\"%.1f\"/>"
+               "<line class=\"axis\" x1=\"%d\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\"/>\n",
                PAD_L, PAD_L, PAD_T, PAD_T + ph, PAD_L, PAD_L + pw, PAD_T + ph, PAD_T + ph);
-    buf_printf(b, "<text class=\"axislabel\" x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%s</text>\n",
+    buf_printf(b,
+               "<text class=\"axislabel\" x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%s</text>\n",
                PAD_L + pw / 2, CHART_H - 8, by_epoch ? "epoch" : "record");
-    buf_printf(b, "<text class=\"axislabel\" transform=\"translate(16 %.1f) rotate(-90)\" "
-                  "text-anchor=\"middle\">%s</text>\n", PAD_T + ph / 2, ylabel);
+    buf_printf(b,
+               "<text class=\"axislabel\" transform=\"translate(16 %.1f) rotate(-90)\" "
+               "text-anchor=\"middle\">%s</text>\n",
+               PAD_T + ph / 2, ylabel);
 
     /* stage changes: a dashed line halfway between the two records */
     for (int i = 1; i < n; i++) {
         if (r->history[i].stage == r->history[i - 1].stage) continue;
         double x = PX(0.5 * (xs[i - 1] + xs[i]));
-        buf_printf(b, "<line class=\"stage\" x1=\"%.1f\" x2=\"%.1f\" y1=\"%d\" y2=\"%.1f\"/>"
-                      "<text class=\"stagelabel\" x=\"%.1f\" y=\"%d\">stage %d</text>\n",
+        buf_printf(b,
+                   "<line class=\"stage\" x1=\"%.1f\" x2=\"%.1f\" y1=\"%d\" y2=\"%.1f\"/>"
+                   "<text class=\"stagelabel\" x=\"%.1f\" y=\"%d\">stage %d</text>\n",
                    x, x, PAD_T - 4, PAD_T + ph, x + 4, PAD_T + 8, r->history[i].stage);
     }
 
@@ -300,7 +347,8 @@ static void line_chart(Buf *b, const Report *r, int kind) {
                 open = 0;
                 continue;
             }
-            if (!open) buf_printf(b, "<polyline class=\"series\" stroke=\"%s\" points=\"", colors[s]);
+            if (!open)
+                buf_printf(b, "<polyline class=\"series\" stroke=\"%s\" points=\"", colors[s]);
             buf_printf(b, "%s%.1f,%.1f", open ? " " : "", PX(xs[i]), PY(v));
             open = 1;
         }
@@ -308,8 +356,9 @@ static void line_chart(Buf *b, const Report *r, int kind) {
         for (int i = 0; i < n; i++) {
             double v = series_value(&r->history[i], kind, s);
             if (!isfinite(v)) continue;
-            buf_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"%s\" fill=\"%s\"><title>%s %s, "
-                          "epoch %d: %.4g</title></circle>",
+            buf_printf(b,
+                       "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"%s\" fill=\"%s\"><title>%s %s, "
+                       "epoch %d: %.4g</title></circle>",
                        PX(xs[i]), PY(v), n <= 40 ? "3" : "1.5", colors[s], names[s], ylabel,
                        r->history[i].epoch, fraction ? 100 * v : v);
         }
@@ -318,8 +367,9 @@ static void line_chart(Buf *b, const Report *r, int kind) {
     /* legend, top right */
     for (int s = 0; s < 2; s++) {
         double lx = PAD_L + pw - 130 + s * 70;
-        buf_printf(b, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"14\" y2=\"14\" stroke=\"%s\" "
-                      "stroke-width=\"3\"/><text class=\"legend\" x=\"%.1f\" y=\"18\">%s</text>",
+        buf_printf(b,
+                   "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"14\" y2=\"14\" stroke=\"%s\" "
+                   "stroke-width=\"3\"/><text class=\"legend\" x=\"%.1f\" y=\"18\">%s</text>",
                    lx, lx + 18, colors[s], lx + 23, names[s]);
     }
     put(b, "\n</svg>\n");
@@ -353,11 +403,14 @@ static void confusion_svg(Buf *b, const Metrics *m, char **names) {
     int left = name_w + 26, top = 10, grid = cell * k;
     int bottom = label_names ? (int)(name_w * 0.75) + 44 : 56;
     int width = left + grid + 90, height = top + grid + bottom;
-    buf_printf(b, "<svg class=\"heat\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "
-                  "role=\"img\" aria-label=\"confusion matrix\">\n", width, height, width, height);
+    buf_printf(b,
+               "<svg class=\"heat\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "
+               "role=\"img\" aria-label=\"confusion matrix\">\n",
+               width, height, width, height);
     /* count font: as large as the cell allows for the widest count */
     int maxc = 0;
-    for (size_t i = 0; i < (size_t)k * k; i++) if (m->confusion[i] > maxc) maxc = m->confusion[i];
+    for (size_t i = 0; i < (size_t)k * k; i++)
+        if (m->confusion[i] > maxc) maxc = m->confusion[i];
     int digits = snprintf(tmp, sizeof tmp, "%d", maxc);
     double count_font = fmin(13, fmin(cell * 0.42, (cell - 4) / (0.62 * digits)));
     for (int r = 0; r < k; r++) {
@@ -367,8 +420,8 @@ static void confusion_svg(Buf *b, const Metrics *m, char **names) {
             int count = m->confusion[(size_t)r * k + c];
             double v = row > 0 ? count / row : 0;
             int x = left + c * cell, y = top + r * cell;
-            buf_printf(b, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"", x, y,
-                       cell, cell);
+            buf_printf(b, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"", x, y, cell,
+                       cell);
             color(b, blues, 5, v);
             put(b, r == c ? "\" class=\"diag\"><title>" : "\"><title>");
             esc(b, class_name(names, r, tmp, sizeof tmp));
@@ -376,9 +429,11 @@ static void confusion_svg(Buf *b, const Metrics *m, char **names) {
             esc(b, class_name(names, c, tmp, sizeof tmp));
             buf_printf(b, ": %d (%.1f%% of row)</title></rect>", count, 100 * v);
             if (count_font >= 6.5 && (count > 0 || k <= 12))
-                buf_printf(b, "<text class=\"count\" x=\"%.1f\" y=\"%.1f\" font-size=\"%.1f\" "
-                              "fill=\"%s\">%d</text>", x + cell / 2.0, y + cell / 2.0 + count_font * 0.35,
-                           count_font, v > 0.5 ? "#fff" : "#1e293b", count);
+                buf_printf(b,
+                           "<text class=\"count\" x=\"%.1f\" y=\"%.1f\" font-size=\"%.1f\" "
+                           "fill=\"%s\">%d</text>",
+                           x + cell / 2.0, y + cell / 2.0 + count_font * 0.35, count_font,
+                           v > 0.5 ? "#fff" : "#1e293b", count);
         }
         put(b, "\n");
     }
@@ -386,25 +441,36 @@ static void confusion_svg(Buf *b, const Metrics *m, char **names) {
     for (int c = 0; c < k; c += label_every) {
         double y = top + c * cell + cell / 2.0 + font * 0.35;
         double x = left + c * cell + cell / 2.0;
-        buf_printf(b, "<text class=\"clabel\" x=\"%d\" y=\"%.1f\" text-anchor=\"end\" "
-                      "font-size=\"%.1f\">", left - 6, y, font);
-        if (label_names) esc_cut(b, class_name(names, c, tmp, sizeof tmp), cut);
-        else buf_printf(b, "%d", c);
+        buf_printf(b,
+                   "<text class=\"clabel\" x=\"%d\" y=\"%.1f\" text-anchor=\"end\" "
+                   "font-size=\"%.1f\">",
+                   left - 6, y, font);
+        if (label_names)
+            esc_cut(b, class_name(names, c, tmp, sizeof tmp), cut);
+        else
+            buf_printf(b, "%d", c);
         if (label_names) {
-            buf_printf(b, "</text><text class=\"clabel\" text-anchor=\"end\" font-size=\"%.1f\" "
-                          "transform=\"translate(%.1f %d) rotate(-45)\">", font, x + font * 0.3,
-                       top + grid + 8);
+            buf_printf(b,
+                       "</text><text class=\"clabel\" text-anchor=\"end\" font-size=\"%.1f\" "
+                       "transform=\"translate(%.1f %d) rotate(-45)\">",
+                       font, x + font * 0.3, top + grid + 8);
             esc_cut(b, class_name(names, c, tmp, sizeof tmp), cut);
         } else {
-            buf_printf(b, "</text><text class=\"clabel\" text-anchor=\"middle\" font-size=\"%.1f\" "
-                          "x=\"%.1f\" y=\"%.1f\">%d", font, x, top + grid + 8 + font, c);
+            buf_printf(b,
+                       "</text><text class=\"clabel\" text-anchor=\"middle\" font-size=\"%.1f\" "
+                       "x=\"%.1f\" y=\"%.1f\">%d",
+                       font, x, top + grid + 8 + font, c);
         }
         put(b, "</text>\n");
     }
-    buf_printf(b, "<text class=\"axislabel\" transform=\"translate(12 %.1f) rotate(-90)\" "
-                  "text-anchor=\"middle\">true class</text>\n", top + grid / 2.0);
-    buf_printf(b, "<text class=\"axislabel\" x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">"
-                  "predicted class</text>\n", left + grid / 2.0, height - 8);
+    buf_printf(b,
+               "<text class=\"axislabel\" transform=\"translate(12 %.1f) rotate(-90)\" "
+               "text-anchor=\"middle\">true class</text>\n",
+               top + grid / 2.0);
+    buf_printf(b,
+               "<text class=\"axislabel\" x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">"
+               "predicted class</text>\n",
+               left + grid / 2.0, height - 8);
     /* colour bar */
     int bx = left + grid + 24, bh = grid < 120 ? grid : 120;
     put(b, "<defs><linearGradient id=\"cmgrad\" x1=\"0\" y1=\"1\" x2=\"0\" y2=\"0\">");
@@ -414,9 +480,10 @@ static void confusion_svg(Buf *b, const Metrics *m, char **names) {
         put(b, "\"/>");
     }
     put(b, "</linearGradient></defs>\n");
-    buf_printf(b, "<rect x=\"%d\" y=\"%d\" width=\"12\" height=\"%d\" fill=\"url(#cmgrad)\" "
-                  "stroke=\"#cbd5e1\"/><text class=\"tick\" x=\"%d\" y=\"%d\">100%%</text>"
-                  "<text class=\"tick\" x=\"%d\" y=\"%d\">0%%</text>\n</svg>\n",
+    buf_printf(b,
+               "<rect x=\"%d\" y=\"%d\" width=\"12\" height=\"%d\" fill=\"url(#cmgrad)\" "
+               "stroke=\"#cbd5e1\"/><text class=\"tick\" x=\"%d\" y=\"%d\">100%%</text>"
+               "<text class=\"tick\" x=\"%d\" y=\"%d\">0%%</text>\n</svg>\n",
                bx, top, bh, bx + 16, top + 9, bx + 16, top + bh);
 }
 
@@ -442,8 +509,10 @@ static void class_bars_svg(Buf *b, const Metrics *m, char **names) {
     int bottom = k <= 20 ? 110 : 90;
     int width = left + pw + 16, height = top + ph + bottom;
     if (width < 420) width = 420;
-    buf_printf(b, "<svg class=\"bars\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "
-                  "role=\"img\" aria-label=\"per-class scores\">\n", width, height, width, height);
+    buf_printf(b,
+               "<svg class=\"bars\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "
+               "role=\"img\" aria-label=\"per-class scores\">\n",
+               width, height, width, height);
     put(b, "<g class=\"grid\">");
     for (int t = 0; t <= 4; t++) {
         double y = top + ph * (1 - t / 4.0);
@@ -459,14 +528,17 @@ static void class_bars_svg(Buf *b, const Metrics *m, char **names) {
         for (int s = 0; s < 3; s++) {
             double v = isfinite(vals[s]) ? fmax(0, fmin(1, vals[s])) : 0;
             double h = v * ph;
-            buf_printf(b, "<rect x=\"%d\" y=\"%.1f\" width=\"%d\" height=\"%.1f\" fill=\"%s\"><title>",
+            buf_printf(b,
+                       "<rect x=\"%d\" y=\"%.1f\" width=\"%d\" height=\"%.1f\" fill=\"%s\"><title>",
                        left + c * group + gap / 2 + s * bar, top + ph - h, bar, h, colors[s]);
             esc(b, class_name(names, c, tmp, sizeof tmp));
-            buf_printf(b, " %s: %.4f (support %d)</title></rect>", labels[s], vals[s], m->support[c]);
+            buf_printf(b, " %s: %.4f (support %d)</title></rect>", labels[s], vals[s],
+                       m->support[c]);
         }
         /* names slanted, steeper when the groups are narrow */
-        buf_printf(b, "<text class=\"clabel\" text-anchor=\"end\" font-size=\"%d\" "
-                      "transform=\"translate(%.1f %d) rotate(%d)\">",
+        buf_printf(b,
+                   "<text class=\"clabel\" text-anchor=\"end\" font-size=\"%d\" "
+                   "transform=\"translate(%.1f %d) rotate(%d)\">",
                    font, left + c * group + group / 2.0 + 4, top + ph + 14, -angle);
         esc_cut(b, class_name(names, c, tmp, sizeof tmp), 16);
         put(b, "</text>");
@@ -476,8 +548,9 @@ static void class_bars_svg(Buf *b, const Metrics *m, char **names) {
                left + pw, top + ph, top + ph);
     const int legend_x[3] = {0, 96, 168};
     for (int s = 0; s < 3; s++)
-        buf_printf(b, "<rect x=\"%d\" y=\"8\" width=\"12\" height=\"12\" rx=\"2\" fill=\"%s\"/>"
-                      "<text class=\"legend\" x=\"%d\" y=\"18\">%s</text>",
+        buf_printf(b,
+                   "<rect x=\"%d\" y=\"8\" width=\"12\" height=\"12\" rx=\"2\" fill=\"%s\"/>"
+                   "<text class=\"legend\" x=\"%d\" y=\"18\">%s</text>",
                    left + legend_x[s], colors[s], left + legend_x[s] + 17, labels[s]);
     put(b, "\n</svg>\n");
 }
@@ -494,8 +567,10 @@ static void report_row(Buf *b, const char *cls, const char *name, double p, doub
     num(b, r, 4);
     put(b, "</td><td>");
     num(b, f1, 4);
-    buf_printf(b, "</td><td>%d</td><td class=\"bar\"><span style=\"width:%.1f%%\"></span></td>"
-                  "</tr>\n", support, isfinite(f1) ? 100 * fmax(0, fmin(1, f1)) : 0);
+    buf_printf(b,
+               "</td><td>%d</td><td class=\"bar\"><span style=\"width:%.1f%%\"></span></td>"
+               "</tr>\n",
+               support, isfinite(f1) ? 100 * fmax(0, fmin(1, f1)) : 0);
 }
 
 static void classification_table(Buf *b, const Metrics *m, char **names) {
@@ -540,7 +615,10 @@ static void domain_table(Buf *b, const Report *r) {
         put(b, "</th>");
         for (int j = 0; j < d; j++) {
             double v = r->domain_acc[(size_t)i * d + j];
-            if (!isfinite(v)) { put(b, "<td class=\"na\">&mdash;</td>"); continue; }
+            if (!isfinite(v)) {
+                put(b, "<td class=\"na\">&mdash;</td>");
+                continue;
+            }
             put(b, "<td style=\"background:");
             color(b, greens, 4, v);
             put(b, "\">");
@@ -616,13 +694,15 @@ static const char *css =
     "details summary{cursor:pointer;color:#2563eb;margin-top:14px}"
     "footer{color:#94a3b8;font-size:12px;text-align:center;margin-top:24px}";
 
-static void card(Buf *b, const char *label, const char *color_hex, const char *hint,
-                 double value, int as_pct) {
+static void card(Buf *b, const char *label, const char *color_hex, const char *hint, double value,
+                 int as_pct) {
     buf_printf(b, "<div class=\"card\" style=\"--c:%s\"><div class=\"label\">", color_hex);
     esc(b, label);
     put(b, "</div><div class=\"value\">");
-    if (as_pct) pct(b, value);
-    else num(b, value, 3);
+    if (as_pct)
+        pct(b, value);
+    else
+        num(b, value, 3);
     put(b, "</div><div class=\"hint\">");
     esc(b, hint);
     put(b, "</div></div>\n");
@@ -647,8 +727,10 @@ int report_write_html(const Report *r, const char *path) {
     put(&b, "</style></head>\n<body><main>\n<header><h1>");
     esc(&b, title);
     put(&b, "</h1><p class=\"sub\">");
-    if (m) buf_printf(&b, "%s set: %d samples, %d classes", split, m->n, m->k);
-    else put(&b, "no evaluation metrics");
+    if (m)
+        buf_printf(&b, "%s set: %d samples, %d classes", split, m->n, m->k);
+    else
+        put(&b, "no evaluation metrics");
     if (r->n_history) buf_printf(&b, " &middot; %d epochs recorded", r->n_history);
     put(&b, "</p>\n<div class=\"cards\">\n");
     if (m) {
@@ -660,8 +742,9 @@ int report_write_html(const Report *r, const char *path) {
         snprintf(label, sizeof label, "top-%d accuracy", m->topk);
         snprintf(hint, sizeof hint, "true class among the %d highest scores", m->topk);
         card(&b, label, "#f59e0b", hint, m->topk_accuracy, 1);
-        if (r->test && r->val) card(&b, "validation accuracy", "#64748b", "held-out during training",
-                                    r->val->accuracy, 1);
+        if (r->test && r->val)
+            card(&b, "validation accuracy", "#64748b", "held-out during training", r->val->accuracy,
+                 1);
     }
     put(&b, "</div></header>\n");
 
@@ -677,14 +760,18 @@ int report_write_html(const Report *r, const char *path) {
     }
 
     if (m) {
-        buf_printf(&b, "<section><h2>Confusion matrix (%s)</h2><p class=\"small\">Rows are the "
-                        "true class, columns the prediction; colour is the share of the row, "
-                        "the number the count. Hover a cell for its classes.</p>"
-                        "<div class=\"scroll\">\n", split);
+        buf_printf(&b,
+                   "<section><h2>Confusion matrix (%s)</h2><p class=\"small\">Rows are the "
+                   "true class, columns the prediction; colour is the share of the row, "
+                   "the number the count. Hover a cell for its classes.</p>"
+                   "<div class=\"scroll\">\n",
+                   split);
         confusion_svg(&b, m, names);
         put(&b, "</div></section>\n");
-        buf_printf(&b, "<section><h2>Per-class precision, recall and F1 (%s)</h2>"
-                        "<div class=\"scroll\">\n", split);
+        buf_printf(&b,
+                   "<section><h2>Per-class precision, recall and F1 (%s)</h2>"
+                   "<div class=\"scroll\">\n",
+                   split);
         class_bars_svg(&b, m, names);
         put(&b, "</div></section>\n");
     }

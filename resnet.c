@@ -29,7 +29,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 /* ------------------------------------------------------------------ graph building */
 
 static Net *net_new(const char *arch, int num_classes, int in_c, uint64_t seed) {
@@ -147,12 +146,11 @@ static void fill_const(Param *p, float v) {
     for (int64_t i = 0; p->data && i < p->numel; i++) p->data[i] = v;
 }
 
-
 /* Conv2d(in_c, out_c, k, stride, pad, bias). torchvision's init: weight ~ N(0, 2 / fan_out)
  * (kaiming_normal_, mode="fan_out", relu), fan_out = out_c * k * k; a bias keeps torch's
  * default U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = in_c * k * k. */
-static int conv_add(Net *net, Rng *rng, const char *name, int stage, int in, int in_c,
-                    int out_c, int k, int stride, int pad, int with_bias) {
+static int conv_add(Net *net, Rng *rng, const char *name, int stage, int in, int in_c, int out_c,
+                    int k, int stride, int pad, int with_bias) {
     int idx = node_add(net, OP_CONV, name, stage, in, -1);
     ConvSpec s = {in_c, out_c, k, k, stride, pad, 1};
     int64_t wshape[4] = {out_c, in_c, k, k}, bshape[1] = {out_c};
@@ -171,12 +169,11 @@ static int conv_add(Net *net, Rng *rng, const char *name, int stage, int in, int
 }
 
 /* torch.nn.BatchNorm2d / BatchNorm1d defaults */
-#define BN_EPS 1e-5f
+#define BN_EPS      1e-5f
 #define BN_MOMENTUM 0.1f
 
 /* BatchNorm2d / BatchNorm1d(c, eps, momentum): gamma 1, beta 0, running mean 0, var 1. */
-static int bn_add(Net *net, const char *name, int stage, int in, int c, float eps,
-                  float momentum) {
+static int bn_add(Net *net, const char *name, int stage, int in, int c, float eps, float momentum) {
     int idx = node_add(net, OP_BN, name, stage, in, -1);
     int64_t shape[1] = {c};
     int w = param_add(net, name, "weight", 1, shape, 0, stage);
@@ -232,8 +229,8 @@ static int conv_bn(Net *net, Rng *rng, const char *conv_name, const char *bn_nam
  * (torchvision) or option A = subsample + zero channels (CIFAR). The block's sum and last
  * ReLU are one node named as the block (its output is the block module's). torchvision's
  * ReLU module is called twice; forward hooks see its calls as "relu", "relu.1". */
-static int basic_block(Net *net, Rng *rng, const char *p, int stage, int x, int in_c,
-                       int planes, int stride, int cifar) {
+static int basic_block(Net *net, Rng *rng, const char *p, int stage, int x, int in_c, int planes,
+                       int stride, int cifar) {
     char n1[RN_NAME_MAX], n2[RN_NAME_MAX];
     join_name(n1, p, "conv1");
     join_name(n2, p, "bn1");
@@ -347,18 +344,60 @@ static const ArchSpec archs[] = {
     {"resnet50", "resnet", {3, 4, 6, 3}, 1, build_resnet, "fc", "torchvision", 224, 0.875f},
     {"resnet101", "resnet", {3, 4, 23, 3}, 1, build_resnet, "fc", "torchvision", 224, 0.875f},
     {"resnet152", "resnet", {3, 8, 36, 3}, 1, build_resnet, "fc", "torchvision", 224, 0.875f},
-    {"cifar_resnet20", "cifar_resnet", {3, 3, 3, 0}, 0, build_cifar_resnet, "linear",
-     "torchvision", 32, 1.0f},
-    {"cifar_resnet32", "cifar_resnet", {5, 5, 5, 0}, 0, build_cifar_resnet, "linear",
-     "torchvision", 32, 1.0f},
-    {"cifar_resnet44", "cifar_resnet", {7, 7, 7, 0}, 0, build_cifar_resnet, "linear",
-     "torchvision", 32, 1.0f},
-    {"cifar_resnet56", "cifar_resnet", {9, 9, 9, 0}, 0, build_cifar_resnet, "linear",
-     "torchvision", 32, 1.0f},
-    {"cifar_resnet110", "cifar_resnet", {18, 18, 18, 0}, 0, build_cifar_resnet, "linear",
-     "torchvision", 32, 1.0f},
-    {"cifar_resnet1202", "cifar_resnet", {200, 200, 200, 0}, 0, build_cifar_resnet, "linear",
-     "torchvision", 32, 1.0f},
+    {"cifar_resnet20",
+     "cifar_resnet",
+     {3, 3, 3, 0},
+     0,
+     build_cifar_resnet,
+     "linear",
+     "torchvision",
+     32,
+     1.0f},
+    {"cifar_resnet32",
+     "cifar_resnet",
+     {5, 5, 5, 0},
+     0,
+     build_cifar_resnet,
+     "linear",
+     "torchvision",
+     32,
+     1.0f},
+    {"cifar_resnet44",
+     "cifar_resnet",
+     {7, 7, 7, 0},
+     0,
+     build_cifar_resnet,
+     "linear",
+     "torchvision",
+     32,
+     1.0f},
+    {"cifar_resnet56",
+     "cifar_resnet",
+     {9, 9, 9, 0},
+     0,
+     build_cifar_resnet,
+     "linear",
+     "torchvision",
+     32,
+     1.0f},
+    {"cifar_resnet110",
+     "cifar_resnet",
+     {18, 18, 18, 0},
+     0,
+     build_cifar_resnet,
+     "linear",
+     "torchvision",
+     32,
+     1.0f},
+    {"cifar_resnet1202",
+     "cifar_resnet",
+     {200, 200, 200, 0},
+     0,
+     build_cifar_resnet,
+     "linear",
+     "torchvision",
+     32,
+     1.0f},
 };
 #define N_ARCHS ((int)(sizeof archs / sizeof archs[0]))
 
@@ -400,8 +439,7 @@ static int head_check(const HeadSpec *h) {
         }
         for (int i = 0; i < h->n_hidden; i++)
             if (h->hidden[i] < 1 || h->hidden[i] > (1 << 20)) {
-                rn_set_error("mlp head: hidden size %d must be in 1..%d", h->hidden[i],
-                             1 << 20);
+                rn_set_error("mlp head: hidden size %d must be in 1..%d", h->hidden[i], 1 << 20);
                 return -1;
             }
         break;
@@ -412,9 +450,7 @@ static int head_check(const HeadSpec *h) {
             return -1;
         }
         break;
-    default:
-        rn_set_error("head: unknown head type %d", (int)h->type);
-        return -1;
+    default: rn_set_error("head: unknown head type %d", (int)h->type); return -1;
     }
     if (!(h->dropout >= 0.0f && h->dropout < 1.0f)) {
         rn_set_error("head: dropout %g must be in [0, 1)", (double)h->dropout);
@@ -422,7 +458,6 @@ static int head_check(const HeadSpec *h) {
     }
     return 0;
 }
-
 
 /* The head on features [c, 1, 1] (linear, MLP; input = the pooled node) or on the feature
  * map [c, h, w] (inception). Returns the last node.
@@ -491,7 +526,6 @@ static int head_build(Net *net, Rng *rng, const HeadSpec *head, int x, int c, in
     return linear_add(net, rng, "head.fc", st, y, 3 * f, k);
 }
 
-
 static int check_classes(int num_classes) {
     if (num_classes < 1 || num_classes > (1 << 20)) {
         rn_set_error("num_classes: expected 1..%d, found %d", 1 << 20, num_classes);
@@ -513,8 +547,8 @@ static void head_attach(Net *net, Rng *rng, const HeadSpec *head, int x, int c,
     }
 }
 
-static Net *create_net(const char *arch, int num_classes, const HeadSpec *head,
-                       uint64_t seed, int shapes_only) {
+static Net *create_net(const char *arch, int num_classes, const HeadSpec *head, uint64_t seed,
+                       int shapes_only) {
     const ArchSpec *a = arch_find(arch);
     if (!a) {
         char known[1024];
@@ -595,8 +629,7 @@ void net_set_first_trainable(Net *net, int stage) {
     int last = net->n_groups > 0 ? net->n_groups : STAGE_COUNT;
     net->first_trainable = stage < 0 ? 0 : stage > last ? last : stage;
     /* the same sizes planned before cannot fail */
-    if (net->plan.arena && net->training_plan &&
-        net->first_trainable < net->plan.first_trainable)
+    if (net->plan.arena && net->training_plan && net->first_trainable < net->plan.first_trainable)
         net_plan(net, net->batch, net->in_h, net->in_w, 1);
 }
 
@@ -650,8 +683,7 @@ int head_parse(const char *text, HeadSpec *head) {
     } else if (strcmp(fields[0], "mlp") == 0) {
         head->type = HEAD_MLP;
         if (nf < 2 || !*fields[1]) {
-            rn_set_error("head \"%s\": mlp needs hidden sizes, e.g. mlp:256 or mlp:512,256",
-                         text);
+            rn_set_error("head \"%s\": mlp needs hidden sizes, e.g. mlp:256 or mlp:512,256", text);
             return -1;
         }
         for (char *s = fields[1];;) {
@@ -662,8 +694,8 @@ int head_parse(const char *text, HeadSpec *head) {
                 return -1;
             }
             if (parse_int(s, &head->hidden[head->n_hidden]) != 0) {
-                rn_set_error("head \"%s\": hidden size \"%s\" is not an integer in 1..%d", text,
-                             s, 1 << 20);
+                rn_set_error("head \"%s\": hidden size \"%s\" is not an integer in 1..%d", text, s,
+                             1 << 20);
                 return -1;
             }
             head->n_hidden++;
@@ -677,8 +709,8 @@ int head_parse(const char *text, HeadSpec *head) {
         head->dropout = 0.5f;
         if (nf > 1 && strncmp(fields[1], "dropout=", 8) != 0) {
             if (parse_int(fields[1], &head->branch_filters) != 0) {
-                rn_set_error("head \"%s\": branch filters \"%s\" is not an integer in 1..%d",
-                             text, fields[1], 1 << 20);
+                rn_set_error("head \"%s\": branch filters \"%s\" is not an integer in 1..%d", text,
+                             fields[1], 1 << 20);
                 return -1;
             }
             first_option = 2;
@@ -693,8 +725,7 @@ int head_parse(const char *text, HeadSpec *head) {
         if (head->type != HEAD_LINEAR && strncmp(f, "dropout=", 8) == 0 && !seen_dropout) {
             if (parse_float(f + 8, &head->dropout) != 0 ||
                 !(head->dropout >= 0.0f && head->dropout < 1.0f)) {
-                rn_set_error("head \"%s\": dropout \"%s\" is not a number in [0, 1)", text,
-                             f + 8);
+                rn_set_error("head \"%s\": dropout \"%s\" is not a number in [0, 1)", text, f + 8);
                 return -1;
             }
             seen_dropout = 1;
@@ -702,7 +733,8 @@ int head_parse(const char *text, HeadSpec *head) {
             head->batchnorm = 1;
         } else {
             rn_set_error("head \"%s\": unexpected \"%s\" (forms: linear, "
-                         "mlp:H1,H2..[:dropout=P][:bn], inception[:F][:dropout=P])", text, f);
+                         "mlp:H1,H2..[:dropout=P][:bn], inception[:F][:dropout=P])",
+                         text, f);
             return -1;
         }
     }
@@ -745,7 +777,6 @@ void head_format(const HeadSpec *head, char *out, size_t out_len) {
 
 /* ------------------------------------------------------------------ planning */
 
-
 /* ------------------------------------------------------------------ forward */
 
 static void run_hook(Net *net, int i, int n) {
@@ -757,7 +788,8 @@ static void run_hook(Net *net, int i, int n) {
 const float *net_forward_upto(Net *net, const float *x, int n, int train, int upto) {
     if (!net->plan.arena || n < 1 || n > net->batch || !x) {
         rn_set_error("%s: forward of %d samples needs a plan for at least that many "
-                     "(planned batch %d)", net->arch, n, net->plan.arena ? net->batch : 0);
+                     "(planned batch %d)",
+                     net->arch, n, net->plan.arena ? net->batch : 0);
         return NULL;
     }
     if (upto < 0 || upto >= net->n_nodes) {
@@ -794,7 +826,10 @@ const float *net_forward(Net *net, const float *x, int n, int train) {
 
 /* ------------------------------------------------------------------ layer dumps */
 
-typedef struct { StWriter w; Buf ops; } Dump;
+typedef struct {
+    StWriter w;
+    Buf ops;
+} Dump;
 
 static void dump_node(void *ctx, const Net *net, int node, int n, const float *out) {
     Dump *d = ctx;
@@ -879,7 +914,8 @@ static int backward_pass(Net *net, const float *dlogits, int n, float *dx, Optim
 void net_backward(Net *net, const float *dlogits, int n, float *dx) {
     if (net->grads_released) {
         rn_set_error("%s: net_backward needs the gradient buffers, which net_release_grads "
-                     "freed (train with net_backward_step)", net->arch);
+                     "freed (train with net_backward_step)",
+                     net->arch);
         return;
     }
     backward_pass(net, dlogits, n, dx, NULL);
@@ -888,8 +924,8 @@ void net_backward(Net *net, const float *dlogits, int n, float *dx) {
 int net_backward_step(Net *net, const float *dlogits, int n, Optimizer *opt) {
     if (!opt || opt->n < net->n_params) {
         rn_set_error("%s: net_backward_step needs an optimizer made for this network "
-                     "(%d parameters; optimizer slots: %d)", net->arch, net->n_params,
-                     opt ? opt->n : 0);
+                     "(%d parameters; optimizer slots: %d)",
+                     net->arch, net->n_params, opt ? opt->n : 0);
         return -1;
     }
     step_grad_reserve(net);
@@ -912,16 +948,16 @@ static int backward_pass(Net *net, const float *dlogits, int n, float *dx, Optim
     NetPlan *plan = &net->plan;
     if (!net->training_plan || !plan->arena || n < 1 || n > net->batch || !dlogits) {
         rn_set_error("%s: backward of %d samples needs a training plan for at least that "
-                     "many (planned batch %d, training %d)", net->arch, n, net->batch,
-                     net->training_plan);
+                     "many (planned batch %d, training %d)",
+                     net->arch, n, net->batch, net->training_plan);
         return -1;
     }
     /* the plan kept only the outputs of the stages that were trainable when it was made */
     int need = dx ? 0 : net->first_trainable;
     if (need < plan->first_trainable) {
         rn_set_error("%s: backward %s needs a training plan made with first_trainable <= %d "
-                     "(this one: %d); call net_plan again", net->arch,
-                     dx ? "to the input" : "into the trainable stages", need,
+                     "(this one: %d); call net_plan again",
+                     net->arch, dx ? "to the input" : "into the trainable stages", need,
                      plan->first_trainable);
         return -1;
     }
@@ -1037,22 +1073,22 @@ size_t net_node_size(const Net *net, int node) {
     return node_numel(&net->nodes[node]);
 }
 
-int net_forward_dataset(Net *net, int node, const Dataset *d, const Preprocess *p,
-                        int batch, int threads, const char *label, BatchVisitor visit,
-                        void *ctx) {
+int net_forward_dataset(Net *net, int node, const Dataset *d, const Preprocess *p, int batch,
+                        int threads, const char *label, BatchVisitor visit, void *ctx) {
     if (d->n == 0) return 0;
     Loader *l = loader_create(d, p, NULL, batch, 0, 0, threads);
     if (!l) return -1;
     loader_start_epoch(l, 0);
     float *x = rn_alloc(sizeof(float) * (size_t)batch * 3 * p->size * p->size);
-    int *labels = rn_alloc(sizeof(int) * (size_t)batch), *idx = rn_alloc(sizeof(int) * (size_t)batch);
+    int *labels = rn_alloc(sizeof(int) * (size_t)batch),
+        *idx = rn_alloc(sizeof(int) * (size_t)batch);
     Progress prog;
     progress_start(&prog, label, d->n);
     long done = 0;
     int got;
     while ((got = loader_next(l, x, labels, idx)) > 0) {
-        const float *out = node < 0 ? net_forward(net, x, got, 0)
-                                    : net_forward_upto(net, x, got, 0, node);
+        const float *out =
+            node < 0 ? net_forward(net, x, got, 0) : net_forward_upto(net, x, got, 0, node);
         visit(ctx, got, idx, labels, out);
         done += got;
         progress_update(&prog, done, "img");

@@ -53,7 +53,9 @@ char *rn_strdup(const char *s);
 
 /* xoshiro256** seeded through splitmix64: the generator for data order, augmentation,
  * dropout and initialisation. Same seed, same stream, on every platform. */
-typedef struct { uint64_t s[4]; } Rng;
+typedef struct {
+    uint64_t s[4];
+} Rng;
 void rng_seed(Rng *r, uint64_t seed);
 uint64_t rng_next(Rng *r);
 float rng_uniform(Rng *r);              /* [0, 1), 24 random bits */
@@ -70,8 +72,8 @@ float hash_uniform(uint32_t seed, uint32_t index);
 /* Fill x[i] = (2 * hash_uniform(seed, i) - 1) * bound, computed in float32. */
 void hash_fill(float *x, size_t n, uint32_t seed, float bound);
 
-double rn_seconds(void);  /* monotonic wall clock */
-int rn_threads(void);     /* threads OpenMP will use (1 without OpenMP) */
+double rn_seconds(void); /* monotonic wall clock */
+int rn_threads(void);    /* threads OpenMP will use (1 without OpenMP) */
 long rn_peak_rss_kb(void);
 
 /* Byte order: every file the library reads or writes (safetensors, .npy, feature caches)
@@ -92,7 +94,10 @@ int write_npy_f32(const char *path, const float *data, int ndim, const int64_t *
 int mkdir_p(const char *path);
 
 /* Growing byte buffer, used to build JSON, HTML and file images. */
-typedef struct { char *data; size_t len, cap; } Buf;
+typedef struct {
+    char *data;
+    size_t len, cap;
+} Buf;
 void buf_put(Buf *b, const void *data, size_t n);
 void buf_printf(Buf *b, const char *fmt, ...) RN_PRINTF(2, 3);
 void buf_json_string(Buf *b, const char *s); /* quoted, escaped JSON string */
@@ -106,7 +111,12 @@ void buf_free(Buf *b);
 float *rn_scratch(int slot, size_t floats);
 
 /* Progress bar on stderr: redraws one line on a terminal, prints plain lines otherwise. */
-typedef struct { const char *label; long total, done; double t0, last; int tty; } Progress;
+typedef struct {
+    const char *label;
+    long total, done;
+    double t0, last;
+    int tty;
+} Progress;
 void progress_start(Progress *p, const char *label, long total);
 void progress_update(Progress *p, long done, const char *extra);
 void progress_finish(Progress *p, const char *extra);
@@ -116,10 +126,10 @@ void progress_finish(Progress *p, const char *extra);
 /* ------------------------------------------------------------------------------------ */
 
 typedef struct {
-    int in_c, out_c;   /* channels */
-    int kh, kw;        /* kernel size */
-    int stride, pad;   /* same in both directions */
-    int groups;        /* 0 or 1: dense; G: in_c and out_c split into G groups, output
+    int in_c, out_c; /* channels */
+    int kh, kw;      /* kernel size */
+    int stride, pad; /* same in both directions */
+    int groups;      /* 0 or 1: dense; G: in_c and out_c split into G groups, output
                           channel oc reading only its group's in_c / G input channels
                           (weight [out_c, in_c / G, kh, kw]); G = in_c: depthwise */
 } ConvSpec;
@@ -130,11 +140,10 @@ static inline int conv_out_size(int in, int k, int stride, int pad) {
 
 /* y[n, oc, oy, ox] = bias[oc] + sum_{ic,ky,kx} w[oc, ic, ky, kx] * x[n, ic, oy*s-p+ky, ox*s-p+kx]
  * weight is [out_c, in_c, kh, kw]; bias may be NULL. */
-void conv2d_forward(const ConvSpec *s, int n, int h, int w, const float *x,
-                    const float *weight, const float *bias, float *y);
-void conv2d_backward(const ConvSpec *s, int n, int h, int w, const float *x,
-                     const float *weight, const float *dy, float *dx, float *dweight,
-                     float *dbias);
+void conv2d_forward(const ConvSpec *s, int n, int h, int w, const float *x, const float *weight,
+                    const float *bias, float *y);
+void conv2d_backward(const ConvSpec *s, int n, int h, int w, const float *x, const float *weight,
+                     const float *dy, float *dx, float *dweight, float *dbias);
 /* The same, adding the input gradient to dx (dx += ...) instead of overwriting it: a
  * branch point's second consumer accumulates in place, with no scratch and no extra pass. */
 void conv2d_backward_add(const ConvSpec *s, int n, int h, int w, const float *x,
@@ -146,7 +155,10 @@ void conv2d_backward_add(const ConvSpec *s, int n, int h, int w, const float *x,
  * act = ReLU when relu. With batchnorm_eval_affine's scale and shift this is conv, eval
  * batch norm (folded), the residual sum and ReLU in one pass, with the same float operations
  * as the separate layers. */
-typedef struct { const float *scale, *shift; int relu; } ConvEpilogue;
+typedef struct {
+    const float *scale, *shift;
+    int relu;
+} ConvEpilogue;
 void conv2d_forward_fused(const ConvSpec *s, int n, int h, int w, const float *x,
                           const float *weight, const ConvEpilogue *e, const float *residual,
                           float *y);
@@ -158,12 +170,11 @@ int conv_winograd_eligible(const ConvSpec *s);
 int conv_winograd_pays(void); /* 1 where this build vectorises the transforms */
 size_t winograd_weight_floats(const ConvSpec *s);
 void winograd_weight_transform(const ConvSpec *s, const float *weight, float *u);
-void conv2d_forward_winograd(const ConvSpec *s, int n, int h, int w, const float *x,
-                             const float *u, const ConvEpilogue *e, const float *residual,
-                             float *y);
+void conv2d_forward_winograd(const ConvSpec *s, int n, int h, int w, const float *x, const float *u,
+                             const ConvEpilogue *e, const float *residual, float *y);
 /* Naive loops, the reference the fast path is tested against. */
-void conv2d_forward_ref(const ConvSpec *s, int n, int h, int w, const float *x,
-                        const float *weight, const float *bias, float *y);
+void conv2d_forward_ref(const ConvSpec *s, int n, int h, int w, const float *x, const float *weight,
+                        const float *bias, float *y);
 void conv2d_backward_ref(const ConvSpec *s, int n, int h, int w, const float *x,
                          const float *weight, const float *dy, float *dx, float *dweight,
                          float *dbias);
@@ -179,19 +190,18 @@ void batchnorm_forward_train(int n, int c, int hw, const float *x, const float *
                              float momentum, float eps, float *y, float *save_mean,
                              float *save_invstd);
 void batchnorm_forward_eval(int n, int c, int hw, const float *x, const float *gamma,
-                            const float *beta, const float *running_mean,
-                            const float *running_var, float eps, float *y);
+                            const float *beta, const float *running_mean, const float *running_var,
+                            float eps, float *y);
 /* Eval batch norm as y = x * scale + shift: scale = gamma * invstd, shift = beta -
  * mean * scale, per channel (batchnorm_forward_eval computes exactly this). */
-void batchnorm_eval_affine(int c, const float *gamma, const float *beta,
-                           const float *running_mean, const float *running_var, float eps,
-                           float *scale, float *shift);
+void batchnorm_eval_affine(int c, const float *gamma, const float *beta, const float *running_mean,
+                           const float *running_var, float eps, float *scale, float *shift);
 /* dx = gamma * invstd / m * (m * dy - sum(dy) - xhat * sum(dy * xhat)). Both batch-norm
  * backwards, relu_backward and dropout_backward may write dx over dy (dx == dy): each value
  * (each channel's sums) is read before it is written; net_backward relies on it. */
 void batchnorm_backward_train(int n, int c, int hw, const float *x, const float *gamma,
-                              const float *save_mean, const float *save_invstd,
-                              const float *dy, float *dx, float *dgamma, float *dbeta);
+                              const float *save_mean, const float *save_invstd, const float *dy,
+                              float *dx, float *dgamma, float *dbeta);
 /* Backward of the eval-mode affine map (statistics are constants): dx = dy * gamma * invstd */
 void batchnorm_backward_eval(int n, int c, int hw, const float *x, const float *gamma,
                              const float *running_mean, const float *running_var, float eps,
@@ -211,8 +221,7 @@ void relu_affine_backward(int n, int c, int hw, const float *x, const float *sca
  *   silu(x) = x * sigmoid(x), silu'(x) = s + x * s * (1 - s) with s = sigmoid(x)
  *   sigmoid(x) = 1 / (1 + exp(-x)), sigmoid'(x) = y * (1 - y) */
 typedef void (*ActForward)(size_t n, const float *x, float *y);
-typedef void (*ActBackward)(size_t n, const float *x, const float *y, const float *dy,
-                            float *dx);
+typedef void (*ActBackward)(size_t n, const float *x, const float *y, const float *dy, float *dx);
 void silu_forward(size_t n, const float *x, float *y);
 void silu_backward(size_t n, const float *x, const float *y, const float *dy, float *dx);
 void sigmoid_forward(size_t n, const float *x, float *y);
@@ -221,19 +230,18 @@ void sigmoid_backward(size_t n, const float *x, const float *y, const float *dy,
 /* Residual sum y = a + b, or relu(a + b). Backward: g = dy (times y > 0 when y is given);
  * each wanted input gradient (da, db non-NULL) is set to g when first_* else g is added. */
 void add_forward(size_t n, const float *a, const float *b, int relu, float *y);
-void add_backward(size_t n, const float *y, const float *dy, float *da, int first_a,
-                  float *db, int first_b);
+void add_backward(size_t n, const float *y, const float *dy, float *da, int first_a, float *db,
+                  int first_b);
 void add_into(size_t n, const float *g, float *d); /* d += g */
 /* Concatenation along channels: per sample, y = [x_0, x_1, ...], part k holding floats[k]
  * values; backward hands each part with dx[k] != NULL its slice of dy. */
 void concat_forward(int n, int parts, const size_t *floats, const float *const *x, float *y);
-void concat_backward(int n, int parts, const size_t *floats, const float *dy,
-                     float *const *dx);
+void concat_backward(int n, int parts, const size_t *floats, const float *dy, float *const *dx);
 
 /* Max pool k x k, stride, pad (padding never wins). argmax [n, c, oh, ow] holds the input
  * index (within the channel plane) of each maximum, for backward. */
-void maxpool2d_forward(int n, int c, int h, int w, int k, int stride, int pad,
-                       const float *x, float *y, int32_t *argmax);
+void maxpool2d_forward(int n, int c, int h, int w, int k, int stride, int pad, const float *x,
+                       float *y, int32_t *argmax);
 void maxpool2d_backward(int n, int c, int h, int w, int k, int stride, int pad,
                         const int32_t *argmax, const float *dy, float *dx);
 
@@ -242,10 +250,10 @@ void avgpool_global_forward(int n, int c, int hw, const float *x, float *y);
 void avgpool_global_backward(int n, int c, int hw, const float *dy, float *dx);
 
 /* y[n, o] = b[o] + sum_i x[n, i] * weight[o, i]  (torch.nn.Linear layout [out, in]). */
-void linear_forward(int n, int in, int out, const float *x, const float *weight,
-                    const float *bias, float *y);
-void linear_backward(int n, int in, int out, const float *x, const float *weight,
-                     const float *dy, float *dx, float *dweight, float *dbias);
+void linear_forward(int n, int in, int out, const float *x, const float *weight, const float *bias,
+                    float *y);
+void linear_backward(int n, int in, int out, const float *x, const float *weight, const float *dy,
+                     float *dx, float *dweight, float *dbias);
 /* The same on sgemm_ref (the reference network). */
 void linear_forward_ref(int n, int in, int out, const float *x, const float *weight,
                         const float *bias, float *y);
@@ -260,8 +268,8 @@ void dropout_backward(size_t n, const float *mask, const float *dy, float *dx);
  * with (out_c - in_c) / 2 zero channels on each side (stride 1 with in_c == out_c: copy). */
 void shortcut_a_forward(int n, int in_c, int h, int w, int out_c, int stride, const float *x,
                         float *y);
-void shortcut_a_backward(int n, int in_c, int h, int w, int out_c, int stride,
-                         const float *dy, float *dx);
+void shortcut_a_backward(int n, int in_c, int h, int w, int out_c, int stride, const float *dy,
+                         float *dx);
 
 /* Softmax cross-entropy with torch.nn.CrossEntropyLoss(weight, label_smoothing) semantics,
  * mean reduction. With eps = label_smoothing, K classes, class weights w (NULL = all 1):
@@ -284,10 +292,10 @@ void softmax_rows(int n, int k, const float *logits, float *probs);
 /* C[m, n] = alpha * op(A)[m, k] * op(B)[k, n] + beta * C, row-major, with leading
  * dimensions lda, ldb, ldc. op(X) = X or X^T. Parallel inside with OpenMP unless called
  * from inside a parallel region. */
-void sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a,
-           int lda, const float *b, int ldb, float beta, float *c, int ldc);
-void sgemm_ref(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a,
-               int lda, const float *b, int ldb, float beta, float *c, int ldc);
+void sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
+           const float *b, int ldb, float beta, float *c, int ldc);
+void sgemm_ref(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
+               const float *b, int ldb, float beta, float *c, int ldc);
 const char *simd_name(void); /* "avx512", "avx2", "scalar": the unit sgemm runs on */
 /* The FMA peak of that unit on the current OpenMP team, measured (best of 5 short runs). */
 double simd_peak_gflops(void);
@@ -300,9 +308,9 @@ double simd_peak_gflops(void);
  * forward and backward on the graph, and the facts the planner needs; a compile-time
  * check holds the table to this enum. */
 typedef enum {
-    OP_INPUT,      /* the network's input */
-    OP_CONV,       /* conv2d_forward (ConvSpec, optional bias) */
-    OP_BN,         /* batch norm, Node.eps / Node.momentum */
+    OP_INPUT, /* the network's input */
+    OP_CONV,  /* conv2d_forward (ConvSpec, optional bias) */
+    OP_BN,    /* batch norm, Node.eps / Node.momentum */
     OP_RELU,
     OP_MAXPOOL,    /* Node.k, stride, pad */
     OP_GAP,        /* global average pool */
@@ -310,9 +318,9 @@ typedef enum {
     OP_ADD_RELU,   /* relu(in[0] + in[1]): the end of a residual block */
     OP_SHORTCUT_A, /* option-A shortcut: Node.conv.in_c -> out_c, Node.stride */
     OP_LINEAR,
-    OP_DROPOUT,    /* Node.p */
-    OP_CONCAT,     /* in[0..n_in) along channels */
-    OP_SILU,       /* x * sigmoid(x) */
+    OP_DROPOUT, /* Node.p */
+    OP_CONCAT,  /* in[0..n_in) along channels */
+    OP_SILU,    /* x * sigmoid(x) */
     OP_SIGMOID,
     OP_COUNT
 } OpType;
@@ -324,73 +332,80 @@ const char *op_name(OpType op); /* "conv", "bn", ... */
  * The STAGE_ names are the torchvision ResNets' numbering. */
 #define RN_MAX_GROUPS 16
 #define RN_GROUP_NAME 24
-enum { STAGE_STEM = 0, STAGE_LAYER1, STAGE_LAYER2, STAGE_LAYER3, STAGE_LAYER4, STAGE_HEAD,
-       STAGE_COUNT = RN_MAX_GROUPS };
+enum {
+    STAGE_STEM = 0,
+    STAGE_LAYER1,
+    STAGE_LAYER2,
+    STAGE_LAYER3,
+    STAGE_LAYER4,
+    STAGE_HEAD,
+    STAGE_COUNT = RN_MAX_GROUPS
+};
 
 #define RN_NAME_MAX 96
 
 typedef struct {
-    char name[RN_NAME_MAX];   /* torchvision state_dict name, e.g. "layer1.0.conv1.weight" */
+    char name[RN_NAME_MAX]; /* torchvision state_dict name, e.g. "layer1.0.conv1.weight" */
     int ndim;
     int64_t shape[4];
     int64_t numel;
     float *data;
-    float *grad;              /* NULL for buffers (BN running statistics) and after
+    float *grad;   /* NULL for buffers (BN running statistics) and after
                                  net_release_grads */
-    int is_buffer;            /* saved with the weights, never optimised */
-    int stage;                /* freeze group */
+    int is_buffer; /* saved with the weights, never optimised */
+    int stage;     /* freeze group */
 } Param;
 
 typedef struct {
     OpType op;
-    char name[RN_NAME_MAX];   /* module name, e.g. "layer2.0.bn1": torchvision's, where
+    char name[RN_NAME_MAX];      /* module name, e.g. "layer2.0.bn1": torchvision's, where
                                  torchvision has a module there */
-    int stage;                /* freeze group */
-    int in[4], n_in;          /* input node indices (ADD: 2, CONCAT: 2..4) */
-    int last_consumer;        /* highest node index reading this output, -1: none */
-    int c, h, w;              /* output shape of one sample for the planned input size */
-    ConvSpec conv;            /* OP_CONV; OP_SHORTCUT_A uses in_c and out_c */
-    int k, stride, pad;       /* OP_MAXPOOL; OP_SHORTCUT_A uses stride */
-    float p;                  /* OP_DROPOUT */
-    float eps, momentum;      /* OP_BN */
+    int stage;                   /* freeze group */
+    int in[4], n_in;             /* input node indices (ADD: 2, CONCAT: 2..4) */
+    int last_consumer;           /* highest node index reading this output, -1: none */
+    int c, h, w;                 /* output shape of one sample for the planned input size */
+    ConvSpec conv;               /* OP_CONV; OP_SHORTCUT_A uses in_c and out_c */
+    int k, stride, pad;          /* OP_MAXPOOL; OP_SHORTCUT_A uses stride */
+    float p;                     /* OP_DROPOUT */
+    float eps, momentum;         /* OP_BN */
     int weight, bias, mean, var; /* parameter indices, -1 when absent */
-    float *out, *dout;        /* [batch, c, h, w], placed by the plan; dout only when the
+    float *out, *dout;           /* [batch, c, h, w], placed by the plan; dout only when the
                                  plan trains */
-    float *save0, *save1;     /* BN: mean/invstd (train forward) or the folded scale/shift
+    float *save0, *save1;        /* BN: mean/invstd (train forward) or the folded scale/shift
                                  (eval forward); DROPOUT: mask; MAXPOOL: argmax (int32) */
 } Node;
 
 /* The planner's state (plan.c), private: what the plan decided for one node ... */
 typedef struct {
-    int fuse_tail;            /* a conv heading conv, BN [, ReLU | ADD] that eval forwards
+    int fuse_tail;          /* a conv heading conv, BN [, ReLU | ADD] that eval forwards
                                  run as one pass: the group's last node; -1: none */
-    int recompute;            /* a ReLU after conv, BN (or, in a low_memory plan, an
+    int recompute;          /* a ReLU after conv, BN (or, in a low_memory plan, an
                                  expanding 1x1 conv) whose output the training plan does
                                  not keep: backward recomputes it */
-    float *wino_u, *wino_w;   /* a fused 3x3 conv's Winograd weights and the weights they
+    float *wino_u, *wino_w; /* a fused 3x3 conv's Winograd weights and the weights they
                                  were made from; NULL: none */
-    int wino_ready;           /* wino_u was made (from wino_w) */
+    int wino_ready;         /* wino_u was made (from wino_w) */
 } PlanNode;
 
 /* ... and for the whole net: one arena holding every activation and gradient, and the
  * buffers backward borrows. */
 typedef struct {
-    PlanNode *nodes;          /* [n_nodes] */
-    float *arena;             /* one allocation for every activation and gradient */
+    PlanNode *nodes; /* [n_nodes] */
+    float *arena;    /* one allocation for every activation and gradient */
     size_t arena_floats;
-    int first_trainable;      /* first_trainable the training plan was made for */
-    float *grad_scratch;      /* backward's scratch for a branch point's extra consumers */
-    float *recompute_buf;     /* backward's recomputed ReLU output, inside the arena */
-    int recompute_owner;      /* the node whose output recompute_buf holds, -1 */
-    float *recompute_conv_buf;/* backward's recomputed conv output (low_memory) */
-    int recompute_conv_owner; /* the node whose output recompute_conv_buf holds, -1 */
-    float *affine;            /* 2 * max channels: a recomputed ReLU's batch-norm scale and
+    int first_trainable;       /* first_trainable the training plan was made for */
+    float *grad_scratch;       /* backward's scratch for a branch point's extra consumers */
+    float *recompute_buf;      /* backward's recomputed ReLU output, inside the arena */
+    int recompute_owner;       /* the node whose output recompute_buf holds, -1 */
+    float *recompute_conv_buf; /* backward's recomputed conv output (low_memory) */
+    int recompute_conv_owner;  /* the node whose output recompute_conv_buf holds, -1 */
+    float *affine;             /* 2 * max channels: a recomputed ReLU's batch-norm scale and
                                  shift */
-    float *wino_buf;          /* every node's wino_u and wino_w */
+    float *wino_buf;           /* every node's wino_u and wino_w */
     size_t wino_floats;
-    float *step_grad;         /* parameter gradients of one node in a fused step */
-    int forward_train;        /* train flag of the last forward, for backward */
-    int grad_from_stage;      /* stages >= this may hold gradients not yet zeroed */
+    float *step_grad;    /* parameter gradients of one node in a fused step */
+    int forward_train;   /* train flag of the last forward, for backward */
+    int grad_from_stage; /* stages >= this may hold gradients not yet zeroed */
 } NetPlan;
 
 typedef enum { HEAD_LINEAR, HEAD_MLP, HEAD_INCEPTION } HeadType;
@@ -399,9 +414,9 @@ typedef enum { HEAD_LINEAR, HEAD_MLP, HEAD_INCEPTION } HeadType;
 typedef struct {
     HeadType type;
     int n_hidden, hidden[RN_MAX_HIDDEN]; /* MLP hidden sizes, e.g. {256} or {512,256,128,64} */
-    float dropout;     /* MLP: after each hidden ReLU; INCEPTION: before the dense layer */
-    int batchnorm;     /* MLP: BatchNorm1d before each dense layer */
-    int branch_filters;/* INCEPTION: filters per branch (1x1, 3x3, 5x5), default 128 */
+    float dropout;      /* MLP: after each hidden ReLU; INCEPTION: before the dense layer */
+    int batchnorm;      /* MLP: BatchNorm1d before each dense layer */
+    int branch_filters; /* INCEPTION: filters per branch (1x1, 3x3, 5x5), default 128 */
 } HeadSpec;
 
 struct Net;
@@ -411,17 +426,19 @@ typedef void (*ForwardHook)(void *ctx, const struct Net *net, int node, int n, c
 
 typedef struct Net {
     /* the graph */
-    char arch[32];            /* "resnet50", "cifar_resnet20", "head" ... */
+    char arch[32]; /* "resnet50", "cifar_resnet20", "head" ... */
     int num_classes;
-    Node *nodes; int n_nodes, cap_nodes;
-    Param *params; int n_params, cap_params;
-    int in_c;                 /* input channels (3 for images, feature channels for heads) */
-    int feature_node;         /* backbone output: the feature map before global pooling */
-    int pooled_node;          /* global-average-pooled features [n, C] (-1 if none) */
-    int n_groups;             /* freeze groups, the head last */
+    Node *nodes;
+    int n_nodes, cap_nodes;
+    Param *params;
+    int n_params, cap_params;
+    int in_c;         /* input channels (3 for images, feature channels for heads) */
+    int feature_node; /* backbone output: the feature map before global pooling */
+    int pooled_node;  /* global-average-pooled features [n, C] (-1 if none) */
+    int n_groups;     /* freeze groups, the head last */
     char group_names[RN_MAX_GROUPS][RN_GROUP_NAME];
-    int first_trainable;      /* groups < this are frozen: no grads, BN in eval mode */
-    Rng rng;                  /* dropout */
+    int first_trainable; /* groups < this are frozen: no grads, BN in eval mode */
+    Rng rng;             /* dropout */
     /* how it runs: set before net_plan */
     int reference;            /* 1: the reference (net_plan): naive kernels, layer by layer,
                                  every training output kept; for checking the fast path */
@@ -443,10 +460,10 @@ typedef struct Net {
     void *hook_ctx;
     /* the plan: net_plan(batch, in_h, in_w, training_plan) */
     int batch, in_h, in_w, training_plan;
-    NetPlan plan;             /* private (plan.c) */
-    int grads_released;       /* net_release_grads was called: Param.grad is NULL */
-    int shapes_only;          /* private: made by resnet_describe (no parameter data) */
-    double *node_seconds;     /* profiling, off when NULL: a caller's [2 * n_nodes + 1]
+    NetPlan plan;         /* private (plan.c) */
+    int grads_released;   /* net_release_grads was called: Param.grad is NULL */
+    int shapes_only;      /* private: made by resnet_describe (no parameter data) */
+    double *node_seconds; /* profiling, off when NULL: a caller's [2 * n_nodes + 1]
                                  array to which net_forward adds each node's seconds (a
                                  fused group's to its conv), backward adds them at n_nodes +
                                  node, and net_backward_step its optimizer updates at the end */
@@ -455,17 +472,17 @@ typedef struct Net {
 /* Architectures, in a registry: each names its family's builder, its freeze groups and
  * its classifier, and the preprocessing its published weights expect. */
 typedef struct ArchSpec {
-    const char *name;         /* --arch value */
-    const char *family;       /* "resnet" (torchvision v1.5), "cifar_resnet" (option A) */
-    int blocks[4];            /* blocks per stage (CIFAR: 3 stages) */
-    int bottleneck;           /* Bottleneck blocks (expansion 4) instead of BasicBlock */
+    const char *name;   /* --arch value */
+    const char *family; /* "resnet" (torchvision v1.5), "cifar_resnet" (option A) */
+    int blocks[4];      /* blocks per stage (CIFAR: 3 stages) */
+    int bottleneck;     /* Bottleneck blocks (expansion 4) instead of BasicBlock */
     /* Adds the backbone after the input node: declares the freeze groups before the head,
      * sets net->feature_node and returns its channel count (-1: rn_error says why). */
     int (*build)(Net *net, const struct ArchSpec *a, Rng *rng);
-    const char *classifier;   /* module name of the plain linear head: "fc", "linear" */
-    const char *preprocess;   /* prep_name of the weights' convention */
-    int size;                 /* input size the weights were trained at */
-    float crop_pct;           /* their eval crop (1: none) */
+    const char *classifier; /* module name of the plain linear head: "fc", "linear" */
+    const char *preprocess; /* prep_name of the weights' convention */
+    int size;               /* input size the weights were trained at */
+    float crop_pct;         /* their eval crop (1: none) */
 } ArchSpec;
 int arch_count(void);
 const ArchSpec *arch_at(int i);
@@ -569,10 +586,10 @@ typedef enum { OPT_SGD, OPT_ADAM, OPT_ADAMW } OptType;
 typedef struct {
     OptType type;
     float lr;
-    float beta1, beta2, eps;   /* Adam/AdamW: 0.9, 0.999, 1e-8 */
-    float weight_decay;        /* SGD/Adam: L2 added to the gradient; AdamW: decoupled */
-    float momentum;            /* SGD */
-    int nesterov;              /* SGD */
+    float beta1, beta2, eps; /* Adam/AdamW: 0.9, 0.999, 1e-8 */
+    float weight_decay;      /* SGD/Adam: L2 added to the gradient; AdamW: decoupled */
+    float momentum;          /* SGD */
+    int nesterov;            /* SGD */
 } OptConfig;
 
 OptConfig opt_default(OptType type, float lr);
@@ -580,9 +597,9 @@ OptConfig opt_default(OptType type, float lr);
 typedef struct Optimizer {
     OptConfig cfg;
     int64_t step;
-    int n;                     /* one state slot per network parameter (index-aligned) */
-    float **m, **v;            /* Adam moments / SGD momentum buffer in m; NULL until used */
-    double dec[6];             /* private: this step's hyperparameters as the decimals the
+    int n;          /* one state slot per network parameter (index-aligned) */
+    float **m, **v; /* Adam moments / SGD momentum buffer in m; NULL until used */
+    double dec[6];  /* private: this step's hyperparameters as the decimals the
                                   user wrote (optimizer_begin_step) */
 } Optimizer;
 
@@ -612,17 +629,19 @@ typedef struct {
     char dtype_name[12];
     int ndim;
     int64_t shape[ST_MAX_DIMS];
-    uint64_t begin, end;       /* byte offsets relative to the data section */
+    uint64_t begin, end; /* byte offsets relative to the data section */
 } StTensor;
 
 typedef struct {
-    char path[512];            /* for error messages ("<memory>" when parsed from a buffer) */
-    uint8_t *file;             /* whole file, owned */
+    char path[512]; /* for error messages ("<memory>" when parsed from a buffer) */
+    uint8_t *file;  /* whole file, owned */
     size_t file_len;
-    const uint8_t *data;       /* start of the data section */
+    const uint8_t *data; /* start of the data section */
     size_t data_len;
-    StTensor *tensors; int n_tensors;
-    char **meta_keys, **meta_vals; int n_meta;
+    StTensor *tensors;
+    int n_tensors;
+    char **meta_keys, **meta_vals;
+    int n_meta;
 } StFile;
 
 /* Parse and validate strictly: header length within the file and <= 100 MB, valid JSON
@@ -637,9 +656,10 @@ int st_read_f32(const StFile *f, const StTensor *t, float *out);
 const char *st_meta(const StFile *f, const char *key); /* NULL when absent */
 
 typedef struct {
-    Buf header_entries;  /* internal */
+    Buf header_entries; /* internal */
     Buf data;
-    char **meta_keys, **meta_vals; int n_meta;
+    char **meta_keys, **meta_vals;
+    int n_meta;
     int n_tensors;
 } StWriter;
 void st_writer_init(StWriter *w);
@@ -676,16 +696,18 @@ int checkpoint_load_st(const StFile *f, Net *net, Optimizer *opt, Rng *rng);
 /* Data (data.c): decoding, datasets, preprocessing, augmentation, splits, loader        */
 /* ------------------------------------------------------------------------------------ */
 
-#define RN_MAX_IMAGE_SIDE 16384          /* larger images are rejected before allocation */
+#define RN_MAX_IMAGE_SIDE   16384 /* larger images are rejected before allocation */
 #define RN_MAX_IMAGE_PIXELS (1 << 28)
 
-typedef struct { int w, h; uint8_t *rgb; } Image;  /* 8-bit RGB, row-major, 3 bytes/pixel */
+typedef struct {
+    int w, h;
+    uint8_t *rgb;
+} Image; /* 8-bit RGB, row-major, 3 bytes/pixel */
 
 /* Decode any format stb_image reads (JPEG, PNG, BMP, GIF first frame, TGA, PNM, PSD) into
  * RGB8. On failure returns -1 and writes the reason (one line, no path) into why. */
 int image_decode_file(const char *path, Image *img, char *why, size_t why_len);
-int image_decode_memory(const uint8_t *buf, size_t len, Image *img, char *why,
-                        size_t why_len);
+int image_decode_memory(const uint8_t *buf, size_t len, Image *img, char *why, size_t why_len);
 /* Check the header only (format, size caps): cheap validation when a dataset is listed. */
 int image_probe_file(const char *path, int *w, int *h, char *why, size_t why_len);
 void image_free(Image *img);
@@ -694,23 +716,23 @@ int image_write_png(const char *path, const Image *img); /* atomic */
 typedef enum { PREP_TORCHVISION, PREP_CAFFE, PREP_UNIT } PrepKind;
 
 typedef struct {
-    PrepKind kind;    /* torchvision: RGB/255, ImageNet mean/std; caffe: BGR 0-255 minus
+    PrepKind kind;  /* torchvision: RGB/255, ImageNet mean/std; caffe: BGR 0-255 minus
                          mean; unit: RGB/255 */
-    int size;         /* output is size x size */
-    float crop_pct;   /* eval: resize shorter side to size/crop_pct, center crop size */
+    int size;       /* output is size x size */
+    float crop_pct; /* eval: resize shorter side to size/crop_pct, center crop size */
 } Preprocess;
 
 typedef struct {
     int enabled;
-    float scale_min, scale_max;   /* random resized crop area fraction, e.g. 0.08..1 */
-    float ratio_min, ratio_max;   /* aspect ratio range, e.g. 3/4..4/3 */
-    int hflip;                    /* horizontal flip with probability 0.5 */
-    float rotate_deg;             /* uniform in [-deg, deg] */
-    float translate;              /* fraction of size, uniform in [-t, t] on each axis */
-    float brightness, contrast;   /* factors uniform in [1-b, 1+b], [1-c, 1+c] */
+    float scale_min, scale_max; /* random resized crop area fraction, e.g. 0.08..1 */
+    float ratio_min, ratio_max; /* aspect ratio range, e.g. 3/4..4/3 */
+    int hflip;                  /* horizontal flip with probability 0.5 */
+    float rotate_deg;           /* uniform in [-deg, deg] */
+    float translate;            /* fraction of size, uniform in [-t, t] on each axis */
+    float brightness, contrast; /* factors uniform in [1-b, 1+b], [1-c, 1+c] */
 } Augment;
 
-Augment augment_default(void);       /* the common transfer-learning recipe */
+Augment augment_default(void); /* the common transfer-learning recipe */
 int prep_parse(const char *name, PrepKind *kind);
 const char *prep_name(PrepKind kind);
 
@@ -721,33 +743,32 @@ void preprocess_image(const Image *img, const Preprocess *p, const Augment *aug,
 
 typedef struct {
     int n;
-    char **paths;             /* per item; NULL for in-memory datasets (CIFAR binaries) */
-    int *labels;              /* -1 when unlabelled */
-    uint8_t *pixels;          /* in-memory items: n * 32*32*3 RGB (CIFAR binaries) */
+    char **paths;    /* per item; NULL for in-memory datasets (CIFAR binaries) */
+    int *labels;     /* -1 when unlabelled */
+    uint8_t *pixels; /* in-memory items: n * 32*32*3 RGB (CIFAR binaries) */
     int pixel_w, pixel_h;
     int n_classes;
     char **class_names;
-    int n_skipped;            /* files that could not be used, each reported on stderr */
+    int n_skipped; /* files that could not be used, each reported on stderr */
     char root[512];
-    char **skip_reasons;      /* n_skipped lines "path: reason" (for dataset_summary) */
+    char **skip_reasons; /* n_skipped lines "path: reason" (for dataset_summary) */
 } Dataset;
 
 /* An ImageFolder tree: classes are the sorted sub-folder names; hidden and non-image
  * files are ignored; undecodable files are reported, skipped and counted. */
 int dataset_from_folder(const char *dir, Dataset *d);
 /* Same, but with the class list fixed (val/test folders must use train's classes). */
-int dataset_from_folder_classes(const char *dir, char **class_names, int n_classes,
-                                Dataset *d);
+int dataset_from_folder_classes(const char *dir, char **class_names, int n_classes, Dataset *d);
 int dataset_from_cifar(const char *dir, int train, Dataset *d); /* CIFAR-10/100 binaries */
 int dataset_from_unlabelled(const char *dir, Dataset *d);
-int dataset_from_csv(const char *csv_path, Dataset *d);         /* lines "path,label" */
+int dataset_from_csv(const char *csv_path, Dataset *d); /* lines "path,label" */
 void dataset_free(Dataset *d);
 void dataset_summary(const Dataset *d, const char *title, FILE *out);
 /* Subset by item indices (copies what it needs). */
 void dataset_subset(const Dataset *d, const int *idx, int n, Dataset *out);
 /* Seeded stratified split by fractions (test = 1 - train - val). */
-int dataset_split(const Dataset *d, float train_frac, float val_frac, uint64_t seed,
-                  Dataset *train, Dataset *val, Dataset *test);
+int dataset_split(const Dataset *d, float train_frac, float val_frac, uint64_t seed, Dataset *train,
+                  Dataset *val, Dataset *test);
 /* "balanced": w_c = n / (K * n_c) (0 for an empty class). */
 void class_weights_balanced(const Dataset *d, float *w);
 /* Decode item i (file or in-memory). */
@@ -773,11 +794,9 @@ void loader_free(Loader *l);
  * dataset items idx[0..n). Items that fail to decode are reported once and left out. The
  * net must be planned for `batch` at p->size. Shows a progress bar named label. Returns
  * the number of items that failed, or -1 (rn_error says why). */
-typedef void (*BatchVisitor)(void *ctx, int n, const int *idx, const int *labels,
-                             const float *out);
-int net_forward_dataset(Net *net, int node, const Dataset *d, const Preprocess *p,
-                        int batch, int threads, const char *label, BatchVisitor visit,
-                        void *ctx);
+typedef void (*BatchVisitor)(void *ctx, int n, const int *idx, const int *labels, const float *out);
+int net_forward_dataset(Net *net, int node, const Dataset *d, const Preprocess *p, int batch,
+                        int threads, const char *label, BatchVisitor visit, void *ctx);
 
 /* (model files live in safetensors.c; declared here because they need Preprocess) */
 /* Model files: weights plus everything inference needs, in the safetensors metadata:
@@ -787,7 +806,7 @@ int net_forward_dataset(Net *net, int node, const Dataset *d, const Preprocess *
 typedef struct {
     char arch[32];
     int num_classes;
-    char **class_names;       /* num_classes names, owned (model_info_free) */
+    char **class_names; /* num_classes names, owned (model_info_free) */
     HeadSpec head;
     Preprocess prep;
 } ModelInfo;
@@ -802,21 +821,21 @@ void model_info_free(ModelInfo *info);
 /* ------------------------------------------------------------------------------------ */
 
 typedef struct {
-    int n, k;                 /* samples, classes */
-    double loss;              /* mean cross-entropy when given, else NAN */
+    int n, k;    /* samples, classes */
+    double loss; /* mean cross-entropy when given, else NAN */
     double accuracy, topk_accuracy;
     int topk;
-    int *confusion;           /* [k, k]: row = true class, column = predicted */
+    int *confusion;                  /* [k, k]: row = true class, column = predicted */
     double *precision, *recall, *f1; /* [k] */
-    int *support;             /* [k] */
+    int *support;                    /* [k] */
     double macro_precision, macro_recall, macro_f1;
     double weighted_precision, weighted_recall, weighted_f1;
-    double macro_auc;         /* one-vs-rest, rank-based with ties; NAN if undefined */
+    double macro_auc; /* one-vs-rest, rank-based with ties; NAN if undefined */
 } Metrics;
 
 /* probs [n, k] (rows sum to 1), labels [n] in [0, k). */
-void metrics_compute(int n, int k, const float *probs, const int *labels, int topk,
-                     double loss, Metrics *m);
+void metrics_compute(int n, int k, const float *probs, const int *labels, int topk, double loss,
+                     Metrics *m);
 void metrics_free(Metrics *m);
 /* Area under ROC for scores of positives vs negatives (Mann-Whitney U, ties count 1/2). */
 double roc_auc(int n, const float *scores, const uint8_t *positive);
@@ -825,20 +844,26 @@ void metrics_print_report(const Metrics *m, char **class_names, FILE *out);
 void metrics_json(Buf *b, const Metrics *m, char **class_names);
 
 typedef struct {
-    int epoch; int stage;
+    int epoch;
+    int stage;
     double train_loss, train_acc, val_loss, val_acc, lr, seconds;
 } EpochRecord;
 
 typedef struct {
     const char *title;
-    char **class_names; int k;
-    const Metrics *test, *val;      /* may be NULL */
-    const EpochRecord *history; int n_history;
+    char **class_names;
+    int k;
+    const Metrics *test, *val; /* may be NULL */
+    const EpochRecord *history;
+    int n_history;
     /* pseudo-labelling accuracy matrix acc[i * n_domains + j] (model after D_i on D_j,
        NAN where j > i or unknown); NULL when not run */
-    const double *domain_acc; int n_domains; char **domain_names;
-    const char **misclassified; int n_misclassified; /* lines "path: true -> guess (p)" */
-    const char *notes;              /* free text: command, timings */
+    const double *domain_acc;
+    int n_domains;
+    char **domain_names;
+    const char **misclassified;
+    int n_misclassified; /* lines "path: true -> guess (p)" */
+    const char *notes;   /* free text: command, timings */
 } Report;
 
 /* metrics.json ({"test": {...}, "val": {...}, "history": [...], "domains": ...}) and

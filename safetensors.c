@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ST_MAX_HEADER (100u * 1000u * 1000u)
+#define ST_MAX_HEADER  (100u * 1000u * 1000u)
 #define JSON_MAX_DEPTH 64
 
 /* ---------------------------------------------------------------- a small JSON parser */
@@ -354,11 +354,10 @@ static const struct {
     StDtype dtype;
     int size;
 } st_dtypes[] = {
-        {"F32", ST_F32, 4},   {"F16", ST_F16, 2},       {"BF16", ST_BF16, 2},
-        {"F64", ST_F64, 8},   {"I64", ST_I64, 8},       {"I32", ST_I32, 4},
-        {"U8", ST_U8, 1},     {"I8", ST_OTHER, 1},      {"BOOL", ST_OTHER, 1},
-        {"I16", ST_OTHER, 2}, {"U16", ST_OTHER, 2},     {"U32", ST_OTHER, 4},
-        {"U64", ST_OTHER, 8}, {"F8_E4M3", ST_OTHER, 1}, {"F8_E5M2", ST_OTHER, 1},
+    {"F32", ST_F32, 4},    {"F16", ST_F16, 2},       {"BF16", ST_BF16, 2},     {"F64", ST_F64, 8},
+    {"I64", ST_I64, 8},    {"I32", ST_I32, 4},       {"U8", ST_U8, 1},         {"I8", ST_OTHER, 1},
+    {"BOOL", ST_OTHER, 1}, {"I16", ST_OTHER, 2},     {"U16", ST_OTHER, 2},     {"U32", ST_OTHER, 4},
+    {"U64", ST_OTHER, 8},  {"F8_E4M3", ST_OTHER, 1}, {"F8_E5M2", ST_OTHER, 1},
 };
 #define ST_N_DTYPES (int)(sizeof st_dtypes / sizeof st_dtypes[0])
 
@@ -391,8 +390,7 @@ static float bf16_to_f32(uint16_t h) { return bits_to_f32((uint32_t)h << 16); }
 static void shape_str(char *out, size_t len, int ndim, const int64_t *shape) {
     size_t off = (size_t)snprintf(out, len, "[");
     for (int i = 0; i < ndim && off < len; i++)
-        off += (size_t)snprintf(out + off, len - off, "%s%lld", i ? ", " : "",
-                                (long long)shape[i]);
+        off += (size_t)snprintf(out + off, len - off, "%s%lld", i ? ", " : "", (long long)shape[i]);
     if (off < len) snprintf(out + off, len - off, "]");
 }
 
@@ -512,8 +510,8 @@ static int parse_tensor(StFile *f, const char *name, const Json *v, StTensor *t)
         return -1;
     }
     if (shape->n > ST_MAX_DIMS) {
-        rn_set_error("%s: tensor '%s': shape has %d dimensions, expected at most %d", path,
-                     name, shape->n, ST_MAX_DIMS);
+        rn_set_error("%s: tensor '%s': shape has %d dimensions, expected at most %d", path, name,
+                     shape->n, ST_MAX_DIMS);
         return -1;
     }
     t->ndim = shape->n;
@@ -526,9 +524,8 @@ static int parse_tensor(StFile *f, const char *name, const Json *v, StTensor *t)
                 snprintf(found, sizeof found, "%g", d->number);
             else
                 snprintf(found, sizeof found, "%s", json_type_name(d->type));
-            rn_set_error(
-                    "%s: tensor '%s': shape[%d]: expected a non-negative integer, found %s",
-                    path, name, i, found);
+            rn_set_error("%s: tensor '%s': shape[%d]: expected a non-negative integer, found %s",
+                         path, name, i, found);
             return -1;
         }
         t->shape[i] = (int64_t)d->uint;
@@ -542,9 +539,8 @@ static int parse_tensor(StFile *f, const char *name, const Json *v, StTensor *t)
     }
     if (offs->type != J_ARRAY || offs->n != 2 || offs->items[0].type != J_NUMBER ||
         offs->items[1].type != J_NUMBER || !offs->items[0].is_uint || !offs->items[1].is_uint) {
-        rn_set_error(
-                "%s: tensor '%s': data_offsets: expected [begin, end] non-negative integers",
-                path, name);
+        rn_set_error("%s: tensor '%s': data_offsets: expected [begin, end] non-negative integers",
+                     path, name);
         return -1;
     }
     t->begin = offs->items[0].uint;
@@ -559,9 +555,9 @@ static int parse_tensor(StFile *f, const char *name, const Json *v, StTensor *t)
     if (t->end - t->begin != bytes) {
         char s[200];
         shape_str(s, sizeof s, t->ndim, t->shape);
-        rn_set_error("%s: tensor '%s': data_offsets span %llu bytes, expected %llu (%s %s)",
-                     path, name, (unsigned long long)(t->end - t->begin),
-                     (unsigned long long)bytes, t->dtype_name, s);
+        rn_set_error("%s: tensor '%s': data_offsets span %llu bytes, expected %llu (%s %s)", path,
+                     name, (unsigned long long)(t->end - t->begin), (unsigned long long)bytes,
+                     t->dtype_name, s);
         return -1;
     }
     return 0;
@@ -581,8 +577,8 @@ static int check_layout(StFile *f) {
         if (t->begin < cursor) {
             rn_set_error("%s: tensor '%s': data_offsets [%llu, %llu] overlap tensor '%s' "
                          "(expected begin >= %llu)",
-                         f->path, t->name, (unsigned long long)t->begin,
-                         (unsigned long long)t->end, prev, (unsigned long long)cursor);
+                         f->path, t->name, (unsigned long long)t->begin, (unsigned long long)t->end,
+                         prev, (unsigned long long)cursor);
             rc = -1;
         } else if (t->begin > cursor) {
             rn_set_error("%s: tensor '%s': gap of %llu bytes before it in the data section "
@@ -612,8 +608,8 @@ static int st_parse_owned(uint8_t *buf, size_t len, const char *label, StFile *f
     f->file = buf;
     f->file_len = len;
     if (len < 8) {
-        rn_set_error("%s: truncated: %zu bytes, expected at least 8 (the header length)",
-                     f->path, len);
+        rn_set_error("%s: truncated: %zu bytes, expected at least 8 (the header length)", f->path,
+                     len);
         st_close(f);
         return -1;
     }
@@ -726,9 +722,7 @@ int st_read_f32(const StFile *f, const StTensor *t, float *out) {
     const uint8_t *p = f->data + t->begin;
     size_t n = (size_t)st_numel(t);
     switch (t->dtype) {
-    case ST_F32:
-        rn_le_load(out, p, n, 4);
-        return 0;
+    case ST_F32: rn_le_load(out, p, n, 4); return 0;
     case ST_F16:
     case ST_BF16:
         for (size_t i = 0; i < n; i++) {
@@ -864,7 +858,7 @@ void st_writer_free(StWriter *w) {
 /* ---------------------------------------------------------------- network weights */
 
 #define CHECKPOINT_FORMAT "resnet-c-checkpoint"
-#define MODEL_FORMAT "resnet-c-model"
+#define MODEL_FORMAT      "resnet-c-model"
 
 static int ends_with(const char *s, const char *suffix) {
     size_t n = strlen(s), m = strlen(suffix);
@@ -969,11 +963,14 @@ static int check_finite(const StFile *f, const StTensor *t) {
     char s[200];
     shape_str(s, sizeof s, t->ndim, t->shape);
     char what[64];
-    if (isnan(v)) snprintf(what, sizeof what, "NaN");
-    else if (isinf(v)) snprintf(what, sizeof what, "%sinfinity", v < 0 ? "-" : "");
-    else snprintf(what, sizeof what, "%g, beyond float32", v);
-    rn_set_error("%s: tensor '%s' %s: element %lld is %s (non-finite weights are refused)",
-                 f->path, t->name, s, (long long)i, what);
+    if (isnan(v))
+        snprintf(what, sizeof what, "NaN");
+    else if (isinf(v))
+        snprintf(what, sizeof what, "%sinfinity", v < 0 ? "-" : "");
+    else
+        snprintf(what, sizeof what, "%g, beyond float32", v);
+    rn_set_error("%s: tensor '%s' %s: element %lld is %s (non-finite weights are refused)", f->path,
+                 t->name, s, (long long)i, what);
     return -1;
 }
 
@@ -992,13 +989,15 @@ static int check_weights(const Net *net, const StFile *f, int allow_new_head, in
             const StTensor *t = st_find(f, p->name);
             shape_str(s2, sizeof s2, p->ndim, p->shape);
             if (!t) {
-                if (verbose) fprintf(stderr, "%s: not in %s, model needs %s: head re-initialised\n", p->name,
-                        f->path, s2);
+                if (verbose)
+                    fprintf(stderr, "%s: not in %s, model needs %s: head re-initialised\n", p->name,
+                            f->path, s2);
                 new_head = 1;
             } else if (!same_shape(p, t)) {
                 shape_str(s1, sizeof s1, t->ndim, t->shape);
-                if (verbose) fprintf(stderr, "%s: file has %s, model needs %s: head re-initialised\n",
-                        p->name, s1, s2);
+                if (verbose)
+                    fprintf(stderr, "%s: file has %s, model needs %s: head re-initialised\n",
+                            p->name, s1, s2);
                 new_head = 1;
             }
         }
@@ -1019,14 +1018,13 @@ static int check_weights(const Net *net, const StFile *f, int allow_new_head, in
         if (!same_shape(p, t)) {
             shape_str(s1, sizeof s1, t->ndim, t->shape);
             shape_str(s2, sizeof s2, p->ndim, p->shape);
-            rn_set_error("%s: tensor '%s': shape mismatch: file has %s, model needs %s%s",
-                         f->path, p->name, s1, s2,
-                         p->stage == net_head_group(net) ? " (a different head needs a new-head load)"
-                                                : "");
+            rn_set_error(
+                "%s: tensor '%s': shape mismatch: file has %s, model needs %s%s", f->path, p->name,
+                s1, s2,
+                p->stage == net_head_group(net) ? " (a different head needs a new-head load)" : "");
             return -1;
         }
-        if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16 &&
-            t->dtype != ST_F64) {
+        if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16 && t->dtype != ST_F64) {
             rn_set_error("%s: tensor '%s': dtype %s, expected F32, F16, BF16 or F64", f->path,
                          p->name, t->dtype_name);
             return -1;
@@ -1034,9 +1032,9 @@ static int check_weights(const Net *net, const StFile *f, int allow_new_head, in
         if (check_finite(f, t)) return -1;
     }
     if (n_missing) {
-        rn_set_error("%s: %d tensor%s the %s model needs %s missing from the file: %s%s",
-                     f->path, n_missing, n_missing == 1 ? "" : "s", net->arch,
-                     n_missing == 1 ? "is" : "are", missing,
+        rn_set_error("%s: %d tensor%s the %s model needs %s missing from the file: %s%s", f->path,
+                     n_missing, n_missing == 1 ? "" : "s", net->arch, n_missing == 1 ? "is" : "are",
+                     missing,
                      n_missing == n_missing_head ? " (the file has another head: a different "
                                                    "head needs a new-head load)"
                                                  : "");
@@ -1047,15 +1045,14 @@ static int check_weights(const Net *net, const StFile *f, int allow_new_head, in
     for (int i = 0; i < f->n_tensors; i++) {
         const char *name = f->tensors[i].name;
         if (ends_with(name, "num_batches_tracked")) continue;
-        if (is_checkpoint && (starts_with(name, "optim.") || starts_with(name, "rng.")))
-            continue;
+        if (is_checkpoint && (starts_with(name, "optim.") || starts_with(name, "rng."))) continue;
         if (find_param(net, name)) continue;
         if (new_head && belongs_to_head(net, name)) continue;
         list_name(extra, sizeof extra, n_extra++, name);
     }
     if (n_extra) {
-        rn_set_error("%s: %d unexpected tensor%s in the file (not in the %s model): %s",
-                     f->path, n_extra, n_extra == 1 ? "" : "s", net->arch, extra);
+        rn_set_error("%s: %d unexpected tensor%s in the file (not in the %s model): %s", f->path,
+                     n_extra, n_extra == 1 ? "" : "s", net->arch, extra);
         return -1;
     }
     *new_head_out = new_head;
@@ -1147,10 +1144,10 @@ int checkpoint_save(const char *path, const Net *net, const Optimizer *opt, cons
     if (opt) {
         /* %.9g round-trips every float exactly */
         st_writer_meta(&w, "optim.type", opt_name(opt->cfg.type));
-#define META_F(key, x)                                                                         \
-    do {                                                                                       \
-        snprintf(v, sizeof v, "%.9g", (double)(x));                                            \
-        st_writer_meta(&w, key, v);                                                            \
+#define META_F(key, x)                                                                             \
+    do {                                                                                           \
+        snprintf(v, sizeof v, "%.9g", (double)(x));                                                \
+        st_writer_meta(&w, key, v);                                                                \
     } while (0)
         META_F("optim.lr", opt->cfg.lr);
         META_F("optim.beta1", opt->cfg.beta1);
@@ -1192,8 +1189,7 @@ static int meta_float(const StFile *f, const char *key, float *out) {
     return 0;
 }
 
-static int meta_int(const StFile *f, const char *key, long long lo, long long hi,
-                    long long *out) {
+static int meta_int(const StFile *f, const char *key, long long lo, long long hi, long long *out) {
     const char *s = st_meta(f, key);
     char *end = NULL;
     if (s) *out = strtoll(s, &end, 10);
@@ -1211,8 +1207,8 @@ static int load_optimizer(const StFile *f, const Net *net, Optimizer *opt) {
     long long step, nesterov;
     const char *type = st_meta(f, "optim.type");
     if (!type || opt_parse(type, &cfg.type)) {
-        rn_set_error("%s: metadata \"optim.type\": expected an optimizer name, found %s",
-                     f->path, type ? type : "nothing (not saved with an optimizer)");
+        rn_set_error("%s: metadata \"optim.type\": expected an optimizer name, found %s", f->path,
+                     type ? type : "nothing (not saved with an optimizer)");
         return -1;
     }
     if (meta_float(f, "optim.lr", &cfg.lr) || meta_float(f, "optim.beta1", &cfg.beta1) ||
@@ -1224,8 +1220,8 @@ static int load_optimizer(const StFile *f, const Net *net, Optimizer *opt) {
         return -1;
     cfg.nesterov = (int)nesterov;
     if (opt->n != net->n_params || !opt->m || !opt->v) {
-        rn_set_error("%s: optimizer has %d state slots, expected %d (one per parameter)",
-                     f->path, opt->n, net->n_params);
+        rn_set_error("%s: optimizer has %d state slots, expected %d (one per parameter)", f->path,
+                     opt->n, net->n_params);
         return -1;
     }
     /* every optim.* tensor must name a parameter of this net, with its shape */
@@ -1233,8 +1229,8 @@ static int load_optimizer(const StFile *f, const Net *net, Optimizer *opt) {
         const StTensor *t = &f->tensors[i];
         if (!starts_with(t->name, "optim.")) continue;
         const char *pname = starts_with(t->name, "optim.m.") || starts_with(t->name, "optim.v.")
-                                    ? t->name + 8
-                                    : NULL;
+                                ? t->name + 8
+                                : NULL;
         const Param *p = pname ? find_param(net, pname) : NULL;
         if (!p) {
             rn_set_error("%s: tensor '%s': optimizer state for no parameter of the %s model",
@@ -1277,8 +1273,7 @@ int checkpoint_load_st(const StFile *f, Net *net, Optimizer *opt, Rng *rng) {
     uint64_t net_rng[4], state[4];
     if (!fmt || strcmp(fmt, CHECKPOINT_FORMAT) != 0) {
         rn_set_error("%s: metadata \"format\": expected \"%s\", found %s%s%s", f->path,
-                     CHECKPOINT_FORMAT, fmt ? "\"" : "", fmt ? fmt : "nothing",
-                     fmt ? "\"" : "");
+                     CHECKPOINT_FORMAT, fmt ? "\"" : "", fmt ? fmt : "nothing", fmt ? "\"" : "");
         return -1;
     }
     if (st_read_u64(f, "rng.net", net_rng, 4) || (rng && st_read_u64(f, "rng.state", state, 4)) ||
@@ -1367,8 +1362,8 @@ static int parse_classes(const StFile *f, const char *text, int num_classes, Mod
     }
     for (int i = 0; i < j.n && !rc; i++)
         if (j.items[i].type != J_STRING) {
-            rn_set_error("%s: metadata \"classes\"[%d]: expected a string, found %s", f->path,
-                         i, json_type_name(j.items[i].type));
+            rn_set_error("%s: metadata \"classes\"[%d]: expected a string, found %s", f->path, i,
+                         json_type_name(j.items[i].type));
             rc = -1;
         }
     if (!rc) {
@@ -1402,8 +1397,7 @@ Net *model_load_st(const StFile *fp, ModelInfo *info) {
     if (!fmt || (strcmp(fmt, MODEL_FORMAT) != 0 && strcmp(fmt, CHECKPOINT_FORMAT) != 0)) {
         rn_set_error("%s: metadata \"format\": expected \"%s\", found %s%s%s (not a resnet-c "
                      "model file)",
-                     path, MODEL_FORMAT, fmt ? "\"" : "", fmt ? fmt : "nothing",
-                     fmt ? "\"" : "");
+                     path, MODEL_FORMAT, fmt ? "\"" : "", fmt ? fmt : "nothing", fmt ? "\"" : "");
         goto fail;
     }
     const char *absent = !arch      ? "arch"
@@ -1416,8 +1410,7 @@ Net *model_load_st(const StFile *fp, ModelInfo *info) {
         goto fail;
     }
     if (strlen(arch) >= sizeof info->arch) {
-        rn_set_error("%s: metadata \"arch\": name too long (%zu characters)", path,
-                     strlen(arch));
+        rn_set_error("%s: metadata \"arch\": name too long (%zu characters)", path, strlen(arch));
         goto fail;
     }
     snprintf(info->arch, sizeof info->arch, "%s", arch);

@@ -36,21 +36,21 @@
 #if defined(RN_SIMD_AVX512)
 #include <immintrin.h>
 #define SIMD_NAME "avx512"
-#define VLEN 16
+#define VLEN      16
 typedef __m512 VF;
-#define vzero() _mm512_setzero_ps()
-#define vset1(x) _mm512_set1_ps(x)
-#define vload(p) _mm512_loadu_ps(p)
-#define vstore(p, v) _mm512_storeu_ps((p), (v))
-#define vadd(a, b) _mm512_add_ps((a), (b))
-#define vmul(a, b) _mm512_mul_ps((a), (b))
+#define vzero()       _mm512_setzero_ps()
+#define vset1(x)      _mm512_set1_ps(x)
+#define vload(p)      _mm512_loadu_ps(p)
+#define vstore(p, v)  _mm512_storeu_ps((p), (v))
+#define vadd(a, b)    _mm512_add_ps((a), (b))
+#define vmul(a, b)    _mm512_mul_ps((a), (b))
 #define vfma(a, b, c) _mm512_fmadd_ps((a), (b), (c))
-#define vmax(a, b) _mm512_max_ps((a), (b))
-#define vsum(v) _mm512_reduce_add_ps(v)
+#define vmax(a, b)    _mm512_max_ps((a), (b))
+#define vsum(v)       _mm512_reduce_add_ps(v)
 /* from a = p[0..16) and b = p[15..31): a[0], a[2], ..., a[14], b[1], b[3], ..., b[15] */
 static inline __m512 vload_even(const float *p) {
-    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 17, 19, 21, 23, 25, 27,
-                                           29, 31);
+    const __m512i even =
+        _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 17, 19, 21, 23, 25, 27, 29, 31);
     return _mm512_permutex2var_ps(_mm512_loadu_ps(p), even, _mm512_loadu_ps(p + 15));
 }
 /* 4x4 transposes inside each 128-bit lane (unpack, shuffle), then a 4x4 transpose of the
@@ -95,16 +95,20 @@ static inline __m512 vload_part(const float *row, int start, int n) {
 static inline void vstore_part(float *row, int start, int n, __m512 v) {
     __mmask16 m = vpart_mask(start, n);
     if (!m) return;
-    if (start >= 0) _mm512_mask_storeu_ps(row + start, m, v);
-    else _mm512_mask_compressstoreu_ps(row, m, v);
+    if (start >= 0)
+        _mm512_mask_storeu_ps(row + start, m, v);
+    else
+        _mm512_mask_compressstoreu_ps(row, m, v);
 }
 /* (a, b) -> phases 0 and 1 of their 32 floats (8 each), phases 2 and 3; the same for
  * (c, d); then the halves joined. vinterleave4 runs the same permutations backwards. */
 static inline void vdeinterleave4(__m512 v[4]) {
     const __m512i p01 = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29);
-    const __m512i p23 = _mm512_setr_epi32(2, 6, 10, 14, 18, 22, 26, 30, 3, 7, 11, 15, 19, 23, 27, 31);
+    const __m512i p23 =
+        _mm512_setr_epi32(2, 6, 10, 14, 18, 22, 26, 30, 3, 7, 11, 15, 19, 23, 27, 31);
     const __m512i lo = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
-    const __m512i hi = _mm512_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+    const __m512i hi =
+        _mm512_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
     __m512 ab01 = _mm512_permutex2var_ps(v[0], p01, v[1]);
     __m512 ab23 = _mm512_permutex2var_ps(v[0], p23, v[1]);
     __m512 cd01 = _mm512_permutex2var_ps(v[2], p01, v[3]);
@@ -116,10 +120,12 @@ static inline void vdeinterleave4(__m512 v[4]) {
 }
 static inline void vinterleave4(__m512 v[4]) {
     const __m512i lo = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
-    const __m512i hi = _mm512_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+    const __m512i hi =
+        _mm512_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
     /* q01 lane 4i + k (k = 0, 1) and q23 (k = 2, 3): phase k, element i, from ab or cd */
     const __m512i q0 = _mm512_setr_epi32(0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27);
-    const __m512i q1 = _mm512_setr_epi32(4, 12, 20, 28, 5, 13, 21, 29, 6, 14, 22, 30, 7, 15, 23, 31);
+    const __m512i q1 =
+        _mm512_setr_epi32(4, 12, 20, 28, 5, 13, 21, 29, 6, 14, 22, 30, 7, 15, 23, 31);
     __m512 ab01 = _mm512_permutex2var_ps(v[0], lo, v[1]); /* p0[0..8) p1[0..8) */
     __m512 cd01 = _mm512_permutex2var_ps(v[0], hi, v[1]); /* p0[8..16) p1[8..16) */
     __m512 ab23 = _mm512_permutex2var_ps(v[2], lo, v[3]);
@@ -132,29 +138,29 @@ static inline void vinterleave4(__m512 v[4]) {
 
 #elif defined(RN_SIMD_AVX2)
 #include <immintrin.h>
-#define SIMD_NAME "avx2"
-#define VLEN 8
+#define SIMD_NAME     "avx2"
+#define VLEN          8
 typedef __m256 VF;
-#define vzero() _mm256_setzero_ps()
-#define vset1(x) _mm256_set1_ps(x)
-#define vload(p) _mm256_loadu_ps(p)
-#define vstore(p, v) _mm256_storeu_ps((p), (v))
-#define vadd(a, b) _mm256_add_ps((a), (b))
-#define vmul(a, b) _mm256_mul_ps((a), (b))
+#define vzero()       _mm256_setzero_ps()
+#define vset1(x)      _mm256_set1_ps(x)
+#define vload(p)      _mm256_loadu_ps(p)
+#define vstore(p, v)  _mm256_storeu_ps((p), (v))
+#define vadd(a, b)    _mm256_add_ps((a), (b))
+#define vmul(a, b)    _mm256_mul_ps((a), (b))
 #define vfma(a, b, c) _mm256_fmadd_ps((a), (b), (c))
-#define vmax(a, b) _mm256_max_ps((a), (b))
+#define vmax(a, b)    _mm256_max_ps((a), (b))
 static inline float vsum_avx2(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
     return _mm_cvtss_f32(s);
 }
-#define vsum(v) vsum_avx2(v)
+#define vsum(v)       vsum_avx2(v)
 /* from a = p[0..8) and b = p[7..15): a0 a2 b1 b3 | a4 a6 b5 b7 within the 128-bit lanes,
  * then the 64-bit pairs reordered */
 static inline __m256 vload_even(const float *p) {
-    __m256 t = _mm256_shuffle_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(p + 7),
-                                 _MM_SHUFFLE(3, 1, 2, 0));
+    __m256 t =
+        _mm256_shuffle_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(p + 7), _MM_SHUFFLE(3, 1, 2, 0));
     return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(t), _MM_SHUFFLE(3, 1, 2, 0)));
 }
 /* 4x4 transposes inside each 128-bit lane, then swap the lanes of vectors 4 apart. */
@@ -179,19 +185,19 @@ static inline void vtranspose(__m256 r[8]) {
 
 #elif defined(RN_SIMD_NEON)
 #include <arm_neon.h>
-#define SIMD_NAME "neon"
-#define VLEN 4
+#define SIMD_NAME     "neon"
+#define VLEN          4
 typedef float32x4_t VF;
-#define vzero() vdupq_n_f32(0.0f)
-#define vset1(x) vdupq_n_f32(x)
-#define vload(p) vld1q_f32(p)
-#define vstore(p, v) vst1q_f32((p), (v))
-#define vadd(a, b) vaddq_f32((a), (b))
-#define vmul(a, b) vmulq_f32((a), (b))
+#define vzero()       vdupq_n_f32(0.0f)
+#define vset1(x)      vdupq_n_f32(x)
+#define vload(p)      vld1q_f32(p)
+#define vstore(p, v)  vst1q_f32((p), (v))
+#define vadd(a, b)    vaddq_f32((a), (b))
+#define vmul(a, b)    vmulq_f32((a), (b))
 #define vfma(a, b, c) vfmaq_f32((c), (a), (b))
 /* maxNum: a NaN in a gives b, as the other units' vmax(x, 0) gives 0 for ReLU */
-#define vmax(a, b) vmaxnmq_f32((a), (b))
-#define vsum(v) vaddvq_f32(v)
+#define vmax(a, b)    vmaxnmq_f32((a), (b))
+#define vsum(v)       vaddvq_f32(v)
 /* from a = p[0..4) and b = p[3..7): a0 a2 | b1 b3 */
 static inline float32x4_t vload_even(const float *p) {
     float32x4_t a = vld1q_f32(p), b = vld1q_f32(p + 3);
@@ -214,18 +220,18 @@ static inline void vdeinterleave4(float32x4_t v[4]) { vtranspose(v); }
 static inline void vinterleave4(float32x4_t v[4]) { vtranspose(v); }
 
 #else
-#define SIMD_NAME "scalar"
-#define VLEN 1
+#define SIMD_NAME     "scalar"
+#define VLEN          1
 typedef float VF;
-#define vzero() 0.0f
-#define vset1(x) ((float)(x))
-#define vload(p) (*(p))
-#define vstore(p, v) (*(p) = (v))
-#define vadd(a, b) ((a) + (b))
-#define vmul(a, b) ((a) * (b))
+#define vzero()       0.0f
+#define vset1(x)      ((float)(x))
+#define vload(p)      (*(p))
+#define vstore(p, v)  (*(p) = (v))
+#define vadd(a, b)    ((a) + (b))
+#define vmul(a, b)    ((a) * (b))
 #define vfma(a, b, c) ((a) * (b) + (c))
-#define vmax(a, b) ((a) > (b) ? (a) : (b))
-#define vsum(v) (v)
+#define vmax(a, b)    ((a) > (b) ? (a) : (b))
+#define vsum(v)       (v)
 #define vload_even(p) (*(p))
 static inline void vtranspose(float r[1]) { (void)r; }
 #endif

@@ -52,13 +52,16 @@ static Args A;
 
 typedef enum { K_STR, K_INT, K_FLOAT, K_FLAG, K_SECTION } OptKind;
 typedef struct {
-    const char *name; OptKind kind; void *ptr; const char *def; const char *help;
+    const char *name;
+    OptKind kind;
+    void *ptr;
+    const char *def;
+    const char *help;
 } OptionDef;
 
 static const OptionDef OPTIONS[] = {
     {"Model", K_SECTION, NULL, NULL, NULL},
-    {"arch", K_STR, &A.arch, "resnet50",
-     "one of the architectures listed at the end"},
+    {"arch", K_STR, &A.arch, "resnet50", "one of the architectures listed at the end"},
     {"weights", K_STR, &A.weights, "",
      "required: pretrained backbone (.safetensors, torchvision names), or 'none' for a "
      "random init that trains the whole net from scratch (see --unfreeze)"},
@@ -151,7 +154,11 @@ static const OptionDef OPTIONS[] = {
 /* The accepted range of each numeric option (zero_ok: 0 too, meaning "the default"); a
  * number outside it is refused, never clamped (--lr 1e39 is infinite in float, --threads
  * 100000 crashed libgomp, --label-smoothing 5 has no meaning). */
-typedef struct { const char *name; double lo, hi; int zero_ok; } OptionRange;
+typedef struct {
+    const char *name;
+    double lo, hi;
+    int zero_ok;
+} OptionRange;
 static const OptionRange RANGES[] = {
     {"val-frac", 0, 0.95, 0},
     {"test-frac", 0, 0.95, 0},
@@ -188,7 +195,8 @@ static int set_option(const OptionDef *o, const char *v) {
         if (strcmp(RANGES[i].name, o->name) == 0) r = &RANGES[i];
     switch (o->kind) {
     case K_STR: *(const char **)o->ptr = v; return 0;
-    case K_INT: case K_FLAG:
+    case K_INT:
+    case K_FLAG:
         errno = 0;
         x = (double)strtol(v, &end, 10);
         if (errno || end == v || *end || x < -2147483647.0 || x > 2147483647.0) break;
@@ -206,8 +214,8 @@ static int set_option(const OptionDef *o, const char *v) {
     }
     const char *what = o->kind == K_FLOAT ? "a number" : "an integer";
     if (r)
-        rn_set_error("--%s: expected %s in [%.10g, %.10g]%s, found '%s'", o->name, what, r->lo, r->hi,
-                     r->zero_ok ? " (or 0: the default)" : "", v);
+        rn_set_error("--%s: expected %s in [%.10g, %.10g]%s, found '%s'", o->name, what, r->lo,
+                     r->hi, r->zero_ok ? " (or 0: the default)" : "", v);
     else
         rn_set_error("--%s: expected %s, found '%s'", o->name, what, v);
     return -1;
@@ -229,8 +237,8 @@ static void set_defaults(void) {
 /* Options whose values are paths (or comma-separated lists of paths): args.txt keeps them
  * absolute, so that a run resumes from any working directory. */
 static int is_path_option(const char *name) {
-    static const char *names[] = {"weights", "data", "data-csv", "cifar-bin", "val", "test",
-                                  "out", "cache-dir", "pseudo", "pseudo-eval"};
+    static const char *names[] = {"weights", "data", "data-csv",  "cifar-bin", "val",
+                                  "test",    "out",  "cache-dir", "pseudo",    "pseudo-eval"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++)
         if (strcmp(names[i], name) == 0) return 1;
     return 0;
@@ -241,16 +249,19 @@ static int is_path_option(const char *name) {
 static void record_option(Buf *b, const OptionDef *o, const char *v) {
     char cwd[4096];
     buf_printf(b, "--%s=", o->name);
-    int paths = is_path_option(o->name) && !(strcmp(o->name, "weights") == 0 &&
-                                             strcmp(v, "none") == 0);
+    int paths =
+        is_path_option(o->name) && !(strcmp(o->name, "weights") == 0 && strcmp(v, "none") == 0);
     if (paths && !getcwd(cwd, sizeof cwd)) cwd[0] = 0;
     for (const char *item = v; *item;) {
         size_t n = paths ? strcspn(item, ",") : strlen(item);
         if (paths && n > 0 && item[0] != '/' && cwd[0]) buf_printf(b, "%s/", cwd);
         for (size_t i = 0; i < n; i++) {
-            if (item[i] == '\\') buf_put(b, "\\\\", 2);
-            else if (item[i] == '\n') buf_put(b, "\\n", 2);
-            else buf_put(b, &item[i], 1);
+            if (item[i] == '\\')
+                buf_put(b, "\\\\", 2);
+            else if (item[i] == '\n')
+                buf_put(b, "\\n", 2);
+            else
+                buf_put(b, &item[i], 1);
         }
         item += n;
         if (*item == ',') buf_put(b, item++, 1);
@@ -307,11 +318,14 @@ static void print_help(void) {
         }
         char left[64];
         snprintf(left, sizeof left, "--%s%s", o->name,
-                 o->kind == K_FLAG ? "" : o->kind == K_STR ? " S" : o->kind == K_INT ? " N" : " X");
+                 o->kind == K_FLAG  ? ""
+                 : o->kind == K_STR ? " S"
+                 : o->kind == K_INT ? " N"
+                                    : " X");
         char text[512];
-        snprintf(text, sizeof text, "%s%s%s%s", o->help, o->kind != K_FLAG && o->def[0] ?
-                 " [default: " : "", o->kind != K_FLAG ? o->def : "",
-                 o->kind != K_FLAG && o->def[0] ? "]" : "");
+        snprintf(text, sizeof text, "%s%s%s%s", o->help,
+                 o->kind != K_FLAG && o->def[0] ? " [default: " : "",
+                 o->kind != K_FLAG ? o->def : "", o->kind != K_FLAG && o->def[0] ? "]" : "");
         /* word-wrap the description at 96 columns, continuation lines indented */
         printf("  %-22s", left);
         int col = 24;
@@ -358,10 +372,10 @@ static const char *DEMO_CLASSES[4] = {"circle", "square", "triangle", "stripes"}
  * more noise, then also less contrast and blur. */
 typedef struct {
     const char *name;
-    int rotate_channels;  /* palette shift: (r, g, b) -> (g, b, r) */
-    float noise;          /* Gaussian pixel noise, 0-255 scale */
-    float fade;           /* shape colour pulled this fraction towards the background */
-    int blur;             /* 3x3 box blur */
+    int rotate_channels; /* palette shift: (r, g, b) -> (g, b, r) */
+    float noise;         /* Gaussian pixel noise, 0-255 scale */
+    float fade;          /* shape colour pulled this fraction towards the background */
+    int blur;            /* 3x3 box blur */
 } DemoDomain;
 
 static const DemoDomain DEMO_DOMAINS[3] = {
@@ -490,8 +504,8 @@ static int make_demo_data(const char *root, int per_class, uint64_t seed) {
             }
     }
     printf("demo data in %s: train/ (4 classes x %d), %s/ and %s/ (unlabelled %d, held-out "
-           "4 x %d each)\n", root, per_class, DEMO_DOMAINS[1].name, DEMO_DOMAINS[2].name,
-           4 * n_unlab, n_held);
+           "4 x %d each)\n",
+           root, per_class, DEMO_DOMAINS[1].name, DEMO_DOMAINS[2].name, 4 * n_unlab, n_held);
     return 0;
 }
 
@@ -575,9 +589,12 @@ static void parent_dir(const char *path, char *out, size_t len) {
     size_t n = strlen(out);
     while (n > 1 && out[n - 1] == '/') out[--n] = 0;
     char *slash = strrchr(out, '/');
-    if (!slash) snprintf(out, len, ".");
-    else if (slash == out) out[1] = 0;
-    else *slash = 0;
+    if (!slash)
+        snprintf(out, len, ".");
+    else if (slash == out)
+        out[1] = 0;
+    else
+        *slash = 0;
 }
 
 static int argmax(const float *x, int k) {
@@ -589,12 +606,18 @@ static int argmax(const float *x, int k) {
 
 /* Learning-rate schedules, evaluated per epoch within a phase. */
 typedef enum { SCHED_CONSTANT, SCHED_STEP, SCHED_COSINE, SCHED_PLATEAU } SchedKind;
-typedef struct { SchedKind kind; int every, patience; float gamma, factor; } Schedule;
+typedef struct {
+    SchedKind kind;
+    int every, patience;
+    float gamma, factor;
+} Schedule;
 
 static int schedule_parse(const char *s, Schedule *sc) {
     memset(sc, 0, sizeof *sc);
-    if (strcmp(s, "constant") == 0) sc->kind = SCHED_CONSTANT;
-    else if (strcmp(s, "cosine") == 0) sc->kind = SCHED_COSINE;
+    if (strcmp(s, "constant") == 0)
+        sc->kind = SCHED_CONSTANT;
+    else if (strcmp(s, "cosine") == 0)
+        sc->kind = SCHED_COSINE;
     else if (sscanf(s, "step:%d:%f", &sc->every, &sc->gamma) == 2 && sc->every > 0)
         sc->kind = SCHED_STEP;
     else if (sscanf(s, "plateau:%d:%f", &sc->patience, &sc->factor) == 2 && sc->patience >= 0 &&
@@ -602,7 +625,8 @@ static int schedule_parse(const char *s, Schedule *sc) {
         sc->kind = SCHED_PLATEAU;
     else {
         rn_set_error("--schedule: expected constant, step:EVERY:GAMMA, cosine or "
-                     "plateau:PATIENCE:FACTOR, found '%s'", s);
+                     "plateau:PATIENCE:FACTOR, found '%s'",
+                     s);
         return -1;
     }
     return 0;
@@ -616,25 +640,25 @@ static int schedule_parse(const char *s, Schedule *sc) {
 typedef struct {
     const char *name;
     Dataset d;
-    float *feats;     /* [d.n, fdim] features of the frozen backbone, NULL until computed */
-    uint8_t *ok;      /* [d.n] the item decoded (features valid) */
+    float *feats; /* [d.n, fdim] features of the frozen backbone, NULL until computed */
+    uint8_t *ok;  /* [d.n] the item decoded (features valid) */
 } Split;
 
 typedef struct {
-    Net *net;             /* the full network */
-    Net *head;            /* the head alone, trained on cached features (frozen backbone) */
-    int full;             /* 1: the current phase trains `net` on images end to end */
-    int feat_node;        /* node whose output feeds the head */
-    int fc, fh, fw;       /* its per-sample shape */
+    Net *net;       /* the full network */
+    Net *head;      /* the head alone, trained on cached features (frozen backbone) */
+    int full;       /* 1: the current phase trains `net` on images end to end */
+    int feat_node;  /* node whose output feeds the head */
+    int fc, fh, fw; /* its per-sample shape */
     size_t fdim;
     Optimizer *opt;
     Preprocess prep;
     Augment aug;
     int k, batch, threads;
     uint64_t seed;
-    float *class_w;       /* NULL = unweighted */
+    float *class_w; /* NULL = unweighted */
     float smoothing;
-    uint64_t backbone_key;/* hash of weights file identity and arch, for the feature cache */
+    uint64_t backbone_key; /* hash of weights file identity and arch, for the feature cache */
     char cache_dir[512];
     int use_cache;
     /* batch buffers */
@@ -668,14 +692,13 @@ static void head_threads_end(int saved) {
 /* One training step on n samples: adds the mean loss times n to *sum and counts correct
  * predictions. The optimizer updates each layer as backward reaches it, so no gradient
  * buffers for the whole network are needed (net_backward_step). */
-static int train_step(Trainer *t, Net *net, const float *x, const int *labels, int n,
-                      double *sum, int *correct) {
+static int train_step(Trainer *t, Net *net, const float *x, const int *labels, int n, double *sum,
+                      int *correct) {
     const float *logits = net_forward(net, x, n, 1);
     if (!logits) return -1;
-    float loss = softmax_cross_entropy_forward(n, t->k, logits, labels, t->class_w,
-                                               t->smoothing, t->probs);
-    softmax_cross_entropy_backward(n, t->k, t->probs, labels, t->class_w, t->smoothing,
-                                   t->dlogits);
+    float loss =
+        softmax_cross_entropy_forward(n, t->k, logits, labels, t->class_w, t->smoothing, t->probs);
+    softmax_cross_entropy_backward(n, t->k, t->probs, labels, t->class_w, t->smoothing, t->dlogits);
     if (net_backward_step(net, t->dlogits, n, t->opt) != 0) return -1;
     for (int i = 0; i < n; i++) *correct += argmax(t->probs + (size_t)i * t->k, t->k) == labels[i];
     *sum += (double)loss * n;
@@ -701,15 +724,16 @@ static int compact_labelled(float *x, size_t row, int *labels, int *idx, int n) 
 
 static uint64_t features_key(const Trainer *t, const Dataset *d) {
     uint64_t h = fnv1a_str(1469598103934665603ULL, "resnet-c features v1");
-    int32_t v[6] = {t->feat_node, (int32_t)t->fdim, (int32_t)t->prep.kind, t->prep.size, 0,
-                    d->n};
+    int32_t v[6] = {t->feat_node, (int32_t)t->fdim, (int32_t)t->prep.kind, t->prep.size, 0, d->n};
     memcpy(&v[4], &t->prep.crop_pct, sizeof(float));
     h = fnv1a_le(h, &t->backbone_key, 1, sizeof t->backbone_key);
     h = fnv1a_le(h, v, 6, sizeof v[0]);
     for (int i = 0; i < d->n; i++) {
-        if (d->paths && d->paths[i]) h = fnv1a_file(h, d->paths[i]);
-        else if (d->pixels) h = fnv1a(h, d->pixels + (size_t)i * d->pixel_w * d->pixel_h * 3,
-                                      (size_t)d->pixel_w * d->pixel_h * 3);
+        if (d->paths && d->paths[i])
+            h = fnv1a_file(h, d->paths[i]);
+        else if (d->pixels)
+            h = fnv1a(h, d->pixels + (size_t)i * d->pixel_w * d->pixel_h * 3,
+                      (size_t)d->pixel_w * d->pixel_h * 3);
     }
     return h;
 }
@@ -760,7 +784,12 @@ static int cache_write(const char *path, uint64_t key, const Split *s, size_t fd
 
 /* Batch rows copied to their dataset items' rows (net_forward_dataset's visitor); with
  * probs set, the rows are logits and land as softmax probabilities. */
-typedef struct { float *rows; uint8_t *ok; size_t width; float *probs; } RowsCtx;
+typedef struct {
+    float *rows;
+    uint8_t *ok;
+    size_t width;
+    float *probs;
+} RowsCtx;
 
 static void scatter_rows(void *ctx, int n, const int *idx, const int *labels, const float *out) {
     RowsCtx *c = ctx;
@@ -815,8 +844,8 @@ static int compute_features(Trainer *t, Split *s) {
     char label[64];
     snprintf(label, sizeof label, "features %s", s->name);
     RowsCtx ctx = {s->feats, s->ok, t->fdim, NULL};
-    int failed = net_forward_dataset(t->net, t->feat_node, &s->d, &t->prep, t->batch,
-                                     t->threads, label, scatter_rows, &ctx);
+    int failed = net_forward_dataset(t->net, t->feat_node, &s->d, &t->prep, t->batch, t->threads,
+                                     label, scatter_rows, &ctx);
     if (failed < 0) return -1;
     note_failed(&s->d, s->ok);
     if (t->use_cache) {
@@ -931,8 +960,8 @@ static int predict(Trainer *t, Split *s, float *probs, uint8_t *ok, double *loss
         char label[64];
         snprintf(label, sizeof label, "eval %s", s->name);
         RowsCtx ctx = {probs, ok, (size_t)t->k, t->probs};
-        int failed = net_forward_dataset(t->net, -1, &s->d, &t->prep, t->batch, t->threads,
-                                         label, scatter_rows, &ctx);
+        int failed = net_forward_dataset(t->net, -1, &s->d, &t->prep, t->batch, t->threads, label,
+                                         scatter_rows, &ctx);
         if (failed < 0) return -1;
         note_failed(&s->d, ok);
     }
@@ -950,8 +979,8 @@ static int predict(Trainer *t, Split *s, float *probs, uint8_t *ok, double *loss
 }
 
 /* Loss and accuracy of s; metrics too when m != NULL (labelled, decodable items only). */
-static int evaluate(Trainer *t, Split *s, double *loss, double *acc, Metrics *m,
-                    float **probs_out, uint8_t **ok_out) {
+static int evaluate(Trainer *t, Split *s, double *loss, double *acc, Metrics *m, float **probs_out,
+                    uint8_t **ok_out) {
     float *probs = rn_alloc(sizeof(float) * ((size_t)s->d.n * t->k + 1));
     uint8_t *ok = rn_alloc((size_t)s->d.n + 1);
     if (predict(t, s, probs, ok, loss) != 0) {
@@ -973,10 +1002,14 @@ static int evaluate(Trainer *t, Split *s, double *loss, double *acc, Metrics *m,
     if (m) metrics_compute(n, t->k, cp, cl, t->k < 5 ? t->k : 5, *loss, m);
     free(cp);
     free(cl);
-    if (probs_out) *probs_out = probs;
-    else free(probs);
-    if (ok_out) *ok_out = ok;
-    else free(ok);
+    if (probs_out)
+        *probs_out = probs;
+    else
+        free(probs);
+    if (ok_out)
+        *ok_out = ok;
+    else
+        free(ok);
     return 0;
 }
 
@@ -985,13 +1018,15 @@ static int evaluate(Trainer *t, Split *s, double *loss, double *acc, Metrics *m,
 /* ------------------------------------------------------------------------------------ */
 
 typedef struct {
-    char dir[512];                 /* RUN/ */
-    EpochRecord *hist; int n_hist, cap_hist;
-    double *dacc; int n_dom;       /* (n_dom x n_dom) accuracy matrix, NAN = unknown */
-    int resume_phase, resume_epoch;/* from RUN/checkpoint.safetensors; 0 = fresh start */
-    StFile ck;                     /* its metadata */
-    int epochs_run;                /* in this process (for --kill-after-epochs) */
-    char id[32];                   /* a new run's id (A.run_id points here) */
+    char dir[512]; /* RUN/ */
+    EpochRecord *hist;
+    int n_hist, cap_hist;
+    double *dacc;
+    int n_dom;                      /* (n_dom x n_dom) accuracy matrix, NAN = unknown */
+    int resume_phase, resume_epoch; /* from RUN/checkpoint.safetensors; 0 = fresh start */
+    StFile ck;                      /* its metadata */
+    int epochs_run;                 /* in this process (for --kill-after-epochs) */
+    char id[32];                    /* a new run's id (A.run_id points here) */
     double t0;
 } Run;
 
@@ -999,15 +1034,18 @@ typedef struct {
     int phase, epochs;
     float lr;
     Schedule sched;
-    int patience;                  /* 0: no early stopping, no restore */
-    const int *pseudo_labels; int n_pseudo; /* saved with the checkpoint of pseudo phases */
+    int patience; /* 0: no early stopping, no restore */
+    const int *pseudo_labels;
+    int n_pseudo; /* saved with the checkpoint of pseudo phases */
 } PhaseCfg;
 
-typedef struct {                   /* everything an epoch loop needs to continue */
-    int epoch;                     /* epochs done */
-    double best;                   /* best monitored loss (val, or train without val) */
-    int best_epoch, bad;           /* early stopping */
-    double plateau_best; int plateau_bad; float lr_scale;
+typedef struct {         /* everything an epoch loop needs to continue */
+    int epoch;           /* epochs done */
+    double best;         /* best monitored loss (val, or train without val) */
+    int best_epoch, bad; /* early stopping */
+    double plateau_best;
+    int plateau_bad;
+    float lr_scale;
 } PhaseState;
 
 static void history_add(Run *run, const EpochRecord *e) {
@@ -1084,8 +1122,8 @@ static int ck_meta(const StFile *f, const char *key, double lo, double hi, int *
     double x = v ? strtod(v, &end) : NAN;
     if (!v || end == v || *end || !(x >= lo && x <= hi) || (ints && x != floor(x))) {
         rn_set_error("%s: metadata \"%s\": expected %s in [%.10g, %.10g], found %s%s%s (a "
-                     "damaged checkpoint, or not one of this run)", f->path, key,
-                     ints ? "an integer" : "a number", lo, hi, v ? "\"" : "",
+                     "damaged checkpoint, or not one of this run)",
+                     f->path, key, ints ? "an integer" : "a number", lo, hi, v ? "\"" : "",
                      v ? v : "nothing", v ? "\"" : "");
         return -1;
     }
@@ -1109,11 +1147,11 @@ static int save_checkpoint(Run *run, Trainer *t, const PhaseCfg *pc, const Phase
     history_format(run, &hist);
     doubles_format(run->dacc, run->n_dom * run->n_dom, &dacc);
     ints_format(pc->pseudo_labels, pc->pseudo_labels ? pc->n_pseudo : 0, &pl);
-    const char *keys[] = {"phase", "epoch", "best_loss", "best_epoch", "bad_epochs",
-                          "plateau_best", "plateau_bad", "lr_scale", "net", "history",
-                          "domain_acc", "pseudo_labels", "run_id"};
-    const char *v[] = {vals[0], vals[1], vals[2], vals[3], vals[4], vals[5], vals[6], vals[7],
-                       vals[8], hist.data, dacc.data, pl.data, A.run_id};
+    const char *keys[] = {"phase",        "epoch",         "best_loss", "best_epoch", "bad_epochs",
+                          "plateau_best", "plateau_bad",   "lr_scale",  "net",        "history",
+                          "domain_acc",   "pseudo_labels", "run_id"};
+    const char *v[] = {vals[0], vals[1], vals[2],   vals[3],   vals[4], vals[5], vals[6],
+                       vals[7], vals[8], hist.data, dacc.data, pl.data, A.run_id};
     char path[1024];
     snprintf(path, sizeof path, "%s/checkpoint.safetensors", run->dir);
     Net *net = trained_net(t);
@@ -1182,8 +1220,7 @@ static int run_phase(Run *run, Trainer *t, const PhaseCfg *pc, Split *train, Spl
             st.best = monitored;
             st.best_epoch = e;
             st.bad = 0;
-            if (pc->patience > 0 && net_save_weights(net, best_path, NULL, NULL, 0) != 0)
-                return -1;
+            if (pc->patience > 0 && net_save_weights(net, best_path, NULL, NULL, 0) != 0) return -1;
         } else {
             st.bad++;
         }
@@ -1201,8 +1238,9 @@ static int run_phase(Run *run, Trainer *t, const PhaseCfg *pc, Split *train, Spl
         history_add(run, &rec);
         st.epoch = e + 1;
         printf("phase %d epoch %3d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  "
-               "lr %.3g  %.1fs%s\n", pc->phase, e + 1, pc->epochs, rec.train_loss,
-               rec.train_acc, rec.val_loss, rec.val_acc, lr, rec.seconds, improved ? "  *" : "");
+               "lr %.3g  %.1fs%s\n",
+               pc->phase, e + 1, pc->epochs, rec.train_loss, rec.train_acc, rec.val_loss,
+               rec.val_acc, lr, rec.seconds, improved ? "  *" : "");
         fflush(stdout);
         if (save_checkpoint(run, t, pc, &st) != 0) return -1;
         if (A.kill_after > 0 && ++run->epochs_run >= A.kill_after) {
@@ -1254,7 +1292,8 @@ static int unfreeze_stage(const Net *net, const char *spec, int *stage) {
         Buf groups = {0};
         net_groups_json(net, &groups);
         rn_set_error("--unfreeze: expected a number of groups, 'all' or a group name of %s "
-                     "%s, found '%s'", net->arch, groups.data, spec);
+                     "%s, found '%s'",
+                     net->arch, groups.data, spec);
         buf_free(&groups);
         return -1;
     }
@@ -1296,7 +1335,7 @@ static int load_data(Split *tr, Split *va, Split *te) {
         rn_set_error("give exactly one of --data DIR, --data-csv FILE, --cifar-bin DIR");
         return -1;
     }
-    int rc = A.data[0] ? dataset_from_folder(A.data, &all)
+    int rc = A.data[0]       ? dataset_from_folder(A.data, &all)
              : A.data_csv[0] ? dataset_from_csv(A.data_csv, &all)
                              : dataset_from_cifar(A.cifar_bin, 1, &all);
     if (rc != 0) return -1;
@@ -1310,8 +1349,7 @@ static int load_data(Split *tr, Split *va, Split *te) {
         have_val = 1;
     }
     if (A.test[0] || A.cifar_bin[0]) {
-        rc = A.test[0] ? dataset_from_folder_classes(A.test, all.class_names, all.n_classes,
-                                                     &te->d)
+        rc = A.test[0] ? dataset_from_folder_classes(A.test, all.class_names, all.n_classes, &te->d)
                        : dataset_from_cifar(A.cifar_bin, 0, &te->d);
         if (rc != 0) goto fail;
         input_failures += te->d.n_skipped;
@@ -1319,8 +1357,8 @@ static int load_data(Split *tr, Split *va, Split *te) {
     }
     float vf = have_val ? 0 : A.val_frac, tf = have_test ? 0 : A.test_frac;
     if (!(vf >= 0 && tf >= 0 && vf + tf < 1)) {
-        rn_set_error("--val-frac %g + --test-frac %g: expected fractions >= 0 summing below 1",
-                     vf, tf);
+        rn_set_error("--val-frac %g + --test-frac %g: expected fractions >= 0 summing below 1", vf,
+                     tf);
         goto fail;
     }
     if (vf == 0 && tf == 0) {
@@ -1328,14 +1366,18 @@ static int load_data(Split *tr, Split *va, Split *te) {
         return 0;
     }
     Dataset parts[3];
-    if (dataset_split(&all, 1 - vf - tf, vf, (uint64_t)A.seed, &parts[0], &parts[1],
-                      &parts[2]) != 0)
+    if (dataset_split(&all, 1 - vf - tf, vf, (uint64_t)A.seed, &parts[0], &parts[1], &parts[2]) !=
+        0)
         goto fail;
     tr->d = parts[0];
-    if (have_val) dataset_free(&parts[1]);
-    else va->d = parts[1];
-    if (have_test) dataset_free(&parts[2]);
-    else te->d = parts[2];
+    if (have_val)
+        dataset_free(&parts[1]);
+    else
+        va->d = parts[1];
+    if (have_test)
+        dataset_free(&parts[2]);
+    else
+        te->d = parts[2];
     dataset_free(&all);
     return 0;
 fail:
@@ -1386,7 +1428,10 @@ static void pseudo_train_set(const Split *tr, const Split *u, const int *plabel,
     snprintf(d->root, sizeof d->root, "%s", u->d.root);
 }
 
-typedef struct { float score; int index; } Scored;
+typedef struct {
+    float score;
+    int index;
+} Scored;
 
 static int cmp_scored_desc(const void *a, const void *b) {
     const Scored *x = a, *y = b;
@@ -1441,8 +1486,10 @@ static void print_matrix(const Run *run, char **names) {
         printf("%-34.34s", row);
         for (int j = 0; j < run->n_dom; j++) {
             double a = run->dacc[i * run->n_dom + j];
-            if (isnan(a)) printf(" %8s", "-");
-            else printf(" %8.4f", a);
+            if (isnan(a))
+                printf(" %8s", "-");
+            else
+                printf(" %8.4f", a);
         }
         printf("\n");
     }
@@ -1535,7 +1582,8 @@ static int train_job(Run *run, const char *command) {
     dataset_summary(&te.d, "test", stdout);
     if (tr.d.n == 0 || t.k < 2) {
         rn_set_error("%s: need at least 2 classes and 1 training image, found %d classes, %d "
-                     "images", tr.d.root, t.k, tr.d.n);
+                     "images",
+                     tr.d.root, t.k, tr.d.n);
         goto done;
     }
     u = rn_calloc((size_t)n_p + 1, sizeof *u);
@@ -1578,8 +1626,10 @@ static int train_job(Run *run, const char *command) {
         net_release_grads(t.head);
     }
     t.backbone_key = fnv1a_str(fnv1a_file(1469598103934665603ULL, A.weights), A.arch);
-    if (A.cache_dir[0]) snprintf(t.cache_dir, sizeof t.cache_dir, "%s", A.cache_dir);
-    else parent_dir(run->dir, t.cache_dir, sizeof t.cache_dir);
+    if (A.cache_dir[0])
+        snprintf(t.cache_dir, sizeof t.cache_dir, "%s", A.cache_dir);
+    else
+        parent_dir(run->dir, t.cache_dir, sizeof t.cache_dir);
     remove_stale_tmp(t.cache_dir, 0);
     t.use_cache = !A.no_cache && !scratch;
     t.x = rn_alloc(sizeof(float) * (size_t)t.batch * 3 * t.prep.size * t.prep.size);
@@ -1599,16 +1649,17 @@ static int train_job(Run *run, const char *command) {
             free(w);
             if (bad) {
                 rn_set_error("--class-weights: expected 'balanced' or %d comma-separated numbers, "
-                             "found '%s'", t.k, A.class_weights);
+                             "found '%s'",
+                             t.k, A.class_weights);
                 goto done;
             }
         }
     }
     printf("%s: %lld parameters, input %dx%d (%s), head %s, features %s [%d, %d, %d], %d "
-           "threads, %s kernels\n", A.arch, (long long)net_count_params(net, 0), t.prep.size,
-           t.prep.size, prep_name(t.prep.kind), A.head,
-           scratch ? "(trained end to end)" : "frozen", t.fc, t.fh, t.fw, rn_threads(),
-           simd_name());
+           "threads, %s kernels\n",
+           A.arch, (long long)net_count_params(net, 0), t.prep.size, t.prep.size,
+           prep_name(t.prep.kind), A.head, scratch ? "(trained end to end)" : "frozen", t.fc, t.fh,
+           t.fw, rn_threads(), simd_name());
 
     /* ---- resume state */
     run->n_dom = 1 + n_p;
@@ -1627,8 +1678,7 @@ static int train_job(Run *run, const char *command) {
     double feat_seconds = 0;
     if (!scratch && run->resume_phase <= 1) {
         double tf = rn_seconds();
-        if ((!t.aug.enabled && compute_features(&t, &tr) != 0) ||
-            compute_features(&t, &va) != 0 ||
+        if ((!t.aug.enabled && compute_features(&t, &tr) != 0) || compute_features(&t, &va) != 0 ||
             (A.finetune_epochs == 0 && compute_features(&t, &te) != 0))
             goto done;
         feat_seconds = rn_seconds() - tf;
@@ -1681,16 +1731,16 @@ static int train_job(Run *run, const char *command) {
         for (int j = 0; j < n_u; j++) kept += plabel[j] >= 0;
         printf("\npseudo-labelling %s: %d of %d images kept (p >= %.2f, class-balanced)\n",
                u[i].name, kept, n_u, A.pseudo_threshold);
-        if (!t.full && !t.aug.enabled && (compute_features(&t, &tr) != 0 ||
-                                          compute_features(&t, &u[i]) != 0)) {
+        if (!t.full && !t.aug.enabled &&
+            (compute_features(&t, &tr) != 0 || compute_features(&t, &u[i]) != 0)) {
             free(plabel);
             goto done;
         }
         Split tp;
         pseudo_train_set(&tr, &u[i], plabel, t.fdim, &tp);
         float plr = A.pseudo_lr > 0 ? A.pseudo_lr : A.finetune_epochs > 0 ? A.finetune_lr : A.lr;
-        PhaseCfg pcp = {phase, A.pseudo_epochs, plr, {SCHED_CONSTANT, 0, 0, 0, 0}, A.patience,
-                        plabel, n_u};
+        PhaseCfg pcp = {phase,      A.pseudo_epochs, plr, {SCHED_CONSTANT, 0, 0, 0, 0},
+                        A.patience, plabel,          n_u};
         int prc = run_phase(run, &t, &pcp, &tp, &va);
         split_free(&tp);
         free(plabel);
@@ -1738,16 +1788,29 @@ static int train_job(Run *run, const char *command) {
     if (model_save(path, net, &info) != 0) goto done;
 
     Buf notes = {0};
-    buf_printf(&notes, "command: %s\nweights: %s\ntrain %d, val %d, test %d images; %d threads, "
+    buf_printf(&notes,
+               "command: %s\nweights: %s\ntrain %d, val %d, test %d images; %d threads, "
                "%s kernels; feature extraction %.1f s, total %.1f s; peak memory %ld MB",
-               command, A.weights, tr.d.n, va.d.n, te.d.n, rn_threads(), simd_name(),
-               feat_seconds, rn_seconds() - run->t0, rn_peak_rss_kb() / 1024);
+               command, A.weights, tr.d.n, va.d.n, te.d.n, rn_threads(), simd_name(), feat_seconds,
+               rn_seconds() - run->t0, rn_peak_rss_kb() / 1024);
     char title[256];
     snprintf(title, sizeof title, "%s on %s", A.arch,
-             A.data[0] ? A.data : A.data_csv[0] ? A.data_csv : A.cifar_bin);
-    Report r = {title, tr.d.class_names, t.k, have_mt ? &mt : NULL, have_mv ? &mv : NULL,
-                run->hist, run->n_hist, n_p ? run->dacc : NULL, n_p ? run->n_dom : 0, dnames,
-                (const char **)mis, n_mis, notes.data};
+             A.data[0]       ? A.data
+             : A.data_csv[0] ? A.data_csv
+                             : A.cifar_bin);
+    Report r = {title,
+                tr.d.class_names,
+                t.k,
+                have_mt ? &mt : NULL,
+                have_mv ? &mv : NULL,
+                run->hist,
+                run->n_hist,
+                n_p ? run->dacc : NULL,
+                n_p ? run->n_dom : 0,
+                dnames,
+                (const char **)mis,
+                n_mis,
+                notes.data};
     char jpath[1024];
     snprintf(jpath, sizeof jpath, "%s/metrics.json", run->dir);
     snprintf(path, sizeof path, "%s/report.html", run->dir);
@@ -1808,8 +1871,10 @@ static char **read_args_file(const char *path, int *argc, char **buf) {
         if (e) *e = 0;
         char *o = s;
         for (char *c = s; *c; c++) {
-            if (c[0] == '\\' && (c[1] == 'n' || c[1] == '\\')) *o++ = *++c == 'n' ? '\n' : '\\';
-            else *o++ = *c;
+            if (c[0] == '\\' && (c[1] == 'n' || c[1] == '\\'))
+                *o++ = *++c == 'n' ? '\n' : '\\';
+            else
+                *o++ = *c;
         }
         *o = 0;
         if (*s) v[n++] = s;
@@ -1877,7 +1942,7 @@ static int start_run(Run *run, int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
-    rn_binary_stdout(); /* "\n" line ends on every platform (Windows: not "\r\n") */
+    rn_binary_stdout();               /* "\n" line ends on every platform (Windows: not "\r\n") */
     setvbuf(stdout, NULL, _IOLBF, 0); /* epoch lines in order with stderr's progress lines */
     set_defaults();
     if (parse_args(argc - 1, argv + 1, NULL) != 0) {
@@ -1912,7 +1977,8 @@ int main(int argc, char **argv) {
          * again when the options are given (train --resume RUN OPTIONS...) */
         snprintf(path, sizeof path, "%s/checkpoint.safetensors", run.dir);
         if (argc - 1 <= 2 || file_exists(path)) {
-            fprintf(stderr, "error: --resume %s: no %s/args.txt (the run stopped before it saved "
+            fprintf(stderr,
+                    "error: --resume %s: no %s/args.txt (the run stopped before it saved "
                     "its options): give them again, as in train --resume %s OPTIONS...\n",
                     run.dir, run.dir, run.dir);
             return 1;
@@ -1960,9 +2026,10 @@ int main(int argc, char **argv) {
             free_list(pd, n_pd);
             const char *id = st_meta(&run.ck, "run_id");
             if (strcmp(id ? id : "", A.run_id) != 0) {
-                fprintf(stderr, "error: %s: a checkpoint of run %s, not of this run (%s, in "
-                        "%s/args.txt)\n", path, id ? id : "(none)",
-                        A.run_id[0] ? A.run_id : "(none)", run.dir);
+                fprintf(stderr,
+                        "error: %s: a checkpoint of run %s, not of this run (%s, in "
+                        "%s/args.txt)\n",
+                        path, id ? id : "(none)", A.run_id[0] ? A.run_id : "(none)", run.dir);
                 return 1;
             }
             if (ck_meta(&run.ck, "phase", 1, 2 + n_pd, &run.resume_phase, NULL) != 0 ||
@@ -1989,7 +2056,8 @@ int main(int argc, char **argv) {
     for (int i = 0; i < n_failed_paths; i++) rn_free(failed_paths[i]);
     rn_free(failed_paths);
     if (rc == 0 && input_failures > 0) {
-        fprintf(stderr, "train: finished, but %ld input file%s could not be used (reported above)\n",
+        fprintf(stderr,
+                "train: finished, but %ld input file%s could not be used (reported above)\n",
                 input_failures, input_failures == 1 ? "" : "s");
         return 1;
     }

@@ -417,8 +417,10 @@ void buf_json_string(Buf *b, const char *s) {
         case '\r': buf_put(b, "\\r", 2); break;
         case '\t': buf_put(b, "\\t", 2); break;
         default:
-            if (*p < 0x20) buf_printf(b, "\\u%04x", *p);
-            else buf_put(b, p, 1);
+            if (*p < 0x20)
+                buf_printf(b, "\\u%04x", *p);
+            else
+                buf_put(b, p, 1);
         }
     }
     buf_put(b, "\"", 1);
@@ -467,13 +469,12 @@ static void progress_draw(Progress *p, const char *extra, int final) {
         char bar[32];
         for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
         bar[width] = 0;
-        fprintf(stderr, "\r%-14s [%s] %ld/%ld  %.1f/s  %s %.0fs  %s\033[K", p->label, bar,
-                p->done, p->total, rate, final ? "took" : "eta", final ? el : eta,
-                extra ? extra : "");
+        fprintf(stderr, "\r%-14s [%s] %ld/%ld  %.1f/s  %s %.0fs  %s\033[K", p->label, bar, p->done,
+                p->total, rate, final ? "took" : "eta", final ? el : eta, extra ? extra : "");
         if (final) fputc('\n', stderr);
     } else {
-        fprintf(stderr, "%s: %ld/%ld  %.1f/s  %s %.0fs  %s\n", p->label, p->done, p->total,
-                rate, final ? "took" : "eta", final ? el : eta, extra ? extra : "");
+        fprintf(stderr, "%s: %ld/%ld  %.1f/s  %s %.0fs  %s\n", p->label, p->done, p->total, rate,
+                final ? "took" : "eta", final ? el : eta, extra ? extra : "");
     }
     fflush(stderr);
 }

@@ -29,9 +29,9 @@
 #include "parallel.h"
 #include "simd.h"
 
-#define WT 4             /* output tile: WT x WT */
-#define WA (WT + 2)      /* input tile and transformed tile: WA x WA (= WT + 3 - 1) */
-#define WXI (WA * WA)    /* 36 products */
+#define WT  4         /* output tile: WT x WT */
+#define WA  (WT + 2)  /* input tile and transformed tile: WA x WA (= WT + 3 - 1) */
+#define WXI (WA * WA) /* 36 products */
 
 /* The transforms for the interpolation points 0, 1, -1, 2, -2 (and infinity). */
 static const float BT[WA][WA] = {
@@ -61,9 +61,7 @@ int conv_winograd_eligible(const ConvSpec *s) {
  * transforms cost what the products save: measured no faster than im2col + GEMM. */
 int conv_winograd_pays(void) { return VLEN > 1; }
 
-size_t winograd_weight_floats(const ConvSpec *s) {
-    return (size_t)WXI * s->out_c * s->in_c;
-}
+size_t winograd_weight_floats(const ConvSpec *s) { return (size_t)WXI * s->out_c * s->in_c; }
 
 /* u[xi][oc][ic] = (G g G^T)[xi], g = weight[oc, ic] (3x3), in double then rounded once.
  * A run of input channels at a time goes through tile[][36], then out plane by plane (the
@@ -71,7 +69,7 @@ size_t winograd_weight_floats(const ConvSpec *s) {
 #define WEIGHT_RUN 64
 void winograd_weight_transform(const ConvSpec *s, const float *weight, float *u) {
     int co = s->out_c, ci = s->in_c;
-OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel() && co >= 64))
+    OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel() && co >= 64))
     for (int oc = 0; oc < co; oc++)
         for (int ic0 = 0; ic0 < ci; ic0 += WEIGHT_RUN) {
             int run = ci - ic0 < WEIGHT_RUN ? ci - ic0 : WEIGHT_RUN;
@@ -84,8 +82,8 @@ OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel() && co >= 64)
                         gt[k][j] = G[k][0] * g[j] + G[k][1] * g[3 + j] + G[k][2] * g[6 + j];
                 for (int k = 0; k < WA; k++)
                     for (int l = 0; l < WA; l++)
-                        tile[r][k * WA + l] = (float)(gt[k][0] * G[l][0] + gt[k][1] * G[l][1] +
-                                                      gt[k][2] * G[l][2]);
+                        tile[r][k * WA + l] =
+                            (float)(gt[k][0] * G[l][0] + gt[k][1] * G[l][1] + gt[k][2] * G[l][2]);
             }
             for (int xi = 0; xi < WXI; xi++) {
                 float *dst = u + ((size_t)xi * co + oc) * ci + ic0;
@@ -96,21 +94,23 @@ OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel() && co >= 64)
 
 /* sum_j c[j] * x[j] over the nonzero coefficients (the tables are constants: after
  * unrolling, the zero terms and the tests vanish). */
-#define COMBINE(out, c, x, len)                                                             \
-    do {                                                                                    \
-        VF acc_ = vzero();                                                                  \
-        RN_UNROLL for (int j_ = 0; j_ < (len); j_++) if ((c)[j_] != 0)                      \
-            acc_ = vfma(vset1((c)[j_]), (x)[j_], acc_);                                     \
-        (out) = acc_;                                                                       \
+#define COMBINE(out, c, x, len)                                                                    \
+    do {                                                                                           \
+        VF acc_ = vzero();                                                                         \
+        RN_UNROLL for (int j_ = 0; j_ < (len); j_++) if ((c)[j_] != 0) acc_ =                      \
+            vfma(vset1((c)[j_]), (x)[j_], acc_);                                                   \
+        (out) = acc_;                                                                              \
     } while (0)
 
 /* The transforms work on blocks of BLOCK consecutive tiles of a chunk, which may span tile
  * rows (and images): the passes across tiles then run on whole vectors even when a tile
  * row is short (4 tiles at 14x14). Within a block, a segment is the part in one tile row:
  * image b, tile row ty, columns tx0.., nt tiles, the block's tiles at..at+nt-1. */
-#define BLOCK 64
+#define BLOCK   64
 #define BSTRIDE (BLOCK + 2 * VLEN) /* a block's row in the buffers, with a vector of slack */
-typedef struct { int b, ty, tx0, nt, at; } Segment;
+typedef struct {
+    int b, ty, tx0, nt, at;
+} Segment;
 
 /* The segment that starts at tile t of the batch (th x tw tiles an image), ending by end;
  * at: its place in the block that starts at tile t0. */
@@ -126,9 +126,8 @@ static Segment segment_at(int t, int end, int th, int tw, int t0) {
  * at a time and split into 4 phases (phase p: columns 4q + p) and transformed down the
  * rows; tile q's six columns are then phases 0-3 at q and phases 0-1 at q + 1, gathered
  * into col[k][j][tile] for the pass across, which runs over the whole block. */
-static void input_transform_block(int t0, int t1, int th, int tw, int h, int w,
-                                  const float *x, int ci, int ic, float *v,
-                                  size_t xi_stride) {
+static void input_transform_block(int t0, int t1, int th, int tw, int h, int w, const float *x,
+                                  int ci, int ic, float *v, size_t xi_stride) {
     float col[WA][WA][BSTRIDE];
     size_t plane = (size_t)h * w;
     for (int t = t0; t < t1;) {
@@ -139,10 +138,9 @@ static void input_transform_block(int t0, int t1, int th, int tw, int h, int w,
             VF rows[WA][4];
             RN_UNROLL for (int r = 0; r < WA; r++) {
                 int iy = sg.ty * WT - 1 + r;
-                RN_UNROLL for (int j = 0; j < 4; j++)
-                    rows[r][j] = iy >= 0 && iy < h
-                                     ? vload_part(src + (size_t)iy * w, x0 + 4 * q + j * VLEN, w)
-                                     : vzero();
+                RN_UNROLL for (int j = 0; j < 4; j++) rows[r][j] =
+                    iy >= 0 && iy < h ? vload_part(src + (size_t)iy * w, x0 + 4 * q + j * VLEN, w)
+                                      : vzero();
                 vdeinterleave4(rows[r]);
             }
             /* down the rows: sum_r BT[k][r] row[r], phase by phase; phase p is column j = p
@@ -164,8 +162,7 @@ static void input_transform_block(int t0, int t1, int th, int tw, int h, int w,
     for (int k = 0; k < WA; k++)
         for (int j = 0; j < WA; j++) vstore(&col[k][j][t1 - t0], vzero());
     /* across: V[k][l][tile] = sum_j BT[l][j] col[k][j][tile] */
-    for (int q = 0; q < t1 - t0; q += VLEN)
-        RN_UNROLL for (int k = 0; k < WA; k++) {
+    for (int q = 0; q < t1 - t0; q += VLEN) RN_UNROLL for (int k = 0; k < WA; k++) {
             VF in[WA];
             RN_UNROLL for (int j = 0; j < WA; j++) in[j] = vload(&col[k][j][q]);
             RN_UNROLL for (int l = 0; l < WA; l++) {
@@ -181,24 +178,23 @@ static void input_transform_block(int t0, int t1, int th, int tw, int h, int w,
  * yt[i][j][tile]; then, segment by segment, each output row's four columns of tiles are
  * interleaved back, and the epilogue (conv2d_forward_fused's, in its order: scale, shift,
  * residual, ReLU) runs on the way into y. */
-static void output_transform_block(int t0, int t1, int th, int tw, int oh, int ow,
-                                   const float *m, size_t xi_stride, const ConvEpilogue *e,
-                                   int co, int oc, const float *residual, float *y) {
+static void output_transform_block(int t0, int t1, int th, int tw, int oh, int ow, const float *m,
+                                   size_t xi_stride, const ConvEpilogue *e, int co, int oc,
+                                   const float *residual, float *y) {
     float yt[WT][WT][BSTRIDE];
     for (int q = 0; q < t1 - t0; q += VLEN) {
         VF s[WT][WA];
         RN_UNROLL for (int l = 0; l < WA; l++) {
             VF in[WA];
-            RN_UNROLL for (int k = 0; k < WA; k++)
-                in[k] = vload(m + (size_t)(k * WA + l) * xi_stride + q);
+            RN_UNROLL for (int k = 0; k < WA; k++) in[k] =
+                vload(m + (size_t)(k * WA + l) * xi_stride + q);
             RN_UNROLL for (int i = 0; i < WT; i++) COMBINE(s[i][l], AT[i], in, WA);
         }
-        RN_UNROLL for (int i = 0; i < WT; i++)
-            RN_UNROLL for (int j = 0; j < WT; j++) {
-                VF yv;
-                COMBINE(yv, AT[j], s[i], WA);
-                vstore(&yt[i][j][q], yv);
-            }
+        RN_UNROLL for (int i = 0; i < WT; i++) RN_UNROLL for (int j = 0; j < WT; j++) {
+            VF yv;
+            COMBINE(yv, AT[j], s[i], WA);
+            vstore(&yt[i][j][q], yv);
+        }
     }
     VF sc = vset1(e->scale ? e->scale[oc] : 1.0f), sh = vset1(e->shift ? e->shift[oc] : 0.0f);
     size_t plane = (size_t)oh * ow;
@@ -216,8 +212,10 @@ static void output_transform_block(int t0, int t1, int th, int tw, int oh, int o
                     int c = x0 + WT * q + j * VLEN;
                     if (c >= x1) break;
                     VF o = yv[j];
-                    if (e->scale) o = vadd(vmul(o, sc), sh);
-                    else if (e->shift) o = vadd(o, sh);
+                    if (e->scale)
+                        o = vadd(vmul(o, sc), sh);
+                    else if (e->shift)
+                        o = vadd(o, sh);
                     if (residual) o = vadd(o, vload_part(residual + row, c, x1));
                     if (e->relu) o = vmax(o, vzero());
                     vstore_part(y + row, c, x1, o);
@@ -244,25 +242,23 @@ static void winograd_chunk(const ConvSpec *s, int h, int w, const float *x, cons
     int ci = s->in_c, co = s->out_c, count = end - first, ld = chunk_ld(count);
     size_t xi_v = (size_t)ci * ld, xi_m = (size_t)co * ld;
     float *v = ws, *m = v + WXI * xi_v;
-OMP_PRAGMA(omp parallel for schedule(static) if (inner))
+    OMP_PRAGMA(omp parallel for schedule(static) if (inner))
     for (int ic = 0; ic < ci; ic++)
         for (int t = first; t < end; t += BLOCK)
             input_transform_block(t, t + BLOCK < end ? t + BLOCK : end, th, tw, h, w, x, ci, ic,
                                   v + (size_t)ic * ld + (t - first), xi_v);
     for (int xi = 0; xi < WXI; xi++)
-        sgemm(0, 0, co, count, ci, 1.0f, u + (size_t)xi * co * ci, ci, v + xi * xi_v, ld,
-              0.0f, m + xi * xi_m, ld);
-OMP_PRAGMA(omp parallel for schedule(static) if (inner))
+        sgemm(0, 0, co, count, ci, 1.0f, u + (size_t)xi * co * ci, ci, v + xi * xi_v, ld, 0.0f,
+              m + xi * xi_m, ld);
+    OMP_PRAGMA(omp parallel for schedule(static) if (inner))
     for (int oc = 0; oc < co; oc++)
         for (int t = first; t < end; t += BLOCK)
             output_transform_block(t, t + BLOCK < end ? t + BLOCK : end, th, tw, h, w,
-                                   m + (size_t)oc * ld + (t - first), xi_m, e, co, oc,
-                                   residual, y);
+                                   m + (size_t)oc * ld + (t - first), xi_m, e, co, oc, residual, y);
 }
 
-void conv2d_forward_winograd(const ConvSpec *s, int n, int h, int w, const float *x,
-                             const float *u, const ConvEpilogue *e, const float *residual,
-                             float *y) {
+void conv2d_forward_winograd(const ConvSpec *s, int n, int h, int w, const float *x, const float *u,
+                             const ConvEpilogue *e, const float *residual, float *y) {
     ConvEpilogue none = {NULL, NULL, 0};
     if (!e) e = &none;
     int th = (h + WT - 1) / WT, tw = (w + WT - 1) / WT, total = n * th * tw;
@@ -279,10 +275,10 @@ void conv2d_forward_winograd(const ConvSpec *s, int n, int h, int w, const float
     chunks = (total + tc - 1) / tc;
     size_t ws_floats = per_tile * chunk_ld(tc);
     if (chunks >= threads && threads > 1) {
-OMP_PRAGMA(omp parallel)
+        OMP_PRAGMA(omp parallel)
         {
             float *ws = rn_scratch(omp_get_thread_num(), ws_floats);
-OMP_PRAGMA(omp for schedule(dynamic, 1))
+            OMP_PRAGMA(omp for schedule(dynamic, 1))
             for (int c = 0; c < chunks; c++) {
                 int first = c * tc, end = first + tc < total ? first + tc : total;
                 winograd_chunk(s, h, w, x, u, e, residual, y, first, end, th, tw, ws, 0);
@@ -292,8 +288,7 @@ OMP_PRAGMA(omp for schedule(dynamic, 1))
         float *ws = rn_scratch(omp_get_thread_num(), ws_floats);
         for (int c = 0; c < chunks; c++) {
             int first = c * tc, end = first + tc < total ? first + tc : total;
-            winograd_chunk(s, h, w, x, u, e, residual, y, first, end, th, tw, ws,
-                           threads > 1);
+            winograd_chunk(s, h, w, x, u, e, residual, y, first, end, th, tw, ws, threads > 1);
         }
     }
 }

@@ -54,8 +54,8 @@ int main(int argc, char **argv) {
     for (int step = 1; step <= STEPS; step++) {
         make_batch(&rng, x, labels);
         const float *logits = net_forward(net, x, BATCH, 1);
-        float loss = softmax_cross_entropy_forward(BATCH, CLASSES, logits, labels, NULL, 0.0f,
-                                                   probs);
+        float loss =
+            softmax_cross_entropy_forward(BATCH, CLASSES, logits, labels, NULL, 0.0f, probs);
         softmax_cross_entropy_backward(BATCH, CLASSES, probs, labels, NULL, 0.0f, dlogits);
         net_zero_grad(net);
         net_backward(net, dlogits, BATCH, NULL); /* gradients of layer3 and the head */

@@ -23,8 +23,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (!why[0]) abort(); /* every failure says why */
         return 0;
     }
-    if (img.w <= 0 || img.h <= 0 || img.w > RN_MAX_IMAGE_SIDE || img.h > RN_MAX_IMAGE_SIDE)
-        abort();
+    if (img.w <= 0 || img.h <= 0 || img.w > RN_MAX_IMAGE_SIDE || img.h > RN_MAX_IMAGE_SIDE) abort();
     if ((int64_t)img.w * img.h > (1 << 22)) { /* valid but slow under the sanitizers */
         image_free(&img);
         return 0;

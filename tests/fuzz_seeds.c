@@ -88,9 +88,9 @@ static void images(void) {
             put(name, b.data, b.len);
         }
     /* GIF89a 1x1, 2-colour palette */
-    static const uint8_t gif[] = {'G', 'I', 'F', '8', '9', 'a', 1, 0, 1, 0, 0x80, 0, 0,
-                                  255, 255, 255, 0, 0, 0, 0x2C, 0, 0, 0, 0, 1, 0, 1, 0, 0,
-                                  2, 2, 0x44, 0x01, 0, 0x3B};
+    static const uint8_t gif[] = {'G', 'I', 'F', '8', '9', 'a', 1, 0,    1,    0, 0x80, 0,
+                                  0,   255, 255, 255, 0,   0,   0, 0x2C, 0,    0, 0,    0,
+                                  1,   0,   1,   0,   0,   2,   2, 0x44, 0x01, 0, 0x3B};
     put("one.gif", gif, sizeof gif);
     /* PSD 2x2 RGB, raw planar */
     b.len = 0;

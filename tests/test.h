@@ -13,24 +13,57 @@
 static int test_case_failed, test_cases_passed, test_cases_failed, test_cases_skipped;
 static const char *test_skip_reason;
 
-#define CHECK(cond) do { if (!(cond)) { test_case_failed = 1; \
-    fprintf(stderr, "  %s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); } } while (0)
-#define CHECK_MSG(cond, ...) do { if (!(cond)) { test_case_failed = 1; \
-    fprintf(stderr, "  %s:%d: CHECK failed: %s: ", __FILE__, __LINE__, #cond); \
-    fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); } } while (0)
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            test_case_failed = 1;                                                                  \
+            fprintf(stderr, "  %s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);             \
+        }                                                                                          \
+    } while (0)
+#define CHECK_MSG(cond, ...)                                                                       \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            test_case_failed = 1;                                                                  \
+            fprintf(stderr, "  %s:%d: CHECK failed: %s: ", __FILE__, __LINE__, #cond);             \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fputc('\n', stderr);                                                                   \
+        }                                                                                          \
+    } while (0)
 /* |a - b| <= tol * max(1, |b|) ... absolute below 1, relative above */
-#define CHECK_CLOSE(a, b, tol) do { double a_ = (a), b_ = (b); \
-    double s_ = fabs(b_) > 1.0 ? fabs(b_) : 1.0; \
-    if (!(fabs(a_ - b_) <= (tol) * s_)) { test_case_failed = 1; \
-    fprintf(stderr, "  %s:%d: %s = %.9g, expected %s = %.9g (tol %g)\n", __FILE__, __LINE__, \
-            #a, a_, #b, b_, (double)(tol)); } } while (0)
+#define CHECK_CLOSE(a, b, tol)                                                                     \
+    do {                                                                                           \
+        double a_ = (a), b_ = (b);                                                                 \
+        double s_ = fabs(b_) > 1.0 ? fabs(b_) : 1.0;                                               \
+        if (!(fabs(a_ - b_) <= (tol)*s_)) {                                                        \
+            test_case_failed = 1;                                                                  \
+            fprintf(stderr, "  %s:%d: %s = %.9g, expected %s = %.9g (tol %g)\n", __FILE__,         \
+                    __LINE__, #a, a_, #b, b_, (double)(tol));                                      \
+        }                                                                                          \
+    } while (0)
 /* Skip the current case (e.g. ../shared missing when allowed); counts as skipped. */
-#define SKIP(reason) do { test_skip_reason = (reason); return; } while (0)
+#define SKIP(reason)                                                                               \
+    do {                                                                                           \
+        test_skip_reason = (reason);                                                               \
+        return;                                                                                    \
+    } while (0)
 
-#define RUN(fn) do { test_case_failed = 0; test_skip_reason = NULL; fn(); \
-    if (test_skip_reason) { test_cases_skipped++; printf("SKIP %s: %s\n", #fn, test_skip_reason); } \
-    else if (test_case_failed) { test_cases_failed++; printf("FAIL %s\n", #fn); } \
-    else { test_cases_passed++; printf("ok   %s\n", #fn); } fflush(stdout); } while (0)
+#define RUN(fn)                                                                                    \
+    do {                                                                                           \
+        test_case_failed = 0;                                                                      \
+        test_skip_reason = NULL;                                                                   \
+        fn();                                                                                      \
+        if (test_skip_reason) {                                                                    \
+            test_cases_skipped++;                                                                  \
+            printf("SKIP %s: %s\n", #fn, test_skip_reason);                                        \
+        } else if (test_case_failed) {                                                             \
+            test_cases_failed++;                                                                   \
+            printf("FAIL %s\n", #fn);                                                              \
+        } else {                                                                                   \
+            test_cases_passed++;                                                                   \
+            printf("ok   %s\n", #fn);                                                              \
+        }                                                                                          \
+        fflush(stdout);                                                                            \
+    } while (0)
 
 static inline int test_summary(void) {
     printf("# %d passed, %d failed, %d skipped\n", test_cases_passed, test_cases_failed,
@@ -41,8 +74,12 @@ static inline int test_summary(void) {
 /* Largest |a-b| / max(|b|_inf, floor) over n elements. */
 static inline double max_rel_diff(const float *a, const float *b, size_t n, double floor_) {
     double m = floor_, d = 0;
-    for (size_t i = 0; i < n; i++) if (fabs(b[i]) > m) m = fabs(b[i]);
-    for (size_t i = 0; i < n; i++) { double e = fabs((double)a[i] - b[i]); if (e > d) d = e; }
+    for (size_t i = 0; i < n; i++)
+        if (fabs(b[i]) > m) m = fabs(b[i]);
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)a[i] - b[i]);
+        if (e > d) d = e;
+    }
     return d / m;
 }
 

@@ -37,7 +37,10 @@ static const char *tpath(const char *name) {
 
 static void put_file(const char *path, const void *data, size_t len) {
     FILE *f = fopen(path, "wb");
-    if (!f) { fprintf(stderr, "cannot write %s\n", path); exit(1); }
+    if (!f) {
+        fprintf(stderr, "cannot write %s\n", path);
+        exit(1);
+    }
     if (len) fwrite(data, 1, len, f);
     fclose(f);
 }
@@ -83,12 +86,22 @@ static void png_chunk(Buf *b, const char *type, const uint8_t *data, size_t n) {
 
 /* PNG with the given IHDR fields; raw = rows each prefixed by filter byte 0, stored in one
  * uncompressed deflate block. */
-static void png_build(Buf *b, uint32_t w, uint32_t h, int depth, int ctype,
-                      const uint8_t *palette, int n_pal, const uint8_t *raw, size_t raw_len) {
+static void png_build(Buf *b, uint32_t w, uint32_t h, int depth, int ctype, const uint8_t *palette,
+                      int n_pal, const uint8_t *raw, size_t raw_len) {
     buf_put(b, "\x89PNG\r\n\x1a\n", 8);
-    uint8_t ihdr[13] = {(uint8_t)(w >> 24), (uint8_t)(w >> 16), (uint8_t)(w >> 8), (uint8_t)w,
-                        (uint8_t)(h >> 24), (uint8_t)(h >> 16), (uint8_t)(h >> 8), (uint8_t)h,
-                        (uint8_t)depth, (uint8_t)ctype, 0, 0, 0};
+    uint8_t ihdr[13] = {(uint8_t)(w >> 24),
+                        (uint8_t)(w >> 16),
+                        (uint8_t)(w >> 8),
+                        (uint8_t)w,
+                        (uint8_t)(h >> 24),
+                        (uint8_t)(h >> 16),
+                        (uint8_t)(h >> 8),
+                        (uint8_t)h,
+                        (uint8_t)depth,
+                        (uint8_t)ctype,
+                        0,
+                        0,
+                        0};
     png_chunk(b, "IHDR", ihdr, 13);
     if (palette) png_chunk(b, "PLTE", palette, (size_t)n_pal * 3);
     if (raw) {
@@ -113,20 +126,23 @@ static void png_build(Buf *b, uint32_t w, uint32_t h, int depth, int ctype,
 /* GIF89a with a 4-colour palette; LZW codes are 3 bits because a clear code is sent
  * before every pair of pixels, so the code table never grows past 7. */
 static void gif_build(Buf *b, int w, int h, const uint8_t pal[12], const uint8_t *index) {
-    uint8_t head[13] = {'G', 'I', 'F', '8', '9', 'a', (uint8_t)w, (uint8_t)(w >> 8),
-                        (uint8_t)h, (uint8_t)(h >> 8), 0x81, 0, 0};
+    uint8_t head[13] = {
+        'G',  'I', 'F', '8', '9', 'a', (uint8_t)w, (uint8_t)(w >> 8), (uint8_t)h, (uint8_t)(h >> 8),
+        0x81, 0,   0};
     buf_put(b, head, 13);
     buf_put(b, pal, 12);
-    uint8_t desc[11] = {0x2C, 0, 0, 0, 0, (uint8_t)w, (uint8_t)(w >> 8), (uint8_t)h,
-                        (uint8_t)(h >> 8), 0, 2 /* LZW minimum code size */};
+    uint8_t desc[11] = {
+        0x2C, 0, 0, 0, 0, (uint8_t)w, (uint8_t)(w >> 8), (uint8_t)h, (uint8_t)(h >> 8),
+        0,    2 /* LZW minimum code size */};
     buf_put(b, desc, 11);
     uint8_t data[255] = {0};
     int bits = 0, n = w * h;
     for (int i = 0; i <= n; i++) {
         int codes[3], nc = 0;
-        if (i == n) codes[nc++] = 5;                     /* end of information */
+        if (i == n)
+            codes[nc++] = 5; /* end of information */
         else {
-            if (i % 2 == 0) codes[nc++] = 4;             /* clear */
+            if (i % 2 == 0) codes[nc++] = 4; /* clear */
             codes[nc++] = index[i];
         }
         for (int c = 0; c < nc; c++, bits += 3)
@@ -144,11 +160,11 @@ static void psd_build(Buf *b, int w, int h, const uint8_t *rgb) {
     buf_put(b, "8BPS\0\1\0\0\0\0\0\0\0\3", 14); /* version 1, reserved, 3 channels */
     put_be32(b, (uint32_t)h);
     put_be32(b, (uint32_t)w);
-    buf_put(b, "\0\x08\0\x03", 4);               /* depth 8, mode RGB */
-    put_be32(b, 0);                               /* colour mode data */
-    put_be32(b, 0);                               /* image resources */
-    put_be32(b, 0);                               /* layers and masks */
-    buf_put(b, "\0\0", 2);                        /* raw, planar */
+    buf_put(b, "\0\x08\0\x03", 4); /* depth 8, mode RGB */
+    put_be32(b, 0);                /* colour mode data */
+    put_be32(b, 0);                /* image resources */
+    put_be32(b, 0);                /* layers and masks */
+    buf_put(b, "\0\0", 2);         /* raw, planar */
     for (int c = 0; c < 3; c++)
         for (int i = 0; i < w * h; i++) buf_put(b, &rgb[i * 3 + c], 1);
 }
@@ -171,8 +187,8 @@ static int decode_ok(const char *path, int w, int h, const uint8_t *expect, int 
     if (!ok || worst > tol)
         fprintf(stderr, "  %s: %dx%d, worst pixel difference %d\n", path, img.w, img.h, worst);
     int pw, ph;
-    ok = ok && worst <= tol && image_probe_file(path, &pw, &ph, why, sizeof why) == 0 &&
-         pw == w && ph == h;
+    ok = ok && worst <= tol && image_probe_file(path, &pw, &ph, why, sizeof why) == 0 && pw == w &&
+         ph == h;
     image_free(&img);
     return ok;
 }
@@ -212,7 +228,11 @@ static void test_formats_decode(void) {
 
     /* JPEG (lossy): a flat colour survives within a couple of levels */
     uint8_t flat[16 * 16 * 3];
-    for (int i = 0; i < 16 * 16; i++) { flat[i * 3] = 200; flat[i * 3 + 1] = 60; flat[i * 3 + 2] = 30; }
+    for (int i = 0; i < 16 * 16; i++) {
+        flat[i * 3] = 200;
+        flat[i * 3 + 1] = 60;
+        flat[i * 3 + 2] = 30;
+    }
     b.len = 0;
     stbi_write_jpg_to_func(stb_to_buf, &b, 16, 16, 3, flat, 95);
     put_file(tpath("flat.jpg"), b.data, b.len);
@@ -304,7 +324,8 @@ static int rejected(const char *path, const char *expect, int probe_too) {
     if (!strstr(rn_error(), path)) ok = 0;
     int w, h;
     why[0] = 0;
-    if (probe_too && (image_probe_file(path, &w, &h, why, sizeof why) == 0 || !strstr(why, expect))) {
+    if (probe_too &&
+        (image_probe_file(path, &w, &h, why, sizeof why) == 0 || !strstr(why, expect))) {
         fprintf(stderr, "  %s: probe reason '%s', expected '%s'\n", path, why, expect);
         ok = 0;
     }
@@ -384,7 +405,8 @@ static void test_pnm_hostile(void) {
     b.len = 0;
     buf_printf(&b, "P5 32 32 255\n");
     put_file(tpath("header_only.pgm"), b.data, b.len);
-    CHECK(rejected(tpath("header_only.pgm"), "truncated PNM (0 bytes of pixel data, 32x32 needs 1024)", 1));
+    CHECK(rejected(tpath("header_only.pgm"),
+                   "truncated PNM (0 bytes of pixel data, 32x32 needs 1024)", 1));
     for (int i = 0; i < 100; i++) buf_put(&b, "\x7f", 1);
     put_file(tpath("short.pgm"), b.data, b.len);
     CHECK(rejected(tpath("short.pgm"), "truncated PNM (100 bytes of pixel data", 1));
@@ -474,7 +496,11 @@ static void test_png_empty_idat(void) {
 
 static void test_preprocess_numbers(void) {
     uint8_t px[2 * 2 * 3];
-    for (int i = 0; i < 4; i++) { px[i * 3] = 10; px[i * 3 + 1] = 20; px[i * 3 + 2] = 30; }
+    for (int i = 0; i < 4; i++) {
+        px[i * 3] = 10;
+        px[i * 3 + 1] = 20;
+        px[i * 3 + 2] = 30;
+    }
     Image img = {2, 2, px};
     float out[12];
     Preprocess p = {PREP_TORCHVISION, 2, 1.0f};
@@ -534,12 +560,15 @@ static void test_center_crop_rounding(void) {
  * CenterCrop(size), ToTensor() * 255 of pattern(w, h), values printed by PIL 9.4 once. */
 static void test_resize_matches_pil(void) {
     static const int expect_a[12] = {127, 180, 139, 192, 82, 82, 144, 144, 121, 131, 139, 157};
-    static const int expect_b[48] = {
-        125, 129, 126, 127, 133, 127, 127, 128, 125, 127, 129, 130, 122, 131, 129, 127,
-        112, 112, 112, 112, 125, 125, 125, 125, 146, 146, 146, 146, 137, 137, 137, 137,
-        140, 131, 129, 132, 131, 131, 129, 127, 127, 127, 123, 125, 136, 131, 123, 118};
-    struct { int w, h, size; float pct; const int *expect; } cases[2] = {
-        {7, 5, 2, 0.5f, expect_a}, {40, 30, 4, 0.875f, expect_b}};
+    static const int expect_b[48] = {125, 129, 126, 127, 133, 127, 127, 128, 125, 127, 129, 130,
+                                     122, 131, 129, 127, 112, 112, 112, 112, 125, 125, 125, 125,
+                                     146, 146, 146, 146, 137, 137, 137, 137, 140, 131, 129, 132,
+                                     131, 131, 129, 127, 127, 127, 123, 125, 136, 131, 123, 118};
+    struct {
+        int w, h, size;
+        float pct;
+        const int *expect;
+    } cases[2] = {{7, 5, 2, 0.5f, expect_a}, {40, 30, 4, 0.875f, expect_b}};
     for (int t = 0; t < 2; t++) {
         uint8_t *px = pattern(cases[t].w, cases[t].h);
         Image img = {cases[t].w, cases[t].h, px};
@@ -584,7 +613,11 @@ static void test_augment_deterministic(void) {
     preprocess_image(&img, &p, &a, &r4, x2);
     preprocess_image(&img, &p, NULL, NULL, ev);
     CHECK(memcmp(x2, ev, n * sizeof(float)) == 0 && r4.s[0] == r1.s[0]);
-    free(x1); free(x2); free(x3); free(ev); free(px);
+    free(x1);
+    free(x2);
+    free(x3);
+    free(ev);
+    free(px);
 }
 
 /* ---------------------------------------------------------------- datasets */
@@ -598,7 +631,7 @@ static void write_png_file(const char *path, int w, int h, uint8_t shade) {
 }
 
 static void test_folder_dataset(void) {
-    const char *dirs[] = {"folder", "folder/zebra", "folder/ant", "folder/ant/nested",
+    const char *dirs[] = {"folder",        "folder/zebra", "folder/ant", "folder/ant/nested",
                           "folder/.cache", "folder/mole"};
     for (int i = 0; i < 6; i++) mkdir_p(tpath(dirs[i]));
     write_png_file(tpath("folder/zebra/b.png"), 4, 3, 10);
@@ -670,7 +703,8 @@ static void test_folder_symlinks(void) {
     CHECK(symlink(".", tpath("links/cat/self")) == 0);
     CHECK(symlink("..", tpath("links/cat/up")) == 0);
     CHECK(symlink("../cat", tpath("links/dog/cats")) == 0);
-    CHECK(symlink("loop2", tpath("links/dog/loop1")) == 0 && symlink("loop1", tpath("links/dog/loop2")) == 0);
+    CHECK(symlink("loop2", tpath("links/dog/loop1")) == 0 &&
+          symlink("loop1", tpath("links/dog/loop2")) == 0);
     Dataset d;
     CHECK(dataset_from_folder(tpath("links"), &d) == 0);
     CHECK_MSG(d.n == 3, "%d images", d.n);
@@ -736,14 +770,16 @@ static void test_cifar_binary(void) {
             uint8_t *r = rec + i * 3073;
             r[0] = (uint8_t)(b * 3 + i) % 10;
             for (int k = 0; k < 1024; k++) {
-                r[1 + k] = (uint8_t)(k + i);        /* R plane */
+                r[1 + k] = (uint8_t)(k + i);         /* R plane */
                 r[1 + 1024 + k] = (uint8_t)(b * 50); /* G */
                 r[1 + 2048 + k] = (uint8_t)(255 - k % 256);
             }
         }
         char name[32];
-        if (b == 3) snprintf(name, sizeof name, "cifar/test_batch.bin");
-        else snprintf(name, sizeof name, "cifar/data_batch_%d.bin", b);
+        if (b == 3)
+            snprintf(name, sizeof name, "cifar/test_batch.bin");
+        else
+            snprintf(name, sizeof name, "cifar/data_batch_%d.bin", b);
         put_file(tpath(name), rec, (size_t)n * 3073);
         free(rec);
     }
@@ -775,7 +811,10 @@ static void test_cifar_binary(void) {
     /* CIFAR-100: coarse + fine label bytes, fine labels used */
     mkdir_p(tpath("cifar100"));
     uint8_t rec[2 * 3074] = {0};
-    rec[0] = 4; rec[1] = 77; rec[3074] = 1; rec[3075] = 99;
+    rec[0] = 4;
+    rec[1] = 77;
+    rec[3074] = 1;
+    rec[3075] = 99;
     put_file(tpath("cifar100/test.bin"), rec, sizeof rec);
     CHECK(dataset_from_cifar(tpath("cifar100"), 0, &d) == 0 && d.n == 2 && d.n_classes == 100 &&
           d.labels[0] == 77 && d.labels[1] == 99);
@@ -853,7 +892,11 @@ static void test_split_stratified(void) {
     for (int i = 0; i < tr.n && i < tr3.n; i++) differ |= strcmp(tr.paths[i], tr3.paths[i]) != 0;
     CHECK(differ);
     CHECK(dataset_split(&d, 0.9f, 0.2f, 5, &tr3, NULL, NULL) == -1);
-    dataset_free(&tr); dataset_free(&va); dataset_free(&te); dataset_free(&tr2); dataset_free(&tr3);
+    dataset_free(&tr);
+    dataset_free(&va);
+    dataset_free(&te);
+    dataset_free(&tr2);
+    dataset_free(&tr3);
     d.class_names = NULL;
     d.n_classes = 0;
     dataset_free(&d);
@@ -977,7 +1020,10 @@ static void test_shared_hymenoptera(void) {
 
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/rn_test_data_%ld", (long)getpid());
-    if (mkdir_p(tmpdir) != 0) { fprintf(stderr, "%s\n", rn_error()); return 1; }
+    if (mkdir_p(tmpdir) != 0) {
+        fprintf(stderr, "%s\n", rn_error());
+        return 1;
+    }
     RUN(test_formats_decode);
     RUN(test_bad_inputs_rejected);
     RUN(test_pnm_hostile);

@@ -37,16 +37,19 @@ static int gemm_case(int ta, int tb, int m, int n, int k, float alpha, float bet
         for (int j = 0; j < ldc; j++) {
             float x = c[(size_t)i * ldc + j], y = r[(size_t)i * ldc + j];
             int inside = j < n;
-            if (inside ? !(fabs((double)x - y) <= 1e-5 * scale)
-                       : memcmp(&x, &y, sizeof x) != 0) {
-                fprintf(stderr, "  ta=%d tb=%d m=%d n=%d k=%d alpha=%g beta=%g pad=%d: "
-                        "C[%d,%d] = %.9g, expected %.9g\n", ta, tb, m, n, k, alpha, beta,
-                        pad, i, j, x, y);
+            if (inside ? !(fabs((double)x - y) <= 1e-5 * scale) : memcmp(&x, &y, sizeof x) != 0) {
+                fprintf(stderr,
+                        "  ta=%d tb=%d m=%d n=%d k=%d alpha=%g beta=%g pad=%d: "
+                        "C[%d,%d] = %.9g, expected %.9g\n",
+                        ta, tb, m, n, k, alpha, beta, pad, i, j, x, y);
                 ok = 0;
                 break;
             }
         }
-    rn_free(a); rn_free(b); rn_free(c); rn_free(r);
+    rn_free(a);
+    rn_free(b);
+    rn_free(c);
+    rn_free(r);
     return ok;
 }
 
@@ -91,8 +94,8 @@ static void test_leading_dims_alpha_beta(void) {
             for (int t = 0; t < 4; t++) {
                 CHECK(gemm_case(t & 1, t >> 1, 37, 45, 29, alphas[ia], betas[ib], 5, 0.0f,
                                 (uint32_t)(100 + ia * 3 + ib)));
-                CHECK(gemm_case(t & 1, t >> 1, 100, 17, 257, alphas[ia], betas[ib], 1,
-                                0.0f, (uint32_t)(200 + ia * 3 + ib)));
+                CHECK(gemm_case(t & 1, t >> 1, 100, 17, 257, alphas[ia], betas[ib], 1, 0.0f,
+                                (uint32_t)(200 + ia * 3 + ib)));
             }
 }
 
@@ -129,8 +132,8 @@ static void test_thread_count_independence(void) {
 #ifndef _OPENMP
     SKIP("built without OpenMP");
 #else
-    static const int shapes[][3] = {{256, 3136, 64}, {2048, 49, 512}, {100, 257, 1000},
-                                    {64, 576, 784}};
+    static const int shapes[][3] = {
+        {256, 3136, 64}, {2048, 49, 512}, {100, 257, 1000}, {64, 576, 784}};
     int saved = omp_get_max_threads();
     for (int s = 0; s < 4; s++)
         for (int t = 0; t < 4; t++) {
@@ -156,15 +159,17 @@ static void test_thread_count_independence(void) {
             for (int part = 0; part < 2; part++) {
                 int i0 = part ? half : 0, rows = part ? m - half : half;
                 const float *ap = ta ? a + i0 : a + (size_t)i0 * lda;
-                sgemm(ta, tb, rows, n, k, 0.5f, ap, lda, b, ldb, 1.0f, c3 + (size_t)i0 * n,
-                      n);
+                sgemm(ta, tb, rows, n, k, 0.5f, ap, lda, b, ldb, 1.0f, c3 + (size_t)i0 * n, n);
             }
             CHECK_MSG(memcmp(c1, c2, (size_t)m * n * sizeof(float)) == 0,
                       "1 vs 2 threads differ: m=%d n=%d k=%d ta=%d tb=%d", m, n, k, ta, tb);
             CHECK_MSG(memcmp(c1, c3, (size_t)m * n * sizeof(float)) == 0,
-                      "inside a parallel region: m=%d n=%d k=%d ta=%d tb=%d", m, n, k, ta,
-                      tb);
-            rn_free(a); rn_free(b); rn_free(c1); rn_free(c2); rn_free(c3);
+                      "inside a parallel region: m=%d n=%d k=%d ta=%d tb=%d", m, n, k, ta, tb);
+            rn_free(a);
+            rn_free(b);
+            rn_free(c1);
+            rn_free(c2);
+            rn_free(c3);
         }
     omp_set_num_threads(saved);
 #endif
@@ -219,8 +224,7 @@ static void test_simd_macros(void) {
 
 static void test_simd_name(void) {
     const char *s = simd_name();
-    CHECK(!strcmp(s, "avx512") || !strcmp(s, "avx2") || !strcmp(s, "neon") ||
-          !strcmp(s, "scalar"));
+    CHECK(!strcmp(s, "avx512") || !strcmp(s, "avx2") || !strcmp(s, "neon") || !strcmp(s, "scalar"));
 #if defined(RN_SIMD) && RN_SIMD == 0
     CHECK(!strcmp(s, "scalar"));
 #elif defined(__aarch64__) && defined(__ARM_NEON)

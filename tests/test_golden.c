@@ -29,7 +29,7 @@ typedef struct {
     char name[RN_NAME_MAX];
     long long index;
     double value;
-    int64_t shape[4];         /* "tensor" lines: ndim in index, shape here */
+    int64_t shape[4]; /* "tensor" lines: ndim in index, shape here */
 } Record;
 
 typedef struct {
@@ -39,9 +39,12 @@ typedef struct {
     double lr, weight_decay, momentum, label_smoothing;
     int nesterov;
     uint32_t base_seed, input_seed;
-    Record *recs; int n_recs, cap_recs;
-    float *logits0, *eval_logits; int n_logits0, n_eval;
-    double loss[16]; int n_loss;
+    Record *recs;
+    int n_recs, cap_recs;
+    float *logits0, *eval_logits;
+    int n_logits0, n_eval;
+    double loss[16];
+    int n_loss;
 } Fixture;
 
 /* Largest error of one kind of value, and where it happened. */
@@ -61,16 +64,15 @@ static void stat_add(Stat *s, double err, const char *name, long long index) {
     if (!(err <= s->tol)) {
         s->fails++;
         if (s->fails <= 5)
-            fprintf(stderr, "  %s %s[%lld]: relative error %.3g > %.3g\n", s->what, name,
-                    index, err, s->tol);
+            fprintf(stderr, "  %s %s[%lld]: relative error %.3g > %.3g\n", s->what, name, index,
+                    err, s->tol);
     }
 }
 
 static void stat_print(const char *net, const Stat *s) {
     printf("  %-14s %-10s max error %.3g (tol %.0e) at %s, %d values, %d over\n", net, s->what,
            s->worst, s->tol, s->where, s->n, s->fails);
-    CHECK_MSG(s->fails == 0, "%s %s: %d of %d values over tolerance", net, s->what, s->fails,
-              s->n);
+    CHECK_MSG(s->fails == 0, "%s %s: %d of %d values over tolerance", net, s->what, s->fails, s->n);
     CHECK_MSG(s->n > 0, "%s %s: nothing compared", net, s->what);
 }
 
@@ -101,9 +103,9 @@ static int fixture_load(const char *path, Fixture *fx) {
         if (strcmp(kind, "config") == 0) {
             unsigned base, input;
             config = sscanf(rest, "%31s %d %d %d %d %15s %lf %lf %lf %d %lf %u %u", fx->arch,
-                            &fx->classes, &fx->batch, &fx->size, &fx->steps, fx->optimizer,
-                            &fx->lr, &fx->weight_decay, &fx->momentum, &fx->nesterov,
-                            &fx->label_smoothing, &base, &input) == 13;
+                            &fx->classes, &fx->batch, &fx->size, &fx->steps, fx->optimizer, &fx->lr,
+                            &fx->weight_decay, &fx->momentum, &fx->nesterov, &fx->label_smoothing,
+                            &base, &input) == 13;
             fx->base_seed = base;
             fx->input_seed = input;
         } else if (strcmp(kind, "logits0") == 0) {
@@ -129,8 +131,9 @@ static int fixture_load(const char *path, Fixture *fx) {
             if (strcmp(kind, "tensor") == 0) {
                 int ndim;
                 long long d[4] = {0, 0, 0, 0};
-                if (sscanf(rest, "%95s %d %lld %lld %lld %lld", name, &ndim, &d[0], &d[1],
-                           &d[2], &d[3]) < 3) continue;
+                if (sscanf(rest, "%95s %d %lld %lld %lld %lld", name, &ndim, &d[0], &d[1], &d[2],
+                           &d[3]) < 3)
+                    continue;
                 r->index = ndim;
                 for (int j = 0; j < 4; j++) r->shape[j] = j < ndim ? d[j] : 0;
             } else if (strcmp(kind, "grad") == 0 || strcmp(kind, "param") == 0 ||
@@ -201,7 +204,8 @@ static double rel(double a, double b, double scale) {
 
 static double max_abs_f(const float *x, int64_t n) {
     double m = 0;
-    for (int64_t i = 0; i < n; i++) if (fabs(x[i]) > m) m = fabs(x[i]);
+    for (int64_t i = 0; i < n; i++)
+        if (fabs(x[i]) > m) m = fabs(x[i]);
     return m;
 }
 
@@ -216,12 +220,18 @@ static void golden_run(const char *key) {
     Fixture fx;
     int loaded = fixture_load(path, &fx) == 0;
     CHECK_MSG(loaded, "%s: missing or malformed (run tools/golden.py)", path);
-    if (!loaded) { fixture_free(&fx); return; }
+    if (!loaded) {
+        fixture_free(&fx);
+        return;
+    }
     double t0 = rn_seconds();
 
     Net *net = resnet_create(fx.arch, fx.classes, NULL, 1);
     CHECK_MSG(net != NULL, "resnet_create(%s): %s", fx.arch, rn_error());
-    if (!net) { fixture_free(&fx); return; }
+    if (!net) {
+        fixture_free(&fx);
+        return;
+    }
     net_set_first_trainable(net, STAGE_STEM);
 
     /* Same tensors, same shapes, then the recipe's values. */
@@ -232,18 +242,25 @@ static void golden_run(const char *key) {
         n_tensors++;
         Param *p = net_find_param(net, r->name);
         CHECK_MSG(p != NULL, "%s: no tensor %s", fx.arch, r->name);
-        if (!p) { shape_ok = 0; continue; }
+        if (!p) {
+            shape_ok = 0;
+            continue;
+        }
         int same = p->ndim == r->index;
         for (int j = 0; same && j < p->ndim; j++) same = p->shape[j] == r->shape[j];
-        CHECK_MSG(same, "%s: %s: shape differs from torch's (%d dims, dim0 %lld vs %lld)",
-                  fx.arch, r->name, p->ndim, (long long)p->shape[0], (long long)r->shape[0]);
+        CHECK_MSG(same, "%s: %s: shape differs from torch's (%d dims, dim0 %lld vs %lld)", fx.arch,
+                  r->name, p->ndim, (long long)p->shape[0], (long long)r->shape[0]);
         if (!same) shape_ok = 0;
     }
     CHECK_MSG(n_tensors == net->n_params, "%s: %d tensors in torch, %d in the net", fx.arch,
               n_tensors, net->n_params);
-    if (!shape_ok || n_tensors != net->n_params) { net_free(net); fixture_free(&fx); return; }
-    for (int i = 0; i < net->n_params; i++) recipe_fill(&net->params[i], fx.base_seed,
-                                                        net->params[i].data);
+    if (!shape_ok || n_tensors != net->n_params) {
+        net_free(net);
+        fixture_free(&fx);
+        return;
+    }
+    for (int i = 0; i < net->n_params; i++)
+        recipe_fill(&net->params[i], fx.base_seed, net->params[i].data);
 
     int batch = fx.batch, k = fx.classes, size = fx.size;
     size_t in_n = (size_t)batch * 3 * size * size;
@@ -285,8 +302,8 @@ static void golden_run(const char *key) {
         float loss = softmax_cross_entropy_forward(batch, k, logits, labels, weights,
                                                    (float)fx.label_smoothing, probs);
         stat_add(&s_loss, rel(loss, fx.loss[step], fabs(fx.loss[step])), "loss", step);
-        softmax_cross_entropy_backward(batch, k, probs, labels, weights,
-                                       (float)fx.label_smoothing, dlogits);
+        softmax_cross_entropy_backward(batch, k, probs, labels, weights, (float)fx.label_smoothing,
+                                       dlogits);
         net_backward(net, dlogits, batch, NULL);
         for (int i = 0; step == 0 && i < fx.n_recs; i++) {
             const Record *r = &fx.recs[i];
@@ -297,8 +314,8 @@ static void golden_run(const char *key) {
                 for (int64_t j = 0; j < p->numel; j++) ss += (double)p->grad[j] * p->grad[j];
                 stat_add(&s_gnorm, rel(sqrt(ss), r->value, r->value), r->name, -1);
             } else if (strcmp(r->kind, "gradmax") == 0) {
-                stat_add(&s_gnorm, rel(max_abs_f(p->grad, p->numel), r->value, r->value),
-                         r->name, -2);
+                stat_add(&s_gnorm, rel(max_abs_f(p->grad, p->numel), r->value, r->value), r->name,
+                         -2);
             } else if (strcmp(r->kind, "grad") == 0 && r->index < p->numel) {
                 double scale = record_value(&fx, "gradmax", r->name);
                 stat_add(&s_grad, rel(p->grad[r->index], r->value, scale), r->name, r->index);
@@ -330,8 +347,7 @@ static void golden_run(const char *key) {
             double scale = record_value(&fx, "parammax", r->name);
             stat_add(&s_param, rel(p->data[r->index], r->value, scale), r->name, r->index);
         } else if (strcmp(r->kind, "parammax") == 0) {
-            stat_add(&s_param, rel(max_abs_f(p->data, p->numel), r->value, r->value), r->name,
-                     -2);
+            stat_add(&s_param, rel(max_abs_f(p->data, p->numel), r->value, r->value), r->name, -2);
         } else if (strcmp(r->kind, "delta") == 0 && r->index < p->numel) {
             double d = (double)p->data[r->index] - initial[r->index];
             double scale = record_value(&fx, "deltamax", r->name);
@@ -360,11 +376,11 @@ static void golden_run(const char *key) {
             stat_add(&s_eval, rel(logits[i], fx.eval_logits[i], scale), "eval_logits", i);
     }
 
-    printf("  %s: %d tensors, batch %d at %dx%d, %d %s steps, %.1f s (%s, %d threads)\n",
-           fx.arch, n_tensors, batch, size, size, fx.steps, fx.optimizer, rn_seconds() - t0,
-           simd_name(), rn_threads());
-    const Stat *stats[] = {&s_logits, &s_loss, &s_gnorm, &s_grad, &s_param, &s_delta, &s_bn,
-                           &s_eval};
+    printf("  %s: %d tensors, batch %d at %dx%d, %d %s steps, %.1f s (%s, %d threads)\n", fx.arch,
+           n_tensors, batch, size, size, fx.steps, fx.optimizer, rn_seconds() - t0, simd_name(),
+           rn_threads());
+    const Stat *stats[] = {&s_logits, &s_loss,  &s_gnorm, &s_grad,
+                           &s_param,  &s_delta, &s_bn,    &s_eval};
     for (size_t i = 0; i < sizeof stats / sizeof *stats; i++) stat_print(fx.arch, stats[i]);
 
     optimizer_free(opt);
@@ -414,8 +430,8 @@ static void dump_run(const char *key, int min_nodes) {
         char name[RN_NAME_MAX];
         long long idx;
         double v;
-        if (sscanf(line, "config dump %31s %d %d %d %u %u", arch, &classes, &batch, &size,
-                   &base, &input) == 6) {
+        if (sscanf(line, "config dump %31s %d %d %d %u %u", arch, &classes, &batch, &size, &base,
+                   &input) == 6) {
             net = resnet_create(arch, classes, NULL, 1);
             CHECK_MSG(net != NULL, "%s", rn_error());
             if (!net) break;

@@ -51,7 +51,8 @@ static void j_ws(const char **p) {
 
 static int j_hex4(const char *s) {
     for (int i = 0; i < 4; i++)
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f') || (s[i] >= 'A' && s[i] <= 'F')))
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f') ||
+              (s[i] >= 'A' && s[i] <= 'F')))
             return 0;
     return 1;
 }
@@ -64,7 +65,10 @@ static int j_string(const char **p, char **out) {
     Buf b = {0};
     for (;;) {
         unsigned char c = (unsigned char)**p;
-        if (c == 0 || c < 0x20) { buf_free(&b); return -1; }
+        if (c == 0 || c < 0x20) {
+            buf_free(&b);
+            return -1;
+        }
         (*p)++;
         if (c == '"') break;
         if (c == '\\') {
@@ -81,7 +85,10 @@ static int j_string(const char **p, char **out) {
             case 'r': o = '\r'; break;
             case 't': o = '\t'; break;
             case 'u':
-                if (!j_hex4(*p)) { buf_free(&b); return -1; }
+                if (!j_hex4(*p)) {
+                    buf_free(&b);
+                    return -1;
+                }
                 *p += 4;
                 o = '?';
                 break;
@@ -102,9 +109,12 @@ static int j_string(const char **p, char **out) {
 static int j_number(const char **p, double *out) {
     const char *s = *p, *q = s;
     if (*q == '-') q++;
-    if (*q == '0') q++;
-    else if (*q >= '1' && *q <= '9') while (*q >= '0' && *q <= '9') q++;
-    else return -1;
+    if (*q == '0')
+        q++;
+    else if (*q >= '1' && *q <= '9')
+        while (*q >= '0' && *q <= '9') q++;
+    else
+        return -1;
     if (*q == '.') {
         q++;
         if (!(*q >= '0' && *q <= '9')) return -1;
@@ -144,29 +154,61 @@ static int j_value(const char **p, JVal *v, int depth) {
         v->type = c == '{' ? J_OBJ : J_ARR;
         (*p)++;
         j_ws(p);
-        if (**p == close) { (*p)++; return 0; }
+        if (**p == close) {
+            (*p)++;
+            return 0;
+        }
         for (;;) {
             char *key = NULL;
             j_ws(p);
             if (v->type == J_OBJ) {
                 if (j_string(p, &key)) return -1;
                 j_ws(p);
-                if (**p != ':') { free(key); return -1; }
+                if (**p != ':') {
+                    free(key);
+                    return -1;
+                }
                 (*p)++;
             }
             JVal item;
-            if (j_value(p, &item, depth + 1)) { free(key); json_free(&item); return -1; }
+            if (j_value(p, &item, depth + 1)) {
+                free(key);
+                json_free(&item);
+                return -1;
+            }
             j_push(v, &item, key);
             j_ws(p);
-            if (**p == ',') { (*p)++; continue; }
-            if (**p == close) { (*p)++; return 0; }
+            if (**p == ',') {
+                (*p)++;
+                continue;
+            }
+            if (**p == close) {
+                (*p)++;
+                return 0;
+            }
             return -1;
         }
     }
-    if (c == '"') { v->type = J_STR; return j_string(p, &v->str); }
-    if (!strncmp(*p, "true", 4)) { v->type = J_BOOL; v->num = 1; *p += 4; return 0; }
-    if (!strncmp(*p, "false", 5)) { v->type = J_BOOL; *p += 5; return 0; }
-    if (!strncmp(*p, "null", 4)) { v->type = J_NULL; *p += 4; return 0; }
+    if (c == '"') {
+        v->type = J_STR;
+        return j_string(p, &v->str);
+    }
+    if (!strncmp(*p, "true", 4)) {
+        v->type = J_BOOL;
+        v->num = 1;
+        *p += 4;
+        return 0;
+    }
+    if (!strncmp(*p, "false", 5)) {
+        v->type = J_BOOL;
+        *p += 5;
+        return 0;
+    }
+    if (!strncmp(*p, "null", 4)) {
+        v->type = J_NULL;
+        *p += 4;
+        return 0;
+    }
     v->type = J_NUM;
     return j_number(p, &v->num);
 }
@@ -233,8 +275,8 @@ static void test_json_parser(void) {
     CHECK(jnum(jat(jget(&v, "a"), 1)) == -2500);
     CHECK(!strcmp(jstr(jat(jget(&v, "a"), 4)), "x\n?"));
     json_free(&v);
-    const char *bad[] = {"[1,]", "{\"a\" 1}", "[NaN]", "[01]", "[1.]", "\"a\tb\"", "[1] x",
-                         "{\"a\": inf}", "[", "", "[\"\\q\"]"};
+    const char *bad[] = {"[1,]",  "{\"a\" 1}",    "[NaN]", "[01]", "[1.]",     "\"a\tb\"",
+                         "[1] x", "{\"a\": inf}", "[",     "",     "[\"\\q\"]"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         int rc = json_parse(bad[i], &v);
         CHECK_MSG(rc != 0, "accepted invalid JSON %s", bad[i]);
@@ -260,7 +302,9 @@ static Net *make_colour_net(void) {
     for (int i = 0; i < net->n_params; i++) {
         Param *p = &net->params[i];
         int is_bn = strstr(p->name, "bn") != NULL;
-        set_all(p, is_bn && (ends_with(p->name, ".weight") || ends_with(p->name, ".running_var")) ? 1.0f : 0.0f);
+        set_all(p, is_bn && (ends_with(p->name, ".weight") || ends_with(p->name, ".running_var"))
+                       ? 1.0f
+                       : 0.0f);
     }
     Param *conv1 = net_find_param(net, "conv1.weight"); /* [16, 3, 3, 3] */
     Param *fc = net_find_param(net, "linear.weight");   /* [3, 64] */
@@ -290,7 +334,8 @@ static int write_png(const char *name, int w, int h, int split, const int *a, co
     Image img = {w, h, malloc((size_t)w * h * 3)};
     for (int y = 0; y < h; y++)
         for (int x = 0; x < w; x++)
-            for (int c = 0; c < 3; c++) img.rgb[((size_t)y * w + x) * 3 + c] = (uint8_t)(x < split ? a[c] : b[c]);
+            for (int c = 0; c < 3; c++)
+                img.rgb[((size_t)y * w + x) * 3 + c] = (uint8_t)(x < split ? a[c] : b[c]);
     char path[512];
     snprintf(path, sizeof path, "%s/%s", tmp, name);
     int rc = image_write_png(path, &img);
@@ -335,11 +380,12 @@ static void make_fixtures(void) {
     net_free(net);
 
     CHECK(write_png("red.png", 32, 32, 32, RED, RED) == 0);
-    CHECK(write_png("comp.png", 96, 32, 64, RED, GREEN) == 0);  /* windows: red red green */
-    CHECK(write_png("odd.png", 100, 70, 100, BLUE, BLUE) == 0); /* 100, 70: not multiples */
+    CHECK(write_png("comp.png", 96, 32, 64, RED, GREEN) == 0);    /* windows: red red green */
+    CHECK(write_png("odd.png", 100, 70, 100, BLUE, BLUE) == 0);   /* 100, 70: not multiples */
     CHECK(write_png("small.png", 20, 10, 20, GREEN, GREEN) == 0); /* smaller than a window */
     snprintf(path, sizeof path, "%s/broken.png", tmp);
-    CHECK(write_file_atomic(path, "\x89PNG\r\n\x1a\nnot really a png", sizeof "\x89PNG\r\n\x1a\nnot really a png" - 1) == 0);
+    CHECK(write_file_atomic(path, "\x89PNG\r\n\x1a\nnot really a png",
+                            sizeof "\x89PNG\r\n\x1a\nnot really a png" - 1) == 0);
     /* labelled folder: 4 right, blue/e.png is red so it is misclassified as red */
     const char *dirs[3] = {"eval/red", "eval/green", "eval/blue"};
     for (int d = 0; d < 3; d++) {
@@ -360,7 +406,8 @@ static char *run_infer(const char *args, int *status) {
     char cmd[4096];
 #ifdef _WIN32
     _putenv("OMP_NUM_THREADS=2");
-    snprintf(cmd, sizeof cmd, "cd /d \"%s\" && \"%s" RN_EXE_SUFFIX "\" %s 2> stderr.txt", tmp, infer_bin, args);
+    snprintf(cmd, sizeof cmd, "cd /d \"%s\" && \"%s" RN_EXE_SUFFIX "\" %s 2> stderr.txt", tmp,
+             infer_bin, args);
     FILE *p = _popen(cmd, "rb");
 #else
     /* RUNNER (tests/run.sh): the emulator a cross-built infer runs under */
@@ -369,7 +416,10 @@ static char *run_infer(const char *args, int *status) {
              runner ? runner : "", infer_bin, args);
     FILE *p = popen(cmd, "r");
 #endif
-    if (!p) { *status = -1; return NULL; }
+    if (!p) {
+        *status = -1;
+        return NULL;
+    }
     Buf b = {0};
     char chunk[4096];
     size_t n;
@@ -414,7 +464,13 @@ static int count_lines_with(const char *text, const char *needle) {
 
 static void test_patch_geometry(void) {
     if (!fixtures_ok) SKIP("fixtures failed");
-    struct { const char *args; const char *img; int w, h; double scale; int nx, x[6], ny, y[6]; } cases[] = {
+    struct {
+        const char *args;
+        const char *img;
+        int w, h;
+        double scale;
+        int nx, x[6], ny, y[6];
+    } cases[] = {
         /* exact fit: one window */
         {"--patches 32 --stride 32", "red.png", 32, 32, 1, 1, {0}, 1, {0}},
         /* 100 = 3*32 + 4 and 70 = 2*32 + 6: a last window aligned with the edge */
@@ -430,7 +486,8 @@ static void test_patch_geometry(void) {
     };
     for (size_t t = 0; t < sizeof cases / sizeof *cases; t++) {
         char args[512];
-        snprintf(args, sizeof args, "--model model.safetensors %s --json --out pics %s", cases[t].args, cases[t].img);
+        snprintf(args, sizeof args, "--model model.safetensors %s --json --out pics %s",
+                 cases[t].args, cases[t].img);
         int st;
         char *out = run_infer(args, &st);
         JVal v;
@@ -463,21 +520,29 @@ static void test_major_secondary(void) {
     softmax3(zg, pg);
     for (int c = 0; c < 3; c++) share[c] = (2 * pr[c] + pg[c]) / 3;
     /* threshold -> expected secondary classes (green ~0.33, blue ~0.018) */
-    struct { const char *thr; int n_sec; } cases[] = {{"", 1}, {"--secondary-threshold 0.01", 2},
-                                                       {"--secondary-threshold 0.4", 0}};
+    struct {
+        const char *thr;
+        int n_sec;
+    } cases[] = {{"", 1}, {"--secondary-threshold 0.01", 2}, {"--secondary-threshold 0.4", 0}};
     for (size_t t = 0; t < 3; t++) {
         char args[512];
-        snprintf(args, sizeof args, "--model model.safetensors --patches 32 --stride 32 %s --json --out pics comp.png", cases[t].thr);
+        snprintf(args, sizeof args,
+                 "--model model.safetensors --patches 32 --stride 32 %s --json --out pics comp.png",
+                 cases[t].thr);
         int st;
         char *out = run_infer(args, &st);
         JVal v;
         int parsed = out && json_parse(out, &v) == 0;
         CHECK_MSG(st == 0 && parsed, "%s: status %d", args, st);
-        if (!parsed) { free(out); continue; }
+        if (!parsed) {
+            free(out);
+            continue;
+        }
         const JVal *im = jat(&v, 0), *sec = jget(im, "secondary");
         CHECK(!strcmp(jstr(jget(im, "major")), "red"));
         CHECK_CLOSE(jnum(jget(im, "major_share")), share[0], 1e-4);
-        CHECK_MSG(sec && sec->type == J_ARR && sec->n == cases[t].n_sec, "%s: %d secondary", args, sec ? sec->n : -1);
+        CHECK_MSG(sec && sec->type == J_ARR && sec->n == cases[t].n_sec, "%s: %d secondary", args,
+                  sec ? sec->n : -1);
         if (sec && sec->n >= 1) {
             CHECK(!strcmp(jstr(jget(jat(sec, 0), "class")), "green"));
             CHECK_CLOSE(jnum(jget(jat(sec, 0), "share")), share[1], 1e-4);
@@ -486,7 +551,8 @@ static void test_major_secondary(void) {
             CHECK(!strcmp(jstr(jget(jat(sec, 1), "class")), "blue"));
             CHECK_CLOSE(jnum(jget(jat(sec, 1), "share")), share[2], 1e-4);
         }
-        const JVal *g = jget(im, "grid"), *row = jat(jget(g, "classes"), 0), *prow = jat(jget(g, "probs"), 0);
+        const JVal *g = jget(im, "grid"), *row = jat(jget(g, "classes"), 0),
+                   *prow = jat(jget(g, "probs"), 0);
         const char *want[3] = {"red", "red", "green"};
         for (int c = 0; c < 3; c++) {
             CHECK(!strcmp(jstr(jat(row, c)), want[c]));
@@ -500,7 +566,8 @@ static void test_major_secondary(void) {
     char *out = run_infer("--model model.safetensors --patches 32 --csv --out pics comp.png", &st);
     CHECK(st == 0 && out);
     CHECK(out && !strncmp(out, "path,role,class,share\n", 22));
-    CHECK(count_lines_with(out, ",major,red,") == 1 && count_lines_with(out, ",secondary,green,") == 1);
+    CHECK(count_lines_with(out, ",major,red,") == 1 &&
+          count_lines_with(out, ",secondary,green,") == 1);
     for (const char *l = out ? out : ""; *l; l = strchr(l, '\n') + 1) {
         int commas = 0;
         for (const char *c = l; *c && *c != '\n'; c++) commas += *c == ',';
@@ -529,7 +596,8 @@ static void test_patch_picture(void) {
     CHECK(img.w >= 96 && img.h > 32 + 40); /* image plus a two-entry legend */
     /* cell colour = 0.55 * pixel + 0.45 * class colour (Tableau: red class 0 = blue-ish
      * (31,119,180), green class 1 = orange (255,127,14)) */
-    const uint8_t *a = img.rgb + ((size_t)10 * img.w + 10) * 3, *b = img.rgb + ((size_t)10 * img.w + 85) * 3;
+    const uint8_t *a = img.rgb + ((size_t)10 * img.w + 10) * 3,
+                  *b = img.rgb + ((size_t)10 * img.w + 85) * 3;
     int want_a[3] = {154, 54, 81}, want_b[3] = {115, 197, 6};
     for (int c = 0; c < 3; c++) {
         CHECK_MSG(abs(a[c] - want_a[c]) <= 2, "red cell channel %d = %d", c, a[c]);
@@ -550,8 +618,10 @@ static void test_classify_formats(void) {
     softmax3(zr, pr);
     softmax3(zg, pg);
     int st;
-    char *out = run_infer("--model model.safetensors --json --topk 2 --save-logits logits.npy "
-                          "--save-features feats.npy red.png broken.png small.png missing.png comp.png", &st);
+    char *out =
+        run_infer("--model model.safetensors --json --topk 2 --save-logits logits.npy "
+                  "--save-features feats.npy red.png broken.png small.png missing.png comp.png",
+                  &st);
     CHECK_MSG(st == 1, "status %d with broken inputs", st);
     JVal v;
     int parsed = out && json_parse(out, &v) == 0;
@@ -570,7 +640,8 @@ static void test_classify_formats(void) {
     free(out);
     /* each failure one line naming the file */
     char *err = read_text("stderr.txt");
-    CHECK(err && count_lines_with(err, "broken.png") == 1 && count_lines_with(err, "missing.png") == 1);
+    CHECK(err && count_lines_with(err, "broken.png") == 1 &&
+          count_lines_with(err, "missing.png") == 1);
     free(err);
 
     /* logits.npy: header, shape [3, 3] in input order (red, small, comp) */
@@ -641,22 +712,27 @@ static void test_classify_formats(void) {
     free(out);
 
     /* a bare backbone: --arch/--weights, classes by index */
-    out = run_infer("--arch cifar_resnet20 --weights bare.safetensors --preprocess unit --crop-pct 1 --json red.png", &st);
+    out = run_infer("--arch cifar_resnet20 --weights bare.safetensors --preprocess unit --crop-pct "
+                    "1 --json red.png",
+                    &st);
     CHECK(st == 0 && out);
     if (out && json_parse(out, &v) == 0) {
         CHECK(!strcmp(jstr(jget(jat(jget(jat(&v, 0), "top"), 0), "class")), "class_0"));
         CHECK_CLOSE(jnum(jget(jat(jget(jat(&v, 0), "top"), 0), "prob")), pr[0], 1e-5);
         json_free(&v);
-    } else CHECK(0);
+    } else
+        CHECK(0);
     free(out);
 
     /* patches: a broken input fails, the others are still reported */
-    out = run_infer("--model model.safetensors --patches 32 --json --out pics broken.png red.png", &st);
+    out = run_infer("--model model.safetensors --patches 32 --json --out pics broken.png red.png",
+                    &st);
     CHECK(st == 1);
     if (out && json_parse(out, &v) == 0) {
         CHECK(v.n == 1 && by_path(&v, "red.png"));
         json_free(&v);
-    } else CHECK(0);
+    } else
+        CHECK(0);
     free(out);
     /* usage errors: status 2 */
     out = run_infer("--model model.safetensors --patches 32 --save-logits x.npy red.png", &st);
@@ -680,8 +756,11 @@ static void test_imagenet_names(void) {
     const char *shared = test_shared_dir();
     if (!shared) SKIP("../shared (SHARED) not found");
     char cwd[512], abs_shared[1100], path[1200], args[256];
-    if (shared[0] == '/') snprintf(abs_shared, sizeof abs_shared, "%s", shared);
-    else snprintf(abs_shared, sizeof abs_shared, "%s/%s", getcwd(cwd, sizeof cwd) ? cwd : ".", shared);
+    if (shared[0] == '/')
+        snprintf(abs_shared, sizeof abs_shared, "%s", shared);
+    else
+        snprintf(abs_shared, sizeof abs_shared, "%s/%s", getcwd(cwd, sizeof cwd) ? cwd : ".",
+                 shared);
     snprintf(path, sizeof path, "%s/data/imagenet_classes.txt", abs_shared);
     FILE *f = fopen(path, "r");
     if (!f) SKIP("imagenet_classes.txt not found");
@@ -700,7 +779,8 @@ static void test_imagenet_names(void) {
     snprintf(path, sizeof path, "%s/bare1000.safetensors", tmp);
     CHECK(net_save_weights(net, path, NULL, NULL, 0) == 0);
     net_free(net);
-    snprintf(args, sizeof args, "--arch cifar_resnet20 --weights bare1000.safetensors --json --topk 1 red.png");
+    snprintf(args, sizeof args,
+             "--arch cifar_resnet20 --weights bare1000.safetensors --json --topk 1 red.png");
 #ifdef _WIN32
     char env[1100];
     snprintf(env, sizeof env, "SHARED=%s", abs_shared);
@@ -715,7 +795,8 @@ static void test_imagenet_names(void) {
     CHECK(parsed);
     if (parsed) {
         CHECK_MSG(!strcmp(jstr(jget(jat(jget(jat(&v, 0), "top"), 0), "class")), first),
-                  "class 0 is '%s', expected '%s'", jstr(jget(jat(jget(jat(&v, 0), "top"), 0), "class")), first);
+                  "class 0 is '%s', expected '%s'",
+                  jstr(jget(jat(jget(jat(&v, 0), "top"), 0), "class")), first);
         json_free(&v);
     }
     free(out);
@@ -755,7 +836,10 @@ static int read_logits(const char *name, float *out, int count) {
     size_t len;
     snprintf(path, sizeof path, "%s/%s", tmp, name);
     uint8_t *npy = read_file(path, &len);
-    if (!npy || len < 10) { free(npy); return -1; }
+    if (!npy || len < 10) {
+        free(npy);
+        return -1;
+    }
     size_t at = 10 + (size_t)(npy[8] | npy[9] << 8);
     int ok = at + (size_t)count * 4 == len;
     if (ok) memcpy(out, npy + at, (size_t)count * 4);
@@ -778,10 +862,12 @@ static void test_reference_and_dump(void) {
         for (int i = 0; i < net->n_params; i++) {
             Param *p = &net->params[i];
             if (p->ndim != 1) continue;
-            int var = strstr(p->name, "running_var") != NULL, mean = strstr(p->name, "running_mean") != NULL;
+            int var = strstr(p->name, "running_var") != NULL,
+                mean = strstr(p->name, "running_mean") != NULL;
             for (int64_t k = 0; k < p->numel; k++)
-                p->data[k] = var ? 0.5f + rng_uniform(&r) : mean ? 0.2f * (rng_uniform(&r) - 0.5f)
-                                                             : p->data[k];
+                p->data[k] = var    ? 0.5f + rng_uniform(&r)
+                             : mean ? 0.2f * (rng_uniform(&r) - 0.5f)
+                                    : p->data[k];
         }
         char path[512], args[512];
         snprintf(path, sizeof path, "%s/ref_%s.safetensors", tmp, archs[a]);
@@ -791,12 +877,16 @@ static void test_reference_and_dump(void) {
         float fast[3 * 7], ref[3 * 7];
         int st;
         const char *common = "--img-size 64 --crop-pct 1 --batch 2 red.png small.png comp.png";
-        snprintf(args, sizeof args, "--arch %s --weights ref_%s.safetensors --save-logits fast.npy "
-                 "--dump-nodes dump.safetensors %s", archs[a], archs[a], common);
+        snprintf(args, sizeof args,
+                 "--arch %s --weights ref_%s.safetensors --save-logits fast.npy "
+                 "--dump-nodes dump.safetensors %s",
+                 archs[a], archs[a], common);
         free(run_infer(args, &st));
         CHECK_MSG(st == 0, "%s: %s", archs[a], args);
-        snprintf(args, sizeof args, "--arch %s --weights ref_%s.safetensors --reference "
-                 "--save-logits ref.npy %s", archs[a], archs[a], common);
+        snprintf(args, sizeof args,
+                 "--arch %s --weights ref_%s.safetensors --reference "
+                 "--save-logits ref.npy %s",
+                 archs[a], archs[a], common);
         free(run_infer(args, &st));
         CHECK_MSG(st == 0, "%s: %s", archs[a], args);
         CHECK(read_logits("fast.npy", fast, 21) == 0 && read_logits("ref.npy", ref, 21) == 0);
@@ -805,8 +895,8 @@ static void test_reference_and_dump(void) {
             if (fabs(ref[i]) > m) m = fabs(ref[i]);
             if (fabs(fast[i] - ref[i]) > e) e = fabs(fast[i] - ref[i]);
         }
-        printf("     %s: --reference vs default, logits differ by %.2g of the largest\n",
-               archs[a], e / m);
+        printf("     %s: --reference vs default, logits differ by %.2g of the largest\n", archs[a],
+               e / m);
         CHECK(m > 0 && e <= 1e-4 * m);
         StFile f;
         snprintf(path, sizeof path, "%s/dump.safetensors", tmp);
@@ -822,7 +912,8 @@ int main(void) {
     const char *bin = getenv("BIN");
     if (!bin || !*bin) bin = ".";
     char cwd[256] = ".";
-    if (bin[0] != '/' && !getcwd(cwd, sizeof cwd)) snprintf(cwd, sizeof cwd, "."); /* commands run inside tmp */
+    if (bin[0] != '/' && !getcwd(cwd, sizeof cwd))
+        snprintf(cwd, sizeof cwd, "."); /* commands run inside tmp */
     snprintf(infer_bin, sizeof infer_bin, "%s%s%.700s/infer", bin[0] == '/' ? "" : cwd,
              bin[0] == '/' ? "" : "/", bin);
     if (test_temp_dir(tmp, sizeof tmp, "test_infer") != 0) {
@@ -854,6 +945,7 @@ int main(void) {
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
 #endif
         if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);
-    } else fprintf(stderr, "files kept in %s\n", tmp);
+    } else
+        fprintf(stderr, "files kept in %s\n", tmp);
     return test_summary();
 }

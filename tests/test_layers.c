@@ -36,7 +36,8 @@ typedef double (*LossFn)(void *ctx);
 static double grad_error(float *v, size_t n, const float *analytic, LossFn loss, void *ctx,
                          float eps) {
     double worst = 0, scale = 1e-6;
-    for (size_t i = 0; i < n; i++) if (fabs(analytic[i]) > scale) scale = fabs(analytic[i]);
+    for (size_t i = 0; i < n; i++)
+        if (fabs(analytic[i]) > scale) scale = fabs(analytic[i]);
     for (size_t i = 0; i < n; i++) {
         float saved = v[i], hi = saved + eps, lo = saved - eps;
         v[i] = hi;
@@ -51,9 +52,10 @@ static double grad_error(float *v, size_t n, const float *analytic, LossFn loss,
     return worst;
 }
 
-#define CHECK_GRAD(v, n, analytic, loss, ctx, eps, tol) do { \
-    double e_ = grad_error(v, n, analytic, loss, ctx, eps); \
-    CHECK_MSG(e_ <= (tol), "%s: gradient error %.3g > %g", #analytic, e_, (double)(tol)); \
+#define CHECK_GRAD(v, n, analytic, loss, ctx, eps, tol)                                            \
+    do {                                                                                           \
+        double e_ = grad_error(v, n, analytic, loss, ctx, eps);                                    \
+        CHECK_MSG(e_ <= (tol), "%s: gradient error %.3g > %g", #analytic, e_, (double)(tol));      \
     } while (0)
 
 /* ------------------------------------------------------------------ convolution */
@@ -71,8 +73,10 @@ static size_t conv_out_numel(const ConvCase *c) {
 
 static double conv_loss(void *ctx) {
     ConvCase *c = ctx;
-    if (c->fast) conv2d_forward(&c->s, c->n, c->h, c->w, c->x, c->weight, c->bias, c->y);
-    else conv2d_forward_ref(&c->s, c->n, c->h, c->w, c->x, c->weight, c->bias, c->y);
+    if (c->fast)
+        conv2d_forward(&c->s, c->n, c->h, c->w, c->x, c->weight, c->bias, c->y);
+    else
+        conv2d_forward_ref(&c->s, c->n, c->h, c->w, c->x, c->weight, c->bias, c->y);
     return project(c->y, c->r, conv_out_numel(c));
 }
 
@@ -94,8 +98,10 @@ static void test_conv_gradients(void) {
             c.y = rn_alloc(ny * sizeof(float));
             float *dx = rn_alloc(nx * sizeof(float));
             float *dw = rn_calloc(nw, sizeof(float)), *db = rn_calloc(c.s.out_c, sizeof(float));
-            if (fast) conv2d_backward(&c.s, c.n, c.h, c.w, c.x, c.weight, c.r, dx, dw, db);
-            else conv2d_backward_ref(&c.s, c.n, c.h, c.w, c.x, c.weight, c.r, dx, dw, db);
+            if (fast)
+                conv2d_backward(&c.s, c.n, c.h, c.w, c.x, c.weight, c.r, dx, dw, db);
+            else
+                conv2d_backward_ref(&c.s, c.n, c.h, c.w, c.x, c.weight, c.r, dx, dw, db);
             CHECK_GRAD(c.x, nx, dx, conv_loss, &c, 1e-2f, 1e-3);
             CHECK_GRAD(c.weight, nw, dw, conv_loss, &c, 1e-2f, 1e-3);
             CHECK_GRAD(c.bias, (size_t)c.s.out_c, db, conv_loss, &c, 1e-2f, 1e-3);
@@ -103,12 +109,21 @@ static void test_conv_gradients(void) {
                 printf("  (failing case: %s, spec %zu)\n", fast ? "fast" : "ref", t);
                 return;
             }
-            rn_free(c.x); rn_free(c.weight); rn_free(c.bias); rn_free(c.r); rn_free(c.y);
-            rn_free(dx); rn_free(dw); rn_free(db);
+            rn_free(c.x);
+            rn_free(c.weight);
+            rn_free(c.bias);
+            rn_free(c.r);
+            rn_free(c.y);
+            rn_free(dx);
+            rn_free(dw);
+            rn_free(db);
         }
 }
 
-typedef struct { ConvSpec s; int n, h, w; } ConvShape;
+typedef struct {
+    ConvSpec s;
+    int n, h, w;
+} ConvShape;
 
 static void test_conv_fast_matches_reference(void) {
     static const ConvShape shapes[] = {
@@ -127,14 +142,14 @@ static void test_conv_fast_matches_reference(void) {
         {{8, 16, 1, 1, 1, 0}, 2, 30, 25},  /* 1x1 over 750 positions: two chunks */
         /* "same" stride-1 kernels (im2col as shifted plane copies) on narrow images, where
          * the shift spans whole rows */
-        {{3, 4, 3, 3, 1, 1}, 2, 5, 1},     /* 3x3 p1 over a 1-wide column */
-        {{2, 3, 5, 5, 1, 2}, 2, 1, 1},     /* 5x5 p2 over one pixel */
-        {{2, 3, 5, 5, 1, 2}, 2, 6, 2},     /* 5x5 p2, 2 wide: shifts past the row */
-        {{2, 3, 5, 5, 1, 2}, 2, 40, 13},   /* 5x5 p2 over 520 positions: two chunks */
+        {{3, 4, 3, 3, 1, 1}, 2, 5, 1},   /* 3x3 p1 over a 1-wide column */
+        {{2, 3, 5, 5, 1, 2}, 2, 1, 1},   /* 5x5 p2 over one pixel */
+        {{2, 3, 5, 5, 1, 2}, 2, 6, 2},   /* 5x5 p2, 2 wide: shifts past the row */
+        {{2, 3, 5, 5, 1, 2}, 2, 40, 13}, /* 5x5 p2 over 520 positions: two chunks */
         /* stride 2 over rows wide enough for the vector gather of even columns, with
          * scalar heads and tails */
-        {{4, 6, 1, 1, 2, 0}, 2, 9, 75},    /* downsample 1x1 s2 */
-        {{3, 4, 7, 7, 2, 3}, 1, 10, 70},   /* stem 7x7 s2 p3 */
+        {{4, 6, 1, 1, 2, 0}, 2, 9, 75},  /* downsample 1x1 s2 */
+        {{3, 4, 7, 7, 2, 3}, 1, 10, 70}, /* stem 7x7 s2 p3 */
     };
     for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
         const ConvSpec *s = &shapes[t].s;
@@ -160,8 +175,8 @@ static void test_conv_fast_matches_reference(void) {
         double e_dw = max_rel_diff(dw, dw_ref, nw, 1e-6);
         double e_db = max_rel_diff(db, db_ref, s->out_c, 1e-6);
         CHECK_MSG(e_y <= 1e-5 && e_dx <= 1e-5 && e_dw <= 1e-5 && e_db <= 1e-5,
-                  "shape %zu: rel diff y %.2g dx %.2g dweight %.2g dbias %.2g", t, e_y, e_dx,
-                  e_dw, e_db);
+                  "shape %zu: rel diff y %.2g dx %.2g dweight %.2g dbias %.2g", t, e_y, e_dx, e_dw,
+                  e_db);
 
         /* each gradient alone (the others NULL) gives the same numbers */
         float *dx1 = rn_alloc(nx * 4), *dw1 = tensor(nw, 50 + t, 1.0f);
@@ -178,15 +193,29 @@ static void test_conv_fast_matches_reference(void) {
         for (size_t i = 0; i < nx; i++) want[i] += dx[i];
         conv2d_backward_add(s, n, h, w, x, wt, dy, acc, NULL, NULL);
         CHECK_MSG(max_rel_diff(acc, want, nx, 1e-6) <= 1e-5, "shape %zu: conv2d_backward_add", t);
-        rn_free(acc); rn_free(want);
+        rn_free(acc);
+        rn_free(want);
 
         /* the same call twice gives the same bits */
         float *y2 = rn_alloc(ny * 4);
         conv2d_forward(s, n, h, w, x, wt, bias, y2);
         CHECK(memcmp(y2, y, ny * 4) == 0);
-        rn_free(x); rn_free(wt); rn_free(bias); rn_free(dy); rn_free(y_ref); rn_free(y);
-        rn_free(dx_ref); rn_free(dw_ref); rn_free(db_ref); rn_free(dx); rn_free(dw);
-        rn_free(db); rn_free(dx1); rn_free(dw1); rn_free(db1); rn_free(y2);
+        rn_free(x);
+        rn_free(wt);
+        rn_free(bias);
+        rn_free(dy);
+        rn_free(y_ref);
+        rn_free(y);
+        rn_free(dx_ref);
+        rn_free(dw_ref);
+        rn_free(db_ref);
+        rn_free(dx);
+        rn_free(dw);
+        rn_free(db);
+        rn_free(dx1);
+        rn_free(dw1);
+        rn_free(db1);
+        rn_free(y2);
     }
 }
 
@@ -230,7 +259,12 @@ static void test_conv_fused_epilogue(void) {
             conv2d_forward_fused(s, 1, h, w, x + b * xs, wt, &e, res + b * ys, ref + b * ys);
         }
         CHECK(memcmp(y, ref, ny * 4) == 0);
-        rn_free(x); rn_free(wt); rn_free(scale); rn_free(shift); rn_free(res); rn_free(y);
+        rn_free(x);
+        rn_free(wt);
+        rn_free(scale);
+        rn_free(shift);
+        rn_free(res);
+        rn_free(y);
         rn_free(ref);
     }
 }
@@ -240,10 +274,11 @@ static void test_conv_fused_epilogue(void) {
  * transforms, single pixels and wide rows; the same bits image by image and for any thread
  * count (a tile's result does not depend on its chunk). */
 static void test_conv_winograd(void) {
-    static const int shapes[][5] = { /* in_c, out_c, n, h, w */
-        {3, 4, 1, 1, 1},   {5, 7, 2, 5, 9},   {8, 8, 3, 7, 7},  {6, 10, 2, 14, 14},
-        {4, 6, 1, 13, 70}, {3, 5, 2, 3, 300}, {2, 3, 1, 66, 2}, {32, 24, 2, 30, 30},
-        {64, 64, 1, 8, 8},
+    static const int shapes[][5] = {
+        /* in_c, out_c, n, h, w */
+        {3, 4, 1, 1, 1},    {5, 7, 2, 5, 9},     {8, 8, 3, 7, 7},
+        {6, 10, 2, 14, 14}, {4, 6, 1, 13, 70},   {3, 5, 2, 3, 300},
+        {2, 3, 1, 66, 2},   {32, 24, 2, 30, 30}, {64, 64, 1, 8, 8},
     };
     for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
         ConvSpec s = {shapes[t][0], shapes[t][1], 3, 3, 1, 1};
@@ -293,8 +328,15 @@ static void test_conv_winograd(void) {
         }
         omp_set_num_threads(saved);
 #endif
-        rn_free(x); rn_free(wt); rn_free(scale); rn_free(shift); rn_free(res); rn_free(u);
-        rn_free(conv); rn_free(ref); rn_free(y);
+        rn_free(x);
+        rn_free(wt);
+        rn_free(scale);
+        rn_free(shift);
+        rn_free(res);
+        rn_free(u);
+        rn_free(conv);
+        rn_free(ref);
+        rn_free(y);
     }
 }
 
@@ -326,9 +368,8 @@ static void test_gradients_accumulate(void) {
         float *dx1 = rn_alloc(nx * 4), *dx2 = rn_alloc(nx * 4);
         float *dw1 = rn_calloc(nw, 4), *dw2 = rn_calloc(nw, 4);
         float *db1 = rn_calloc(6, 4), *db2 = rn_calloc(6, 4);
-        void (*bw)(const ConvSpec *, int, int, int, const float *, const float *,
-                   const float *, float *, float *, float *) =
-            fast ? conv2d_backward : conv2d_backward_ref;
+        void (*bw)(const ConvSpec *, int, int, int, const float *, const float *, const float *,
+                   float *, float *, float *) = fast ? conv2d_backward : conv2d_backward_ref;
         bw(&s, n, h, w, x, wt, dy, dx1, dw1, db1);
         bw(&s, n, h, w, x, wt, dy, dx2, dw2, db2);
         bw(&s, n, h, w, x, wt, dy, dx2, dw2, db2);
@@ -337,7 +378,12 @@ static void test_gradients_accumulate(void) {
         CHECK(max_rel_diff(dw2, dw1, nw, 1e-6) <= 1e-6);
         CHECK(max_rel_diff(db2, db1, 6, 1e-6) <= 1e-6);
         CHECK(memcmp(dx1, dx2, nx * 4) == 0);
-        rn_free(dx1); rn_free(dx2); rn_free(dw1); rn_free(dw2); rn_free(db1); rn_free(db2);
+        rn_free(dx1);
+        rn_free(dx2);
+        rn_free(dw1);
+        rn_free(dw2);
+        rn_free(db1);
+        rn_free(db2);
     }
     /* batch norm (train and eval) and linear */
     int c = 3, hw = 4;
@@ -367,8 +413,17 @@ static void test_gradients_accumulate(void) {
     linear_backward(3, 4, 5, lx, lw, ldy, ldx, dw2, db2);
     for (int i = 0; i < 20; i++) CHECK_CLOSE(dw2[i], 2 * dw1[i], 1e-6);
     for (int i = 0; i < 5; i++) CHECK_CLOSE(db2[i], 2 * db1[i], 1e-6);
-    rn_free(x); rn_free(wt); rn_free(dy); rn_free(bx); rn_free(g); rn_free(bdy); rn_free(by);
-    rn_free(bdx); rn_free(lx); rn_free(lw); rn_free(ldy);
+    rn_free(x);
+    rn_free(wt);
+    rn_free(dy);
+    rn_free(bx);
+    rn_free(g);
+    rn_free(bdy);
+    rn_free(by);
+    rn_free(bdx);
+    rn_free(lx);
+    rn_free(lw);
+    rn_free(ldy);
 }
 
 /* ------------------------------------------------------------------ batch norm */
@@ -384,13 +439,13 @@ static double bn_loss(void *ctx) {
     if (b->train) {
         /* running statistics are updated by every call: give it throwaway copies */
         float *rm = copy_of(b->rm, b->c), *rv = copy_of(b->rv, b->c);
-        batchnorm_forward_train(b->n, b->c, b->hw, b->x, b->gamma, b->beta, rm, rv, 0.1f,
-                                1e-5f, b->y, b->mean, b->invstd);
+        batchnorm_forward_train(b->n, b->c, b->hw, b->x, b->gamma, b->beta, rm, rv, 0.1f, 1e-5f,
+                                b->y, b->mean, b->invstd);
         rn_free(rm);
         rn_free(rv);
     } else {
-        batchnorm_forward_eval(b->n, b->c, b->hw, b->x, b->gamma, b->beta, b->rm, b->rv,
-                               1e-5f, b->y);
+        batchnorm_forward_eval(b->n, b->c, b->hw, b->x, b->gamma, b->beta, b->rm, b->rv, 1e-5f,
+                               b->y);
     }
     return project(b->y, b->r, total);
 }
@@ -412,16 +467,22 @@ static void test_batchnorm_gradients(void) {
         bn_loss(&b);
         float *dx = rn_alloc(total * 4), dg[3] = {0}, dbeta[3] = {0};
         if (train)
-            batchnorm_backward_train(b.n, b.c, b.hw, b.x, b.gamma, b.mean, b.invstd, b.r, dx,
-                                     dg, dbeta);
+            batchnorm_backward_train(b.n, b.c, b.hw, b.x, b.gamma, b.mean, b.invstd, b.r, dx, dg,
+                                     dbeta);
         else
-            batchnorm_backward_eval(b.n, b.c, b.hw, b.x, b.gamma, b.rm, b.rv, 1e-5f, b.r, dx,
-                                    dg, dbeta);
+            batchnorm_backward_eval(b.n, b.c, b.hw, b.x, b.gamma, b.rm, b.rv, 1e-5f, b.r, dx, dg,
+                                    dbeta);
         CHECK_GRAD(b.x, total, dx, bn_loss, &b, 1e-2f, 2e-3);
         CHECK_GRAD(b.gamma, (size_t)b.c, dg, bn_loss, &b, 1e-2f, 1e-3);
         CHECK_GRAD(b.beta, (size_t)b.c, dbeta, bn_loss, &b, 1e-2f, 1e-3);
-        rn_free(b.x); rn_free(b.gamma); rn_free(b.beta); rn_free(b.y); rn_free(b.r);
-        rn_free(b.mean); rn_free(b.invstd); rn_free(dx);
+        rn_free(b.x);
+        rn_free(b.gamma);
+        rn_free(b.beta);
+        rn_free(b.y);
+        rn_free(b.r);
+        rn_free(b.mean);
+        rn_free(b.invstd);
+        rn_free(dx);
     }
 }
 
@@ -439,7 +500,7 @@ static void test_batchnorm_running_stats(void) {
     CHECK_CLOSE(rm[1], 0.9 * 0 + 0.1 * 0.5, 1e-7);
     CHECK_CLOSE(rv[0], 0.9 * 2 + 0.1 * 14.0 / 3, 1e-6);
     CHECK_CLOSE(rv[1], 0.9 * 1 + 0.1 * 5.0 / 3, 1e-6);
-    CHECK_CLOSE(y[5], (6 - 3) / sqrt(3.5 + 1e-5) * 2 + 0.25, 1e-6);  /* n=1, c=0, i=1 */
+    CHECK_CLOSE(y[5], (6 - 3) / sqrt(3.5 + 1e-5) * 2 + 0.25, 1e-6);    /* n=1, c=0, i=1 */
     CHECK_CLOSE(y[2], (-1 - 0.5) / sqrt(1.25 + 1e-5) * 0.5 - 1, 1e-6); /* n=0, c=1, i=0 */
     /* eval uses the running statistics */
     batchnorm_forward_eval(2, 2, 2, x, gamma, beta, rm, rv, 1e-5f, y);
@@ -449,7 +510,10 @@ static void test_batchnorm_running_stats(void) {
 
 /* ------------------------------------------------------------------ relu, pools */
 
-typedef struct { size_t n; float *x, *y, *r; } EltCase;
+typedef struct {
+    size_t n;
+    float *x, *y, *r;
+} EltCase;
 
 static double relu_loss(void *ctx) {
     EltCase *e = ctx;
@@ -478,10 +542,16 @@ static void test_relu(void) {
     CHECK_GRAD(e.x, e.n, dx, relu_loss, &e, 1e-2f, 1e-4);
     relu_forward(e.n, e.x, e.y);
     for (size_t i = 0; i < e.n; i++) CHECK(e.y[i] == (e.x[i] > 0 ? e.x[i] : 0));
-    rn_free(e.x); rn_free(e.y); rn_free(e.r);
+    rn_free(e.x);
+    rn_free(e.y);
+    rn_free(e.r);
 }
 
-typedef struct { int n, c, h, w, k, stride, pad; float *x, *y, *r; int32_t *arg; } PoolCase;
+typedef struct {
+    int n, c, h, w, k, stride, pad;
+    float *x, *y, *r;
+    int32_t *arg;
+} PoolCase;
 
 static double maxpool_loss(void *ctx) {
     PoolCase *p = ctx;
@@ -502,7 +572,11 @@ static void test_maxpool(void) {
     maxpool_loss(&p);
     maxpool2d_backward(p.n, p.c, p.h, p.w, p.k, p.stride, p.pad, p.arg, p.r, dx);
     CHECK_GRAD(p.x, nx, dx, maxpool_loss, &p, 1e-2f, 1e-4);
-    rn_free(p.x); rn_free(p.y); rn_free(p.r); rn_free(p.arg); rn_free(dx);
+    rn_free(p.x);
+    rn_free(p.y);
+    rn_free(p.r);
+    rn_free(p.arg);
+    rn_free(dx);
 
     /* ties: the first maximum in scan order wins, as in PyTorch */
     float flat[16], y4[4];
@@ -524,7 +598,10 @@ static void test_maxpool(void) {
     CHECK(gx[5] == 10 && gx[0] == 0 && gx[15] == 0);
 }
 
-typedef struct { int n, c, hw; float *x, *y, *r; } GapCase;
+typedef struct {
+    int n, c, hw;
+    float *x, *y, *r;
+} GapCase;
 
 static double gap_loss(void *ctx) {
     GapCase *g = ctx;
@@ -539,12 +616,17 @@ static void test_avgpool_global(void) {
     CHECK_CLOSE(g.y[4], (g.x[20] + g.x[21] + g.x[22] + g.x[23] + g.x[24]) / 5, 1e-6);
     avgpool_global_backward(g.n, g.c, g.hw, g.r, dx);
     CHECK_GRAD(g.x, 30, dx, gap_loss, &g, 1e-2f, 1e-4);
-    rn_free(g.x); rn_free(g.y); rn_free(g.r);
+    rn_free(g.x);
+    rn_free(g.y);
+    rn_free(g.r);
 }
 
 /* ------------------------------------------------------------------ linear, dropout */
 
-typedef struct { int n, in, out; float *x, *weight, *bias, *y, *r; } LinearCase;
+typedef struct {
+    int n, in, out;
+    float *x, *weight, *bias, *y, *r;
+} LinearCase;
 
 static double linear_loss(void *ctx) {
     LinearCase *l = ctx;
@@ -553,8 +635,14 @@ static double linear_loss(void *ctx) {
 }
 
 static void test_linear(void) {
-    LinearCase l = {3, 5, 4, tensor(15, 1, 1), tensor(20, 2, 1), tensor(4, 3, 1),
-                    rn_alloc(48), tensor(12, 4, 1)};
+    LinearCase l = {3,
+                    5,
+                    4,
+                    tensor(15, 1, 1),
+                    tensor(20, 2, 1),
+                    tensor(4, 3, 1),
+                    rn_alloc(48),
+                    tensor(12, 4, 1)};
     linear_loss(&l);
     /* y[1, 2] by hand */
     double want = l.bias[2];
@@ -565,10 +653,18 @@ static void test_linear(void) {
     CHECK_GRAD(l.x, 15, dx, linear_loss, &l, 1e-2f, 1e-4);
     CHECK_GRAD(l.weight, 20, dw, linear_loss, &l, 1e-2f, 1e-4);
     CHECK_GRAD(l.bias, 4, db, linear_loss, &l, 1e-2f, 1e-4);
-    rn_free(l.x); rn_free(l.weight); rn_free(l.bias); rn_free(l.y); rn_free(l.r);
+    rn_free(l.x);
+    rn_free(l.weight);
+    rn_free(l.bias);
+    rn_free(l.y);
+    rn_free(l.r);
 }
 
-typedef struct { size_t n; float p; float *x, *y, *mask, *r; } DropCase;
+typedef struct {
+    size_t n;
+    float p;
+    float *x, *y, *mask, *r;
+} DropCase;
 
 static double dropout_loss(void *ctx) {
     DropCase *d = ctx;
@@ -579,14 +675,16 @@ static double dropout_loss(void *ctx) {
 }
 
 static void test_dropout(void) {
-    DropCase d = {1000, 0.3f, tensor(1000, 1, 1), rn_alloc(4000), rn_alloc(4000),
-                  tensor(1000, 2, 1)};
+    DropCase d = {1000,           0.3f,           tensor(1000, 1, 1),
+                  rn_alloc(4000), rn_alloc(4000), tensor(1000, 2, 1)};
     dropout_loss(&d);
     int dropped = 0, bad = 0;
     for (size_t i = 0; i < d.n; i++) {
-        if (d.mask[i] == 0) dropped++;
-        else if (d.mask[i] != (float)(1.0f / 0.7f)) bad++; /* casts: round i686's x87 */
-        if (d.y[i] != (float)(d.x[i] * d.mask[i])) bad++;  /* wider values to float */
+        if (d.mask[i] == 0)
+            dropped++;
+        else if (d.mask[i] != (float)(1.0f / 0.7f))
+            bad++;                                        /* casts: round i686's x87 */
+        if (d.y[i] != (float)(d.x[i] * d.mask[i])) bad++; /* wider values to float */
     }
     CHECK(bad == 0);
     CHECK_MSG(dropped > 250 && dropped < 350, "dropped %d of 1000 at p = 0.3", dropped);
@@ -598,12 +696,19 @@ static void test_dropout(void) {
     rng_seed(&rng, 1);
     dropout_forward(d.n, 0.0f, &rng, d.x, d.y, d.mask);
     CHECK(memcmp(d.y, d.x, d.n * 4) == 0);
-    rn_free(d.x); rn_free(d.y); rn_free(d.mask); rn_free(d.r); rn_free(dx);
+    rn_free(d.x);
+    rn_free(d.y);
+    rn_free(d.mask);
+    rn_free(d.r);
+    rn_free(dx);
 }
 
 /* ------------------------------------------------------------------ option-A shortcut */
 
-typedef struct { int n, in_c, h, w, out_c, stride; float *x, *y, *r; } ShortcutCase;
+typedef struct {
+    int n, in_c, h, w, out_c, stride;
+    float *x, *y, *r;
+} ShortcutCase;
 
 static double shortcut_loss(void *ctx) {
     ShortcutCase *s = ctx;
@@ -614,8 +719,7 @@ static double shortcut_loss(void *ctx) {
 
 static void test_shortcut_a(void) {
     /* [2, 4, 5, 5] -> [2, 8, 3, 3]: channels 2..5 hold x[:, :, ::2, ::2] */
-    ShortcutCase s = {2, 4, 5, 5, 8, 2, tensor(200, 1, 1), rn_alloc(200 * 4),
-                      tensor(144, 2, 1)};
+    ShortcutCase s = {2, 4, 5, 5, 8, 2, tensor(200, 1, 1), rn_alloc(200 * 4), tensor(144, 2, 1)};
     shortcut_loss(&s);
     CHECK(s.y[(0 * 8 + 2) * 9 + 0 * 3 + 1] == s.x[(0 * 4 + 0) * 25 + 0 * 5 + 2]);
     CHECK(s.y[(1 * 8 + 5) * 9 + 2 * 3 + 2] == s.x[(1 * 4 + 3) * 25 + 4 * 5 + 4]);
@@ -631,14 +735,16 @@ static void test_shortcut_a(void) {
     /* stride 1 with equal channels is a copy */
     shortcut_a_forward(2, 4, 5, 5, 4, 1, s.x, s.y);
     CHECK(memcmp(s.y, s.x, 200 * 4) == 0);
-    rn_free(s.x); rn_free(s.y); rn_free(s.r);
+    rn_free(s.x);
+    rn_free(s.y);
+    rn_free(s.r);
 }
 
 /* ------------------------------------------------------------------ softmax, cross-entropy */
 
-static const float ce_logits[20] = {
-    1.5f, -0.3f, 0.2f, 2.0f, -1.1f,   0.0f, 0.7f, -2.2f, 0.4f, 1.3f,
-    -0.5f, 0.25f, 3.1f, -0.8f, 0.6f,  2.4f, -1.7f, 0.9f, 0.05f, -0.35f};
+static const float ce_logits[20] = {1.5f,  -0.3f, 0.2f,  2.0f,  -1.1f, 0.0f,  0.7f,
+                                    -2.2f, 0.4f,  1.3f,  -0.5f, 0.25f, 3.1f,  -0.8f,
+                                    0.6f,  2.4f,  -1.7f, 0.9f,  0.05f, -0.35f};
 static const int ce_labels[4] = {3, 1, 0, 4};
 static const float ce_weights[5] = {0.5f, 2.0f, 1.0f, 1.5f, 0.25f};
 
@@ -646,19 +752,19 @@ static const float ce_weights[5] = {0.5f, 2.0f, 1.0f, 1.5f, 0.25f};
  * the gradient of that mean loss, computed in float64 with torch 1.13. */
 static const double torch_loss_w_s01 = 1.6150149369788993;
 static const double torch_grad_w_s01[20] = {
-    0.10595830153803984, 0.008491963296724638, 0.024812374829786477, -0.14613083263356355,
-    0.006868192969012595, 0.051744663837103036, -0.32400197790683594, 0.0012883031424008084,
-    0.07364531971307957, 0.1973236912142525, -0.10523051781450025, -0.0030506532222031946,
-    0.10526362524043369, -0.004832830494967959, 0.007850376291237708, 0.05314889345599349,
-    -0.008491950816316296, 0.007678250897132205, -0.0017656600590876875, -0.05056953347772173};
-static const double torch_loss_plain = 2.2307413071491764;   /* no weights, no smoothing */
-static const double torch_loss_s02 = 2.2587413071491764;     /* no weights, smoothing 0.2 */
+    0.10595830153803984,   0.008491963296724638,  0.024812374829786477,   -0.14613083263356355,
+    0.006868192969012595,  0.051744663837103036,  -0.32400197790683594,   0.0012883031424008084,
+    0.07364531971307957,   0.1973236912142525,    -0.10523051781450025,   -0.0030506532222031946,
+    0.10526362524043369,   -0.004832830494967959, 0.007850376291237708,   0.05314889345599349,
+    -0.008491950816316296, 0.007678250897132205,  -0.0017656600590876875, -0.05056953347772173};
+static const double torch_loss_plain = 2.2307413071491764; /* no weights, no smoothing */
+static const double torch_loss_s02 = 2.2587413071491764;   /* no weights, smoothing 0.2 */
 static const double torch_grad_s02[20] = {
-    0.06909326143241741, 0.0030740281805978886, 0.011555428355084626, -0.07959725750732735,
-    -0.004125460460772589, 0.020172548728043034, -0.1492399483076185, -0.006656786305091413,
-    0.03501215338327929, 0.10071203250138755, -0.20424761293316493, 0.002177803516052447,
-    0.2005272104828123, -0.005738526848474695, 0.007281125782774895, 0.168699088778767,
-    -0.007038478007078979, 0.029873156297584764, 0.007042382385513133, -0.19857614945478588};
+    0.06909326143241741,   0.0030740281805978886, 0.011555428355084626, -0.07959725750732735,
+    -0.004125460460772589, 0.020172548728043034,  -0.1492399483076185,  -0.006656786305091413,
+    0.03501215338327929,   0.10071203250138755,   -0.20424761293316493, 0.002177803516052447,
+    0.2005272104828123,    -0.005738526848474695, 0.007281125782774895, 0.168699088778767,
+    -0.007038478007078979, 0.029873156297584764,  0.007042382385513133, -0.19857614945478588};
 
 static void test_cross_entropy_matches_torch(void) {
     float probs[20], grad[20];
@@ -686,7 +792,11 @@ static void test_cross_entropy_matches_torch(void) {
     CHECK_CLOSE(grad5[3], torch_grad_w_s01[3], 1e-6);
 }
 
-typedef struct { float *logits; float smoothing; const float *weights; } CeCase;
+typedef struct {
+    float *logits;
+    float smoothing;
+    const float *weights;
+} CeCase;
 
 static double ce_loss(void *ctx) {
     CeCase *c = ctx;
@@ -757,8 +867,9 @@ static void test_batchnorm_backward_rounding(void) {
                 float want = k * diff;
                 if (memcmp(&want, &dx[at], sizeof want) != 0) {
                     if (same)
-                        fprintf(stderr, "  channel %d, element %zu: dx %.9g, float32 steps give %.9g\n",
-                                ch, at, dx[at], want);
+                        fprintf(stderr,
+                                "  channel %d, element %zu: dx %.9g, float32 steps give %.9g\n", ch,
+                                at, dx[at], want);
                     same = 0;
                 }
             }
@@ -773,7 +884,10 @@ static void test_batchnorm_backward_rounding(void) {
  * convs side by side. */
 static void test_conv_grouped(void) {
     const ConvSpec specs[] = {
-        {4, 6, 3, 3, 1, 1, 2}, {4, 4, 3, 3, 2, 1, 4}, {6, 6, 1, 1, 1, 0, 3}, {3, 6, 5, 5, 1, 2, 3},
+        {4, 6, 3, 3, 1, 1, 2},
+        {4, 4, 3, 3, 2, 1, 4},
+        {6, 6, 1, 1, 1, 0, 3},
+        {3, 6, 5, 5, 1, 2, 3},
     };
     for (int fast = 0; fast <= 1; fast++)
         for (size_t t = 0; t < sizeof specs / sizeof specs[0]; t++) {
@@ -788,8 +902,10 @@ static void test_conv_grouped(void) {
             c.y = rn_alloc(ny * sizeof(float));
             float *dx = rn_alloc(nx * sizeof(float));
             float *dw = rn_calloc(nw, sizeof(float)), *db = rn_calloc(c.s.out_c, sizeof(float));
-            if (fast) conv2d_backward(&c.s, c.n, c.h, c.w, c.x, c.weight, c.r, dx, dw, db);
-            else conv2d_backward_ref(&c.s, c.n, c.h, c.w, c.x, c.weight, c.r, dx, dw, db);
+            if (fast)
+                conv2d_backward(&c.s, c.n, c.h, c.w, c.x, c.weight, c.r, dx, dw, db);
+            else
+                conv2d_backward_ref(&c.s, c.n, c.h, c.w, c.x, c.weight, c.r, dx, dw, db);
             CHECK_GRAD(c.x, nx, dx, conv_loss, &c, 1e-2f, 1e-3);
             CHECK_GRAD(c.weight, nw, dw, conv_loss, &c, 1e-2f, 1e-3);
             CHECK_GRAD(c.bias, (size_t)c.s.out_c, db, conv_loss, &c, 1e-2f, 1e-3);
@@ -799,15 +915,15 @@ static void test_conv_grouped(void) {
             d.in_c = cig;
             d.out_c = cog;
             d.groups = 1;
-            int oh = conv_out_size(c.h, d.kh, d.stride, d.pad), ow = conv_out_size(c.w, d.kw, d.stride, d.pad);
+            int oh = conv_out_size(c.h, d.kh, d.stride, d.pad),
+                ow = conv_out_size(c.w, d.kw, d.stride, d.pad);
             float *part = rn_alloc(sizeof(float) * (size_t)cog * oh * ow);
             double worst = 0;
             for (int b = 0; b < c.n; b++)
                 for (int k = 0; k < g; k++) {
-                    conv2d_forward_ref(&d, 1, c.h, c.w,
-                                       c.x + ((size_t)b * c.s.in_c + (size_t)k * cig) * c.h * c.w,
-                                       c.weight + (size_t)k * cog * cig * d.kh * d.kw,
-                                       c.bias + k * cog, part);
+                    conv2d_forward_ref(
+                        &d, 1, c.h, c.w, c.x + ((size_t)b * c.s.in_c + (size_t)k * cig) * c.h * c.w,
+                        c.weight + (size_t)k * cog * cig * d.kh * d.kw, c.bias + k * cog, part);
                     const float *y = c.y + ((size_t)b * c.s.out_c + (size_t)k * cog) * oh * ow;
                     double e = max_rel_diff(y, part, (size_t)cog * oh * ow, 1.0);
                     if (e > worst) worst = e;
@@ -818,8 +934,14 @@ static void test_conv_grouped(void) {
                 return;
             }
             rn_free(part);
-            rn_free(c.x); rn_free(c.weight); rn_free(c.bias); rn_free(c.r); rn_free(c.y);
-            rn_free(dx); rn_free(dw); rn_free(db);
+            rn_free(c.x);
+            rn_free(c.weight);
+            rn_free(c.bias);
+            rn_free(c.r);
+            rn_free(c.y);
+            rn_free(dx);
+            rn_free(dw);
+            rn_free(db);
         }
 }
 
@@ -881,11 +1003,22 @@ static void test_relu_affine(void) {
     memcpy(dx2, dy, count * 4);
     relu_affine_backward(n, c, hw, x, scale, shift, dx2, dx2);
     CHECK(memcmp(dx, dx2, count * 4) == 0);
-    rn_free(x); rn_free(y); rn_free(want); rn_free(dy); rn_free(dx); rn_free(dx2);
+    rn_free(x);
+    rn_free(y);
+    rn_free(want);
+    rn_free(dy);
+    rn_free(dx);
+    rn_free(dx2);
 }
 
 /* SiLU and sigmoid: values from the formulas, backward against finite differences. */
-typedef struct { ActForward f; const float *x; float *y; const float *r; size_t n; } ActCase;
+typedef struct {
+    ActForward f;
+    const float *x;
+    float *y;
+    const float *r;
+    size_t n;
+} ActCase;
 
 static double act_loss(void *ctx) {
     ActCase *a = ctx;
@@ -909,7 +1042,10 @@ static void test_silu_sigmoid(void) {
         ActCase a = {fwd[k], x, y, r, n};
         CHECK_GRAD(x, n, dx, act_loss, &a, 1e-3f, 1e-3);
     }
-    rn_free(x); rn_free(r); rn_free(y); rn_free(dx);
+    rn_free(x);
+    rn_free(r);
+    rn_free(y);
+    rn_free(dx);
 }
 
 int main(void) {

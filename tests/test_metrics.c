@@ -37,9 +37,12 @@ static const char *json_string(const char *p) {
 
 static const char *json_number_end(const char *p) {
     if (*p == '-') p++;
-    if (*p == '0') p++;
-    else if (*p >= '1' && *p <= '9') while (*p >= '0' && *p <= '9') p++;
-    else return NULL;
+    if (*p == '0')
+        p++;
+    else if (*p >= '1' && *p <= '9')
+        while (*p >= '0' && *p <= '9') p++;
+    else
+        return NULL;
     if (*p == '.') {
         p++;
         if (!(*p >= '0' && *p <= '9')) return NULL;
@@ -106,10 +109,9 @@ static int count_of(const char *hay, const char *needle) {
  * Rank of the true class: 1 2 1 1 1 3 1 1 3 2 -> top-2 accuracy 8/10.
  * AUC one-vs-rest by brute-force pair counting (a different algorithm from the rank sum):
  *   17/21, 16/24, 15/21 -> macro 0.730158730                                          */
-static const float probs3[30] = {
-    0.7f, 0.2f, 0.1f,   0.3f, 0.6f, 0.1f,   0.5f, 0.1f, 0.4f,  0.1f, 0.8f, 0.1f,
-    0.2f, 0.5f, 0.3f,   0.35f, 0.05f, 0.6f, 0.3f, 0.4f, 0.3f,  0.2f, 0.2f, 0.6f,
-    0.5f, 0.3f, 0.2f,   0.45f, 0.15f, 0.4f};
+static const float probs3[30] = {0.7f, 0.2f, 0.1f, 0.3f, 0.6f, 0.1f,  0.5f,  0.1f,  0.4f,  0.1f,
+                                 0.8f, 0.1f, 0.2f, 0.5f, 0.3f, 0.35f, 0.05f, 0.6f,  0.3f,  0.4f,
+                                 0.3f, 0.2f, 0.2f, 0.6f, 0.5f, 0.3f,  0.2f,  0.45f, 0.15f, 0.4f};
 static const int labels3[10] = {0, 0, 0, 1, 1, 1, 1, 2, 2, 2};
 
 static void test_three_classes(void) {
@@ -214,7 +216,7 @@ static void test_topk_ties(void) {
     Metrics m;
     metrics_compute(2, 4, probs, in_top3, 3, NAN, &m);
     CHECK_CLOSE(m.topk_accuracy, 1.0, 1e-12);
-    CHECK_CLOSE(m.accuracy, 0.0, 1e-12);          /* argmax ties go to the lower index */
+    CHECK_CLOSE(m.accuracy, 0.0, 1e-12); /* argmax ties go to the lower index */
     CHECK(m.confusion[2 * 4 + 0] == 1 && m.confusion[2 * 4 + 1] == 1);
     metrics_free(&m);
     metrics_compute(2, 4, probs, out_top3, 3, NAN, &m);
@@ -269,7 +271,10 @@ static void test_json_and_text(void) {
 
     FILE *f = tmpfile();
     CHECK(f != NULL);
-    if (!f) { metrics_free(&m); return; }
+    if (!f) {
+        metrics_free(&m);
+        return;
+    }
     metrics_print_report(&m, names3, f);
     long len = ftell(f);
     char *text = calloc(1, len > 0 ? (size_t)len + 1 : 1);
@@ -321,7 +326,8 @@ static void check_html(const char *html, int min_svgs) {
 
 static void test_report_files(void) {
     char dir[256];
-    if (test_temp_dir(dir, sizeof dir, "test_metrics") != 0) SKIP("cannot create a temporary directory");
+    if (test_temp_dir(dir, sizeof dir, "test_metrics") != 0)
+        SKIP("cannot create a temporary directory");
     char html_path[300], json_path[300];
     snprintf(html_path, sizeof html_path, "%s/report.html", dir);
     snprintf(json_path, sizeof json_path, "%s/metrics.json", dir);
@@ -329,28 +335,40 @@ static void test_report_files(void) {
     Metrics test, val;
     metrics_compute(10, 3, probs3, labels3, 2, 0.81, &test);
     metrics_compute(10, 3, probs3, labels3, 1, NAN, &val);
-    EpochRecord hist[4] = {
-        {1, 0, 1.2, 0.4, 1.1, 0.45, 1e-3, 2.0}, {2, 0, 0.9, 0.6, NAN, NAN, 1e-3, 2.0},
-        {3, 1, 0.7, 0.7, 0.8, 0.65, 1e-4, 3.0}, {4, 1, 0.5, 0.8, 0.75, 0.7, 1e-4, 3.0}};
+    EpochRecord hist[4] = {{1, 0, 1.2, 0.4, 1.1, 0.45, 1e-3, 2.0},
+                           {2, 0, 0.9, 0.6, NAN, NAN, 1e-3, 2.0},
+                           {3, 1, 0.7, 0.7, 0.8, 0.65, 1e-4, 3.0},
+                           {4, 1, 0.5, 0.8, 0.75, 0.7, 1e-4, 3.0}};
     double dacc[4] = {0.9, NAN, 0.6, 0.8};
     char *dnames[2] = {"clean", "rain & <fog>"};
     const char *mis[2] = {"a/<x>.jpg: cat -> dog (0.61)", "b.jpg: dog -> <b>&\" (0.5)"};
-    Report r = {"Run <1> & \"quotes\"", names3, 3, &test, &val, hist, 4, dacc, 2, dnames,
-                mis, 2, "train --arch resnet18 <notes> & more"};
+    Report r = {"Run <1> & \"quotes\"",
+                names3,
+                3,
+                &test,
+                &val,
+                hist,
+                4,
+                dacc,
+                2,
+                dnames,
+                mis,
+                2,
+                "train --arch resnet18 <notes> & more"};
     CHECK(report_write_html(&r, html_path) == 0);
     CHECK(report_write_json(&r, json_path) == 0);
     char *html = read_text(html_path);
     CHECK(html != NULL);
     if (html) {
         check_html(html, 4);
-        CHECK(strstr(html, "<b>&\"") == NULL);          /* the raw class name never appears */
+        CHECK(strstr(html, "<b>&\"") == NULL); /* the raw class name never appears */
         CHECK(strstr(html, "&lt;b&gt;&amp;&quot;") != NULL);
         CHECK(strstr(html, "Run &lt;1&gt; &amp; &quot;quotes&quot;") != NULL);
         CHECK(strstr(html, "rain &amp; &lt;fog&gt;") != NULL);
         CHECK(strstr(html, "a/&lt;x&gt;.jpg") != NULL);
         CHECK(strstr(html, "&lt;notes&gt; &amp; more") != NULL);
-        CHECK(strstr(html, "stage 1") != NULL);          /* the fine-tuning marker */
-        CHECK(strstr(html, "60.0%") != NULL);            /* test accuracy card */
+        CHECK(strstr(html, "stage 1") != NULL); /* the fine-tuning marker */
+        CHECK(strstr(html, "60.0%") != NULL);   /* test accuracy card */
     }
     free(html);
     char *json = read_text(json_path);
@@ -450,12 +468,15 @@ static void test_report_many_classes(void) {
 
 /* Flat, perfect, percent-scaled, huge and non-increasing histories keep finite axes. */
 static void test_report_odd_histories(void) {
-    EpochRecord flat[3] = {{1, 0, 0.5, 1.0, 0.5, 1.0, 0.1, 1}, {2, 0, 0.5, 1.0, 0.5, 1.0, 0.1, 1},
+    EpochRecord flat[3] = {{1, 0, 0.5, 1.0, 0.5, 1.0, 0.1, 1},
+                           {2, 0, 0.5, 1.0, 0.5, 1.0, 0.1, 1},
                            {3, 1, 0.5, 1.0, 0.5, 1.0, 0.1, 1}};
-    EpochRecord odd[3] = {{5, 0, 1e15, 85.0, 1e15, 80.0, 0.1, 1}, {1, 1, 1e15 + 1, 90.0, -3, 1, 0, 1},
+    EpochRecord odd[3] = {{5, 0, 1e15, 85.0, 1e15, 80.0, 0.1, 1},
+                          {1, 1, 1e15 + 1, 90.0, -3, 1, 0, 1},
                           {1, 1, 1e15, 95.0, INFINITY, -INFINITY, 0, 1}};
     char dir[256], path[300];
-    if (test_temp_dir(dir, sizeof dir, "test_metrics_hist") != 0) SKIP("cannot create a temporary directory");
+    if (test_temp_dir(dir, sizeof dir, "test_metrics_hist") != 0)
+        SKIP("cannot create a temporary directory");
     snprintf(path, sizeof path, "%s/report.html", dir);
     const EpochRecord *cases[2] = {flat, odd};
     for (int c = 0; c < 2; c++) {

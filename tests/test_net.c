@@ -23,7 +23,10 @@ static double probe_loss(Net *net, const float *x, int n, const float *r, const 
     return s;
 }
 
-typedef struct { double worst, tol; int checked; } GradCheck;
+typedef struct {
+    double worst, tol;
+    int checked;
+} GradCheck;
 
 /* Central differences d L / d v at *v against the analytic value `an`, with steps eps,
  * eps/2 and eps/4, keeping the closest: crossing a ReLU kink spoils one step size, a
@@ -41,7 +44,10 @@ static void check_one(GradCheck *g, Net *net, const float *x, int n, const float
         *v = saved;
         double fd = (lp - lm) / (2.0 * eps);
         double err = fabs(fd - an) / (scale > 1e-3 ? scale : 1e-3);
-        if (err < best) { best = err; best_fd = fd; }
+        if (err < best) {
+            best = err;
+            best_fd = fd;
+        }
     }
     if (best > g->worst) g->worst = best;
     g->checked++;
@@ -51,7 +57,8 @@ static void check_one(GradCheck *g, Net *net, const float *x, int n, const float
 
 static double max_abs(const float *a, size_t n) {
     double m = 0;
-    for (size_t i = 0; i < n; i++) if (fabs(a[i]) > m) m = fabs(a[i]);
+    for (size_t i = 0; i < n; i++)
+        if (fabs(a[i]) > m) m = fabs(a[i]);
     return m;
 }
 
@@ -96,8 +103,8 @@ static void gradcheck_net(Net *net, int n, int h, int w, const char **names, int
         if (gp.worst > g.worst) g.worst = gp.worst;
     }
     CHECK_MSG(worst_input < tol, "input gradient: worst relative error %.4g", worst_input);
-    printf("     %s: %d inputs + %d x %d params, worst error %.2e\n", net->arch, n_inputs,
-           n_names, per_param, g.worst);
+    printf("     %s: %d inputs + %d x %d params, worst error %.2e\n", net->arch, n_inputs, n_names,
+           per_param, g.worst);
     free(x);
     free(dx);
     free(r);
@@ -106,10 +113,13 @@ static void gradcheck_net(Net *net, int n, int h, int w, const char **names, int
 /* ------------------------------------------------------------------ architectures */
 
 static void test_param_counts(void) {
-    struct { const char *arch; int64_t count; } cases[] = {
-        {"resnet18", 11689512},        {"resnet34", 21797672},       {"resnet50", 25557032},
-        {"resnet101", 44549160},       {"resnet152", 60192808},      {"cifar_resnet20", 269722},
-        {"cifar_resnet32", 464154},    {"cifar_resnet44", 658586},   {"cifar_resnet56", 853018},
+    struct {
+        const char *arch;
+        int64_t count;
+    } cases[] = {
+        {"resnet18", 11689512},       {"resnet34", 21797672},     {"resnet50", 25557032},
+        {"resnet101", 44549160},      {"resnet152", 60192808},    {"cifar_resnet20", 269722},
+        {"cifar_resnet32", 464154},   {"cifar_resnet44", 658586}, {"cifar_resnet56", 853018},
         {"cifar_resnet110", 1727962},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -117,8 +127,8 @@ static void test_param_counts(void) {
         Net *net = resnet_create(cases[i].arch, cifar ? 10 : 1000, NULL, 1);
         CHECK(net != NULL);
         if (!net) continue;
-        CHECK_MSG(net_count_params(net, 0) == cases[i].count, "%s: %lld parameters",
-                  cases[i].arch, (long long)net_count_params(net, 0));
+        CHECK_MSG(net_count_params(net, 0) == cases[i].count, "%s: %lld parameters", cases[i].arch,
+                  (long long)net_count_params(net, 0));
         CHECK(arch_is_known(cases[i].arch) && arch_is_cifar(cases[i].arch) == cifar);
         net_free(net);
     }
@@ -140,15 +150,17 @@ static void compare_with_fixture(const char *arch, const char *path) {
         if (line[0] == '#') continue;
         char name[128], shape[64];
         if (sscanf(line, "%127s %63s", name, shape) != 2) continue;
-        if (i >= net->n_params) { i++; continue; }
+        if (i >= net->n_params) {
+            i++;
+            continue;
+        }
         const Param *p = &net->params[i++];
         char mine[64] = "";
         for (int d = 0; d < p->ndim; d++)
             snprintf(mine + strlen(mine), sizeof mine - strlen(mine), "%s%lld", d ? "," : "",
                      (long long)p->shape[d]);
         CHECK_MSG(strcmp(p->name, name) == 0 && strcmp(mine, shape) == 0,
-                  "%s #%d: %s [%s], torchvision %s [%s]", arch, i - 1, p->name, mine, name,
-                  shape);
+                  "%s #%d: %s [%s], torchvision %s [%s]", arch, i - 1, p->name, mine, name, shape);
         int buffer = strstr(name, "running_") != NULL;
         CHECK(p->is_buffer == buffer && (p->grad == NULL) == buffer);
     }
@@ -232,7 +244,10 @@ static void test_init(void) {
 /* ------------------------------------------------------------------ shapes and plans */
 
 static void test_shapes(void) {
-    struct { const char *arch; int h, w, fc, fh, fw; } cases[] = {
+    struct {
+        const char *arch;
+        int h, w, fc, fh, fw;
+    } cases[] = {
         {"resnet18", 224, 224, 512, 7, 7},    {"resnet18", 32, 32, 512, 1, 1},
         {"resnet34", 225, 200, 512, 8, 7},    {"resnet50", 96, 160, 2048, 3, 5},
         {"resnet50", 1, 1, 2048, 1, 1},       {"resnet50", 64, 64, 2048, 2, 2},
@@ -247,8 +262,8 @@ static void test_shapes(void) {
         CHECK(net_plan(net, 2, cases[i].h, cases[i].w, 0) == 0);
         const Node *f = &net->nodes[net->feature_node];
         CHECK_MSG(f->c == cases[i].fc && f->h == cases[i].fh && f->w == cases[i].fw,
-                  "%s %dx%d: features [%d, %d, %d]", cases[i].arch, cases[i].h, cases[i].w,
-                  f->c, f->h, f->w);
+                  "%s %dx%d: features [%d, %d, %d]", cases[i].arch, cases[i].h, cases[i].w, f->c,
+                  f->h, f->w);
         CHECK(net_node_size(net, net->pooled_node) == (size_t)cases[i].fc);
         CHECK(net_node_size(net, net->n_nodes - 1) == 7);
     }
@@ -285,8 +300,8 @@ static void test_shapes(void) {
     net_set_first_trainable(net, STAGE_STEM);
     CHECK(net->plan.first_trainable == STAGE_STEM);
     printf("     resnet50 224x224, MB per sample: outputs %.1f; plans: inference %.1f, "
-           "training layer4+head %.1f, training all %.1f\n", outputs * 2e-6, infer * 2e-6,
-           layer4 * 2e-6, net->plan.arena_floats * 2e-6);
+           "training layer4+head %.1f, training all %.1f\n",
+           outputs * 2e-6, infer * 2e-6, layer4 * 2e-6, net->plan.arena_floats * 2e-6);
     CHECK(infer < outputs / 5);
     CHECK(layer4 < outputs / 4);
     CHECK(net->plan.arena_floats < outputs * 5 / 4);
@@ -369,8 +384,7 @@ static void fused_vs_reference(const char *arch, int n, int size, int training, 
         double e = max_rel_diff(y, ref, (size_t)n * 5, 1e-3);
         double ef = max_rel_diff(net_node_output(net, net->feature_node), feat, n * nf, 1e-3);
         printf("     %s %s plan%s: fused vs reference, logits %.2e, features %.2e\n", arch,
-               training ? "training (frozen)" : "inference", winograd ? ", Winograd" : "", e,
-               ef);
+               training ? "training (frozen)" : "inference", winograd ? ", Winograd" : "", e, ef);
         CHECK(e <= tol && ef <= tol);
         if (round == 1) CHECK(max_rel_diff(ref, first, (size_t)n * 5, 1e-3) > 1e-3);
         /* new parameters take effect at once: nothing folded is cached */
@@ -402,7 +416,8 @@ static void test_fused_eval_forward(void) {
 /* ------------------------------------------------------------------ gradients */
 
 static void test_gradcheck_cifar_resnet20(void) {
-    if (test_emulated()) SKIP("RN_TEST_EMULATED=1: minutes under qemu; test_layers checks each layer");
+    if (test_emulated())
+        SKIP("RN_TEST_EMULATED=1: minutes under qemu; test_layers checks each layer");
     Net *net = resnet_create("cifar_resnet20", 5, NULL, 21);
     /* the stock init makes near-identity blocks; perturb BN so every path matters */
     for (int i = 0; i < net->n_params; i++) {
@@ -411,10 +426,11 @@ static void test_gradcheck_cifar_resnet20(void) {
             for (int64_t k = 0; k < p->numel; k++)
                 p->data[k] += 0.3f * (hash_uniform(i, (uint32_t)k) - 0.5f);
     }
-    const char *names[] = {"conv1.weight", "bn1.weight", "layer1.0.conv1.weight",
-                           "layer1.2.bn2.bias", "layer2.0.conv2.weight", "layer2.0.bn1.weight",
-                           "layer3.2.conv2.weight", "layer3.1.bn2.bias", "linear.weight",
-                           "linear.bias"};
+    const char *names[] = {"conv1.weight",          "bn1.weight",
+                           "layer1.0.conv1.weight", "layer1.2.bn2.bias",
+                           "layer2.0.conv2.weight", "layer2.0.bn1.weight",
+                           "layer3.2.conv2.weight", "layer3.1.bn2.bias",
+                           "linear.weight",         "linear.bias"};
     gradcheck_net(net, 3, 16, 16, names, 10, 16, 3, 1e-3f, 0.05);
     net_free(net);
 }
@@ -424,9 +440,9 @@ static void test_gradcheck_mlp_head(void) {
     CHECK(head_parse("mlp:7,6:dropout=0.3:bn", &h) == 0);
     Net *net = head_create(9, 2, 3, 4, &h, 5);
     CHECK(net != NULL);
-    const char *names[] = {"head.0.weight", "head.0.bias", "head.1.weight", "head.1.bias",
-                           "head.4.weight", "head.5.weight", "head.8.bias", "head.9.weight",
-                           "head.9.bias"};
+    const char *names[] = {"head.0.weight", "head.0.bias",   "head.1.weight",
+                           "head.1.bias",   "head.4.weight", "head.5.weight",
+                           "head.8.bias",   "head.9.weight", "head.9.bias"};
     gradcheck_net(net, 5, 2, 3, names, 9, 20, 4, 1e-3f, 0.01);
     net_free(net);
 }
@@ -438,8 +454,8 @@ static void test_gradcheck_inception_head(void) {
     CHECK(net != NULL);
     const char *names[] = {"head.branch1x1.weight", "head.branch1x1.bias",
                            "head.branch3x3.weight", "head.branch3x3.bias",
-                           "head.branch5x5.weight", "head.branch5x5.bias", "head.fc.weight",
-                           "head.fc.bias"};
+                           "head.branch5x5.weight", "head.branch5x5.bias",
+                           "head.fc.weight",        "head.fc.bias"};
     gradcheck_net(net, 3, 5, 4, names, 8, 20, 4, 1e-3f, 0.01);
     net_free(net);
 }
@@ -556,7 +572,8 @@ static void test_fused_optimizer_step(void) {
     fill_random(x, (size_t)n * 3 * size * size, 11);
     fill_random(r, (size_t)n * k, 12);
     for (int t = 0; t < 3; t++) {
-        Net *a = resnet_create("cifar_resnet20", k, &h, 5), *b = resnet_create("cifar_resnet20", k, &h, 5);
+        Net *a = resnet_create("cifar_resnet20", k, &h, 5),
+            *b = resnet_create("cifar_resnet20", k, &h, 5);
         net_set_first_trainable(a, STAGE_LAYER2);
         net_set_first_trainable(b, STAGE_LAYER2);
         CHECK(net_plan(a, n, size, size, 1) == 0 && net_plan(b, n, size, size, 1) == 0);
@@ -585,8 +602,10 @@ static void test_fused_optimizer_step(void) {
             net_backward(b, r, n, NULL);
             CHECK(strstr(rn_error(), "net_release_grads") != NULL);
         }
-        optimizer_free(oa); optimizer_free(ob);
-        net_free(a); net_free(b);
+        optimizer_free(oa);
+        optimizer_free(ob);
+        net_free(a);
+        net_free(b);
     }
     free(x);
 }
@@ -604,7 +623,8 @@ static void test_low_memory_plan(void) {
     fill_random(x, (size_t)n * 3 * size * size, 21);
     fill_random(r, (size_t)n * k, 22);
     for (int t = 0; t < 4; t++) {
-        Net *a = resnet_create(archs[t % 2], k, NULL, 6), *b = resnet_create(archs[t % 2], k, NULL, 6);
+        Net *a = resnet_create(archs[t % 2], k, NULL, 6),
+            *b = resnet_create(archs[t % 2], k, NULL, 6);
         int ft = t < 2 ? STAGE_STEM : STAGE_LAYER3;
         net_set_first_trainable(a, ft);
         net_set_first_trainable(b, ft);
@@ -616,7 +636,8 @@ static void test_low_memory_plan(void) {
                       "resnet50: low-memory arena %zu floats, normal %zu", b->plan.arena_floats,
                       a->plan.arena_floats);
         int recomputed = 0;
-        for (int i = 0; i < b->n_nodes; i++) recomputed += b->nodes[i].op == OP_CONV && b->plan.nodes[i].recompute;
+        for (int i = 0; i < b->n_nodes; i++)
+            recomputed += b->nodes[i].op == OP_CONV && b->plan.nodes[i].recompute;
         CHECK(recomputed >= (t % 2 ? 1 : 4));
         for (int pass = 0; pass < 2; pass++) { /* twice: nothing stale survives a pass */
             net_zero_grad(a);
@@ -625,14 +646,13 @@ static void test_low_memory_plan(void) {
             net_backward(a, r, n, ft == STAGE_STEM ? dx1 : NULL);
             net_backward(b, r, n, ft == STAGE_STEM ? dx2 : NULL);
         }
-        int same = ft != STAGE_STEM ||
-                   memcmp(dx1, dx2, sizeof(float) * n * 3 * size * size) == 0;
+        int same = ft != STAGE_STEM || memcmp(dx1, dx2, sizeof(float) * n * 3 * size * size) == 0;
         for (int i = 0; i < a->n_params; i++)
             if (a->params[i].grad)
                 same &= memcmp(a->params[i].grad, b->params[i].grad,
                                sizeof(float) * (size_t)a->params[i].numel) == 0;
-        CHECK_MSG(same, "%s (first trainable stage %d): low-memory gradients differ",
-                  archs[t % 2], ft);
+        CHECK_MSG(same, "%s (first trainable stage %d): low-memory gradients differ", archs[t % 2],
+                  ft);
         net_free(a);
         net_free(b);
     }
@@ -662,8 +682,8 @@ static void test_head_names(void) {
     /* Sequential(BN(2048), Linear(2048,512), ReLU, Dropout, BN(512), Linear(512,256), ReLU,
      *            Dropout, BN(256), Linear(256,6)) */
     const char *want[][2] = {{"head.0.running_var", "2048"}, {"head.1.weight", "512,2048"},
-                             {"head.4.weight", "512"},      {"head.5.weight", "256,512"},
-                             {"head.8.bias", "256"},        {"head.9.weight", "6,256"}};
+                             {"head.4.weight", "512"},       {"head.5.weight", "256,512"},
+                             {"head.8.bias", "256"},         {"head.9.weight", "6,256"}};
     for (int i = 0; i < 6; i++) {
         Param *p = net_find_param(net, want[i][0]);
         char s[64] = "";
@@ -682,8 +702,7 @@ static void test_head_names(void) {
     CHECK(head->n_params == n_head);
     CHECK(net_copy_params(net, head) == n_head);
     CHECK(memcmp(net_find_param(net, "head.5.weight")->data,
-                 net_find_param(head, "head.5.weight")->data,
-                 sizeof(float) * 256 * 512) == 0);
+                 net_find_param(head, "head.5.weight")->data, sizeof(float) * 256 * 512) == 0);
     net_free(head);
     net_free(net);
 
@@ -722,8 +741,12 @@ static void test_head_names(void) {
 }
 
 static void test_head_text(void) {
-    const char *canonical[] = {"linear", "mlp:256", "mlp:512,256,128,64:dropout=0.2:bn",
-                               "mlp:3:bn", "inception:128:dropout=0.5", "inception:64:dropout=0",
+    const char *canonical[] = {"linear",
+                               "mlp:256",
+                               "mlp:512,256,128,64:dropout=0.2:bn",
+                               "mlp:3:bn",
+                               "inception:128:dropout=0.5",
+                               "inception:64:dropout=0",
                                "mlp:10,20:dropout=0.12345679"};
     char out[128];
     HeadSpec h, h2;
@@ -740,10 +763,23 @@ static void test_head_text(void) {
     CHECK(head_parse("mlp:64:bn:dropout=0.1", &h) == 0);
     head_format(&h, out, sizeof out);
     CHECK(strcmp(out, "mlp:64:dropout=0.1:bn") == 0);
-    const char *bad[] = {"", "mlp", "mlp:", "mlp:0", "mlp:12x", "mlp:1,,2", "mlp:-3",
-                         "mlp:5:dropout=1", "mlp:5:dropout=abc", "mlp:5:batchnorm", "linear:5",
-                         "inception:0", "inception:dropout=2", "conv", "mlp:1,2,3,4,5,6,7,8,9",
-                         "mlp:5:bn:bn", "inception:8:bn"};
+    const char *bad[] = {"",
+                         "mlp",
+                         "mlp:",
+                         "mlp:0",
+                         "mlp:12x",
+                         "mlp:1,,2",
+                         "mlp:-3",
+                         "mlp:5:dropout=1",
+                         "mlp:5:dropout=abc",
+                         "mlp:5:batchnorm",
+                         "linear:5",
+                         "inception:0",
+                         "inception:dropout=2",
+                         "conv",
+                         "mlp:1,2,3,4,5,6,7,8,9",
+                         "mlp:5:bn:bn",
+                         "inception:8:bn"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         rn_set_error("none");
         CHECK_MSG(head_parse(bad[i], &h) != 0, "\"%s\" was accepted", bad[i]);
@@ -795,13 +831,19 @@ static double grads_rel_l2(const Net *a, const Net *b, const char **worst_name) 
         const Param *p = &a->params[i], *q = &b->params[i];
         if (!p->grad || !q->grad) continue;
         double e = rel_l2(p->grad, q->grad, (size_t)p->numel);
-        if (e > worst) { worst = e; *worst_name = p->name; }
+        if (e > worst) {
+            worst = e;
+            *worst_name = p->name;
+        }
     }
     return worst;
 }
 
 /* Every ReLU's mask (output > 0) of a forward, in node order, collected by a forward hook. */
-typedef struct { uint8_t *mask; size_t len, cap; } MaskLog;
+typedef struct {
+    uint8_t *mask;
+    size_t len, cap;
+} MaskLog;
 
 static void mask_hook(void *ctx, const Net *net, int node, int n, const float *out) {
     MaskLog *m = ctx;
@@ -875,8 +917,8 @@ static void reference_vs_fast(const char *arch, int n, int size) {
     const char *worst = "";
     double e_grad = grads_rel_l2(fast, ref, &worst), tol = flips ? 0.3 : 1e-3;
     printf("     %-16s %dx%d batch %d: eval logits %.1e features %.1e; train logits %.1e; "
-           "ReLU flips %zu of %zu; rel. L2: input grad %.1e, param grads %.1e (%s)\n", arch,
-           size, size, n, e_eval, e_feat, e_train, flips, masks[0].len, e_dx, e_grad, worst);
+           "ReLU flips %zu of %zu; rel. L2: input grad %.1e, param grads %.1e (%s)\n",
+           arch, size, size, n, e_eval, e_feat, e_train, flips, masks[0].len, e_dx, e_grad, worst);
     CHECK_MSG(e_eval <= 1e-4 && e_feat <= 1e-4, "%s eval", arch);
     CHECK_MSG(e_train <= 2e-3 && e_dx <= tol && e_grad <= tol, "%s training", arch);
     free(masks[0].mask);
@@ -970,9 +1012,18 @@ static void test_activation_ops(void) {
         for (size_t i = 0; i < count; i++) {
             if (acts[a] == OP_RELU && fabsf(x[i]) < 1e-2f) continue; /* the kink */
             float e = 1e-2f, xp = x[i] + e, xm = x[i] - e, yp, ym;
-            if (acts[a] == OP_RELU) { relu_forward(1, &xp, &yp); relu_forward(1, &xm, &ym); }
-            if (acts[a] == OP_SILU) { silu_forward(1, &xp, &yp); silu_forward(1, &xm, &ym); }
-            if (acts[a] == OP_SIGMOID) { sigmoid_forward(1, &xp, &yp); sigmoid_forward(1, &xm, &ym); }
+            if (acts[a] == OP_RELU) {
+                relu_forward(1, &xp, &yp);
+                relu_forward(1, &xm, &ym);
+            }
+            if (acts[a] == OP_SILU) {
+                silu_forward(1, &xp, &yp);
+                silu_forward(1, &xm, &ym);
+            }
+            if (acts[a] == OP_SIGMOID) {
+                sigmoid_forward(1, &xp, &yp);
+                sigmoid_forward(1, &xm, &ym);
+            }
             double fd = dy[i] * ((double)yp - ym) / ((double)xp - xm);
             if (fabs(fd - dx[i]) > worst) worst = fabs(fd - dx[i]);
         }
@@ -997,7 +1048,8 @@ static void test_freeze_groups(void) {
     net_free(net);
     net = resnet_create("cifar_resnet20", 10, NULL, 1);
     CHECK(net->n_groups == 5);
-    for (int g = 0; g < 5 && g < net->n_groups; g++) CHECK(strcmp(net->group_names[g], cifar[g]) == 0);
+    for (int g = 0; g < 5 && g < net->n_groups; g++)
+        CHECK(strcmp(net->group_names[g], cifar[g]) == 0);
     CHECK(net_find_param(net, "linear.weight")->stage == net_head_group(net));
     CHECK(net_find_param(net, "layer3.2.conv2.weight")->stage == net_find_group(net, "layer3"));
     CHECK(net_find_group(net, "layer4") == -1);
@@ -1042,7 +1094,11 @@ static void test_arch_registry(void) {
 
 /* ------------------------------------------------------------------ layer dumps */
 
-typedef struct { int calls; int order_ok; int last; } HookLog;
+typedef struct {
+    int calls;
+    int order_ok;
+    int last;
+} HookLog;
 
 static void count_hook(void *ctx, const Net *net, int node, int n, const float *out) {
     HookLog *h = ctx;
@@ -1081,7 +1137,8 @@ static void test_forward_hook_and_dump(void) {
     CHECK(t && st_read_f32(&f, t, got) == 0 && memcmp(got, logits, sizeof got) == 0);
     CHECK(st_find(&f, "layer1.1.bn2") && st_find(&f, "layer4.1") && st_find(&f, "input"));
     const char *ops = st_meta(&f, "ops");
-    CHECK(ops && strstr(ops, "\"layer4.1\":\"add_relu\"") && strstr(ops, "\"maxpool\":\"maxpool\""));
+    CHECK(ops && strstr(ops, "\"layer4.1\":\"add_relu\"") &&
+          strstr(ops, "\"maxpool\":\"maxpool\""));
     st_close(&f);
     remove(path);
     net_free(net);

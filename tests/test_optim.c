@@ -9,7 +9,7 @@
 #include "resnet.h"
 #include "test.h"
 
-#define N 6
+#define N     6
 #define STEPS 4
 static const float p0[N] = {0.5f, -1.25f, 2.0f, 0.0f, -0.3f, 1e-3f};
 static const float grads[STEPS][N] = {{0.1f, -0.2f, 0.3f, 1e-9f, 0.0f, 5.0f},

@@ -34,8 +34,7 @@ static uint8_t *make_file(const char *header, size_t data_len, size_t *len) {
 
 /* Parse header + data that must be rejected; the error must name the file and contain
  * each of the given parts (the tensor name, what is wrong). */
-static void expect_bad(const char *header, size_t data_len, const char *part1,
-                       const char *part2) {
+static void expect_bad(const char *header, size_t data_len, const char *part1, const char *part2) {
     size_t len;
     uint8_t *b = make_file(header, data_len, &len);
     StFile f;
@@ -153,20 +152,18 @@ static void test_rejects(void) {
     CHECK(st_parse(five, 5, "bad.safetensors", &f) == -1);
     CHECK(contains(rn_error(), "truncated") && contains(rn_error(), "bad.safetensors"));
     size_t len;
-    uint8_t *b = make_file("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}",
-                           4, &len);
+    uint8_t *b =
+        make_file("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, &len);
     CHECK(st_parse(b, len - 10 - 4, "bad.safetensors", &f) == -1); /* cut inside the header */
     CHECK(contains(rn_error(), "header length"));
     /* absurd header lengths: larger than the file, 2^63 */
     b[0] = 0xff;
     b[1] = 0xff;
     b[2] = 0xff;
-    CHECK(st_parse(b, len, "bad.safetensors", &f) == -1 &&
-          contains(rn_error(), "header length"));
+    CHECK(st_parse(b, len, "bad.safetensors", &f) == -1 && contains(rn_error(), "header length"));
     memset(b, 0, 8);
     b[7] = 0x80;
-    CHECK(st_parse(b, len, "bad.safetensors", &f) == -1 &&
-          contains(rn_error(), "header length"));
+    CHECK(st_parse(b, len, "bad.safetensors", &f) == -1 && contains(rn_error(), "header length"));
     free(b);
 
     const char *ok = "\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":";
@@ -185,10 +182,9 @@ static void test_rejects(void) {
     expect_bad("{\"w\":[1,2]}", 0, "'w'", "expected an object");
     expect_bad("{\"w\":{\"dtype\":\"F128\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "'w'",
                "unknown dtype \"F128\"");
-    expect_bad("{\"w\":{\"dtype\":\"F32\",\"shape\":[1]}}", 0, "'w'",
-               "missing \"data_offsets\"");
-    expect_bad("{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4],\"x\":1}}", 4,
-               "'w'", "unexpected field \"x\"");
+    expect_bad("{\"w\":{\"dtype\":\"F32\",\"shape\":[1]}}", 0, "'w'", "missing \"data_offsets\"");
+    expect_bad("{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4],\"x\":1}}", 4, "'w'",
+               "unexpected field \"x\"");
     expect_bad("{\"w\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4, "'w'",
                "non-negative integer, found -1");
     expect_bad("{\"w\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,4]}}", 4, "'w'",
@@ -196,9 +192,8 @@ static void test_rejects(void) {
     expect_bad("{\"w\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,4294967296],"
                "\"data_offsets\":[0,4]}}",
                4, "'w'", "overflow");
-    expect_bad(
-            "{\"w\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}}",
-            4, "'w'", "dimensions");
+    expect_bad("{\"w\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}}",
+               4, "'w'", "dimensions");
     /* shape and byte span disagree: [2, 2] F32 is 16 bytes */
     expect_bad("{\"w\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,12]}}", 12, "'w'",
                "span 12 bytes, expected 16");
@@ -380,8 +375,7 @@ static void tiny_free(Net *net) {
 static int same_params(const Net *a, const Net *b) {
     if (a->n_params != b->n_params) return 0;
     for (int i = 0; i < a->n_params; i++)
-        if (memcmp(a->params[i].data, b->params[i].data, (size_t)a->params[i].numel * 4))
-            return 0;
+        if (memcmp(a->params[i].data, b->params[i].data, (size_t)a->params[i].numel * 4)) return 0;
     return 1;
 }
 
@@ -589,8 +583,7 @@ static void test_checkpoint_resume(void) {
     Net *net = tiny_net(3, 0.0f);
     const char *wpath = tmp_path("w.safetensors"), *cpath = tmp_path("c.safetensors");
     CHECK(net_save_weights(net, wpath, NULL, NULL, 0) == 0);
-    CHECK(checkpoint_load(wpath, net, NULL, NULL, NULL) == -1 &&
-          contains(rn_error(), "format"));
+    CHECK(checkpoint_load(wpath, net, NULL, NULL, NULL) == -1 && contains(rn_error(), "format"));
     OptConfig cfg = opt_default(OPT_ADAM, 1e-3f);
     Optimizer *opt = optimizer_create(net, &cfg);
     Rng rng;
@@ -641,8 +634,7 @@ static void test_model_file(void) {
     CHECK(st_meta(&f, "crop_pct") && strcmp(st_meta(&f, "crop_pct"), "0.875") == 0);
     CHECK(st_meta(&f, "preprocess") &&
           strcmp(st_meta(&f, "preprocess"), prep_name(PREP_UNIT)) == 0);
-    CHECK(st_find(&f, "linear.weight") != NULL &&
-          st_find(&f, "layer3.2.bn2.running_var") != NULL);
+    CHECK(st_find(&f, "linear.weight") != NULL && st_find(&f, "layer3.2.bn2.running_var") != NULL);
     st_close(&f);
     ModelInfo back;
     Net *loaded = model_load(path, &back);
@@ -651,8 +643,7 @@ static void test_model_file(void) {
         CHECK(strcmp(back.arch, "cifar_resnet20") == 0 && back.num_classes == 3);
         CHECK(back.class_names && strcmp(back.class_names[1], "dog \"big\"") == 0 &&
               strcmp(back.class_names[2], names[2]) == 0);
-        CHECK(back.prep.kind == PREP_UNIT && back.prep.size == 32 &&
-              back.prep.crop_pct == 0.875f);
+        CHECK(back.prep.kind == PREP_UNIT && back.prep.size == 32 && back.prep.crop_pct == 0.875f);
         CHECK(back.head.type == HEAD_LINEAR);
         CHECK(same_params(loaded, net));
         /* and it computes the same function */
@@ -717,9 +708,9 @@ static void test_model_checked_before_built(void) {
     StWriter w;
     st_writer_init(&w);
     const char *meta[][2] = {{"format", "resnet-c-model"}, {"arch", "resnet18"},
-                             {"num_classes", "2"}, {"classes", "[\"a\",\"b\"]"},
-                             {"head", "mlp:65536,16384"}, {"preprocess", "torchvision"},
-                             {"img_size", "224"}, {"crop_pct", "0.875"}};
+                             {"num_classes", "2"},         {"classes", "[\"a\",\"b\"]"},
+                             {"head", "mlp:65536,16384"},  {"preprocess", "torchvision"},
+                             {"img_size", "224"},          {"crop_pct", "0.875"}};
     for (int i = 0; i < 8; i++) st_writer_meta(&w, meta[i][0], meta[i][1]);
     const char *path = tmp_path("huge_head.safetensors");
     CHECK(st_writer_save(&w, path) == 0);
@@ -778,7 +769,8 @@ static int write_samples(const char *st_path, const char *npy_path) {
 static void test_cross_host_files(void) {
     const char *dir = getenv("RN_FIXTURES");
     char st_path[600], npy_path[600];
-    snprintf(st_path, sizeof st_path, "%s/le_sample.safetensors", dir && *dir ? dir : "tests/fixtures");
+    snprintf(st_path, sizeof st_path, "%s/le_sample.safetensors",
+             dir && *dir ? dir : "tests/fixtures");
     snprintf(npy_path, sizeof npy_path, "%s/le_sample.npy", dir && *dir ? dir : "tests/fixtures");
     StFile f;
     int opened = st_open(st_path, &f) == 0;

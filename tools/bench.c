@@ -64,8 +64,8 @@ static double median_seconds(BenchFn fn, void *ctx, int min_reps, double min_sec
     return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
 }
 
-static void report(const char *config, int threads, double rate, const char *unit,
-                   double gflops, double peak) {
+static void report(const char *config, int threads, double rate, const char *unit, double gflops,
+                   double peak) {
     long rss = rn_peak_rss_kb();
     printf("%-28s threads=%d %9.2f %-8s %7.1f GFLOP/s %5.1f%% of peak  rss %ld MB\n", config,
            threads, rate, unit, gflops, peak > 0 ? 100 * gflops / peak : 0.0, rss / 1024);
@@ -76,21 +76,26 @@ static void report(const char *config, int threads, double rate, const char *uni
 
 /* ---------------------------------------------------------------- GEMM */
 
-typedef struct { int ta, tb, m, n, k; } GemmShape;
+typedef struct {
+    int ta, tb, m, n, k;
+} GemmShape;
 
 /* ResNet-50 shapes: C[Cout, OH*OW] = W[Cout, Cin*KH*KW] * col, its backward products
  * dW = dY col^T (trans_b) and dcol = W^T dY (trans_a), and the 7x7 stage. */
 static const GemmShape gemm_shapes[] = {
-    {0, 0, 256, 3136, 576},  /* 3x3 conv at 56x56 (forward) */
-    {0, 0, 256, 3136, 64},   /* layer1 1x1 expansion (forward) */
-    {0, 0, 2048, 49, 512},   /* layer4 1x1 expansion (forward) */
-    {0, 1, 64, 576, 3136},   /* layer1 3x3 weight gradient */
-    {1, 0, 576, 3136, 64},   /* layer1 3x3 column gradient */
-    {0, 1, 2048, 512, 49},   /* layer4 1x1 weight gradient */
-    {1, 0, 512, 49, 2048},   /* layer4 1x1 input gradient */
+    {0, 0, 256, 3136, 576}, /* 3x3 conv at 56x56 (forward) */
+    {0, 0, 256, 3136, 64},  /* layer1 1x1 expansion (forward) */
+    {0, 0, 2048, 49, 512},  /* layer4 1x1 expansion (forward) */
+    {0, 1, 64, 576, 3136},  /* layer1 3x3 weight gradient */
+    {1, 0, 576, 3136, 64},  /* layer1 3x3 column gradient */
+    {0, 1, 2048, 512, 49},  /* layer4 1x1 weight gradient */
+    {1, 0, 512, 49, 2048},  /* layer4 1x1 input gradient */
 };
 
-typedef struct { const GemmShape *s; float *a, *b, *c; } GemmCtx;
+typedef struct {
+    const GemmShape *s;
+    float *a, *b, *c;
+} GemmCtx;
 
 static void gemm_run(void *p) {
     GemmCtx *g = p;
@@ -123,10 +128,12 @@ static void bench_gemm(int threads, double peak) {
         qsort(samples, 7, sizeof samples[0], cmp_double);
         double t = samples[3];
         char name[64];
-        snprintf(name, sizeof name, "gemm%s%s_%dx%dx%d", s->ta ? "T" : "N", s->tb ? "T" : "N",
-                 s->m, s->n, s->k);
+        snprintf(name, sizeof name, "gemm%s%s_%dx%dx%d", s->ta ? "T" : "N", s->tb ? "T" : "N", s->m,
+                 s->n, s->k);
         report(name, threads, flops / t * 1e-9, "GFLOP/s", flops / t * 1e-9, peak);
-        rn_free(g.a); rn_free(g.b); rn_free(g.c);
+        rn_free(g.a);
+        rn_free(g.b);
+        rn_free(g.c);
     }
 }
 
@@ -135,8 +142,7 @@ static void bench_gemm(int threads, double peak) {
 /* Convolution and linear FLOPs of one forward pass over the planned batch. */
 /* FLOPs of one conv node's forward over the planned batch. */
 static double conv_flops(const Net *net, const Node *nd) {
-    return 2.0 * net->batch * nd->c * nd->h * nd->w * nd->conv.in_c * nd->conv.kh *
-           nd->conv.kw;
+    return 2.0 * net->batch * nd->c * nd->h * nd->w * nd->conv.in_c * nd->conv.kh * nd->conv.kw;
 }
 
 static double forward_flops(const Net *net) {
@@ -183,11 +189,10 @@ static void train_step(void *p) {
  * and the convolutions' GFLOP/s inside the network (the kernel figures that matter). A
  * conv's backward does the weight gradient and, except for the stem, the input gradient:
  * twice the forward FLOPs. */
-enum { K_CONV1, K_CONV3, K_WINO, K_CONV7, K_BN, K_RELU, K_ADD, K_POOL, K_LINEAR, K_OTHER,
-       K_COUNT };
-static const char *kind_names[K_COUNT] = {"conv 1x1", "conv 3x3", "conv 3x3 Winograd",
-                                          "conv 7x7 (stem)", "batch norm", "relu",
-                                          "residual add", "pooling", "linear", "other"};
+enum { K_CONV1, K_CONV3, K_WINO, K_CONV7, K_BN, K_RELU, K_ADD, K_POOL, K_LINEAR, K_OTHER, K_COUNT };
+static const char *kind_names[K_COUNT] = {
+    "conv 1x1", "conv 3x3",     "conv 3x3 Winograd", "conv 7x7 (stem)", "batch norm",
+    "relu",     "residual add", "pooling",           "linear",          "other"};
 
 /* Winograd convs have their own line: their GFLOP/s count the direct convolution's FLOPs
  * (an effective rate, which can pass the FMA peak), so they are kept apart from the GEMM
@@ -199,8 +204,10 @@ static int node_kind(const Net *net, const Node *nd) {
         return nd->conv.kh == 1 ? K_CONV1 : nd->conv.kh == 3 ? K_CONV3 : K_CONV7;
     case OP_BN: return K_BN;
     case OP_RELU: return K_RELU;
-    case OP_ADD: case OP_ADD_RELU: return K_ADD;
-    case OP_MAXPOOL: case OP_GAP: return K_POOL;
+    case OP_ADD:
+    case OP_ADD_RELU: return K_ADD;
+    case OP_MAXPOOL:
+    case OP_GAP: return K_POOL;
     case OP_LINEAR: return K_LINEAR;
     default: return K_OTHER;
     }
@@ -244,7 +251,10 @@ static int bench_net(const char *config, int train, int size, int batch, int kee
         profile_net(config, threads, &c, c.net, train, peak);
     if (c.opt) optimizer_free(c.opt);
     net_free(c.net);
-    rn_free(c.x); rn_free(c.probs); rn_free(c.dlogits); rn_free(c.labels);
+    rn_free(c.x);
+    rn_free(c.probs);
+    rn_free(c.dlogits);
+    rn_free(c.labels);
     return 0;
 }
 
@@ -276,15 +286,14 @@ static void profile_net(const char *config, int threads, NetCtx *c, Net *net, in
             if (nd->op != OP_CONV) continue;
             double f = conv_flops(net, nd), fb = nd->in[0] == 0 ? f : 2 * f;
             printf("  %-22s %4d->%-4d %dx%d s%d %3dx%-3d fwd %6.2f ms %6.1f GFLOP/s", nd->name,
-                   nd->conv.in_c, nd->c, nd->conv.kh, nd->conv.kw, nd->conv.stride, nd->h,
-                   nd->w, sec[i] / reps * 1e3, f / (sec[i] / reps) * 1e-9);
+                   nd->conv.in_c, nd->c, nd->conv.kh, nd->conv.kw, nd->conv.stride, nd->h, nd->w,
+                   sec[i] / reps * 1e3, f / (sec[i] / reps) * 1e-9);
             if (train)
                 printf(" | bwd %6.2f ms %6.1f GFLOP/s", sec[n + i] / reps * 1e3,
                        fb / (sec[n + i] / reps) * 1e-9);
             printf("\n");
         }
-    printf("  profile of %s (mean of %d steps, %.1f ms a step):\n", config, reps,
-           total * 1e3);
+    printf("  profile of %s (mean of %d steps, %.1f ms a step):\n", config, reps, total * 1e3);
     printf("  %-16s %9s %6s %9s %6s", "layers", "fwd ms", "share", "GFLOP/s", "%peak");
     if (train) printf(" | %9s %6s %9s %6s", "bwd ms", "share", "GFLOP/s", "%peak");
     printf("\n");
@@ -325,11 +334,13 @@ static void profile_net(const char *config, int threads, NetCtx *c, Net *net, in
 
 /* keep_outputs: a training plan that keeps every conv output (net->low_memory = 0); the
  * others run the library's default plan. */
-typedef struct { const char *name; int train, size, batch, keep_outputs; } NetConfig;
+typedef struct {
+    const char *name;
+    int train, size, batch, keep_outputs;
+} NetConfig;
 static const NetConfig net_configs[] = {
-    {"infer224b1", 0, 224, 1, 0}, {"infer224b8", 0, 224, 8, 0}, {"infer96b32", 0, 96, 32, 0},
-    {"train96b32", 1, 96, 32, 0}, {"train96b32keep", 1, 96, 32, 1},
-    {"train224b8", 1, 224, 8, 0},
+    {"infer224b1", 0, 224, 1, 0}, {"infer224b8", 0, 224, 8, 0},     {"infer96b32", 0, 96, 32, 0},
+    {"train96b32", 1, 96, 32, 0}, {"train96b32keep", 1, 96, 32, 1}, {"train224b8", 1, 224, 8, 0},
 };
 #define N_NET_CONFIGS ((int)(sizeof net_configs / sizeof net_configs[0]))
 
@@ -351,8 +362,8 @@ static int run_config(const char *config, int threads) {
         bench_gemm(threads, peak);
         return 0;
     }
-    return bench_net(config, net_configs[net].train, net_configs[net].size,
-                     net_configs[net].batch, net_configs[net].keep_outputs, threads, peak);
+    return bench_net(config, net_configs[net].train, net_configs[net].size, net_configs[net].batch,
+                     net_configs[net].keep_outputs, threads, peak);
 }
 
 int main(int argc, char **argv) {
@@ -370,8 +381,7 @@ int main(int argc, char **argv) {
     if (argc > 2) {
         int t = atoi(argv[2]);
         if (t < 1 || t > RN_MAX_THREADS) {
-            fprintf(stderr, "bench: threads must be 1..%d, found '%s'\n", RN_MAX_THREADS,
-                    argv[2]);
+            fprintf(stderr, "bench: threads must be 1..%d, found '%s'\n", RN_MAX_THREADS, argv[2]);
             return 1;
         }
         return run_config(config, t) == 0 ? 0 : 1;
