@@ -408,17 +408,32 @@ static ConvSpec conv_group_spec(const ConvSpec *s) {
     return g;
 }
 
+/* Where one group's slices lie: its dense spec, the input and output planes, the weights
+ * of one group. */
+typedef struct {
+    ConvSpec spec;
+    size_t plane_in, plane_out, weights;
+} GroupLayout;
+
+static GroupLayout group_layout(const ConvSpec *s, int h, int w) {
+    GroupLayout L;
+    L.spec = conv_group_spec(s);
+    L.plane_in = (size_t)h * w;
+    L.plane_out = (size_t)conv_out_size(h, s->kh, s->stride, s->pad) *
+                  conv_out_size(w, s->kw, s->stride, s->pad);
+    L.weights = (size_t)L.spec.out_c * L.spec.in_c * s->kh * s->kw;
+    return L;
+}
+
 /* A grouped convolution image by image and group by group, each a dense one on its slice of
  * the input channels, the weights and the output channels (contiguous in NCHW). */
 static void conv_forward_grouped(const ConvSpec *s, int n, int h, int w, const float *x,
                                  const float *weight, const ConvEpilogue *e, const float *residual,
                                  float *y) {
-    const ConvSpec gs = conv_group_spec(s);
+    const GroupLayout L = group_layout(s, h, w);
+    const ConvSpec gs = L.spec;
     const int groups = conv_groups(s);
-    const size_t plane_in = (size_t)h * w;
-    const size_t plane_out = (size_t)conv_out_size(h, s->kh, s->stride, s->pad) *
-                             conv_out_size(w, s->kw, s->stride, s->pad);
-    const size_t wg = (size_t)gs.out_c * gs.in_c * s->kh * s->kw;
+    const size_t plane_in = L.plane_in, plane_out = L.plane_out, wg = L.weights;
     for (int b = 0; b < n; b++)
         for (int g = 0; g < groups; g++) {
             ConvEpilogue eg = {NULL, NULL, e ? e->relu : 0};
@@ -515,12 +530,10 @@ static void conv_backward(const ConvSpec *s, int n, int h, int w, const float *x
 static void conv_backward_grouped(const ConvSpec *s, int n, int h, int w, const float *x,
                                   const float *weight, const float *dy, float *dx, int add_dx,
                                   float *dweight, float *dbias) {
-    const ConvSpec gs = conv_group_spec(s);
+    const GroupLayout L = group_layout(s, h, w);
+    const ConvSpec gs = L.spec;
     const int groups = conv_groups(s);
-    const size_t plane_in = (size_t)h * w;
-    const size_t plane_out = (size_t)conv_out_size(h, s->kh, s->stride, s->pad) *
-                             conv_out_size(w, s->kw, s->stride, s->pad);
-    const size_t wg = (size_t)gs.out_c * gs.in_c * s->kh * s->kw;
+    const size_t plane_in = L.plane_in, plane_out = L.plane_out, wg = L.weights;
     for (int b = 0; b < n; b++)
         for (int g = 0; g < groups; g++) {
             size_t xo = ((size_t)b * s->in_c + (size_t)g * gs.in_c) * plane_in;
