@@ -198,7 +198,7 @@ FUZZ_LONG_SECONDS ?= 3600
 FUZZ_TARGETS := decode safetensors
 FUZZ_CFLAGS := -std=c99 -D_POSIX_C_SOURCE=200809L -DRN_SIMD=0 -g -O1 -pthread \
                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-FUZZ_SRCS_decode := tests/fuzz_decode.c data.c util.c
+FUZZ_SRCS_decode := tests/fuzz_decode.c data.c util.c platform.c
 FUZZ_SRCS_safetensors := tests/fuzz_safetensors.c $(LIB_SRCS)
 FUZZ_FLAGS_decode := -max_len=16384
 FUZZ_FLAGS_safetensors := -max_len=65536
