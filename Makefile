@@ -199,6 +199,10 @@ FUZZ_TARGETS := decode safetensors
 FUZZ_CFLAGS := -std=c99 -D_POSIX_C_SOURCE=200809L -DRN_SIMD=0 -g -O1 -pthread \
                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 FUZZ_SRCS_decode := tests/fuzz_decode.c data.c util.c platform.c
+# stb_image 2.27 shifts by a negative bit count on some corrupt JPEG entropy data
+# (stb_image.h:2065, code_bits driven below 0; found by this target, input in the issue-17
+# note): reported, not yet fatal, until data.c can refuse such files before stb.
+FUZZ_EXTRA_decode := -fsanitize-recover=shift-exponent
 FUZZ_SRCS_safetensors := tests/fuzz_safetensors.c $(LIB_SRCS)
 FUZZ_FLAGS_decode := -max_len=16384
 FUZZ_FLAGS_safetensors := -max_len=65536
@@ -206,7 +210,7 @@ FUZZ_COMMON := -rss_limit_mb=2048 -timeout=20 -print_final_stats=1
 
 $(BUILD)/fuzz_%: tests/fuzz_%.c tests/fuzz.h $(wildcard *.c *.h) | check-stb
 	@mkdir -p $(dir $@)
-	clang $(FUZZ_CFLAGS) -isystem $(STB_DIR) -I. $(FUZZ_SRCS_$*) -o $@ -lm
+	clang $(FUZZ_CFLAGS) $(FUZZ_EXTRA_$*) -isystem $(STB_DIR) -I. $(FUZZ_SRCS_$*) -o $@ -lm
 
 $(BUILD)/fuzz_seeds: tests/fuzz_seeds.c tests/fuzz.h $(wildcard *.c *.h) | check-stb
 	@mkdir -p $(dir $@)
