@@ -408,8 +408,8 @@ static ConvSpec conv_group_spec(const ConvSpec *s) {
     return g;
 }
 
-/* Where one group's slices lie: its dense spec, the input and output planes, the weights
- * of one group. */
+/* Where group g of image b lies: its dense spec, and the offsets of its input channels,
+ * output channels and weights in the whole convolution's NCHW tensors. */
 typedef struct {
     ConvSpec spec;
     size_t plane_in, plane_out, weights;
@@ -425,24 +425,29 @@ static GroupLayout group_layout(const ConvSpec *s, int h, int w) {
     return L;
 }
 
+static size_t group_in_at(const GroupLayout *L, const ConvSpec *s, int b, int g) {
+    return ((size_t)b * s->in_c + (size_t)g * L->spec.in_c) * L->plane_in;
+}
+
+static size_t group_out_at(const GroupLayout *L, const ConvSpec *s, int b, int g) {
+    return ((size_t)b * s->out_c + (size_t)g * L->spec.out_c) * L->plane_out;
+}
+
 /* A grouped convolution image by image and group by group, each a dense one on its slice of
  * the input channels, the weights and the output channels (contiguous in NCHW). */
 static void conv_forward_grouped(const ConvSpec *s, int n, int h, int w, const float *x,
                                  const float *weight, const ConvEpilogue *e, const float *residual,
                                  float *y) {
     const GroupLayout L = group_layout(s, h, w);
-    const ConvSpec gs = L.spec;
-    const int groups = conv_groups(s);
-    const size_t plane_in = L.plane_in, plane_out = L.plane_out, wg = L.weights;
     for (int b = 0; b < n; b++)
-        for (int g = 0; g < groups; g++) {
+        for (int g = 0; g < conv_groups(s); g++) {
+            const size_t co = (size_t)g * L.spec.out_c, yo = group_out_at(&L, s, b, g);
             ConvEpilogue eg = {NULL, NULL, e ? e->relu : 0};
-            if (e && e->scale) eg.scale = e->scale + (size_t)g * gs.out_c;
-            if (e && e->shift) eg.shift = e->shift + (size_t)g * gs.out_c;
-            size_t yo = ((size_t)b * s->out_c + (size_t)g * gs.out_c) * plane_out;
-            conv2d_forward_fused(&gs, 1, h, w,
-                                 x + ((size_t)b * s->in_c + (size_t)g * gs.in_c) * plane_in,
-                                 weight + g * wg, &eg, residual ? residual + yo : NULL, y + yo);
+            if (e && e->scale) eg.scale = e->scale + co;
+            if (e && e->shift) eg.shift = e->shift + co;
+            conv2d_forward_fused(&L.spec, 1, h, w, x + group_in_at(&L, s, b, g),
+                                 weight + g * L.weights, &eg, residual ? residual + yo : NULL,
+                                 y + yo);
         }
 }
 
@@ -531,16 +536,12 @@ static void conv_backward_grouped(const ConvSpec *s, int n, int h, int w, const 
                                   const float *weight, const float *dy, float *dx, int add_dx,
                                   float *dweight, float *dbias) {
     const GroupLayout L = group_layout(s, h, w);
-    const ConvSpec gs = L.spec;
-    const int groups = conv_groups(s);
-    const size_t plane_in = L.plane_in, plane_out = L.plane_out, wg = L.weights;
     for (int b = 0; b < n; b++)
-        for (int g = 0; g < groups; g++) {
-            size_t xo = ((size_t)b * s->in_c + (size_t)g * gs.in_c) * plane_in;
-            size_t yo = ((size_t)b * s->out_c + (size_t)g * gs.out_c) * plane_out;
-            conv_backward(&gs, 1, h, w, x + xo, weight + g * wg, dy + yo, dx ? dx + xo : NULL,
-                          add_dx, dweight ? dweight + g * wg : NULL,
-                          dbias ? dbias + (size_t)g * gs.out_c : NULL);
+        for (int g = 0; g < conv_groups(s); g++) {
+            const size_t xo = group_in_at(&L, s, b, g), yo = group_out_at(&L, s, b, g);
+            conv_backward(&L.spec, 1, h, w, x + xo, weight + g * L.weights, dy + yo,
+                          dx ? dx + xo : NULL, add_dx, dweight ? dweight + g * L.weights : NULL,
+                          dbias ? dbias + (size_t)g * L.spec.out_c : NULL);
         }
 }
 

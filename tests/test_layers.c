@@ -85,38 +85,51 @@ static const ConvSpec grad_specs[] = {
     {2, 2, 5, 5, 1, 2}, {3, 2, 7, 7, 2, 3}, {2, 3, 3, 3, 2, 0},
 };
 
+/* Case c (spec, fast, n, h, w set) with tensors drawn from seed .. seed + 3: the backward's
+ * input, weight and bias gradients against finite differences of the forward. The tensors
+ * stay in c for the caller's own checks (conv_case_free). */
+static void conv_case_check_gradients(ConvCase *c, uint32_t seed) {
+    const int groups = c->s.groups > 1 ? c->s.groups : 1;
+    size_t nx = (size_t)c->n * c->s.in_c * c->h * c->w;
+    size_t nw = (size_t)c->s.out_c * (c->s.in_c / groups) * c->s.kh * c->s.kw;
+    size_t ny = conv_out_numel(c);
+    c->x = tensor(nx, seed, 1.0f);
+    c->weight = tensor(nw, seed + 1, 0.5f);
+    c->bias = tensor(c->s.out_c, seed + 2, 0.5f);
+    c->r = tensor(ny, seed + 3, 1.0f);
+    c->y = rn_alloc(ny * sizeof(float));
+    float *dx = rn_alloc(nx * sizeof(float));
+    float *dw = rn_calloc(nw, sizeof(float)), *db = rn_calloc(c->s.out_c, sizeof(float));
+    if (c->fast)
+        conv2d_backward(&c->s, c->n, c->h, c->w, c->x, c->weight, c->r, dx, dw, db);
+    else
+        conv2d_backward_ref(&c->s, c->n, c->h, c->w, c->x, c->weight, c->r, dx, dw, db);
+    CHECK_GRAD(c->x, nx, dx, conv_loss, c, 1e-2f, 1e-3);
+    CHECK_GRAD(c->weight, nw, dw, conv_loss, c, 1e-2f, 1e-3);
+    CHECK_GRAD(c->bias, (size_t)c->s.out_c, db, conv_loss, c, 1e-2f, 1e-3);
+    rn_free(dx);
+    rn_free(dw);
+    rn_free(db);
+}
+
+static void conv_case_free(ConvCase *c) {
+    rn_free(c->x);
+    rn_free(c->weight);
+    rn_free(c->bias);
+    rn_free(c->r);
+    rn_free(c->y);
+}
+
 static void test_conv_gradients(void) {
     for (int fast = 0; fast <= 1; fast++)
         for (size_t t = 0; t < sizeof grad_specs / sizeof grad_specs[0]; t++) {
             ConvCase c = {grad_specs[t], 2, 7, 6, fast, 0, 0, 0, 0, 0};
-            size_t nx = (size_t)c.n * c.s.in_c * c.h * c.w;
-            size_t nw = (size_t)c.s.out_c * c.s.in_c * c.s.kh * c.s.kw, ny = conv_out_numel(&c);
-            c.x = tensor(nx, 1 + t, 1.0f);
-            c.weight = tensor(nw, 2 + t, 0.5f);
-            c.bias = tensor(c.s.out_c, 3 + t, 0.5f);
-            c.r = tensor(ny, 4 + t, 1.0f);
-            c.y = rn_alloc(ny * sizeof(float));
-            float *dx = rn_alloc(nx * sizeof(float));
-            float *dw = rn_calloc(nw, sizeof(float)), *db = rn_calloc(c.s.out_c, sizeof(float));
-            if (fast)
-                conv2d_backward(&c.s, c.n, c.h, c.w, c.x, c.weight, c.r, dx, dw, db);
-            else
-                conv2d_backward_ref(&c.s, c.n, c.h, c.w, c.x, c.weight, c.r, dx, dw, db);
-            CHECK_GRAD(c.x, nx, dx, conv_loss, &c, 1e-2f, 1e-3);
-            CHECK_GRAD(c.weight, nw, dw, conv_loss, &c, 1e-2f, 1e-3);
-            CHECK_GRAD(c.bias, (size_t)c.s.out_c, db, conv_loss, &c, 1e-2f, 1e-3);
+            conv_case_check_gradients(&c, (uint32_t)(1 + t));
+            conv_case_free(&c);
             if (test_case_failed) {
                 printf("  (failing case: %s, spec %zu)\n", fast ? "fast" : "ref", t);
                 return;
             }
-            rn_free(c.x);
-            rn_free(c.weight);
-            rn_free(c.bias);
-            rn_free(c.r);
-            rn_free(c.y);
-            rn_free(dx);
-            rn_free(dw);
-            rn_free(db);
         }
 }
 
@@ -893,22 +906,7 @@ static void test_conv_grouped(void) {
         for (size_t t = 0; t < sizeof specs / sizeof specs[0]; t++) {
             ConvCase c = {specs[t], 2, 7, 6, fast, 0, 0, 0, 0, 0};
             const int g = c.s.groups, cig = c.s.in_c / g, cog = c.s.out_c / g;
-            size_t nx = (size_t)c.n * c.s.in_c * c.h * c.w;
-            size_t nw = (size_t)c.s.out_c * cig * c.s.kh * c.s.kw, ny = conv_out_numel(&c);
-            c.x = tensor(nx, 51 + t, 1.0f);
-            c.weight = tensor(nw, 52 + t, 0.5f);
-            c.bias = tensor(c.s.out_c, 53 + t, 0.5f);
-            c.r = tensor(ny, 54 + t, 1.0f);
-            c.y = rn_alloc(ny * sizeof(float));
-            float *dx = rn_alloc(nx * sizeof(float));
-            float *dw = rn_calloc(nw, sizeof(float)), *db = rn_calloc(c.s.out_c, sizeof(float));
-            if (fast)
-                conv2d_backward(&c.s, c.n, c.h, c.w, c.x, c.weight, c.r, dx, dw, db);
-            else
-                conv2d_backward_ref(&c.s, c.n, c.h, c.w, c.x, c.weight, c.r, dx, dw, db);
-            CHECK_GRAD(c.x, nx, dx, conv_loss, &c, 1e-2f, 1e-3);
-            CHECK_GRAD(c.weight, nw, dw, conv_loss, &c, 1e-2f, 1e-3);
-            CHECK_GRAD(c.bias, (size_t)c.s.out_c, db, conv_loss, &c, 1e-2f, 1e-3);
+            conv_case_check_gradients(&c, (uint32_t)(51 + t));
             /* group k of the output = a dense conv of group k's inputs and weights */
             conv_loss(&c);
             ConvSpec d = c.s;
@@ -929,19 +927,12 @@ static void test_conv_grouped(void) {
                     if (e > worst) worst = e;
                 }
             CHECK_MSG(worst < 1e-5, "spec %zu: grouped vs dense per group %g", t, worst);
+            rn_free(part);
+            conv_case_free(&c);
             if (test_case_failed) {
                 printf("  (failing case: %s, spec %zu)\n", fast ? "fast" : "ref", t);
                 return;
             }
-            rn_free(part);
-            rn_free(c.x);
-            rn_free(c.weight);
-            rn_free(c.bias);
-            rn_free(c.r);
-            rn_free(c.y);
-            rn_free(dx);
-            rn_free(dw);
-            rn_free(db);
         }
 }
 
