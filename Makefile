@@ -62,6 +62,13 @@ ifeq ($(SIMD),auto)
     override SIMD := 1
   endif
 endif
+# 32-bit x86: float arithmetic in SSE registers, as on every other target. The x87 unit
+# evaluates float expressions in 80 bits (FLT_EVAL_METHOD 2), which changes results
+# (Adam's steps differ from torch's by 2 ulps) and breaks rn_fmaf's exact double sums.
+# Needs SSE2 (every x86 CPU since 2001).
+ifneq ($(filter i386 i486 i586 i686,$(TARGET_CPU)),)
+  override CFLAGS += -msse2 -mfpmath=sse
+endif
 override CFLAGS += $(TARGET_CFLAGS)
 GEMM_VARIANT_OBJS :=
 ifeq ($(SIMD),1)

@@ -13,7 +13,7 @@
  *          p = p + (-lr / (1 - b1^t)) * m / denom
  *
  * torch evaluates `x.add_(y, alpha=a)` as one fused multiply-add, fma(y, a, x), and
- * `x.addcmul_(y, z, value=a)` as fma(a * y, z, x); fmaf() does the same here. Scalars
+ * `x.addcmul_(y, z, value=a)` as fma(a * y, z, x); madd() does the same here. Scalars
  * such as 1 - b1, lr / (1 - b1^t) and sqrt(1 - b2^t) are computed in double, as Python
  * does, and rounded to float once, like torch does when it applies them to a float tensor.
  * They start from the decimal value the user wrote (0.999, not the float nearest to it,
@@ -27,9 +27,18 @@
  */
 #include "resnet.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* One rounding of a * b + c: the unit's fused instruction where the compiler has one (and
+ * can vectorise the loops with it), else rn_fmaf, as not every libm's fmaf is right. */
+#if defined(FP_FAST_FMAF) || !(FLT_EVAL_METHOD == 0 || FLT_EVAL_METHOD == 1)
+#define madd fmaf
+#else
+#define madd rn_fmaf
+#endif
 
 OptConfig opt_default(OptType type, float lr) {
     OptConfig c;
@@ -102,7 +111,7 @@ static void sgd_update(int64_t n, float *p, const float *grad, float *buf, int f
 #pragma omp parallel for simd schedule(static) if (n >= OPT_PARALLEL_MIN)
 #endif
     for (int64_t i = 0; i < n; i++) {
-        float g = wd != 0.0f ? fmaf(p[i], wd, grad[i]) : grad[i];
+        float g = wd != 0.0f ? madd(p[i], wd, grad[i]) : grad[i];
         if (buf) {
             if (first) {
                 buf[i] = g;
@@ -110,9 +119,9 @@ static void sgd_update(int64_t n, float *p, const float *grad, float *buf, int f
                 float scaled = buf[i] * momentum;
                 buf[i] = scaled + g;
             }
-            g = nesterov ? fmaf(buf[i], momentum, g) : buf[i];
+            g = nesterov ? madd(buf[i], momentum, g) : buf[i];
         }
-        p[i] = fmaf(g, lr_neg, p[i]);
+        p[i] = madd(g, lr_neg, p[i]);
     }
 }
 
@@ -127,12 +136,12 @@ static void adam_update(int64_t n, float *p, const float *grad, float *m, float 
     for (int64_t i = 0; i < n; i++) {
         float pi = p[i];
         if (decay != 1.0f) pi = pi * decay;
-        float g = wd != 0.0f ? fmaf(pi, wd, grad[i]) : grad[i];
+        float g = wd != 0.0f ? madd(pi, wd, grad[i]) : grad[i];
         float mi = m[i] * b1;
-        mi = fmaf(g, one_minus_b1, mi);
+        mi = madd(g, one_minus_b1, mi);
         float vi = v[i] * b2;
         float scaled = one_minus_b2 * g;
-        vi = fmaf(scaled, g, vi);
+        vi = madd(scaled, g, vi);
         float denom = sqrtf(vi) / bc2_sqrt;
         denom = denom + eps;
         float delta = step_neg * mi;

@@ -85,6 +85,14 @@ void rn_le_store(void *dst, const void *src, size_t count, size_t size);
 void rn_le_load(void *dst, const void *src, size_t count, size_t size);
 int rn_host_little_endian(void);
 
+/* a * b + c rounded once to float, on every host. Some libms' fmaf round twice (mingw-w64:
+ * fmaf(0.60800004f, -0.1f, 2.0f) = 1.93919992f, exact 1.9391999951 -> 1.93920004f).
+ * The product of two floats is exact in double; the sum is rounded to odd (Boldo and
+ * Melquiond, 2008), which a final rounding to float turns into the correctly rounded
+ * result, as double carries more than 2 * 24 + 2 bits. Needs double arithmetic evaluated
+ * in double (FLT_EVAL_METHOD 0 or 1). */
+float rn_fmaf(float a, float b, float c);
+
 /* Write len bytes to path atomically (path.tmp.PID, fsync, rename). */
 int write_file_atomic(const char *path, const void *data, size_t len);
 /* Read a whole file; *len receives its size. Caller frees with free(). */

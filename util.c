@@ -199,6 +199,22 @@ void rn_le_load(void *dst, const void *src, size_t count, size_t size) {
     le_map(dst, src, count, size);
 }
 
+float rn_fmaf(float a, float b, float c) {
+    double product = (double)a * (double)b; /* exact: 24 + 24 significant bits */
+    double sum = product + (double)c;
+    if (!isfinite(sum)) return (float)sum;
+    /* TwoSum: err is exactly (product + c) - sum */
+    double c_part = sum - product;
+    double err = (product - (sum - c_part)) + ((double)c - c_part);
+    uint64_t bits;
+    memcpy(&bits, &sum, sizeof bits);
+    if (err != 0.0 && (bits & 1) == 0) { /* inexact, even: step to the odd neighbour */
+        bits += (err > 0.0) == (sum > 0.0) ? 1 : (uint64_t)-1;
+        memcpy(&sum, &bits, sizeof sum);
+    }
+    return (float)sum;
+}
+
 /* ---------------------------------------------------------------- files */
 
 int write_file_atomic(const char *path, const void *data, size_t len) {

@@ -167,6 +167,8 @@ static void test_lazy_state(void) {
     optimizer_free(opt);
 }
 
+static int feq(float a, float b) { return a == b; }
+
 static void test_names_and_defaults(void) {
     const char *names[] = {"sgd", "adam", "adamw"};
     for (int i = 0; i < 3; i++) {
@@ -179,13 +181,15 @@ static void test_names_and_defaults(void) {
     CHECK(opt_parse("rmsprop", &type) == -1);
     CHECK(strstr(rn_error(), "rmsprop") != NULL);
     CHECK(opt_parse("Adam", &type) == -1);
+    /* feq's float parameters round the constants: where FLT_EVAL_METHOD is 1 (s390x),
+     * 0.9f compared directly has double precision, and no float equals it */
     OptConfig a = opt_default(OPT_ADAM, 1e-3f);
-    CHECK(a.type == OPT_ADAM && a.lr == 1e-3f && a.beta1 == 0.9f && a.beta2 == 0.999f);
-    CHECK(a.eps == 1e-8f && a.weight_decay == 0.0f);
+    CHECK(a.type == OPT_ADAM && feq(a.lr, 1e-3f) && feq(a.beta1, 0.9f) && feq(a.beta2, 0.999f));
+    CHECK(feq(a.eps, 1e-8f) && a.weight_decay == 0.0f);
     OptConfig w = opt_default(OPT_ADAMW, 1e-3f);
-    CHECK(w.weight_decay == 0.01f);
+    CHECK(feq(w.weight_decay, 0.01f));
     OptConfig s = opt_default(OPT_SGD, 0.1f);
-    CHECK(s.momentum == 0.9f && s.nesterov == 0 && s.weight_decay == 0.0f);
+    CHECK(feq(s.momentum, 0.9f) && s.nesterov == 0 && s.weight_decay == 0.0f);
 }
 
 /* fmaf (the optimizers' multiply-add, as torch's) rounds once: (1 + 2^-12)^2 - 1 is
@@ -198,8 +202,51 @@ static void test_fma_rounds_once(void) {
     CHECK(isinf(fmaf(big, big, 1.0f)) && fmaf(0.0f, 0.0f, -0.0f) == 0.0f);
 }
 
+/* rn_fmaf (the optimizers' multiply-add without a fused instruction) rounds once: fixed
+ * cases with known answers, including the one mingw-w64's fmaf gets wrong, then random
+ * triples against this host's fmaf where that one passes the same cases. */
+static void test_rn_fmaf(void) {
+    static const float cases[][4] = {
+        {1.0f + 0x1p-12f, 1.0f + 0x1p-12f, -1.0f, 0x1p-11f + 0x1p-24f},
+        {0.60800004f, -0.1f, 2.0f, 1.93920004f},
+        {0x1.000002p0f, 0x1.000002p0f, -0x1.000004p0f, 0x1p-46f}, /* all but the tiny term cancels */
+        {0x1p-75f, 0x1p-75f, 1.0f, 1.0f},                          /* below half an ulp */
+        {1.0f, 0x1p-24f, 1.0f, 1.0f},                              /* an exact tie, to even */
+        {1.0f, 0x1p-24f + 0x1p-47f, 1.0f, 1.0f + 0x1p-23f},        /* just past the tie */
+        {0x1p-70f, 0x1p-70f, 0.0f, 0x1p-140f},                     /* a float subnormal */
+        {3.0e38f, 3.0e38f, 1.0f, INFINITY},
+        {0.0f, 0.0f, -0.0f, 0.0f},
+    };
+    int n = (int)(sizeof cases / sizeof cases[0]), libm_ok = 1;
+    for (int i = 0; i < n; i++) {
+        volatile float a = cases[i][0], b = cases[i][1], c = cases[i][2];
+        float got = rn_fmaf(a, b, c), want = cases[i][3];
+        CHECK_MSG(got == want || (isinf(got) && isinf(want) && signbit(got) == signbit(want)),
+                  "case %d: rn_fmaf(%a, %a, %a) = %a, want %a", i, a, b, c, got, want);
+        libm_ok &= fmaf(a, b, c) == want;
+    }
+    if (!libm_ok) {
+        printf("  this libm's fmaf rounds wrongly on the fixed cases; random triples skipped\n");
+        return;
+    }
+    Rng rng;
+    rng_seed(&rng, 7);
+    int bad = 0;
+    for (int i = 0; i < 200000; i++) {
+        /* random signs and exponents spread so that products and addends overlap */
+        float a = ldexpf(rng_uniform(&rng) + 0.5f, (int)rng_below(&rng, 40) - 20);
+        float b = ldexpf(rng_uniform(&rng) - 0.5f, (int)rng_below(&rng, 40) - 20);
+        float c = ldexpf(rng_uniform(&rng) - 0.5f, (int)rng_below(&rng, 80) - 40);
+        volatile float va = a, vb = b, vc = c;
+        if (rn_fmaf(va, vb, vc) != fmaf(va, vb, vc) && bad++ < 3)
+            printf("  rn_fmaf(%a, %a, %a) = %a, fmaf %a\n", a, b, c, rn_fmaf(a, b, c), fmaf(a, b, c));
+    }
+    CHECK_MSG(bad == 0, "%d of 200000 random triples differ from fmaf", bad);
+}
+
 int main(void) {
     RUN(test_fma_rounds_once);
+    RUN(test_rn_fmaf);
     RUN(test_names_and_defaults);
     RUN(test_sgd_momentum);
     RUN(test_sgd_nesterov);
