@@ -704,8 +704,10 @@ int checkpoint_load_st(const StFile *f, Net *net, Optimizer *opt, Rng *rng);
 /* Data (data.c): decoding, datasets, preprocessing, augmentation, splits, loader        */
 /* ------------------------------------------------------------------------------------ */
 
-#define RN_MAX_IMAGE_SIDE   16384 /* larger images are rejected before allocation */
+#define RN_MAX_IMAGE_SIDE 16384 /* larger images are rejected before allocation */
+#ifndef RN_MAX_IMAGE_PIXELS         /* the decoder's fuzz target builds with a smaller one */
 #define RN_MAX_IMAGE_PIXELS (1 << 28)
+#endif
 
 typedef struct {
     int w, h;
