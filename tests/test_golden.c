@@ -440,12 +440,15 @@ static void dump_run(const char *key, int min_nodes) {
             size_t n = (size_t)batch * 3 * size * size;
             float *x = malloc(n * sizeof *x);
             hash_fill(x, n, input, 1.0f);
-            const char *out = "build/tests/golden_dump.safetensors";
+            char dir[512], out[600];
+            CHECK(test_temp_dir(dir, sizeof dir, "golden_dump") == 0);
+            snprintf(out, sizeof out, "%s/dump.safetensors", dir);
             CHECK(net_plan(net, batch, size, size, 0) == 0);
             CHECK_MSG(net_dump_forward(net, x, batch, out) == 0, "%s", rn_error());
             free(x);
             opened = st_open(out, &dump) == 0;
             remove(out);
+            remove(dir);
             CHECK(opened);
             if (!opened) break;
         } else if (opened && sscanf(line, "nodemax %95s %lf", name, &v) == 2) {

@@ -1125,7 +1125,9 @@ static void test_forward_hook_and_dump(void) {
     memcpy(logits, y, sizeof logits);
     net->forward_hook = NULL;
     CHECK(log.calls == net->n_nodes && log.order_ok);
-    const char *path = "build/tests/dump_resnet18.safetensors";
+    char dir[512], path[600];
+    CHECK(test_temp_dir(dir, sizeof dir, "dump_resnet18") == 0);
+    snprintf(path, sizeof path, "%s/dump.safetensors", dir);
     CHECK(net_dump_forward(net, x, n, path) == 0);
     StFile f;
     CHECK(st_open(path, &f) == 0);
@@ -1141,6 +1143,7 @@ static void test_forward_hook_and_dump(void) {
           strstr(ops, "\"maxpool\":\"maxpool\""));
     st_close(&f);
     remove(path);
+    remove(dir);
     net_free(net);
 }
 
