@@ -3,13 +3,18 @@
 # line "N passed, N failed" over all test cases. Exit status is non-zero if any failed.
 #   tests/run.sh build/tests/test_*           everything
 #   T=golden tests/run.sh build/tests/test_*  only the binaries and shell tests whose name
-#                                             holds "golden" (make test T=golden)
+#                                             holds "golden" (make test T=golden); several
+#                                             words: names holding any (T="optim data")
 # RUNNER runs a cross-built binary (e.g. RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu",
 # RUNNER=wine); the shell tests get it too, and EXE (".exe" for Windows builds).
 export RUNNER EXE
 passed=0; failed=0; skipped=0; bad_bins=""
 log=$(mktemp); trap 'rm -f "$log"' EXIT
-selected() { [ -z "$T" ] || case "$1" in *"$T"*) return 0 ;; *) return 1 ;; esac; }
+selected() {
+  [ -z "$T" ] && return 0
+  for word in $T; do case "$1" in *"$word"*) return 0 ;; esac; done
+  return 1
+}
 for t in "$@"; do
   selected "$t" || continue
   echo "== $t"
