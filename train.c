@@ -13,7 +13,8 @@
  *   phase 1        head on frozen features (pretrained weights), or the whole net from
  *                  scratch (--weights none);
  *   phase 2        fine-tuning with the last --unfreeze stages trainable (--finetune-epochs);
- *   phase 2+i      pseudo-labelling on unlabelled domain i (--pseudo).
+ *   then           pseudo-labelling, one phase per unlabelled domain (--pseudo), numbered
+ *                  on from the last phase run (3, 4... after fine-tuning, else 2, 3...).
  */
 #include "resnet.h"
 #include "platform.h"
@@ -1028,7 +1029,10 @@ typedef struct {
     int epochs_run;                 /* in this process (for --kill-after-epochs) */
     char id[32];                    /* a new run's id (A.run_id points here) */
     double t0;
+    char title[256];                /* report.html's title */
 } Run;
+
+static int write_progress(const Run *run);
 
 typedef struct {
     int phase, epochs;
@@ -1059,7 +1063,7 @@ static void history_add(Run *run, const EpochRecord *e) {
 static void history_format(const Run *run, Buf *b) {
     for (int i = 0; i < run->n_hist; i++) {
         const EpochRecord *e = &run->hist[i];
-        buf_printf(b, "%d %d %.17g %.17g %.17g %.17g %.17g %.17g;", e->epoch, e->stage,
+        buf_printf(b, "%d %d %.17g %.17g %.17g %.17g %.17g %.17g;", e->epoch, e->phase,
                    e->train_loss, e->train_acc, e->val_loss, e->val_acc, e->lr, e->seconds);
     }
     buf_put(b, "", 1);
@@ -1071,7 +1075,7 @@ static int history_parse(Run *run, const char *s) {
         EpochRecord e;
         char *end;
         e.epoch = (int)strtol(s, &end, 10);
-        e.stage = (int)strtol(end, &end, 10);
+        e.phase = (int)strtol(end, &end, 10);
         double *f[6] = {&e.train_loss, &e.train_acc, &e.val_loss, &e.val_acc, &e.lr, &e.seconds};
         for (int i = 0; i < 6; i++) *f[i] = strtod(end, &end);
         if (*end != ';') {
@@ -1242,7 +1246,7 @@ static int run_phase(Run *run, Trainer *t, const PhaseCfg *pc, Split *train, Spl
                pc->phase, e + 1, pc->epochs, rec.train_loss, rec.train_acc, rec.val_loss,
                rec.val_acc, lr, rec.seconds, improved ? "  *" : "");
         fflush(stdout);
-        if (save_checkpoint(run, t, pc, &st) != 0) return -1;
+        if (save_checkpoint(run, t, pc, &st) != 0 || write_progress(run) != 0) return -1;
         if (A.kill_after > 0 && ++run->epochs_run >= A.kill_after) {
             fprintf(stderr, "--kill-after-epochs %d: killing myself\n", A.kill_after);
             fflush(NULL);
@@ -1255,6 +1259,32 @@ static int run_phase(Run *run, Trainer *t, const PhaseCfg *pc, Split *train, Spl
                st.best_epoch + 1, val->d.n > 0 ? "val" : "train", st.best);
     }
     return 0;
+}
+
+/* history.csv, and report.html with the curves so far, rewritten (atomically) after every
+ * epoch so that a reload shows a run in progress. */
+static int write_progress(const Run *run) {
+    char path[1100];
+    Report r = {0};
+    r.title = run->title;
+    r.history = run->hist;
+    r.n_history = run->n_hist;
+    r.restored_best = A.patience > 0;
+    r.in_progress = 1;
+    snprintf(path, sizeof path, "%s/history.csv", run->dir);
+    if (report_write_history_csv(&r, path) != 0) return -1;
+    snprintf(path, sizeof path, "%s/report.html", run->dir);
+    return report_write_html(&r, path);
+}
+
+/* A split whose accuracy's 95 % interval is too wide gets a warning on stderr too. */
+static void warn_if_small(const Metrics *m, const char *split) {
+    double half;
+    if (!metrics_too_small(m, &half)) return;
+    fprintf(stderr,
+            "warning: the %s split (%d images) is too small to trust: its accuracy's 95%% "
+            "interval is +-%.1f points (the rule: wider than +-%.0f points)\n",
+            split, m->n, 100 * half, 100 * METRICS_TRUST_HALF_WIDTH);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -1523,8 +1553,6 @@ static int train_job(Run *run, const char *command) {
     memset(&mv, 0, sizeof mv);
     memset(&mt, 0, sizeof mt);
     int have_mv = 0, have_mt = 0;
-    char **mis = NULL;
-    int n_mis = 0;
     float *test_probs = NULL;
     uint8_t *test_ok = NULL;
 
@@ -1656,10 +1684,14 @@ static int train_job(Run *run, const char *command) {
         }
     }
     printf("%s: %lld parameters, input %dx%d (%s), head %s, features %s [%d, %d, %d], %d "
-           "threads, %s kernels\n",
+           "thread%s, %s kernels\n",
            A.arch, (long long)net_count_params(net, 0), t.prep.size, t.prep.size,
            prep_name(t.prep.kind), A.head, scratch ? "(trained end to end)" : "frozen", t.fc, t.fh,
-           t.fw, rn_threads(), simd_name());
+           t.fw, rn_threads(), rn_threads() == 1 ? "" : "s", simd_name());
+    snprintf(run->title, sizeof run->title, "%s on %s", A.arch,
+             A.data[0]       ? A.data
+             : A.data_csv[0] ? A.data_csv
+                             : A.cifar_bin);
 
     /* ---- resume state */
     run->n_dom = 1 + n_p;
@@ -1703,11 +1735,14 @@ static int train_job(Run *run, const char *command) {
         if (run->resume_phase <= 2 && run_phase(run, &t, &pc2, &tr, &va) != 0) goto done;
     }
     double loss, acc;
-    if (run->resume_phase <= 2 && domain_row(run, &t, &te, ev, n_e ? n_p : 0, 0) != 0) goto done;
+    /* phases are numbered as run: pseudo-labelling follows fine-tuning, or the head */
+    int first_pseudo = A.finetune_epochs > 0 ? 3 : 2;
+    if (run->resume_phase < first_pseudo && domain_row(run, &t, &te, ev, n_e ? n_p : 0, 0) != 0)
+        goto done;
 
     /* ---- pseudo-labelling, one unlabelled domain after the other */
     for (int i = 0; i < n_p; i++) {
-        int phase = 3 + i, n_u = u[i].d.n, kept = 0;
+        int phase = first_pseudo + i, n_u = u[i].d.n, kept = 0;
         if (run->resume_phase > phase) continue;
         int *plabel = rn_alloc(sizeof(int) * (n_u + 1));
         if (run->resume_phase == phase) {
@@ -1755,24 +1790,18 @@ static int train_job(Run *run, const char *command) {
         have_mv = 1;
         printf("\n== validation (%d images)\n", va.d.n);
         metrics_print_report(&mv, tr.d.class_names, stdout);
+        warn_if_small(&mv, "validation");
     }
     if (te.d.n > 0) {
         if (evaluate(&t, &te, &loss, &acc, &mt, &test_probs, &test_ok) != 0) goto done;
         have_mt = 1;
         printf("\n== test (%d images)\n", te.d.n);
         metrics_print_report(&mt, tr.d.class_names, stdout);
-        mis = rn_alloc(sizeof(char *) * ((size_t)te.d.n + 1)); /* all: the report counts them */
-        for (int i = 0; i < te.d.n; i++) {
-            const float *p = test_probs + (size_t)i * t.k;
-            int y = te.d.labels[i], g = argmax(p, t.k);
-            if (!test_ok[i] || y < 0 || g == y) continue;
-            char line[1200], where[32];
-            snprintf(where, sizeof where, "#%d", i);
-            snprintf(line, sizeof line, "%s: %s -> %s (%.2f)",
-                     te.d.paths && te.d.paths[i] ? te.d.paths[i] : where, tr.d.class_names[y],
-                     tr.d.class_names[g], p[g]);
-            mis[n_mis++] = rn_strdup(line);
-        }
+        warn_if_small(&mt, "test");
+    } else if (va.d.n > 0) { /* the report's per-image parts then come from val */
+        Metrics unused;
+        if (evaluate(&t, &va, &loss, &acc, &unused, &test_probs, &test_ok) != 0) goto done;
+        metrics_free(&unused);
     }
     if (n_p > 0) print_matrix(run, dnames);
 
@@ -1789,43 +1818,54 @@ static int train_job(Run *run, const char *command) {
 
     Buf notes = {0};
     buf_printf(&notes,
-               "command: %s\nweights: %s\ntrain %d, val %d, test %d images; %d threads, "
+               "command: %s\nweights: %s\ntrain %d, val %d, test %d images; %d thread(s), "
                "%s kernels; feature extraction %.1f s, total %.1f s; peak memory %ld MB",
                command, A.weights, tr.d.n, va.d.n, te.d.n, rn_threads(), simd_name(), feat_seconds,
                rn_seconds() - run->t0, rn_peak_rss_kb() / 1024);
-    char title[256];
-    snprintf(title, sizeof title, "%s on %s", A.arch,
-             A.data[0]       ? A.data
-             : A.data_csv[0] ? A.data_csv
-                             : A.cifar_bin);
-    Report r = {title,
-                tr.d.class_names,
-                t.k,
-                have_mt ? &mt : NULL,
-                have_mv ? &mv : NULL,
-                run->hist,
-                run->n_hist,
-                n_p ? run->dacc : NULL,
-                n_p ? run->n_dom : 0,
-                dnames,
-                (const char **)mis,
-                n_mis,
-                notes.data};
-    char jpath[1024];
+    RunInfo ri = {A.arch,
+                  A.head,
+                  A.weights,
+                  t.prep.size,
+                  (long long)net_count_params(net, 0),
+                  (long long)net_count_params(net, 1),
+                  rn_seconds() - run->t0,
+                  rn_peak_rss_kb() / 1024.0};
+    Report r = {0};
+    r.title = run->title;
+    r.class_names = tr.d.class_names;
+    r.k = t.k;
+    r.test = have_mt ? &mt : NULL;
+    r.val = have_mv ? &mv : NULL;
+    r.history = run->hist;
+    r.n_history = run->n_hist;
+    r.domain_acc = n_p ? run->dacc : NULL;
+    r.n_domains = n_p ? run->n_dom : 0;
+    r.domain_names = dnames;
+    r.notes = notes.data;
+    r.data = test_probs ? (te.d.n > 0 ? &te.d : &va.d) : NULL;
+    r.probs = test_probs;
+    r.ok = test_ok;
+    r.restored_best = A.patience > 0;
+    r.run = &ri;
+    char jpath[1024], hpath[1024], ppath[1024];
     snprintf(jpath, sizeof jpath, "%s/metrics.json", run->dir);
     snprintf(path, sizeof path, "%s/report.html", run->dir);
-    int wrc = report_write_json(&r, jpath) != 0 || report_write_html(&r, path) != 0;
+    snprintf(hpath, sizeof hpath, "%s/history.csv", run->dir);
+    snprintf(ppath, sizeof ppath, "%s/predictions.csv", run->dir);
+    int wrc = report_write_json(&r, jpath) != 0 || report_write_html(&r, path) != 0 ||
+              report_write_history_csv(&r, hpath) != 0 ||
+              (r.data && report_write_predictions_csv(&r, ppath) != 0);
     buf_free(&notes);
     if (wrc) goto done;
-    printf("\nmodel:   %s/model.safetensors\nmetrics: %s\nreport:  %s\n", run->dir, jpath, path);
+    printf("\nmodel:   %s/model.safetensors\nmetrics: %s\nreport:  %s\nhistory: %s\n", run->dir,
+           jpath, path, hpath);
+    if (r.data) printf("predictions: %s\n", ppath);
     printf("peak memory: %ld MB (resident)\n", rn_peak_rss_kb() / 1024);
     rc = 0;
 
 done:
     if (have_mv) metrics_free(&mv);
     if (have_mt) metrics_free(&mt);
-    for (int i = 0; i < n_mis; i++) free(mis[i]);
-    free(mis);
     free(test_probs);
     free(test_ok);
     for (int i = 0; i < n_p && u; i++) {
