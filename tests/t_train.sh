@@ -48,6 +48,22 @@ acc=$(json_num "$T/r1/metrics.json" test accuracy)
 if [ -n "$acc" ] && awk "BEGIN { exit !($acc > 0.4) }"; then ok "scratch test accuracy $acc > chance (0.25)"
 else fail "scratch test accuracy '$acc' not above chance"; fi
 
+# 1a. the report files: history.csv a row an epoch, predictions.csv a row a test image
+#     (RFC 4180 header), misclassified objects in metrics.json, "1 thread" in the banner
+n_hist=$(($(wc -l < "$T/r1/history.csv") - 1))
+[ "$n_hist" -eq 12 ] && head -n 1 "$T/r1/history.csv" | grep -q '^epoch,phase,phase_epoch,lr,' \
+  && ok "history.csv: 12 epochs" || fail "history.csv: $n_hist rows for 12 epochs"
+n_test=$(tr -d '\n ' < "$T/r1/metrics.json" | sed -n 's/.*"test":{"n":\([0-9]*\).*/\1/p')
+n_pred=$(($(wc -l < "$T/r1/predictions.csv") - 1))
+[ -n "$n_test" ] && [ "$n_pred" -eq "$n_test" ] \
+  && head -n 1 "$T/r1/predictions.csv" | grep -q '^path,true,predicted,confidence,p_circle,' \
+  && ok "predictions.csv: $n_pred rows" || fail "predictions.csv: $n_pred rows for $n_test test images"
+if grep -q '"misclassified":\[\]' "$T/r1/metrics.json" \
+   || grep -A1 '"misclassified":\[' "$T/r1/metrics.json" | grep -q '{"path":"[^"]*","true":"[a-z]*","predicted":"[a-z]*","confidence":'
+then ok "misclassified as objects"; else fail "misclassified are not objects"; fi
+grep -q "1 thread, " "$T/r1.log" && ! grep -q "1 threads" "$T/r1.log" && ok "banner: 1 thread" \
+  || fail "banner thread count grammar"
+
 # 1b. a file that cannot be decoded: one line naming it, the run goes on, exit status 1
 cp -r "$T/data/train" "$T/broken"
 printf 'this is not an image\n' > "$T/broken/circle/zz_broken.png"
@@ -62,6 +78,8 @@ HEAD="--arch cifar_resnet20 --weights $T/r1/model.safetensors --img-size 16 --pr
       --batch 16 --head mlp:32:dropout=0.2 --lr 0.01 --cache-dir $T/cache"
 run_train $HEAD --data "$T/data/train" --out "$T/h1" --epochs 6 --patience 0 \
   > "$T/h1.log" 2>&1 || { cat "$T/h1.log"; fail "frozen-backbone run failed"; }
+grep -q 'took [0-9]*s' "$T/h1.log" && ! grep -q 'took [0-9]*s  *img' "$T/h1.log" \
+  && ok "progress lines end with the time" || fail "progress line with a stray unit"
 n_cache=$(ls "$T/cache" 2>/dev/null | grep -c '^features-')
 [ "$n_cache" -ge 3 ] && ok "feature cache: $n_cache files" || fail "feature cache: $n_cache files"
 run_train $HEAD --data "$T/data/train" --out "$T/h2" --epochs 6 --patience 0 \
@@ -75,6 +93,9 @@ cmp -s "$T/h1/model.safetensors" "$T/h2/model.safetensors" && ok "repeat run ide
 run_train $HEAD --data "$T/data/train" --out "$T/h3" --epochs 6 --patience 0 \
   --kill-after-epochs 3 > "$T/h3.log" 2>&1 && fail "--kill-after-epochs did not kill"
 [ -f "$T/h3/model.safetensors" ] && fail "killed run wrote a model"
+# written every epoch: a killed run already has its history and an in-progress report
+[ "$(wc -l < "$T/h3/history.csv")" -eq 4 ] && grep -q "Training in progress: phase 1, epoch 3" "$T/h3/report.html" \
+  && ok "history.csv and report.html written every epoch" || fail "no per-epoch history.csv / report.html"
 run_train --resume "$T/h3" > "$T/h3r.log" 2>&1 || { cat "$T/h3r.log"; fail "resume failed"; }
 grep -q "resumed phase 1 after epoch 3" "$T/h3r.log" || fail "resume did not continue at epoch 3"
 cmp -s "$T/h1/model.safetensors" "$T/h3/model.safetensors" && ok "head: resumed == uninterrupted" \
@@ -96,6 +117,14 @@ cmp -s "$T/f1/model.safetensors" "$T/f2/model.safetensors" && ok "fine-tune+pseu
   || fail "fine-tune+pseudo: resumed model differs"
 grep -q '"domain' "$T/f1/metrics.json" && ok "domain accuracy matrix in metrics.json" \
   || fail "no domain accuracy matrix in metrics.json"
+grep -q "^phase 3 epoch" "$T/f1.log" && ok "pseudo-labelling is phase 3 after fine-tuning" \
+  || fail "no phase 3 after fine-tuning"
+# without fine-tuning, pseudo-labelling is phase 2: phases are numbered as run
+run_train $HEAD --pseudo "$D1/unlabelled" --pseudo-epochs 1 --pseudo-threshold 0.3 \
+  --data "$T/data/train" --out "$T/p1" --epochs 1 --patience 0 > "$T/p1.log" 2>&1 \
+  || { cat "$T/p1.log"; fail "pseudo run without fine-tuning failed"; }
+grep -q "^phase 2 epoch" "$T/p1.log" && ! grep -q "^phase 3" "$T/p1.log" \
+  && ok "phases numbered as run (1, 2)" || fail "phase numbers jump without fine-tuning"
 
 # 4. early stopping: a far too large learning rate makes val loss worse; restore the best
 run_train $HEAD --data "$T/data/train" --out "$T/e1" --epochs 30 --patience 2 --lr 0.3 \
@@ -106,6 +135,9 @@ best=$(sed -n 's/.*restored the best weights (epoch [0-9]*, val loss \([0-9.]*\)
 final=$(awk '/^== validation/ { v = 1 } v && $1 == "loss" { print $2; exit }' "$T/e1.log")
 [ -n "$best" ] && [ "$best" = "$final" ] && ok "restored best weights (val loss $best)" \
   || fail "restored val loss '$best' != final val loss '$final'"
+best_ep=$(sed -n 's/.*restored the best weights (epoch \([0-9]*\),.*/\1/p' "$T/e1.log")
+grep -q "\"best_epochs\":\[$best_ep\]" "$T/e1/metrics.json" && grep -q 'class="best"' "$T/e1/report.html" \
+  && ok "report marks the restored epoch $best_ep" || fail "restored epoch $best_ep not marked"
 
 # 5. --low-memory (the default: ResNet-50's conv3 and downsample outputs recomputed in
 #    backward) and --low-memory=0 (kept): the same model. Left out under an emulator
