@@ -306,7 +306,8 @@ static int parse_args(int argc, char **argv, Buf *record) {
 static void print_help(void) {
     printf("usage: train --arch ARCH --weights W.safetensors --data DIR --out RUN/ [options]\n"
            "       train --resume RUN/\n"
-           "       train --make-demo-data DIR\n\n"
+           "       train --make-demo-data DIR\n"
+           "       train --compare RUN [RUN...] --out DIR   (compare.csv, compare.html)\n\n"
            "Transfer learning with a ResNet: by default the backbone is frozen, its pooled\n"
            "features are computed once and cached, and an MLP head is trained on them with\n"
            "early stopping. Writes RUN/model.safetensors (for ./infer), RUN/metrics.json,\n"
@@ -1984,6 +1985,8 @@ static int start_run(Run *run, int argc, char **argv) {
 int main(int argc, char **argv) {
     rn_binary_stdout();               /* "\n" line ends on every platform (Windows: not "\r\n") */
     setvbuf(stdout, NULL, _IOLBF, 0); /* epoch lines in order with stderr's progress lines */
+    /* train --compare RUN... --out DIR: tables and curves of finished runs (compare.c) */
+    if (argc > 1 && !strcmp(argv[1], "--compare")) return compare_main(argc - 2, argv + 2);
     set_defaults();
     if (parse_args(argc - 1, argv + 1, NULL) != 0) {
         fprintf(stderr, "error: %s\n", rn_error());

@@ -139,6 +139,33 @@ best_ep=$(sed -n 's/.*restored the best weights (epoch \([0-9]*\),.*/\1/p' "$T/e
 grep -q "\"best_epochs\":\[$best_ep\]" "$T/e1/metrics.json" && grep -q 'class="best"' "$T/e1/report.html" \
   && ok "report marks the restored epoch $best_ep" || fail "restored epoch $best_ep not marked"
 
+# 4b. --compare: a row a run in compare.csv (the run's own numbers), the curves of every run
+#     overlaid in compare.html; a missing run is refused before anything is written
+run_train --compare "$T/r1" "$T/h1" "$T/f1" --out "$T/cmp" > "$T/cmp.log" 2>&1 || { cat "$T/cmp.log"; fail "--compare failed"; }
+rows=$(($(wc -l < "$T/cmp/compare.csv") - 1))
+head -n 1 "$T/cmp/compare.csv" | grep -q '^run,path,backbone,head,input_size,parameters,trainable_parameters,train_accuracy,val_accuracy,test_accuracy,macro_precision,macro_recall,macro_f1,macro_auc,top_k,top_k_accuracy,epochs,seconds,peak_memory_mb$' \
+  || fail "compare.csv header: $(head -n 1 "$T/cmp/compare.csv")"
+csv_acc=$(awk -F, '$1 == "r1" { print $10 }' "$T/cmp/compare.csv")
+csv_ep=$(awk -F, '$1 == "f1" { print $17 }' "$T/cmp/compare.csv")
+f1_ep=$(($(wc -l < "$T/f1/history.csv") - 1))
+if [ "$rows" -eq 3 ] && awk -v a="$csv_acc" -v b="$acc" 'BEGIN { d = a - b; exit !(a != "" && d < 1e-6 && d > -1e-6) }' \
+   && [ "$csv_ep" = "$f1_ep" ] && grep -q '^h1,.*,cifar_resnet20,mlp:32:dropout=0.2,16,' "$T/cmp/compare.csv"; then
+  ok "compare.csv: 3 rows, r1's test accuracy $csv_acc, f1's $csv_ep epochs"
+else cat "$T/cmp/compare.csv"; fail "compare.csv rows"; fi
+# four overlaid charts (train/val loss and accuracy), each with a line per run
+n_lines=0
+for c in 0 1 2 3; do
+  for r in 0 1 2; do
+    sed -n "/data-curve=\"$c\"/,/<\/svg>/p" "$T/cmp/compare.html" | grep -q "data-run=\"$r\"" && n_lines=$((n_lines + 1))
+  done
+done
+[ "$n_lines" -eq 12 ] && ok "compare.html: 4 charts x 3 runs overlaid" || fail "compare.html: $n_lines of 12 curves"
+run_train --compare "$T/r1" "$T/nowhere" --out "$T/cmp2" > /dev/null 2>&1; st=$?
+[ "$st" -eq 1 ] && [ ! -e "$T/cmp2/compare.csv" ] && ok "--compare refuses a missing run (exit 1)" \
+  || fail "--compare with a missing run: status $st"
+run_train --compare "$T/r1" > /dev/null 2>&1; st=$?
+[ "$st" -eq 2 ] || fail "--compare without --out: status $st, expected 2"
+
 # 5. --low-memory (the default: ResNet-50's conv3 and downsample outputs recomputed in
 #    backward) and --low-memory=0 (kept): the same model. Left out under an emulator
 #    (RN_TEST_EMULATED=1, tools/cross.sh): minutes there, and the x86-64 runs check it.
