@@ -517,7 +517,8 @@ static void write_html(Buf *b, const RunRow *rows, int n) {
             if (!isfinite(c[j].value))
                 put(b, "&mdash;");
             else if (j == C_PARAMS || j == C_TRAINABLE)
-                buf_printf(b, "%.2fM", c[j].value / 1e6);
+                buf_printf(b, c[j].value >= 1e5 ? "%.2fM" : "%.1fK",
+                           c[j].value / (c[j].value >= 1e5 ? 1e6 : 1e3));
             else if (c[j].is_int)
                 buf_printf(b, "%.0f", c[j].value);
             else if (c[j].pct)
@@ -540,6 +541,38 @@ static void write_html(Buf *b, const RunRow *rows, int n) {
     overlay_chart(b, rows, n, CV_TRAIN_ACC, "Train accuracy");
     overlay_chart(b, rows, n, CV_VAL_ACC, "Validation accuracy");
     put(b, "</div></section>\n</main></body></html>\n");
+}
+
+/* ---------------------------------------------------------------- the table on stdout */
+
+static void pct_cell(double v) {
+    if (isfinite(v))
+        printf(" %8.1f%%", 100 * v);
+    else
+        printf(" %9s", "-");
+}
+
+static void print_table(const RunRow *rows, int n) {
+    int w = 3;
+    for (int i = 0; i < n; i++) {
+        int l = (int)strlen(rows[i].name);
+        if (l > w) w = l < 40 ? l : 40;
+    }
+    printf("%-*s  %-16s %9s %9s %9s %9s %9s %7s %9s\n", w, "run", "backbone", "train", "val",
+           "test", "macro F1", "trainable", "epochs", "time (s)");
+    for (int i = 0; i < n; i++) {
+        Cell c[N_COLS];
+        int topk;
+        row_cells(&rows[i], c, &topk);
+        printf("%-*.*s  %-16.16s", w, w, rows[i].name, jstr(jget(jget(&rows[i].json, "run"), "arch")));
+        pct_cell(c[C_TRAIN].value);
+        pct_cell(c[C_VAL].value);
+        pct_cell(c[C_TEST].value);
+        double tp = c[C_TRAINABLE].value;
+        printf(" %9.4f %8.*f%c %7.0f %9.1f\n", c[C_F1].value, tp >= 1e5 ? 2 : 1,
+               tp / (tp >= 1e5 ? 1e6 : 1e3), tp >= 1e5 ? 'M' : 'K', c[C_EPOCHS].value,
+               c[C_SECONDS].value);
+    }
 }
 
 /* ---------------------------------------------------------------- the command */
@@ -585,7 +618,7 @@ int compare_main(int argc, char **argv) {
     snprintf(path, sizeof path, "%s/compare.html", out);
     if (wrc == 0) wrc = write_file_atomic(path, html.data, html.len);
     if (wrc == 0) {
-        fwrite(csv.data, 1, csv.len, stdout);
+        print_table(rows, n);
         printf("\ncompare: %s/compare.csv and %s/compare.html (%d runs)\n", out, out, n);
         rc = 0;
     } else {

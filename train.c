@@ -39,7 +39,7 @@
 typedef struct {
     const char *arch, *weights, *data, *data_csv, *cifar_bin, *val, *test, *out, *resume;
     const char *cache_dir, *head, *preprocess, *unfreeze, *opt, *class_weights, *schedule;
-    const char *pseudo, *pseudo_eval, *make_demo_data, *run_id;
+    const char *pseudo, *pseudo_eval, *make_demo_data, *run_id, *demo_task;
     int img_size, augment, aug_flip, limit_per_class, seed, threads, batch;
     int epochs, finetune_epochs, patience, pseudo_epochs, demo_per_class, kill_after;
     float crop_pct, aug_scale_min, aug_scale_max, aug_rotate, aug_translate;
@@ -146,6 +146,9 @@ static const OptionDef OPTIONS[] = {
     {"make-demo-data", K_STR, &A.make_demo_data, "",
      "write the procedural demo data set to DIR and exit"},
     {"demo-per-class", K_INT, &A.demo_per_class, "150", "demo training images per class"},
+    {"demo-task", K_STR, &A.demo_task, "source",
+     "which demo task --make-demo-data writes: 'source' (circle, square, triangle, stripes) "
+     "or 'target' (ring, cross, checker, crescent; plus composite.png for --patches)"},
     {"kill-after-epochs", K_INT, &A.kill_after, "0",
      "testing: SIGKILL itself after N epochs (after the checkpoint)"},
     {"help", K_FLAG, &A.help, "0", "this list"},
@@ -368,7 +371,9 @@ static void print_help(void) {
 /* ------------------------------------------------------------------------------------ */
 
 #define DEMO_SIZE 64
-static const char *DEMO_CLASSES[4] = {"circle", "square", "triangle", "stripes"};
+/* the source task's four classes, then the target task's four others */
+static const char *DEMO_CLASSES[8] = {"circle", "square",  "triangle", "stripes",
+                                      "ring",   "cross",   "checker",  "crescent"};
 
 /* The shifts grow from domain to domain (gradual domain adaptation): a new palette and
  * more noise, then also less contrast and blur. */
@@ -406,9 +411,23 @@ static int demo_inside(int cls, float dx, float dy, float rad, float ang, float 
         }
         return 1;
     }
-    default: /* stripes inside a disc */
+    case 3: /* stripes inside a disc */
         if (dx * dx + dy * dy > rad * rad * 1.2f) return 0;
         return fmodf(u + 1000.0f * period, period) < 0.5f * period;
+    case 4: { /* ring: an annulus */
+        float r2 = dx * dx + dy * dy;
+        return r2 <= rad * rad && r2 >= 0.36f * rad * rad;
+    }
+    case 5: /* cross: two bars */
+        return (fabsf(u) <= 0.3f * rad && fabsf(v) <= rad) ||
+               (fabsf(v) <= 0.3f * rad && fabsf(u) <= rad);
+    case 6: /* checker board in a square */
+        if (fabsf(u) > 0.9f * rad || fabsf(v) > 0.9f * rad) return 0;
+        return ((int)floorf((u + 100 * period) / period) + (int)floorf((v + 100 * period) / period)) % 2;
+    default: { /* crescent: a disc less a shifted disc */
+        float ex = u - 0.5f * rad;
+        return dx * dx + dy * dy <= rad * rad && ex * ex + v * v > 0.7f * rad * rad;
+    }
     }
 }
 
@@ -473,8 +492,11 @@ static int demo_write(Rng *r, int cls, const DemoDomain *dom, const char *dir, c
 
 /* DIR/train/<class>/ (labelled), and for each shifted domain DIR/<domain>/unlabelled/
  * (flat, shuffled class order) plus DIR/<domain>/heldout/<class>/ (labelled, for scoring). */
-static int make_demo_data(const char *root, int per_class, uint64_t seed) {
+/* target = 1: the target task's classes (DEMO_CLASSES[4..7]) and DIR/composite.png, four of
+ * its shapes side by side (2 x 2 tiles of DEMO_SIZE px) for patch inference. */
+static int make_demo_data(const char *root, int per_class, uint64_t seed, int target) {
     char dir[1024];
+    const int c0 = target ? 4 : 0; /* the task's first class */
     int n_unlab = per_class / 2 > 4 ? per_class / 2 : 4;
     int n_held = per_class / 4 > 4 ? per_class / 4 : 4;
     for (int d = 0; d < 3; d++) {
@@ -484,8 +506,8 @@ static int make_demo_data(const char *root, int per_class, uint64_t seed) {
         if (d == 0) {
             for (int c = 0; c < 4; c++)
                 for (int i = 0; i < per_class; i++) {
-                    snprintf(dir, sizeof dir, "%s/train/%s", root, DEMO_CLASSES[c]);
-                    if (demo_write(&r, c, dom, dir, DEMO_CLASSES[c], i) != 0) return -1;
+                    snprintf(dir, sizeof dir, "%s/train/%s", root, DEMO_CLASSES[c0 + c]);
+                    if (demo_write(&r, c0 + c, dom, dir, DEMO_CLASSES[c0 + c], i) != 0) return -1;
                 }
             continue;
         }
@@ -494,20 +516,40 @@ static int make_demo_data(const char *root, int per_class, uint64_t seed) {
         rng_shuffle(&r, order, n);
         snprintf(dir, sizeof dir, "%s/%s/unlabelled", root, dom->name);
         for (int i = 0; i < n; i++)
-            if (demo_write(&r, order[i], dom, dir, "img", i) != 0) {
+            if (demo_write(&r, c0 + order[i], dom, dir, "img", i) != 0) {
                 free(order);
                 return -1;
             }
         free(order);
         for (int c = 0; c < 4; c++)
             for (int i = 0; i < n_held; i++) {
-                snprintf(dir, sizeof dir, "%s/%s/heldout/%s", root, dom->name, DEMO_CLASSES[c]);
-                if (demo_write(&r, c, dom, dir, DEMO_CLASSES[c], i) != 0) return -1;
+                snprintf(dir, sizeof dir, "%s/%s/heldout/%s", root, dom->name, DEMO_CLASSES[c0 + c]);
+                if (demo_write(&r, c0 + c, dom, dir, DEMO_CLASSES[c0 + c], i) != 0) return -1;
             }
     }
-    printf("demo data in %s: train/ (4 classes x %d), %s/ and %s/ (unlabelled %d, held-out "
-           "4 x %d each)\n",
-           root, per_class, DEMO_DOMAINS[1].name, DEMO_DOMAINS[2].name, 4 * n_unlab, n_held);
+    if (target) {
+        const int S = DEMO_SIZE;
+        Image pic = {2 * S, 2 * S, rn_alloc((size_t)4 * S * S * 3)};
+        Rng r;
+        rng_seed(&r, seed * 1000003u + 99);
+        for (int t = 0; t < 4; t++) {
+            Image tile;
+            demo_draw(&r, c0 + t, &DEMO_DOMAINS[0], &tile);
+            for (int y = 0; y < S; y++)
+                memcpy(pic.rgb + ((size_t)(t / 2 * S + y) * 2 * S + (size_t)(t % 2) * S) * 3,
+                       tile.rgb + (size_t)y * S * 3, (size_t)S * 3);
+            image_free(&tile);
+        }
+        snprintf(dir, sizeof dir, "%s/composite.png", root);
+        int rc = image_write_png(dir, &pic);
+        image_free(&pic);
+        if (rc != 0) return -1;
+    }
+    printf("demo data in %s: train/ (%s, %s, %s, %s: %d each), %s/ and %s/ (unlabelled %d, "
+           "held-out 4 x %d each)%s\n",
+           root, DEMO_CLASSES[c0], DEMO_CLASSES[c0 + 1], DEMO_CLASSES[c0 + 2], DEMO_CLASSES[c0 + 3],
+           per_class, DEMO_DOMAINS[1].name, DEMO_DOMAINS[2].name, 4 * n_unlab, n_held,
+           target ? ", composite.png (2 x 2 shapes)" : "");
     return 0;
 }
 
@@ -2000,7 +2042,13 @@ int main(int argc, char **argv) {
     if (A.threads > 0) omp_set_num_threads(A.threads);
 #endif
     if (A.make_demo_data[0]) {
-        if (make_demo_data(A.make_demo_data, A.demo_per_class, (uint64_t)A.seed) != 0) {
+        int target = strcmp(A.demo_task, "target") == 0;
+        if (!target && strcmp(A.demo_task, "source") != 0) {
+            fprintf(stderr, "error: --demo-task: expected 'source' or 'target', found '%s'\n",
+                    A.demo_task);
+            return 2;
+        }
+        if (make_demo_data(A.make_demo_data, A.demo_per_class, (uint64_t)A.seed, target) != 0) {
             fprintf(stderr, "error: %s\n", rn_error());
             return 1;
         }
