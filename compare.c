@@ -395,9 +395,11 @@ static void overlay_chart(Buf *b, const RunRow *rows, int n, int kind, const cha
         lo = 0;
         hi = 1;
     } else {
+        /* from 0 to four steps of 1, 2 or 5 times a power of ten */
         lo = 0;
-        if (hi <= 0) hi = 1;
-        hi *= 1.05;
+        if (!(hi > 0)) hi = 1;
+        double p = pow(10, floor(log10(hi / 4))), f = hi / 4 / p;
+        hi = 4 * (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10) * p;
     }
     double pw = W - PL - PR, ph = H - PT - PB, x0 = 1, x1 = xmax > 1 ? xmax : 2;
 #define X(x) (PL + ((x)-x0) / (x1 - x0) * pw)
@@ -434,8 +436,12 @@ static void overlay_chart(Buf *b, const RunRow *rows, int n, int kind, const cha
                 continue;
             }
             if (!open)
-                buf_printf(b, "<polyline class=\"series\" data-run=\"%d\" stroke=\"%s\" points=\"",
-                           i, run_colors[i % 10]);
+                /* earlier runs drawn wider, so that identical curves (a fine-tuning run
+                 * starts as the frozen run with the same seed) both stay visible */
+                buf_printf(b,
+                           "<polyline class=\"series\" data-run=\"%d\" stroke=\"%s\" "
+                           "stroke-width=\"%.1f\" points=\"",
+                           i, run_colors[i % 10], 2.0 + 2.0 * (n - 1 - i));
             buf_printf(b, "%s%.1f,%.1f", open ? " " : "", X(e + 1), Y(v));
             open = 1;
         }
@@ -451,20 +457,20 @@ static void overlay_chart(Buf *b, const RunRow *rows, int n, int kind, const cha
 static const char *css =
     "*{box-sizing:border-box}body{margin:0;background:#f1f5f9;color:#0f172a;font:15px/1.5 "
     "system-ui,-apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif}"
-    "main{max-width:1300px;margin:0 auto;padding:28px 24px 48px}h1{margin:0 0 4px;font-size:28px}"
+    "main{max-width:1500px;margin:0 auto;padding:28px 24px 48px}h1{margin:0 0 4px;font-size:28px}"
     ".sub{color:#64748b;margin:0 0 16px}section{background:#fff;border-radius:14px;"
     "padding:20px 24px;margin-top:22px;box-shadow:0 1px 3px rgba(15,23,42,.08)}"
     "h2{margin:0 0 12px;font-size:19px}h3{margin:0 0 4px;font-size:15px;color:#334155}"
     ".scroll{overflow-x:auto}table{border-collapse:collapse;font-variant-numeric:tabular-nums;"
-    "font-size:14px}th,td{padding:6px 10px;border-bottom:1px solid #e2e8f0;text-align:right;"
+    "font-size:13px}th,td{padding:5px 7px;border-bottom:1px solid #e2e8f0;text-align:right;"
     "white-space:nowrap}thead th{color:#64748b;font-size:12px;font-weight:600}"
-    "tbody th{text-align:left}td.best{font-weight:700;color:#047857}"
+    "tbody th,thead th:first-child{text-align:left}td.best{font-weight:700;color:#047857}"
     ".sw{display:inline-block;width:12px;height:12px;border-radius:2px;margin-right:6px;"
     "vertical-align:-1px}.two{display:grid;grid-template-columns:1fr 1fr;gap:20px}"
     "@media(max-width:900px){.two{grid-template-columns:1fr}}svg{display:block;"
     "font-family:inherit}svg.chart{width:100%;height:auto}svg .grid line{stroke:#e2e8f0}"
     "svg .tick text{fill:#64748b;font-size:12px}svg .axislabel{fill:#334155;font-size:13px;"
-    "font-weight:600}svg .series{fill:none;stroke-width:2.5;stroke-linejoin:round}"
+    "font-weight:600}svg .series{fill:none;stroke-linejoin:round;stroke-opacity:.9}"
     "svg .frame{fill:none;stroke:#94a3b8}svg .emptytext{fill:#94a3b8;text-anchor:middle}"
     ".small{color:#64748b;font-size:13px}";
 
@@ -534,8 +540,15 @@ static void write_html(Buf *b, const RunRow *rows, int n) {
     }
     put(b, "</tbody></table></div></section>\n");
     put(b, "<section><h2>Curves, overlaid per split</h2><p class=\"small\">x: epochs counted "
-           "over each run (all its phases); one colour per run, as in the table.</p>"
-           "<div class=\"two\">\n");
+           "over each run (all its phases); one colour per run, as in the table; earlier runs "
+           "are drawn wider, so a curve hidden under another's is still seen at its edges.</p>"
+           "<p>");
+    for (int i = 0; i < n; i++) {
+        buf_printf(b, "<span class=\"sw\" style=\"background:%s\"></span>", run_colors[i % 10]);
+        esc(b, rows[i].name);
+        put(b, i + 1 < n ? " &nbsp; " : "");
+    }
+    put(b, "</p><div class=\"two\">\n");
     overlay_chart(b, rows, n, CV_TRAIN_LOSS, "Train loss");
     overlay_chart(b, rows, n, CV_VAL_LOSS, "Validation loss");
     overlay_chart(b, rows, n, CV_TRAIN_ACC, "Train accuracy");

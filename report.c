@@ -462,14 +462,20 @@ static void line_chart(Buf *b, const Report *r, int kind) {
                "text-anchor=\"middle\">%s</text>\n",
                PAD_T + ph / 2, ylabel);
 
-    /* phase changes: a dashed line halfway between the two records */
+    /* phase changes: a dashed line halfway between the two records; labels one line lower
+     * than the previous one's when the phases are too short for them to fit side by side */
+    double last_label_x = -1e9;
+    int label_row = 0;
     for (int i = 1; i < n; i++) {
         if (r->history[i].phase == r->history[i - 1].phase) continue;
         double x = PX(0.5 * (xs[i - 1] + xs[i]));
+        label_row = x - last_label_x < 56 ? (label_row + 1) % 4 : 0;
+        last_label_x = x;
         buf_printf(b,
                    "<line class=\"phase\" x1=\"%.1f\" x2=\"%.1f\" y1=\"%d\" y2=\"%.1f\"/>"
                    "<text class=\"phaselabel\" x=\"%.1f\" y=\"%d\">phase %d</text>\n",
-                   x, x, PAD_T - 4, PAD_T + ph, x + 4, PAD_T + 8, r->history[i].phase);
+                   x, x, PAD_T - 4, PAD_T + ph, x + 4, PAD_T + 8 + 13 * label_row,
+                   r->history[i].phase);
     }
     /* the epoch each phase restored: a ring on the monitored series and a label */
     for (int i = 0; r->restored_best && kind != SERIES_LR && i < n; i++) {
@@ -479,10 +485,16 @@ static void line_chart(Buf *b, const Report *r, int kind) {
         if (!isfinite(v)) continue;
         buf_printf(b,
                    "<circle class=\"best\" cx=\"%.1f\" cy=\"%.1f\" r=\"7\"><title>restored best "
-                   "epoch of phase %d (epoch %d)</title></circle><text class=\"bestlabel\" "
-                   "x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">best</text>\n",
-                   PX(xs[i]), PY(v), r->history[i].phase, r->history[i].epoch, PX(xs[i]),
-                   PY(v) + (kind == SERIES_ACC ? 20 : -11));
+                   "epoch of phase %d (epoch %d)</title></circle>\n",
+                   PX(xs[i]), PY(v), r->history[i].phase, r->history[i].epoch);
+        /* the word too, where the phase is wide enough for it */
+        int len = 0;
+        for (int j = 0; j < n; j++) len += r->history[j].phase == r->history[i].phase;
+        if (len * pw / fmax(1, x1 - x0) >= 36)
+            buf_printf(b,
+                       "<text class=\"bestlabel\" x=\"%.1f\" y=\"%.1f\" "
+                       "text-anchor=\"middle\">best</text>\n",
+                       PX(xs[i]), PY(v) + (kind == SERIES_ACC ? 20 : -11));
     }
 
     /* the two series: polylines broken at missing values, dots when there are few points */
