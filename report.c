@@ -471,11 +471,13 @@ static void line_chart(Buf *b, const Report *r, int kind) {
         double x = PX(0.5 * (xs[i - 1] + xs[i]));
         label_row = x - last_label_x < 56 ? (label_row + 1) % 4 : 0;
         last_label_x = x;
+        int left = x + 56 > PAD_L + pw; /* near the right edge: the label left of the line */
         buf_printf(b,
                    "<line class=\"phase\" x1=\"%.1f\" x2=\"%.1f\" y1=\"%d\" y2=\"%.1f\"/>"
-                   "<text class=\"phaselabel\" x=\"%.1f\" y=\"%d\">phase %d</text>\n",
-                   x, x, PAD_T - 4, PAD_T + ph, x + 4, PAD_T + 8 + 13 * label_row,
-                   r->history[i].phase);
+                   "<text class=\"phaselabel\" x=\"%.1f\" y=\"%d\" text-anchor=\"%s\">phase "
+                   "%d</text>\n",
+                   x, x, PAD_T - 4, PAD_T + ph, left ? x - 4 : x + 4, PAD_T + 8 + 13 * label_row,
+                   left ? "end" : "start", r->history[i].phase);
     }
     /* the epoch each phase restored: a ring on the monitored series and a label */
     for (int i = 0; r->restored_best && kind != SERIES_LR && i < n; i++) {

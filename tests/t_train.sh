@@ -63,6 +63,9 @@ if grep -q '"misclassified":\[\]' "$T/r1/metrics.json" \
 then ok "misclassified as objects"; else fail "misclassified are not objects"; fi
 grep -q "1 thread, " "$T/r1.log" && ! grep -q "1 threads" "$T/r1.log" && ok "banner: 1 thread" \
   || fail "banner thread count grammar"
+# 4 classes: top-k (k = min(5, classes) = 4) says nothing and is not shown
+grep -q "macro AUC" "$T/r1.log" && ! grep -q "top-4 accuracy" "$T/r1.log" && ! grep -q "top-4" "$T/r1/report.html" \
+  && ok "top-k hidden when k = classes" || fail "top-4 of 4 classes shown"
 
 # 1b. a file that cannot be decoded: one line naming it, the run goes on, exit status 1
 cp -r "$T/data/train" "$T/broken"
