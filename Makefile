@@ -5,7 +5,7 @@
 #   make SIMD=auto       a portable x86-64 build: the GEMM kernel is chosen at run time
 #   make setup           find stb (libstb-dev) or install it with apt-get
 #   make bench           ResNet-50 speed, side by side with PyTorch when available
-#   make demo            the embedded end-to-end training job
+#   make demo            transfer learning end to end on generated tasks, no download (tools/demo.sh)
 #   make test T=pattern  only the test binaries and shell tests whose name holds pattern
 #   make asan / tsan     the suite under AddressSanitizer + UBSan / ThreadSanitizer (clang)
 #   make fuzz            bounded libFuzzer runs of the decoder and the safetensors readers

@@ -711,6 +711,26 @@ static void resize_rgb(const uint8_t *src, int w, int h, int stride, uint8_t *ds
     rn_free(vk);
 }
 
+void image_resize(const Image *src, int w, int h, Image *dst) {
+    dst->w = w;
+    dst->h = h;
+    dst->rgb = rn_alloc((size_t)w * h * 3);
+    resize_rgb(src->rgb, src->w, src->h, src->w * 3, dst->rgb, w, h);
+}
+
+static void buf_writer(void *ctx, void *data, int size) { buf_put(ctx, data, (size_t)size); }
+
+int image_encode(const Image *img, int jpeg_quality, Buf *out) {
+    int ok = jpeg_quality > 0
+                 ? stbi_write_jpg_to_func(buf_writer, out, img->w, img->h, 3, img->rgb, jpeg_quality)
+                 : stbi_write_png_to_func(buf_writer, out, img->w, img->h, 3, img->rgb, img->w * 3);
+    if (!ok) {
+        rn_set_error("cannot encode a %dx%d %s", img->w, img->h, jpeg_quality > 0 ? "JPEG" : "PNG");
+        return -1;
+    }
+    return 0;
+}
+
 /* HWC 0..255 floats -> CHW by the convention. */
 static void normalize_chw(const float *hwc, int size, PrepKind kind, float *out) {
     static const float tv_mean[3] = {0.485f, 0.456f, 0.406f};

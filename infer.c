@@ -749,8 +749,19 @@ static int cmd_eval(Net *net, ModelInfo *info, const Options *o) {
     char jpath[1100], hpath[1100];
     snprintf(jpath, sizeof jpath, "%s/metrics.json", o->out_dir);
     snprintf(hpath, sizeof hpath, "%s/report.html", o->out_dir);
-    char title[600], notes[1200];
+    char title[600], notes[1200], split[300];
+    /* the folder evaluated names the split: "val", "test", "holdout"... */
+    char trimmed[300];
+    snprintf(trimmed, sizeof trimmed, "%s", o->eval_dir);
+    for (size_t l = strlen(trimmed); l > 1 && trimmed[l - 1] == '/'; l--) trimmed[l - 1] = 0;
+    snprintf(split, sizeof split, "%s", base_name(trimmed));
     snprintf(title, sizeof title, "Evaluation of %s", o->eval_dir);
+    double half;
+    if (metrics_too_small(&met, &half))
+        fprintf(stderr,
+                "infer: warning: %s (%d images) is too small to trust: its accuracy's 95%% "
+                "interval is +-%.1f points (the rule: wider than +-%.0f points)\n",
+                o->eval_dir, met.n, 100 * half, 100 * METRICS_TRUST_HALF_WIDTH);
     snprintf(notes, sizeof notes, "model: %s; arch %s; preprocessing %s, %d px, crop %.3f",
              o->model ? o->model : o->weights, info->arch, prep_name(info->prep.kind),
              info->prep.size, info->prep.crop_pct);
@@ -759,13 +770,18 @@ static int cmd_eval(Net *net, ModelInfo *info, const Options *o) {
     rep.class_names = info->class_names;
     rep.k = k;
     rep.test = &met;
-    rep.misclassified = wrong;
-    rep.n_misclassified = n_wrong;
     rep.notes = notes;
+    rep.split = split;
+    rep.data = &ds;
+    rep.probs = r.probs;
+    rep.ok = r.ok;
+    char ppath[1100];
+    snprintf(ppath, sizeof ppath, "%s/predictions.csv", o->out_dir);
     if (rc == 0) rc = report_write_json(&rep, jpath);
     if (rc == 0) rc = report_write_html(&rep, hpath);
+    if (rc == 0) rc = report_write_predictions_csv(&rep, ppath);
     if (rc == 0)
-        fprintf(stderr, "infer: wrote %s and %s\n", jpath, hpath);
+        fprintf(stderr, "infer: wrote %s, %s and %s\n", jpath, hpath, ppath);
     else
         fprintf(stderr, "infer: %s\n", rn_error());
     if (rc == 0 && o->save_logits) rc = save_rows_npy(o->save_logits, r.logits, r.ok, r.n, r.k);
@@ -811,34 +827,6 @@ static void crop_image(const Image *src, int x0, int y0, int w, int h, Image *ds
                (size_t)w * 3);
 }
 
-/* Bilinear resize of an RGB8 image, used to upscale images smaller than a patch and to
- * size the grid picture. */
-static void resize_rgb(const Image *src, int w, int h, Image *dst) {
-    dst->w = w;
-    dst->h = h;
-    dst->rgb = rn_alloc((size_t)w * h * 3);
-    for (int y = 0; y < h; y++) {
-        float fy = (y + 0.5f) * src->h / h - 0.5f;
-        if (fy < 0) fy = 0;
-        int y0 = (int)fy, y1 = y0 + 1 < src->h ? y0 + 1 : y0;
-        float ay = fy - y0;
-        for (int x = 0; x < w; x++) {
-            float fx = (x + 0.5f) * src->w / w - 0.5f;
-            if (fx < 0) fx = 0;
-            int x0 = (int)fx, x1 = x0 + 1 < src->w ? x0 + 1 : x0;
-            float ax = fx - x0;
-            for (int c = 0; c < 3; c++) {
-                float p00 = src->rgb[((size_t)y0 * src->w + x0) * 3 + c],
-                      p01 = src->rgb[((size_t)y0 * src->w + x1) * 3 + c];
-                float p10 = src->rgb[((size_t)y1 * src->w + x0) * 3 + c],
-                      p11 = src->rgb[((size_t)y1 * src->w + x1) * 3 + c];
-                float v = (1 - ay) * ((1 - ax) * p00 + ax * p01) + ay * ((1 - ax) * p10 + ax * p11);
-                dst->rgb[((size_t)y * w + x) * 3 + c] = (uint8_t)(v + 0.5f);
-            }
-        }
-    }
-}
-
 /* Distinct colours (Tableau 20), cycled for more classes. */
 static const uint8_t palette[20][3] = {
     {31, 119, 180},  {255, 127, 14},  {44, 160, 44},   {214, 39, 40},   {148, 103, 189},
@@ -878,16 +866,19 @@ static int by_share_desc(const void *a, const void *b) {
 }
 
 /* The picture: image with each pixel tinted by the class of the window whose centre is
- * nearest, window-cell borders, and a legend of the classes present with their shares. */
+ * nearest, the tint as strong as that window's confidence (from 10 % of the colour at
+ * probability 1/k to 70 % at 1), window-cell borders, and a legend of the classes present
+ * with their shares. */
 static int write_grid_picture(const char *path, const Image *img, const int *xs, int nx,
                               const int *ys, int ny, int patch, const int *cell_class,
-                              const ClassShare *shares, int n_shares, char **names) {
+                              const float *cell_prob, int k, const ClassShare *shares,
+                              int n_shares, char **names) {
     /* draw at most 1024 px on the longer side */
     double scale = 1.0;
     int longer = img->w > img->h ? img->w : img->h;
     if (longer > 1024) scale = 1024.0 / longer;
     Image base;
-    resize_rgb(img, (int)(img->w * scale + 0.5), (int)(img->h * scale + 0.5), &base);
+    image_resize(img, (int)(img->w * scale + 0.5), (int)(img->h * scale + 0.5), &base);
     int legend_h = 16 + 22 * n_shares;
     Image pic = {base.w < 360 ? 360 : base.w, base.h + legend_h, NULL};
     pic.rgb = rn_alloc((size_t)pic.w * pic.h * 3);
@@ -905,7 +896,9 @@ static int write_grid_picture(const char *path, const Image *img, const int *xs,
             const uint8_t *col = palette[cell_class[gy * nx + gx] % 20];
             const uint8_t *src = base.rgb + ((size_t)y * base.w + x) * 3;
             uint8_t *dst = pic.rgb + ((size_t)y * pic.w + x) * 3;
-            for (int c = 0; c < 3; c++) dst[c] = (uint8_t)(0.55f * src[c] + 0.45f * col[c] + 0.5f);
+            float conf = (cell_prob[gy * nx + gx] - 1.0f / k) / (1 - 1.0f / k);
+            float a = 0.1f + 0.6f * (conf < 0 ? 0 : conf > 1 ? 1 : conf);
+            for (int c = 0; c < 3; c++) dst[c] = (uint8_t)((1 - a) * src[c] + a * col[c] + 0.5f);
         }
     }
     /* borders between cells: where the nearest window changes */
@@ -993,7 +986,7 @@ static int cmd_patches(Net *net, ModelInfo *info, const Options *o) {
         }
         if (scale > 1.0) {
             Image up;
-            resize_rgb(&img, (int)uw, (int)uh, &up);
+            image_resize(&img, (int)uw, (int)uh, &up);
             image_free(&img);
             img = up;
         }
@@ -1055,7 +1048,7 @@ static int cmd_patches(Net *net, ModelInfo *info, const Options *o) {
         char *dot = strrchr(stem, '.');
         if (dot) *dot = 0;
         snprintf(pic_path, sizeof pic_path, "%s/%s.patches.png", o->out_dir, stem);
-        if (write_grid_picture(pic_path, &img, xs, nx, ys, ny, o->patch, cell_class, shares,
+        if (write_grid_picture(pic_path, &img, xs, nx, ys, ny, o->patch, cell_class, cell_prob, k, shares,
                                n_legend < 12 ? n_legend : 12, info->class_names) != 0) {
             fprintf(stderr, "infer: %s\n", rn_error());
             failed++;
@@ -1166,9 +1159,10 @@ int main(int argc, char **argv) {
     if (o.winograd >= 0) net->winograd = o.winograd;
     net->reference = o.reference;
     fprintf(stderr,
-            "infer: %s, %d classes, %s preprocessing at %d px (crop %.3f), %d threads, %s%s\n",
+            "infer: %s, %d classes, %s preprocessing at %d px (crop %.3f), %d thread%s, %s%s\n",
             info.arch, info.num_classes, prep_name(info.prep.kind), info.prep.size,
-            info.prep.crop_pct, rn_threads(), net->reference ? "reference kernels" : simd_name(),
+            info.prep.crop_pct, rn_threads(), rn_threads() == 1 ? "" : "s",
+            net->reference ? "reference kernels" : simd_name(),
             !net->reference && net->winograd ? ", Winograd 3x3" : "");
     int rc = o.eval_dir ? cmd_eval(net, &info, &o)
              : o.patch  ? cmd_patches(net, &info, &o)

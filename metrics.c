@@ -50,6 +50,29 @@ static double auc_sorted(Scored *s, int n) {
     return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg);
 }
 
+/* Average precision as scikit-learn's average_precision_score: AP = sum_t (R_t - R_{t-1}) P_t
+ * over the distinct score thresholds t from the highest down (a step function, no
+ * interpolation). s sorted ascending by auc_sorted; NAN without positives. */
+static double average_precision_sorted(const Scored *s, int n) {
+    double n_pos = 0;
+    for (int i = 0; i < n; i++) n_pos += s[i].positive;
+    if (n_pos == 0) return NAN;
+    double tp = 0, fp = 0, prev_recall = 0, ap = 0;
+    for (int i = n - 1; i >= 0;) {
+        int j = i;
+        while (j >= 0 && scored_cmp(&s[i], &s[j]) == 0) {
+            tp += s[j].positive;
+            fp += !s[j].positive;
+            j--;
+        }
+        double recall = tp / n_pos;
+        ap += (recall - prev_recall) * (tp / (tp + fp));
+        prev_recall = recall;
+        i = j;
+    }
+    return ap;
+}
+
 double roc_auc(int n, const float *scores, const uint8_t *positive) {
     if (n <= 0 || !scores || !positive) return NAN;
     Scored *s = malloc((size_t)n * sizeof *s);
@@ -79,6 +102,8 @@ void metrics_compute(int n, int k, const float *probs, const int *labels, int to
     m->recall = rn_calloc((size_t)k, sizeof(double));
     m->f1 = rn_calloc((size_t)k, sizeof(double));
     m->support = rn_calloc((size_t)k, sizeof(int));
+    m->auc = rn_calloc((size_t)k, sizeof(double));
+    m->ap = rn_calloc((size_t)k, sizeof(double));
 
     /* Samples whose label is outside [0, k) are left out of every metric. */
     long correct = 0, correct_topk = 0;
@@ -127,8 +152,9 @@ void metrics_compute(int n, int k, const float *probs, const int *labels, int to
      * has no positives (or no negatives); here such classes are skipped and the mean is over
      * the classes where the AUC is defined (NAN when there are none). */
     Scored *s = used ? malloc((size_t)used * sizeof *s) : NULL;
-    double auc_sum = 0;
+    double auc_sum = 0, ap_sum = 0;
     int auc_count = 0;
+    for (int c = 0; c < k; c++) m->auc[c] = m->ap[c] = NAN;
     for (int c = 0; s && c < k; c++) {
         if (m->support[c] == 0 || m->support[c] == used) continue;
         int t = 0;
@@ -137,13 +163,104 @@ void metrics_compute(int n, int k, const float *probs, const int *labels, int to
             s[t++] = (Scored){probs[(size_t)i * k + c], labels[i] == c};
         }
         double auc = auc_sorted(s, used);
+        m->auc[c] = auc;
+        m->ap[c] = average_precision_sorted(s, used);
         if (auc == auc) {
             auc_sum += auc;
+            ap_sum += m->ap[c];
             auc_count++;
         }
     }
     free(s);
     m->macro_auc = auc_count ? auc_sum / auc_count : NAN;
+    m->macro_ap = auc_count ? ap_sum / auc_count : NAN;
+}
+
+/* Wilson score interval of a proportion p observed on n trials, at z standard errors:
+ *   (p + z^2/2n +- z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n). */
+void metrics_wilson(double p, int n, double z, double *lo, double *hi) {
+    if (n <= 0 || !(p >= 0 && p <= 1)) {
+        *lo = *hi = NAN;
+        return;
+    }
+    double z2n = z * z / n, centre = p + z2n / 2;
+    double half = z * sqrt(p * (1 - p) / n + z2n / (4.0 * n));
+    *lo = (centre - half) / (1 + z2n);
+    *hi = (centre + half) / (1 + z2n);
+}
+
+int metrics_too_small(const Metrics *m, double *half_width) {
+    double lo, hi;
+    metrics_wilson(m->accuracy, m->n, 1.959964, &lo, &hi);
+    double half = (hi - lo) / 2;
+    if (half_width) *half_width = half;
+    return m->n == 0 || !(half <= METRICS_TRUST_HALF_WIDTH);
+}
+
+/* ---------------------------------------------------------------- ROC and PR curves */
+
+void curve_free(Curve *c) {
+    free(c->x);
+    free(c->y);
+    c->x = c->y = NULL;
+    c->n = 0;
+}
+
+int metrics_class_curves(int n, int k, const float *probs, const int *labels, int c, Curve *roc,
+                         Curve *pr) {
+    memset(roc, 0, sizeof *roc);
+    memset(pr, 0, sizeof *pr);
+    roc->area = pr->area = NAN;
+    int used = 0;
+    for (int i = 0; i < n; i++) used += labels[i] >= 0 && labels[i] < k;
+    Scored *s = malloc(((size_t)used + 1) * sizeof *s);
+    roc->x = malloc(((size_t)used + 2) * sizeof(double));
+    roc->y = malloc(((size_t)used + 2) * sizeof(double));
+    pr->x = malloc(((size_t)used + 2) * sizeof(double));
+    pr->y = malloc(((size_t)used + 2) * sizeof(double));
+    if (!s || !roc->x || !roc->y || !pr->x || !pr->y) {
+        free(s);
+        curve_free(roc);
+        curve_free(pr);
+        rn_set_error("metrics_class_curves: out of memory for %d samples", used);
+        return -1;
+    }
+    int t = 0;
+    double n_pos = 0;
+    for (int i = 0; i < n; i++) {
+        if (labels[i] < 0 || labels[i] >= k) continue;
+        s[t++] = (Scored){probs[(size_t)i * k + c], labels[i] == c};
+        n_pos += labels[i] == c;
+    }
+    double n_neg = used - n_pos;
+    qsort(s, (size_t)used, sizeof *s, scored_cmp);
+    /* thresholds from the highest score down; a run of tied scores is one threshold */
+    roc->x[0] = roc->y[0] = 0;
+    pr->x[0] = 0;
+    pr->y[0] = 1; /* sklearn's precision_recall_curve ends at (recall 0, precision 1) */
+    roc->n = pr->n = 1;
+    double tp = 0, fp = 0;
+    for (int i = used - 1; i >= 0;) {
+        int j = i;
+        while (j >= 0 && scored_cmp(&s[i], &s[j]) == 0) {
+            tp += s[j].positive;
+            fp += !s[j].positive;
+            j--;
+        }
+        roc->x[roc->n] = n_neg > 0 ? fp / n_neg : NAN;
+        roc->y[roc->n] = n_pos > 0 ? tp / n_pos : NAN;
+        roc->n++;
+        pr->x[pr->n] = n_pos > 0 ? tp / n_pos : NAN;
+        pr->y[pr->n] = tp / (tp + fp);
+        pr->n++;
+        i = j;
+    }
+    if (n_pos > 0 && n_neg > 0) {
+        roc->area = auc_sorted(s, used);
+        pr->area = average_precision_sorted(s, used);
+    }
+    free(s);
+    return 0;
 }
 
 void metrics_free(Metrics *m) {
@@ -152,8 +269,10 @@ void metrics_free(Metrics *m) {
     rn_free(m->recall);
     rn_free(m->f1);
     rn_free(m->support);
+    rn_free(m->auc);
+    rn_free(m->ap);
     m->confusion = m->support = NULL;
-    m->precision = m->recall = m->f1 = NULL;
+    m->precision = m->recall = m->f1 = m->auc = m->ap = NULL;
 }
 
 /* ---------------------------------------------------------------- text report */
@@ -217,8 +336,9 @@ void metrics_print_report(const Metrics *m, char **class_names, FILE *out) {
             m->weighted_recall, m->weighted_f1, m->n);
     char label[32];
     snprintf(label, sizeof label, "top-%d accuracy", m->topk);
-    fprintf(out, "%-16s %.4f\n", label, m->topk_accuracy);
+    if (m->topk < k) fprintf(out, "%-16s %.4f\n", label, m->topk_accuracy);
     fprintf(out, "%-16s %.4f\n", "macro AUC (ovr)", m->macro_auc);
+    fprintf(out, "%-16s %.4f\n", "macro AP (ovr)", m->macro_ap);
     if (m->loss == m->loss) fprintf(out, "%-16s %.4f\n", "loss", m->loss);
 
     /* Confusion matrix: rows true, columns predicted. Columns are headed by class names cut
@@ -282,6 +402,17 @@ static void json_avg(Buf *b, double p, double r, double f1, int support) {
     buf_printf(b, ",\"support\":%d}", support);
 }
 
+/* json_avg's object with the class's ROC AUC and average precision before its brace */
+static void json_class(Buf *b, const Metrics *m, int c) {
+    json_avg(b, m->precision[c], m->recall[c], m->f1[c], m->support[c]);
+    b->len--;
+    buf_str(b, ",\"auc\":");
+    json_number(b, m->auc ? m->auc[c] : NAN);
+    buf_str(b, ",\"ap\":");
+    json_number(b, m->ap ? m->ap[c] : NAN);
+    buf_str(b, "}");
+}
+
 void metrics_json(Buf *b, const Metrics *m, char **class_names) {
     char tmp[32];
     int k = m->k;
@@ -294,12 +425,21 @@ void metrics_json(Buf *b, const Metrics *m, char **class_names) {
     json_number(b, m->loss);
     buf_str(b, ",\"macro_auc\":");
     json_number(b, m->macro_auc);
+    buf_str(b, ",\"macro_ap\":");
+    json_number(b, m->macro_ap);
+    double lo, hi, half;
+    metrics_wilson(m->accuracy, m->n, 1.959964, &lo, &hi);
+    buf_str(b, ",\"accuracy_ci95\":[");
+    json_number(b, lo);
+    buf_str(b, ",");
+    json_number(b, hi);
+    buf_printf(b, "],\"too_small\":%s", metrics_too_small(m, &half) ? "true" : "false");
     buf_str(b, ",\"per_class\":{");
     for (int c = 0; c < k; c++) {
         if (c) buf_str(b, ",");
         buf_json_string(b, class_label(class_names, c, tmp, sizeof tmp));
         buf_str(b, ":");
-        json_avg(b, m->precision[c], m->recall[c], m->f1[c], m->support[c]);
+        json_class(b, m, c);
     }
     buf_str(b, "},\"macro_avg\":");
     json_avg(b, m->macro_precision, m->macro_recall, m->macro_f1, m->n);

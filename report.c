@@ -18,6 +18,122 @@ static void json_number(Buf *b, double x) {
         put(b, "null");
 }
 
+static const char *class_name(char **names, int c, char *tmp, size_t len) {
+    if (names && names[c]) return names[c];
+    snprintf(tmp, len, "class %d", c);
+    return tmp;
+}
+
+static const char *split_name(const Report *r) {
+    if (r->split && *r->split) return r->split;
+    return r->test ? "test" : "validation";
+}
+
+static const char *sample_path(const Report *r, int i, char *tmp, size_t len) {
+    if (r->data->paths && r->data->paths[i]) return r->data->paths[i];
+    snprintf(tmp, len, "#%d", i);
+    return tmp;
+}
+
+/* Is history record i the best epoch of its phase, the one early stopping restored? The
+ * first record with the lowest monitored loss (val loss, or train loss without val), as
+ * train.c's run_phase picks it. */
+static int is_best_record(const Report *r, int i) {
+    const EpochRecord *h = r->history;
+    int phase = h[i].phase, best = -1;
+    double best_loss = INFINITY;
+    for (int j = 0; j < r->n_history; j++) {
+        if (h[j].phase != phase) continue;
+        double v = isfinite(h[j].val_loss) ? h[j].val_loss : h[j].train_loss;
+        if (v < best_loss) {
+            best_loss = v;
+            best = j;
+        }
+    }
+    return best == i;
+}
+
+/* The history record whose weights the run ended with: the last phase's best epoch when
+ * restored, else the last record; -1 without history. */
+static int final_record(const Report *r) {
+    if (!r->history || r->n_history == 0) return -1;
+    int last = r->n_history - 1;
+    if (!r->restored_best) return last;
+    for (int i = last; i >= 0 && r->history[i].phase == r->history[last].phase; i--)
+        if (is_best_record(r, i)) return i;
+    return last;
+}
+
+typedef struct {
+    int index, truth, guess, group_count;
+    float confidence;
+} Miss;
+
+/* Grouped by true -> predicted, the largest groups first, then by the classes; inside a
+ * group the most confident mistake first, then by index. */
+static int miss_cmp(const void *pa, const void *pb) {
+    const Miss *a = pa, *b = pb;
+    if (a->group_count != b->group_count) return b->group_count - a->group_count;
+    if (a->truth != b->truth) return a->truth - b->truth;
+    if (a->guess != b->guess) return a->guess - b->guess;
+    if (a->confidence != b->confidence) return a->confidence < b->confidence ? 1 : -1;
+    return a->index - b->index;
+}
+
+/* The misclassified samples of r's split, sorted by miss_cmp; NULL (and 0) when none. */
+static Miss *misclassified(const Report *r, int *n_out) {
+    *n_out = 0;
+    if (!r->data || !r->probs || r->k < 1) return NULL;
+    int k = r->k, n = 0;
+    Miss *m = malloc(((size_t)r->data->n + 1) * sizeof *m);
+    int *count = calloc((size_t)k * k, sizeof *count);
+    if (!m || !count) {
+        free(m);
+        free(count);
+        return NULL;
+    }
+    for (int i = 0; i < r->data->n; i++) {
+        int y = r->data->labels[i];
+        if ((r->ok && !r->ok[i]) || y < 0 || y >= k) continue;
+        const float *p = r->probs + (size_t)i * k;
+        int g = 0;
+        for (int c = 1; c < k; c++)
+            if (p[c] > p[g]) g = c;
+        if (g == y) continue;
+        m[n++] = (Miss){i, y, g, 0, p[g]};
+        count[(size_t)y * k + g]++;
+    }
+    for (int i = 0; i < n; i++) m[i].group_count = count[(size_t)m[i].truth * k + m[i].guess];
+    free(count);
+    qsort(m, (size_t)n, sizeof *m, miss_cmp);
+    *n_out = n;
+    return m;
+}
+
+static void run_json(Buf *b, const Report *r) {
+    const RunInfo *ri = r->run;
+    if (!ri) {
+        put(b, "null");
+        return;
+    }
+    put(b, "{\"arch\":");
+    buf_json_string(b, ri->arch ? ri->arch : "");
+    put(b, ",\"head\":");
+    buf_json_string(b, ri->head ? ri->head : "");
+    put(b, ",\"weights\":");
+    buf_json_string(b, ri->weights ? ri->weights : "");
+    buf_printf(b, ",\"input_size\":%d,\"parameters\":%lld,\"trainable_parameters\":%lld",
+               ri->input_size, ri->parameters, ri->trainable_parameters);
+    int fr = final_record(r);
+    put(b, ",\"train_accuracy\":");
+    json_number(b, fr >= 0 ? r->history[fr].train_acc : NAN);
+    buf_printf(b, ",\"epochs\":%d,\"seconds\":", r->n_history);
+    json_number(b, ri->seconds);
+    put(b, ",\"peak_memory_mb\":");
+    json_number(b, ri->peak_memory_mb);
+    put(b, "}");
+}
+
 /* Class names go with a Metrics only when the counts agree. */
 static char **names_for(const Report *r, const Metrics *m) {
     return r->class_names && r->k == m->k ? r->class_names : NULL;
@@ -47,8 +163,8 @@ int report_write_json(const Report *r, const char *path) {
     put(&b, ",\n\"history\":[");
     for (int i = 0; i < r->n_history; i++) {
         const EpochRecord *e = &r->history[i];
-        buf_printf(&b, "%s\n{\"epoch\":%d,\"stage\":%d,\"train_loss\":", i ? "," : "", e->epoch,
-                   e->stage);
+        buf_printf(&b, "%s\n{\"epoch\":%d,\"phase\":%d,\"phase_epoch\":%d,\"train_loss\":",
+                   i ? "," : "", i + 1, e->phase, e->epoch);
         json_number(&b, e->train_loss);
         put(&b, ",\"train_acc\":");
         json_number(&b, e->train_acc);
@@ -85,11 +201,32 @@ int report_write_json(const Report *r, const char *path) {
     } else {
         put(&b, "null");
     }
-    put(&b, ",\n\"misclassified\":[");
-    for (int i = 0; i < r->n_misclassified; i++) {
-        if (i) put(&b, ",\n");
-        buf_json_string(&b, r->misclassified[i] ? r->misclassified[i] : "");
+    put(&b, ",\n\"best_epochs\":[");
+    for (int i = 0, first = 1; r->restored_best && i < r->n_history; i++) {
+        if (!is_best_record(r, i)) continue;
+        buf_printf(&b, "%s%d", first ? "" : ",", i + 1);
+        first = 0;
     }
+    put(&b, "],\n\"split\":");
+    buf_json_string(&b, split_name(r));
+    put(&b, ",\n\"run\":");
+    run_json(&b, r);
+    put(&b, ",\n\"misclassified\":[");
+    int n_mis = 0;
+    Miss *mis = misclassified(r, &n_mis);
+    for (int i = 0; i < n_mis; i++) {
+        char tmp[32];
+        put(&b, i ? ",\n{\"path\":" : "\n{\"path\":");
+        buf_json_string(&b, sample_path(r, mis[i].index, tmp, sizeof tmp));
+        put(&b, ",\"true\":");
+        buf_json_string(&b, class_name(r->class_names, mis[i].truth, tmp, sizeof tmp));
+        put(&b, ",\"predicted\":");
+        buf_json_string(&b, class_name(r->class_names, mis[i].guess, tmp, sizeof tmp));
+        put(&b, ",\"confidence\":");
+        json_number(&b, mis[i].confidence);
+        put(&b, "}");
+    }
+    free(mis);
     put(&b, "],\n\"notes\":");
     if (r->notes)
         buf_json_string(&b, r->notes);
@@ -149,12 +286,6 @@ static void esc_cut(Buf *b, const char *s, int max_chars) {
     free(head);
 }
 
-static const char *class_name(char **names, int c, char *tmp, size_t len) {
-    if (names && names[c]) return names[c];
-    snprintf(tmp, len, "class %d", c);
-    return tmp;
-}
-
 static void pct(Buf *b, double x) {
     if (isfinite(x))
         buf_printf(b, "%.1f%%", 100 * x);
@@ -201,9 +332,10 @@ static double nice_step(double x) {
 
 /* ---------------------------------------------------------------- line charts */
 
-enum { SERIES_LOSS, SERIES_ACC };
+enum { SERIES_LOSS, SERIES_ACC, SERIES_LR };
 
 static double series_value(const EpochRecord *e, int kind, int val) {
+    if (kind == SERIES_LR) return val ? NAN : e->lr;
     if (kind == SERIES_LOSS) return val ? e->val_loss : e->train_loss;
     return val ? e->val_acc : e->train_acc;
 }
@@ -216,9 +348,14 @@ static double series_value(const EpochRecord *e, int kind, int val) {
 #define PAD_B   46
 
 static void line_chart(Buf *b, const Report *r, int kind) {
-    const char *ylabel = kind == SERIES_LOSS ? "loss" : "accuracy";
+    const char *ylabel = kind == SERIES_LOSS ? "loss" : kind == SERIES_ACC ? "accuracy"
+                                                                           : "learning rate";
     const char *colors[2] = {"#2563eb", "#ea580c"};
     const char *names[2] = {"train", "val"};
+    if (kind == SERIES_LR) {
+        colors[0] = "#0d9488";
+        names[0] = "lr";
+    }
     int n = r->n_history;
     double lo = INFINITY, hi = -INFINITY;
     for (int i = 0; i < n; i++)
@@ -244,7 +381,7 @@ static void line_chart(Buf *b, const Report *r, int kind) {
      * the tick step. */
     /* accuracies are fractions; anything above 1 (percentages?) is drawn as it is */
     int fraction = kind == SERIES_ACC && hi <= 1 + 1e-9;
-    if (kind == SERIES_LOSS && lo > 0) lo = 0;
+    if (kind != SERIES_ACC && lo > 0) lo = 0;
     if (fraction) {
         lo = lo - 0.05 * (hi - lo);
         if (lo < 0) lo = 0;
@@ -268,15 +405,13 @@ static void line_chart(Buf *b, const Report *r, int kind) {
     }
     int n_ticks = (int)floor((hi - lo) / step + 1e-6); /* about 5, at lo + i * step */
 
-    /* x: the epoch numbers when they increase, else the position in the history */
-    int by_epoch = 1;
-    for (int i = 1; i < n; i++) by_epoch &= r->history[i].epoch > r->history[i - 1].epoch;
+    /* x: epochs counted over the whole run (each phase's own count is in the tooltips) */
     double *xs = malloc((size_t)n * sizeof *xs);
     if (!xs) {
         put(b, "</svg>\n");
         return;
     }
-    for (int i = 0; i < n; i++) xs[i] = by_epoch ? r->history[i].epoch : i + 1;
+    for (int i = 0; i < n; i++) xs[i] = i + 1;
     double x0 = xs[0], x1 = xs[n - 1];
     if (x1 - x0 < 1) {
         x0 -= 1;
@@ -321,20 +456,47 @@ static void line_chart(Buf *b, const Report *r, int kind) {
                PAD_L, PAD_L, PAD_T, PAD_T + ph, PAD_L, PAD_L + pw, PAD_T + ph, PAD_T + ph);
     buf_printf(b,
                "<text class=\"axislabel\" x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%s</text>\n",
-               PAD_L + pw / 2, CHART_H - 8, by_epoch ? "epoch" : "record");
+               PAD_L + pw / 2, CHART_H - 8, "epoch");
     buf_printf(b,
                "<text class=\"axislabel\" transform=\"translate(16 %.1f) rotate(-90)\" "
                "text-anchor=\"middle\">%s</text>\n",
                PAD_T + ph / 2, ylabel);
 
-    /* stage changes: a dashed line halfway between the two records */
+    /* phase changes: a dashed line halfway between the two records; labels one line lower
+     * than the previous one's when the phases are too short for them to fit side by side */
+    double last_label_x = -1e9;
+    int label_row = 0;
     for (int i = 1; i < n; i++) {
-        if (r->history[i].stage == r->history[i - 1].stage) continue;
+        if (r->history[i].phase == r->history[i - 1].phase) continue;
         double x = PX(0.5 * (xs[i - 1] + xs[i]));
+        label_row = x - last_label_x < 56 ? (label_row + 1) % 4 : 0;
+        last_label_x = x;
+        int left = x + 56 > PAD_L + pw; /* near the right edge: the label left of the line */
         buf_printf(b,
-                   "<line class=\"stage\" x1=\"%.1f\" x2=\"%.1f\" y1=\"%d\" y2=\"%.1f\"/>"
-                   "<text class=\"stagelabel\" x=\"%.1f\" y=\"%d\">stage %d</text>\n",
-                   x, x, PAD_T - 4, PAD_T + ph, x + 4, PAD_T + 8, r->history[i].stage);
+                   "<line class=\"phase\" x1=\"%.1f\" x2=\"%.1f\" y1=\"%d\" y2=\"%.1f\"/>"
+                   "<text class=\"phaselabel\" x=\"%.1f\" y=\"%d\" text-anchor=\"%s\">phase "
+                   "%d</text>\n",
+                   x, x, PAD_T - 4, PAD_T + ph, left ? x - 4 : x + 4, PAD_T + 8 + 13 * label_row,
+                   left ? "end" : "start", r->history[i].phase);
+    }
+    /* the epoch each phase restored: a ring on the monitored series and a label */
+    for (int i = 0; r->restored_best && kind != SERIES_LR && i < n; i++) {
+        if (!is_best_record(r, i)) continue;
+        int s = isfinite(r->history[i].val_loss) ? 1 : 0;
+        double v = series_value(&r->history[i], kind, s);
+        if (!isfinite(v)) continue;
+        buf_printf(b,
+                   "<circle class=\"best\" cx=\"%.1f\" cy=\"%.1f\" r=\"7\"><title>restored best "
+                   "epoch of phase %d (epoch %d)</title></circle>\n",
+                   PX(xs[i]), PY(v), r->history[i].phase, r->history[i].epoch);
+        /* the word too, where the phase is wide enough for it */
+        int len = 0;
+        for (int j = 0; j < n; j++) len += r->history[j].phase == r->history[i].phase;
+        if (len * pw / fmax(1, x1 - x0) >= 36)
+            buf_printf(b,
+                       "<text class=\"bestlabel\" x=\"%.1f\" y=\"%.1f\" "
+                       "text-anchor=\"middle\">best</text>\n",
+                       PX(xs[i]), PY(v) + (kind == SERIES_ACC ? 20 : -11));
     }
 
     /* the two series: polylines broken at missing values, dots when there are few points */
@@ -358,14 +520,14 @@ static void line_chart(Buf *b, const Report *r, int kind) {
             if (!isfinite(v)) continue;
             buf_printf(b,
                        "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"%s\" fill=\"%s\"><title>%s %s, "
-                       "epoch %d: %.4g</title></circle>",
+                       "epoch %d (phase %d, epoch %d): %.4g</title></circle>",
                        PX(xs[i]), PY(v), n <= 40 ? "3" : "1.5", colors[s], names[s], ylabel,
-                       r->history[i].epoch, fraction ? 100 * v : v);
+                       i + 1, r->history[i].phase, r->history[i].epoch, fraction ? 100 * v : v);
         }
         put(b, "\n");
     }
     /* legend, top right */
-    for (int s = 0; s < 2; s++) {
+    for (int s = 0; s < (kind == SERIES_LR ? 1 : 2); s++) {
         double lx = PAD_L + pw - 130 + s * 70;
         buf_printf(b,
                    "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"14\" y2=\"14\" stroke=\"%s\" "
@@ -558,7 +720,7 @@ static void class_bars_svg(Buf *b, const Metrics *m, char **names) {
 /* ---------------------------------------------------------------- tables */
 
 static void report_row(Buf *b, const char *cls, const char *name, double p, double r, double f1,
-                       int support) {
+                       double auc, double ap, int support) {
     buf_printf(b, "<tr class=\"%s\"><th>", cls);
     esc(b, name);
     put(b, "</th><td>");
@@ -567,6 +729,10 @@ static void report_row(Buf *b, const char *cls, const char *name, double p, doub
     num(b, r, 4);
     put(b, "</td><td>");
     num(b, f1, 4);
+    put(b, "</td><td>");
+    num(b, auc, 4);
+    put(b, "</td><td>");
+    num(b, ap, 4);
     buf_printf(b,
                "</td><td>%d</td><td class=\"bar\"><span style=\"width:%.1f%%\"></span></td>"
                "</tr>\n",
@@ -576,20 +742,26 @@ static void report_row(Buf *b, const char *cls, const char *name, double p, doub
 static void classification_table(Buf *b, const Metrics *m, char **names) {
     char tmp[32];
     put(b, "<table class=\"report\"><thead><tr><th></th><th>precision</th><th>recall</th>"
-           "<th>f1-score</th><th>support</th><th class=\"bar\">F1</th></tr></thead><tbody>\n");
+           "<th>f1-score</th><th>AUC</th><th>AP</th><th>support</th><th class=\"bar\">F1</th>"
+           "</tr></thead><tbody>\n");
     for (int c = 0; c < m->k; c++)
         report_row(b, m->support[c] ? "" : "empty", class_name(names, c, tmp, sizeof tmp),
-                   m->precision[c], m->recall[c], m->f1[c], m->support[c]);
+                   m->precision[c], m->recall[c], m->f1[c], m->auc ? m->auc[c] : NAN,
+                   m->ap ? m->ap[c] : NAN, m->support[c]);
     put(b, "</tbody><tbody class=\"summary\"><tr><th>accuracy</th><td></td><td></td><td>");
     num(b, m->accuracy, 4);
-    buf_printf(b, "</td><td>%d</td><td class=\"bar\"></td></tr>\n", m->n);
-    report_row(b, "", "macro avg", m->macro_precision, m->macro_recall, m->macro_f1, m->n);
+    buf_printf(b, "</td><td></td><td></td><td>%d</td><td class=\"bar\"></td></tr>\n", m->n);
+    report_row(b, "", "macro avg", m->macro_precision, m->macro_recall, m->macro_f1, m->macro_auc,
+               m->macro_ap, m->n);
     report_row(b, "", "weighted avg", m->weighted_precision, m->weighted_recall, m->weighted_f1,
-               m->n);
+               NAN, NAN, m->n);
     put(b, "</tbody></table>\n<p class=\"small\">");
-    buf_printf(b, "top-%d accuracy ", m->topk);
-    pct(b, m->topk_accuracy);
-    put(b, " &middot; macro AUC (one-vs-rest) ");
+    if (m->topk < m->k) {
+        buf_printf(b, "top-%d accuracy ", m->topk);
+        pct(b, m->topk_accuracy);
+        put(b, " &middot; ");
+    }
+    put(b, "macro AUC (one-vs-rest) ");
     num(b, m->macro_auc, 4);
     put(b, " &middot; loss ");
     num(b, m->loss, 4);
@@ -630,6 +802,279 @@ static void domain_table(Buf *b, const Report *r) {
     put(b, "</tbody></table>\n");
 }
 
+/* ---------------------------------------------------------------- ROC and PR curves */
+
+/* Tableau 10, cycled */
+static const char *curve_colors[10] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+                                       "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
+
+#define CURVE_SIDE 300
+#define CURVE_PAD  44
+
+/* One square chart of k curves on [0, 1] x [0, 1]; roc: ROC (with the chance diagonal),
+ * else precision-recall. Points closer than half a pixel to the last drawn are skipped. */
+static void curves_svg(Buf *b, const Curve *c, int k, int roc) {
+    const int W = CURVE_SIDE + CURVE_PAD + 12, H = CURVE_SIDE + CURVE_PAD + 10;
+    const double pw = CURVE_SIDE, x0 = CURVE_PAD, y0 = 10;
+    buf_printf(b,
+               "<svg class=\"chart curves\" viewBox=\"0 0 %d %d\" role=\"img\" aria-label=\"%s\">\n", W,
+               H, roc ? "ROC curves" : "precision-recall curves");
+    put(b, "<g class=\"grid\">");
+    for (int t = 0; t <= 4; t++) {
+        double v = t / 4.0;
+        buf_printf(b,
+                   "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\"/><line x1=\"%.1f\" "
+                   "x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\"/>",
+                   x0, x0 + pw, y0 + pw * (1 - v), y0 + pw * (1 - v), x0 + pw * v, x0 + pw * v, y0,
+                   y0 + pw);
+    }
+    put(b, "</g><g class=\"tick\">");
+    for (int t = 0; t <= 4; t++) {
+        double v = t / 4.0;
+        buf_printf(b,
+                   "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%g</text><text x=\"%.1f\" "
+                   "y=\"%.1f\" text-anchor=\"middle\">%g</text>",
+                   x0 - 5, y0 + pw * (1 - v) + 4, v, x0 + pw * v, y0 + pw + 15, v);
+    }
+    put(b, "</g>\n");
+    buf_printf(b,
+               "<text class=\"axislabel\" x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%s</text>"
+               "<text class=\"axislabel\" transform=\"translate(12 %.1f) rotate(-90)\" "
+               "text-anchor=\"middle\">%s</text>\n",
+               x0 + pw / 2, H - 4, roc ? "false-positive rate" : "recall", y0 + pw / 2,
+               roc ? "true-positive rate" : "precision");
+    if (roc)
+        buf_printf(b, "<line class=\"chance\" x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\"/>\n",
+                   x0, x0 + pw, y0 + pw, y0);
+    for (int cls = 0; cls < k; cls++) {
+        const Curve *cv = &c[cls];
+        if (!isfinite(cv->area)) continue;
+        buf_printf(b, "<polyline class=\"curve\" stroke=\"%s\" points=\"", curve_colors[cls % 10]);
+        double lx = -1e9, ly = -1e9;
+        for (int i = 0; i < cv->n; i++) {
+            if (!isfinite(cv->x[i]) || !isfinite(cv->y[i])) continue;
+            double px = x0 + pw * cv->x[i], py = y0 + pw * (1 - cv->y[i]);
+            if (i + 1 < cv->n && fabs(px - lx) < 0.5 && fabs(py - ly) < 0.5) continue;
+            buf_printf(b, "%s%.1f,%.1f", lx > -1e9 ? " " : "", px, py);
+            lx = px;
+            ly = py;
+        }
+        put(b, "\"/>\n");
+    }
+    buf_printf(b, "<rect class=\"axis\" fill=\"none\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" "
+                  "height=\"%.1f\"/>\n</svg>\n",
+               x0, y0, pw, pw);
+}
+
+/* ROC and precision-recall per class (one-vs-rest) on r's split, up to 10 classes drawn;
+ * every class's AUC and AP are in the classification report. */
+static void curves_section(Buf *b, const Report *r, const Metrics *m, char **names) {
+    int k = r->k, drawn = k < 10 ? k : 10;
+    Curve *roc = calloc((size_t)k, sizeof *roc), *pr = calloc((size_t)k, sizeof *pr);
+    int *labels = malloc(((size_t)r->data->n + 1) * sizeof *labels);
+    if (!roc || !pr || !labels) goto done;
+    for (int i = 0; i < r->data->n; i++)
+        labels[i] = r->ok && !r->ok[i] ? -1 : r->data->labels[i];
+    for (int c = 0; c < drawn; c++)
+        if (metrics_class_curves(r->data->n, k, r->probs, labels, c, &roc[c], &pr[c]) != 0)
+            goto done;
+    buf_printf(b,
+               "<section><h2>ROC and precision-recall curves (%s)</h2><p class=\"small\">Each "
+               "class against the rest, at every score threshold. AUC: area under the ROC curve "
+               "(0.5 is chance); AP: average precision, the area under the precision-recall "
+               "step curve (chance is the class's share of the samples).",
+               split_name(r));
+    if (drawn < k) buf_printf(b, " The first %d of %d classes are drawn.", drawn, k);
+    put(b, "</p><div class=\"two\"><div><h3>ROC</h3>\n");
+    curves_svg(b, roc, drawn, 1);
+    put(b, "</div><div><h3>Precision-recall</h3>\n");
+    curves_svg(b, pr, drawn, 0);
+    put(b, "</div></div>\n<div class=\"legendrow\">");
+    for (int c = 0; c < drawn; c++) {
+        char tmp[32];
+        buf_printf(b, "<span><span class=\"sw\" style=\"background:%s\"></span>",
+                   curve_colors[c % 10]);
+        esc_cut(b, class_name(names, c, tmp, sizeof tmp), 24);
+        put(b, " &middot; AUC ");
+        num(b, roc[c].area, 3);
+        put(b, " &middot; AP ");
+        num(b, pr[c].area, 3);
+        put(b, "</span>");
+    }
+    put(b, "</div>\n<p class=\"small\">macro AUC ");
+    num(b, m->macro_auc, 4);
+    put(b, " &middot; macro AP ");
+    num(b, m->macro_ap, 4);
+    put(b, "</p></section>\n");
+done:
+    for (int c = 0; roc && pr && c < drawn; c++) {
+        curve_free(&roc[c]);
+        curve_free(&pr[c]);
+    }
+    free(roc);
+    free(pr);
+    free(labels);
+}
+
+/* ---------------------------------------------------------------- thumbnails */
+
+static void base64(Buf *b, const unsigned char *p, size_t n) {
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for (size_t i = 0; i < n; i += 3) {
+        unsigned v = (unsigned)p[i] << 16 | (i + 1 < n ? (unsigned)p[i + 1] << 8 : 0) |
+                     (i + 2 < n ? p[i + 2] : 0);
+        char q[4] = {tab[v >> 18 & 63], tab[v >> 12 & 63], i + 1 < n ? tab[v >> 6 & 63] : '=',
+                     i + 2 < n ? tab[v & 63] : '='};
+        buf_put(b, q, 4);
+    }
+}
+
+#define THUMB_SIDE 104
+
+static const char *leaf_name(const char *path) {
+    const char *s = strrchr(path, '/');
+    return s ? s + 1 : path;
+}
+
+/* An <img> of sample i scaled to fit THUMB_SIDE (JPEG, or PNG for images of at most 64 px,
+ * where JPEG's blocks would show), or nothing when it cannot be read. */
+static void thumbnail(Buf *b, const Dataset *d, int i) {
+    Image img, small;
+    char why[256];
+    if (dataset_load_image(d, i, &img, why, sizeof why) != 0) return;
+    int longer = img.w > img.h ? img.w : img.h, png = longer <= 64;
+    if (longer > THUMB_SIDE) {
+        int w = (int)((double)img.w * THUMB_SIDE / longer + 0.5),
+            h = (int)((double)img.h * THUMB_SIDE / longer + 0.5);
+        image_resize(&img, w > 0 ? w : 1, h > 0 ? h : 1, &small);
+        image_free(&img);
+        img = small;
+    }
+    Buf enc = {0};
+    if (image_encode(&img, png ? 0 : 85, &enc) == 0) {
+        buf_printf(b, "<img alt=\"\" src=\"data:image/%s;base64,", png ? "png" : "jpeg");
+        base64(b, (const unsigned char *)enc.data, enc.len);
+        put(b, "\">");
+    }
+    buf_free(&enc);
+    image_free(&img);
+}
+
+#define THUMBS_PER_GROUP 12
+#define THUMBS_MAX       96
+
+static void misclassified_section(Buf *b, const Report *r) {
+    int n = 0;
+    Miss *m = misclassified(r, &n);
+    if (!m) return;
+    char tmp[32];
+    buf_printf(b,
+               "<section><h2>Misclassified samples (%s)</h2><p class=\"small\">%d in all, "
+               "grouped by true &rarr; predicted class (largest groups first), the most "
+               "confident mistakes first; at most %d pictures a group and %d in all. Every one "
+               "is in metrics.json and predictions.csv.</p>\n",
+               split_name(r), n, THUMBS_PER_GROUP, THUMBS_MAX);
+    int shown = 0;
+    for (int i = 0; i < n;) {
+        int j = i;
+        while (j < n && m[j].truth == m[i].truth && m[j].guess == m[i].guess) j++;
+        put(b, "<div class=\"group\">");
+        esc(b, class_name(r->class_names, m[i].truth, tmp, sizeof tmp));
+        put(b, " &rarr; ");
+        esc(b, class_name(r->class_names, m[i].guess, tmp, sizeof tmp));
+        buf_printf(b, " <span class=\"small\">(%d)</span></div><div class=\"thumbs\">\n", j - i);
+        int g = 0;
+        for (int t = i; t < j && g < THUMBS_PER_GROUP && shown < THUMBS_MAX; t++, g++, shown++) {
+            const char *path = sample_path(r, m[t].index, tmp, sizeof tmp);
+            put(b, "<figure title=\"");
+            esc(b, path);
+            put(b, "\">");
+            thumbnail(b, r->data, m[t].index);
+            buf_printf(b, "<figcaption>%.2f<br>", m[t].confidence);
+            esc_cut(b, leaf_name(path), 28);
+            put(b, "</figcaption></figure>\n");
+        }
+        if (j - i > g) buf_printf(b, "<p class=\"small\">and %d more</p>", j - i - g);
+        put(b, "</div>\n");
+        i = j;
+    }
+    put(b, "</section>\n");
+    free(m);
+}
+
+/* ---------------------------------------------------------------- CSV files */
+
+void csv_put_field(Buf *b, const char *s) {
+    if (!strpbrk(s, ",\"\r\n")) {
+        put(b, s);
+        return;
+    }
+    put(b, "\"");
+    for (; *s; s++) {
+        if (*s == '"') put(b, "\"");
+        buf_put(b, s, 1);
+    }
+    put(b, "\"");
+}
+
+static void csv_number(Buf *b, double x) {
+    if (isfinite(x)) buf_printf(b, "%.9g", x);
+}
+
+int report_write_history_csv(const Report *r, const char *path) {
+    Buf b = {0};
+    put(&b, "epoch,phase,phase_epoch,lr,train_loss,train_acc,val_loss,val_acc,seconds\n");
+    for (int i = 0; i < r->n_history; i++) {
+        const EpochRecord *e = &r->history[i];
+        double v[5] = {e->train_loss, e->train_acc, e->val_loss, e->val_acc, e->seconds};
+        buf_printf(&b, "%d,%d,%d,%.9g", i + 1, e->phase, e->epoch, e->lr);
+        for (int j = 0; j < 5; j++) {
+            put(&b, ",");
+            csv_number(&b, v[j]);
+        }
+        put(&b, "\n");
+    }
+    int rc = write_file_atomic(path, b.data ? b.data : "", b.len);
+    buf_free(&b);
+    return rc;
+}
+
+int report_write_predictions_csv(const Report *r, const char *path) {
+    if (!r->data || !r->probs) {
+        rn_set_error("%s: no predictions to write", path);
+        return -1;
+    }
+    Buf b = {0};
+    char tmp[32];
+    int k = r->k;
+    put(&b, "path,true,predicted,confidence");
+    for (int c = 0; c < k; c++) {
+        char head[300];
+        snprintf(head, sizeof head, "p_%s", class_name(r->class_names, c, tmp, sizeof tmp));
+        put(&b, ",");
+        csv_put_field(&b, head);
+    }
+    put(&b, "\n");
+    for (int i = 0; i < r->data->n; i++) {
+        if (r->ok && !r->ok[i]) continue;
+        const float *p = r->probs + (size_t)i * k;
+        int g = 0, y = r->data->labels[i];
+        for (int c = 1; c < k; c++)
+            if (p[c] > p[g]) g = c;
+        csv_put_field(&b, sample_path(r, i, tmp, sizeof tmp));
+        put(&b, ",");
+        if (y >= 0 && y < k) csv_put_field(&b, class_name(r->class_names, y, tmp, sizeof tmp));
+        put(&b, ",");
+        csv_put_field(&b, class_name(r->class_names, g, tmp, sizeof tmp));
+        buf_printf(&b, ",%.6g", p[g]);
+        for (int c = 0; c < k; c++) buf_printf(&b, ",%.6g", p[c]);
+        put(&b, "\n");
+    }
+    int rc = write_file_atomic(path, b.data ? b.data : "", b.len);
+    buf_free(&b);
+    return rc;
+}
+
 /* ---------------------------------------------------------------- page */
 
 static const char *css =
@@ -661,8 +1106,26 @@ static const char *css =
     "svg .axislabel{fill:#334155;font-size:13px;font-weight:600}"
     "svg .legend{fill:#334155;font-size:13px}"
     "svg .series{fill:none;stroke-width:2.5;stroke-linejoin:round;stroke-linecap:round}"
-    "svg .stage{stroke:#7c3aed;stroke-width:1.5;stroke-dasharray:5 4}"
-    "svg .stagelabel{fill:#7c3aed;font-size:12px;font-weight:600}"
+    "svg .phase{stroke:#7c3aed;stroke-width:1.5;stroke-dasharray:5 4}"
+    "svg .phaselabel{fill:#7c3aed;font-size:12px;font-weight:600}"
+    "svg .best{fill:none;stroke:#dc2626;stroke-width:2.5}"
+    "svg .bestlabel{fill:#dc2626;font-size:12px;font-weight:700}"
+    "svg .curve{fill:none;stroke-width:2;stroke-linejoin:round}"
+    "svg .chance{stroke:#cbd5e1;stroke-dasharray:4 4}"
+    "svg.curves{max-width:400px}"
+    ".warn{background:#fef3c7;border:1px solid #f59e0b;color:#78350f;border-radius:10px;"
+    "padding:10px 14px;margin:14px 0 0;font-size:14px}"
+    ".live{background:#dbeafe;border:1px solid #3b82f6;color:#1e3a8a;border-radius:10px;"
+    "padding:10px 14px;margin:0 0 14px;font-size:14px}"
+    ".group{margin:14px 0 4px;font-size:15px;color:#334155}"
+    ".thumbs{display:flex;flex-wrap:wrap;gap:10px}"
+    ".thumbs figure{margin:0;width:112px;font-size:12px;color:#475569;text-align:center}"
+    ".thumbs img{width:104px;height:104px;object-fit:contain;background:#f1f5f9;"
+    "border-radius:6px;border:2px solid #fca5a5;image-rendering:pixelated}"
+    ".thumbs figcaption{overflow-wrap:anywhere;line-height:1.3}"
+    ".legendrow{display:flex;flex-wrap:wrap;gap:4px 14px;font-size:13px;color:#334155}"
+    ".legendrow span.sw{display:inline-block;width:12px;height:12px;border-radius:2px;"
+    "margin-right:5px;vertical-align:-1px}"
     "svg .empty{fill:#f8fafc;stroke:#e2e8f0;stroke-dasharray:4 4}"
     "svg .emptytext{fill:#94a3b8;font-size:15px;text-anchor:middle}"
     "svg .count{text-anchor:middle;font-variant-numeric:tabular-nums}"
@@ -708,6 +1171,27 @@ static void card(Buf *b, const char *label, const char *color_hex, const char *h
     put(b, "</div></div>\n");
 }
 
+/* The accuracy's 95 % interval after the number, and the warning when it is too wide. */
+static void trust_note(Buf *b, const Metrics *m, const char *split) {
+    double lo, hi, half;
+    metrics_wilson(m->accuracy, m->n, 1.959964, &lo, &hi);
+    if (!metrics_too_small(m, &half)) return;
+    put(b, "<p class=\"warn\"><b>The ");
+    esc(b, split);
+    buf_printf(b,
+               " split is too small to trust:</b> %d samples; accuracy ", m->n);
+    pct(b, m->accuracy);
+    put(b, ", 95&nbsp;% Wilson interval ");
+    pct(b, lo);
+    put(b, "&ndash;");
+    pct(b, hi);
+    buf_printf(b,
+               " (&plusmn;%.1f points). The rule: a split is flagged when that interval is "
+               "wider than &plusmn;%.0f points (about 385 samples at 50&nbsp;%% accuracy, 100 "
+               "at 95&nbsp;%%); differences smaller than the interval mean nothing.</p>\n",
+               100 * half, 100 * METRICS_TRUST_HALF_WIDTH);
+}
+
 int report_write_html(const Report *r, const char *path) {
     if (!r || !path) {
         rn_set_error("report_write_html: expected a report and a path, found NULL");
@@ -715,63 +1199,92 @@ int report_write_html(const Report *r, const char *path) {
     }
     const char *title = r->title && *r->title ? r->title : "resnet-c report";
     const Metrics *m = r->test ? r->test : r->val;
-    const char *split = r->test ? "test" : "validation";
+    const char *split = split_name(r);
     char **names = m ? names_for(r, m) : NULL;
-    char hint[96], label[64];
+    int have_samples = m && r->data && r->probs && r->data->n > 0;
+    char hint[160], label[300];
     Buf b = {0};
     put(&b, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>");
+            "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">");
+    if (r->in_progress) put(&b, "<meta http-equiv=\"refresh\" content=\"30\">");
+    put(&b, "<title>");
     esc(&b, title);
     put(&b, "</title>\n<style>");
     put(&b, css);
     put(&b, "</style></head>\n<body><main>\n<header><h1>");
     esc(&b, title);
     put(&b, "</h1><p class=\"sub\">");
-    if (m)
-        buf_printf(&b, "%s set: %d samples, %d classes", split, m->n, m->k);
-    else
-        put(&b, "no evaluation metrics");
-    if (r->n_history) buf_printf(&b, " &middot; %d epochs recorded", r->n_history);
-    put(&b, "</p>\n<div class=\"cards\">\n");
     if (m) {
+        esc(&b, split);
+        buf_printf(&b, " set: %d samples, %d classes", m->n, m->k);
+    } else {
+        put(&b, r->in_progress ? "training in progress" : "no evaluation metrics");
+    }
+    if (r->n_history) buf_printf(&b, " &middot; %d epochs recorded", r->n_history);
+    put(&b, "</p>\n");
+    if (r->in_progress && r->n_history > 0) {
+        const EpochRecord *e = &r->history[r->n_history - 1];
+        buf_printf(&b,
+                   "<p class=\"live\">Training in progress: phase %d, epoch %d done (epoch %d "
+                   "of the run). This page is rewritten after every epoch and reloads itself "
+                   "every 30 s; the final metrics come when the run ends.</p>\n",
+                   e->phase, e->epoch, r->n_history);
+    }
+    if (m) {
+        double lo, hi;
+        metrics_wilson(m->accuracy, m->n, 1.959964, &lo, &hi);
+        put(&b, "<div class=\"cards\">\n");
         snprintf(label, sizeof label, "%s accuracy", split);
-        snprintf(hint, sizeof hint, "%d of %d correct", (int)lround(m->accuracy * m->n), m->n);
+        snprintf(hint, sizeof hint, "%d of %d correct; 95%% interval %.1f-%.1f%%",
+                 (int)lround(m->accuracy * m->n), m->n, 100 * lo, 100 * hi);
         card(&b, label, "#2563eb", hint, m->accuracy, 1);
         card(&b, "macro F1", "#10b981", "unweighted mean over classes", m->macro_f1, 0);
         card(&b, "macro AUC", "#7c3aed", "one-vs-rest, rank based", m->macro_auc, 0);
-        snprintf(label, sizeof label, "top-%d accuracy", m->topk);
-        snprintf(hint, sizeof hint, "true class among the %d highest scores", m->topk);
-        card(&b, label, "#f59e0b", hint, m->topk_accuracy, 1);
-        if (r->test && r->val)
-            card(&b, "validation accuracy", "#64748b", "held-out during training", r->val->accuracy,
-                 1);
+        if (m->topk < m->k) {
+            snprintf(label, sizeof label, "top-%d accuracy", m->topk);
+            snprintf(hint, sizeof hint, "true class among the %d highest scores", m->topk);
+            card(&b, label, "#f59e0b", hint, m->topk_accuracy, 1);
+        }
+        if (r->test && r->val) {
+            metrics_wilson(r->val->accuracy, r->val->n, 1.959964, &lo, &hi);
+            snprintf(hint, sizeof hint, "held out during training; %d samples, 95%% interval "
+                     "%.1f-%.1f%%", r->val->n, 100 * lo, 100 * hi);
+            card(&b, "validation accuracy", "#64748b", hint, r->val->accuracy, 1);
+        }
+        put(&b, "</div>\n");
+        trust_note(&b, m, split);
+        if (r->test && r->val) trust_note(&b, r->val, "validation");
     }
-    put(&b, "</div></header>\n");
+    put(&b, "</header>\n");
 
     if (r->history && r->n_history > 0) {
-        put(&b, "<section><h2>Training curves</h2><div class=\"two\"><div><h3>Loss</h3>\n");
+        put(&b, "<section><h2>Training curves</h2><p class=\"small\">x: epochs counted over the "
+                "whole run; dashed lines: a new phase");
+        if (r->restored_best)
+            put(&b, "; red ring: the best epoch of each phase (lowest validation loss), whose "
+                    "weights the phase ended with");
+        put(&b, ". history.csv holds the same numbers.</p><div class=\"two\"><div>"
+                "<h3>Loss</h3>\n");
         line_chart(&b, r, SERIES_LOSS);
         put(&b, "</div><div><h3>Accuracy</h3>\n");
         line_chart(&b, r, SERIES_ACC);
+        put(&b, "</div><div><h3>Learning rate</h3>\n");
+        line_chart(&b, r, SERIES_LR);
         put(&b, "</div></div></section>\n");
-    } else {
-        put(&b, "<section><h2>Training curves</h2><p class=\"small\">No training history "
-                "(evaluation only).</p></section>\n");
     }
 
     if (m) {
-        buf_printf(&b,
-                   "<section><h2>Confusion matrix (%s)</h2><p class=\"small\">Rows are the "
-                   "true class, columns the prediction; colour is the share of the row, "
-                   "the number the count. Hover a cell for its classes.</p>"
-                   "<div class=\"scroll\">\n",
-                   split);
+        put(&b, "<section><h2>Confusion matrix (");
+        esc(&b, split);
+        put(&b, ")</h2><p class=\"small\">Rows are the true class, columns the prediction; "
+                "colour is the share of the row, the number the count. Hover a cell for its "
+                "classes.</p><div class=\"scroll\">\n");
         confusion_svg(&b, m, names);
         put(&b, "</div></section>\n");
-        buf_printf(&b,
-                   "<section><h2>Per-class precision, recall and F1 (%s)</h2>"
-                   "<div class=\"scroll\">\n",
-                   split);
+        if (have_samples) curves_section(&b, r, m, names);
+        put(&b, "<section><h2>Per-class precision, recall and F1 (");
+        esc(&b, split);
+        put(&b, ")</h2><div class=\"scroll\">\n");
         class_bars_svg(&b, m, names);
         put(&b, "</div></section>\n");
     }
@@ -783,7 +1296,9 @@ int report_write_html(const Report *r, const char *path) {
         put(&b, "</section>\n");
     }
     if (m) {
-        buf_printf(&b, "<section><h2>Classification report (%s)</h2>\n", split);
+        put(&b, "<section><h2>Classification report (");
+        esc(&b, split);
+        put(&b, ")</h2>\n");
         classification_table(&b, m, names);
         if (r->test && r->val) {
             put(&b, "<details><summary>validation set</summary>\n");
@@ -792,19 +1307,7 @@ int report_write_html(const Report *r, const char *path) {
         }
         put(&b, "</section>\n");
     }
-    if (r->misclassified && r->n_misclassified > 0) {
-        int shown = r->n_misclassified < 200 ? r->n_misclassified : 200;
-        buf_printf(&b, "<section><h2>Misclassified samples</h2><p class=\"small\">%d in all",
-                   r->n_misclassified);
-        if (shown < r->n_misclassified) buf_printf(&b, ", the first %d shown", shown);
-        put(&b, ".</p><ol class=\"mis\">\n");
-        for (int i = 0; i < shown; i++) {
-            put(&b, "<li>");
-            esc(&b, r->misclassified[i]);
-            put(&b, "</li>\n");
-        }
-        put(&b, "</ol></section>\n");
-    }
+    if (have_samples) misclassified_section(&b, r);
     if (r->notes && *r->notes) {
         put(&b, "<section><h2>Notes</h2><pre class=\"notes\">");
         esc(&b, r->notes);

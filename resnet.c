@@ -1091,9 +1091,9 @@ int net_forward_dataset(Net *net, int node, const Dataset *d, const Preprocess *
             node < 0 ? net_forward(net, x, got, 0) : net_forward_upto(net, x, got, 0, node);
         visit(ctx, got, idx, labels, out);
         done += got;
-        progress_update(&prog, done, "img");
+        progress_update(&prog, done, NULL);
     }
-    progress_finish(&prog, "img");
+    progress_finish(&prog, NULL);
     int failed = loader_failures(l);
     loader_free(l);
     rn_free(x);

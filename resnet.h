@@ -722,6 +722,11 @@ int image_decode_memory(const uint8_t *buf, size_t len, Image *img, char *why, s
 int image_probe_file(const char *path, int *w, int *h, char *why, size_t why_len);
 void image_free(Image *img);
 int image_write_png(const char *path, const Image *img); /* atomic */
+/* Pillow's bilinear resize (antialiased when shrinking): the one resize that training,
+ * evaluation, patches and report thumbnails share. dst is allocated. */
+void image_resize(const Image *src, int w, int h, Image *dst);
+/* Append img encoded as JPEG (jpeg_quality 1..100) or PNG (jpeg_quality 0) to out. */
+int image_encode(const Image *img, int jpeg_quality, Buf *out);
 
 typedef enum { PREP_TORCHVISION, PREP_CAFFE, PREP_UNIT } PrepKind;
 
@@ -841,6 +846,8 @@ typedef struct {
     double macro_precision, macro_recall, macro_f1;
     double weighted_precision, weighted_recall, weighted_f1;
     double macro_auc; /* one-vs-rest, rank-based with ties; NAN if undefined */
+    double *auc, *ap; /* [k] one-vs-rest ROC AUC and average precision; NAN if undefined */
+    double macro_ap;  /* mean AP over the classes where it is defined */
 } Metrics;
 
 /* probs [n, k] (rows sum to 1), labels [n] in [0, k). */
@@ -849,15 +856,43 @@ void metrics_compute(int n, int k, const float *probs, const int *labels, int to
 void metrics_free(Metrics *m);
 /* Area under ROC for scores of positives vs negatives (Mann-Whitney U, ties count 1/2). */
 double roc_auc(int n, const float *scores, const uint8_t *positive);
+/* Wilson score interval [lo, hi] of a proportion p seen on n trials, at z standard errors. */
+void metrics_wilson(double p, int n, double z, double *lo, double *hi);
+/* The rule for "too small to trust": the 95 % Wilson interval of the accuracy is more than
+ * METRICS_TRUST_HALF_WIDTH either side (5 points: about 385 images at 50 % accuracy, 100 at
+ * 95 %). Returns 1 when m fails it; *half_width (may be NULL) gets the half-width. */
+#define METRICS_TRUST_HALF_WIDTH 0.05
+int metrics_too_small(const Metrics *m, double *half_width);
+/* One-vs-rest curves of class c, thresholds from the highest score down (ties one step):
+ * roc (x false-positive rate, y true-positive rate, from (0, 0); area = ROC AUC) and pr
+ * (x recall, y precision, from (0, 1) as scikit-learn's precision_recall_curve; area =
+ * average precision). Areas NAN when c has no positives or no negatives. */
+typedef struct {
+    int n;
+    double *x, *y;
+    double area;
+} Curve;
+int metrics_class_curves(int n, int k, const float *probs, const int *labels, int c, Curve *roc,
+                         Curve *pr);
+void curve_free(Curve *c);
 /* scikit-learn style classification_report. */
 void metrics_print_report(const Metrics *m, char **class_names, FILE *out);
 void metrics_json(Buf *b, const Metrics *m, char **class_names);
 
 typedef struct {
-    int epoch;
-    int stage;
+    int epoch; /* within its phase, from 1 */
+    int phase; /* numbered as run: 1 head (or from scratch), then fine-tuning, then pseudo */
     double train_loss, train_acc, val_loss, val_acc, lr, seconds;
 } EpochRecord;
+
+/* What report.html and metrics.json say about the run that produced them (compare reads
+ * it back); zero / NULL fields are left out. */
+typedef struct {
+    const char *arch, *head, *weights;
+    int input_size;
+    long long parameters, trainable_parameters;
+    double seconds, peak_memory_mb;
+} RunInfo;
 
 typedef struct {
     const char *title;
@@ -871,14 +906,31 @@ typedef struct {
     const double *domain_acc;
     int n_domains;
     char **domain_names;
-    const char **misclassified;
-    int n_misclassified; /* lines "path: true -> guess (p)" */
-    const char *notes;   /* free text: command, timings */
+    const char *notes; /* free text: command, timings */
+    /* per-image predictions on the main split (test, else val): they give predictions.csv,
+     * the misclassified list and thumbnails, and the ROC / precision-recall curves. */
+    const char *split;    /* its name in titles; NULL: "test" (or "validation") */
+    const Dataset *data;  /* the split's items (labels, paths or in-memory pixels) */
+    const float *probs;   /* [data->n, k] */
+    const uint8_t *ok;    /* [data->n]; NULL: every item decoded */
+    int restored_best; /* each phase ended on its best epoch's weights (early stopping) */
+    int in_progress;   /* written during training, before the final evaluation */
+    const RunInfo *run;
 } Report;
 
 /* metrics.json ({"test": {...}, "val": {...}, "history": [...], "domains": ...}) and
  * report.html (self-contained, inline SVG charts), both written atomically into dir. */
 int report_write_json(const Report *r, const char *path);
 int report_write_html(const Report *r, const char *path);
+/* history.csv: epoch (counted over the whole run), phase, phase_epoch, lr, train_loss,
+ * train_acc, val_loss, val_acc, seconds; empty fields for missing values. Atomic. */
+int report_write_history_csv(const Report *r, const char *path);
+/* predictions.csv: path, true, predicted, confidence, then p_<class> per class (RFC 4180
+ * quoting), one row per decoded sample. Atomic. */
+int report_write_predictions_csv(const Report *r, const char *path);
+/* Append s to b as one RFC 4180 CSV field (quoted when it holds , " CR or LF). */
+void csv_put_field(Buf *b, const char *s);
+/* train --compare RUN... --out DIR (compare.c): compare.csv and compare.html. */
+int compare_main(int argc, char **argv);
 
 #endif /* RESNET_H */

@@ -13,7 +13,8 @@
  *   phase 1        head on frozen features (pretrained weights), or the whole net from
  *                  scratch (--weights none);
  *   phase 2        fine-tuning with the last --unfreeze stages trainable (--finetune-epochs);
- *   phase 2+i      pseudo-labelling on unlabelled domain i (--pseudo).
+ *   then           pseudo-labelling, one phase per unlabelled domain (--pseudo), numbered
+ *                  on from the last phase run (3, 4... after fine-tuning, else 2, 3...).
  */
 #include "resnet.h"
 #include "platform.h"
@@ -38,7 +39,7 @@
 typedef struct {
     const char *arch, *weights, *data, *data_csv, *cifar_bin, *val, *test, *out, *resume;
     const char *cache_dir, *head, *preprocess, *unfreeze, *opt, *class_weights, *schedule;
-    const char *pseudo, *pseudo_eval, *make_demo_data, *run_id;
+    const char *pseudo, *pseudo_eval, *make_demo_data, *run_id, *demo_task;
     int img_size, augment, aug_flip, limit_per_class, seed, threads, batch;
     int epochs, finetune_epochs, patience, pseudo_epochs, demo_per_class, kill_after;
     float crop_pct, aug_scale_min, aug_scale_max, aug_rotate, aug_translate;
@@ -145,6 +146,9 @@ static const OptionDef OPTIONS[] = {
     {"make-demo-data", K_STR, &A.make_demo_data, "",
      "write the procedural demo data set to DIR and exit"},
     {"demo-per-class", K_INT, &A.demo_per_class, "150", "demo training images per class"},
+    {"demo-task", K_STR, &A.demo_task, "source",
+     "which demo task --make-demo-data writes: 'source' (circle, square, triangle, stripes) "
+     "or 'target' (ring, cross, checker, crescent; plus composite.png for --patches)"},
     {"kill-after-epochs", K_INT, &A.kill_after, "0",
      "testing: SIGKILL itself after N epochs (after the checkpoint)"},
     {"help", K_FLAG, &A.help, "0", "this list"},
@@ -305,7 +309,8 @@ static int parse_args(int argc, char **argv, Buf *record) {
 static void print_help(void) {
     printf("usage: train --arch ARCH --weights W.safetensors --data DIR --out RUN/ [options]\n"
            "       train --resume RUN/\n"
-           "       train --make-demo-data DIR\n\n"
+           "       train --make-demo-data DIR\n"
+           "       train --compare RUN [RUN...] --out DIR   (compare.csv, compare.html)\n\n"
            "Transfer learning with a ResNet: by default the backbone is frozen, its pooled\n"
            "features are computed once and cached, and an MLP head is trained on them with\n"
            "early stopping. Writes RUN/model.safetensors (for ./infer), RUN/metrics.json,\n"
@@ -366,7 +371,9 @@ static void print_help(void) {
 /* ------------------------------------------------------------------------------------ */
 
 #define DEMO_SIZE 64
-static const char *DEMO_CLASSES[4] = {"circle", "square", "triangle", "stripes"};
+/* the source task's four classes, then the target task's four others */
+static const char *DEMO_CLASSES[8] = {"circle", "square",  "triangle", "stripes",
+                                      "ring",   "cross",   "checker",  "crescent"};
 
 /* The shifts grow from domain to domain (gradual domain adaptation): a new palette and
  * more noise, then also less contrast and blur. */
@@ -404,9 +411,23 @@ static int demo_inside(int cls, float dx, float dy, float rad, float ang, float 
         }
         return 1;
     }
-    default: /* stripes inside a disc */
+    case 3: /* stripes inside a disc */
         if (dx * dx + dy * dy > rad * rad * 1.2f) return 0;
         return fmodf(u + 1000.0f * period, period) < 0.5f * period;
+    case 4: { /* ring: an annulus */
+        float r2 = dx * dx + dy * dy;
+        return r2 <= rad * rad && r2 >= 0.36f * rad * rad;
+    }
+    case 5: /* cross: two bars */
+        return (fabsf(u) <= 0.3f * rad && fabsf(v) <= rad) ||
+               (fabsf(v) <= 0.3f * rad && fabsf(u) <= rad);
+    case 6: /* checker board in a square */
+        if (fabsf(u) > 0.9f * rad || fabsf(v) > 0.9f * rad) return 0;
+        return ((int)floorf((u + 100 * period) / period) + (int)floorf((v + 100 * period) / period)) % 2;
+    default: { /* crescent: a disc less a shifted disc */
+        float ex = u - 0.5f * rad;
+        return dx * dx + dy * dy <= rad * rad && ex * ex + v * v > 0.7f * rad * rad;
+    }
     }
 }
 
@@ -471,8 +492,11 @@ static int demo_write(Rng *r, int cls, const DemoDomain *dom, const char *dir, c
 
 /* DIR/train/<class>/ (labelled), and for each shifted domain DIR/<domain>/unlabelled/
  * (flat, shuffled class order) plus DIR/<domain>/heldout/<class>/ (labelled, for scoring). */
-static int make_demo_data(const char *root, int per_class, uint64_t seed) {
+/* target = 1: the target task's classes (DEMO_CLASSES[4..7]) and DIR/composite.png, four of
+ * its shapes side by side (2 x 2 tiles of DEMO_SIZE px) for patch inference. */
+static int make_demo_data(const char *root, int per_class, uint64_t seed, int target) {
     char dir[1024];
+    const int c0 = target ? 4 : 0; /* the task's first class */
     int n_unlab = per_class / 2 > 4 ? per_class / 2 : 4;
     int n_held = per_class / 4 > 4 ? per_class / 4 : 4;
     for (int d = 0; d < 3; d++) {
@@ -482,8 +506,8 @@ static int make_demo_data(const char *root, int per_class, uint64_t seed) {
         if (d == 0) {
             for (int c = 0; c < 4; c++)
                 for (int i = 0; i < per_class; i++) {
-                    snprintf(dir, sizeof dir, "%s/train/%s", root, DEMO_CLASSES[c]);
-                    if (demo_write(&r, c, dom, dir, DEMO_CLASSES[c], i) != 0) return -1;
+                    snprintf(dir, sizeof dir, "%s/train/%s", root, DEMO_CLASSES[c0 + c]);
+                    if (demo_write(&r, c0 + c, dom, dir, DEMO_CLASSES[c0 + c], i) != 0) return -1;
                 }
             continue;
         }
@@ -492,20 +516,40 @@ static int make_demo_data(const char *root, int per_class, uint64_t seed) {
         rng_shuffle(&r, order, n);
         snprintf(dir, sizeof dir, "%s/%s/unlabelled", root, dom->name);
         for (int i = 0; i < n; i++)
-            if (demo_write(&r, order[i], dom, dir, "img", i) != 0) {
+            if (demo_write(&r, c0 + order[i], dom, dir, "img", i) != 0) {
                 free(order);
                 return -1;
             }
         free(order);
         for (int c = 0; c < 4; c++)
             for (int i = 0; i < n_held; i++) {
-                snprintf(dir, sizeof dir, "%s/%s/heldout/%s", root, dom->name, DEMO_CLASSES[c]);
-                if (demo_write(&r, c, dom, dir, DEMO_CLASSES[c], i) != 0) return -1;
+                snprintf(dir, sizeof dir, "%s/%s/heldout/%s", root, dom->name, DEMO_CLASSES[c0 + c]);
+                if (demo_write(&r, c0 + c, dom, dir, DEMO_CLASSES[c0 + c], i) != 0) return -1;
             }
     }
-    printf("demo data in %s: train/ (4 classes x %d), %s/ and %s/ (unlabelled %d, held-out "
-           "4 x %d each)\n",
-           root, per_class, DEMO_DOMAINS[1].name, DEMO_DOMAINS[2].name, 4 * n_unlab, n_held);
+    if (target) {
+        const int S = DEMO_SIZE;
+        Image pic = {2 * S, 2 * S, rn_alloc((size_t)4 * S * S * 3)};
+        Rng r;
+        rng_seed(&r, seed * 1000003u + 99);
+        for (int t = 0; t < 4; t++) {
+            Image tile;
+            demo_draw(&r, c0 + t, &DEMO_DOMAINS[0], &tile);
+            for (int y = 0; y < S; y++)
+                memcpy(pic.rgb + ((size_t)(t / 2 * S + y) * 2 * S + (size_t)(t % 2) * S) * 3,
+                       tile.rgb + (size_t)y * S * 3, (size_t)S * 3);
+            image_free(&tile);
+        }
+        snprintf(dir, sizeof dir, "%s/composite.png", root);
+        int rc = image_write_png(dir, &pic);
+        image_free(&pic);
+        if (rc != 0) return -1;
+    }
+    printf("demo data in %s: train/ (%s, %s, %s, %s: %d each), %s/ and %s/ (unlabelled %d, "
+           "held-out 4 x %d each)%s\n",
+           root, DEMO_CLASSES[c0], DEMO_CLASSES[c0 + 1], DEMO_CLASSES[c0 + 2], DEMO_CLASSES[c0 + 3],
+           per_class, DEMO_DOMAINS[1].name, DEMO_DOMAINS[2].name, 4 * n_unlab, n_held,
+           target ? ", composite.png (2 x 2 shapes)" : "");
     return 0;
 }
 
@@ -1028,7 +1072,10 @@ typedef struct {
     int epochs_run;                 /* in this process (for --kill-after-epochs) */
     char id[32];                    /* a new run's id (A.run_id points here) */
     double t0;
+    char title[256];                /* report.html's title */
 } Run;
+
+static int write_progress(const Run *run);
 
 typedef struct {
     int phase, epochs;
@@ -1059,7 +1106,7 @@ static void history_add(Run *run, const EpochRecord *e) {
 static void history_format(const Run *run, Buf *b) {
     for (int i = 0; i < run->n_hist; i++) {
         const EpochRecord *e = &run->hist[i];
-        buf_printf(b, "%d %d %.17g %.17g %.17g %.17g %.17g %.17g;", e->epoch, e->stage,
+        buf_printf(b, "%d %d %.17g %.17g %.17g %.17g %.17g %.17g;", e->epoch, e->phase,
                    e->train_loss, e->train_acc, e->val_loss, e->val_acc, e->lr, e->seconds);
     }
     buf_put(b, "", 1);
@@ -1071,7 +1118,7 @@ static int history_parse(Run *run, const char *s) {
         EpochRecord e;
         char *end;
         e.epoch = (int)strtol(s, &end, 10);
-        e.stage = (int)strtol(end, &end, 10);
+        e.phase = (int)strtol(end, &end, 10);
         double *f[6] = {&e.train_loss, &e.train_acc, &e.val_loss, &e.val_acc, &e.lr, &e.seconds};
         for (int i = 0; i < 6; i++) *f[i] = strtod(end, &end);
         if (*end != ';') {
@@ -1242,7 +1289,7 @@ static int run_phase(Run *run, Trainer *t, const PhaseCfg *pc, Split *train, Spl
                pc->phase, e + 1, pc->epochs, rec.train_loss, rec.train_acc, rec.val_loss,
                rec.val_acc, lr, rec.seconds, improved ? "  *" : "");
         fflush(stdout);
-        if (save_checkpoint(run, t, pc, &st) != 0) return -1;
+        if (save_checkpoint(run, t, pc, &st) != 0 || write_progress(run) != 0) return -1;
         if (A.kill_after > 0 && ++run->epochs_run >= A.kill_after) {
             fprintf(stderr, "--kill-after-epochs %d: killing myself\n", A.kill_after);
             fflush(NULL);
@@ -1255,6 +1302,32 @@ static int run_phase(Run *run, Trainer *t, const PhaseCfg *pc, Split *train, Spl
                st.best_epoch + 1, val->d.n > 0 ? "val" : "train", st.best);
     }
     return 0;
+}
+
+/* history.csv, and report.html with the curves so far, rewritten (atomically) after every
+ * epoch so that a reload shows a run in progress. */
+static int write_progress(const Run *run) {
+    char path[1100];
+    Report r = {0};
+    r.title = run->title;
+    r.history = run->hist;
+    r.n_history = run->n_hist;
+    r.restored_best = A.patience > 0;
+    r.in_progress = 1;
+    snprintf(path, sizeof path, "%s/history.csv", run->dir);
+    if (report_write_history_csv(&r, path) != 0) return -1;
+    snprintf(path, sizeof path, "%s/report.html", run->dir);
+    return report_write_html(&r, path);
+}
+
+/* A split whose accuracy's 95 % interval is too wide gets a warning on stderr too. */
+static void warn_if_small(const Metrics *m, const char *split) {
+    double half;
+    if (!metrics_too_small(m, &half)) return;
+    fprintf(stderr,
+            "warning: the %s split (%d images) is too small to trust: its accuracy's 95%% "
+            "interval is +-%.1f points (the rule: wider than +-%.0f points)\n",
+            split, m->n, 100 * half, 100 * METRICS_TRUST_HALF_WIDTH);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -1523,8 +1596,6 @@ static int train_job(Run *run, const char *command) {
     memset(&mv, 0, sizeof mv);
     memset(&mt, 0, sizeof mt);
     int have_mv = 0, have_mt = 0;
-    char **mis = NULL;
-    int n_mis = 0;
     float *test_probs = NULL;
     uint8_t *test_ok = NULL;
 
@@ -1656,10 +1727,14 @@ static int train_job(Run *run, const char *command) {
         }
     }
     printf("%s: %lld parameters, input %dx%d (%s), head %s, features %s [%d, %d, %d], %d "
-           "threads, %s kernels\n",
+           "thread%s, %s kernels\n",
            A.arch, (long long)net_count_params(net, 0), t.prep.size, t.prep.size,
            prep_name(t.prep.kind), A.head, scratch ? "(trained end to end)" : "frozen", t.fc, t.fh,
-           t.fw, rn_threads(), simd_name());
+           t.fw, rn_threads(), rn_threads() == 1 ? "" : "s", simd_name());
+    snprintf(run->title, sizeof run->title, "%s on %s", A.arch,
+             A.data[0]       ? A.data
+             : A.data_csv[0] ? A.data_csv
+                             : A.cifar_bin);
 
     /* ---- resume state */
     run->n_dom = 1 + n_p;
@@ -1703,11 +1778,14 @@ static int train_job(Run *run, const char *command) {
         if (run->resume_phase <= 2 && run_phase(run, &t, &pc2, &tr, &va) != 0) goto done;
     }
     double loss, acc;
-    if (run->resume_phase <= 2 && domain_row(run, &t, &te, ev, n_e ? n_p : 0, 0) != 0) goto done;
+    /* phases are numbered as run: pseudo-labelling follows fine-tuning, or the head */
+    int first_pseudo = A.finetune_epochs > 0 ? 3 : 2;
+    if (run->resume_phase < first_pseudo && domain_row(run, &t, &te, ev, n_e ? n_p : 0, 0) != 0)
+        goto done;
 
     /* ---- pseudo-labelling, one unlabelled domain after the other */
     for (int i = 0; i < n_p; i++) {
-        int phase = 3 + i, n_u = u[i].d.n, kept = 0;
+        int phase = first_pseudo + i, n_u = u[i].d.n, kept = 0;
         if (run->resume_phase > phase) continue;
         int *plabel = rn_alloc(sizeof(int) * (n_u + 1));
         if (run->resume_phase == phase) {
@@ -1755,24 +1833,18 @@ static int train_job(Run *run, const char *command) {
         have_mv = 1;
         printf("\n== validation (%d images)\n", va.d.n);
         metrics_print_report(&mv, tr.d.class_names, stdout);
+        warn_if_small(&mv, "validation");
     }
     if (te.d.n > 0) {
         if (evaluate(&t, &te, &loss, &acc, &mt, &test_probs, &test_ok) != 0) goto done;
         have_mt = 1;
         printf("\n== test (%d images)\n", te.d.n);
         metrics_print_report(&mt, tr.d.class_names, stdout);
-        mis = rn_alloc(sizeof(char *) * ((size_t)te.d.n + 1)); /* all: the report counts them */
-        for (int i = 0; i < te.d.n; i++) {
-            const float *p = test_probs + (size_t)i * t.k;
-            int y = te.d.labels[i], g = argmax(p, t.k);
-            if (!test_ok[i] || y < 0 || g == y) continue;
-            char line[1200], where[32];
-            snprintf(where, sizeof where, "#%d", i);
-            snprintf(line, sizeof line, "%s: %s -> %s (%.2f)",
-                     te.d.paths && te.d.paths[i] ? te.d.paths[i] : where, tr.d.class_names[y],
-                     tr.d.class_names[g], p[g]);
-            mis[n_mis++] = rn_strdup(line);
-        }
+        warn_if_small(&mt, "test");
+    } else if (va.d.n > 0) { /* the report's per-image parts then come from val */
+        Metrics unused;
+        if (evaluate(&t, &va, &loss, &acc, &unused, &test_probs, &test_ok) != 0) goto done;
+        metrics_free(&unused);
     }
     if (n_p > 0) print_matrix(run, dnames);
 
@@ -1789,43 +1861,54 @@ static int train_job(Run *run, const char *command) {
 
     Buf notes = {0};
     buf_printf(&notes,
-               "command: %s\nweights: %s\ntrain %d, val %d, test %d images; %d threads, "
+               "command: %s\nweights: %s\ntrain %d, val %d, test %d images; %d thread(s), "
                "%s kernels; feature extraction %.1f s, total %.1f s; peak memory %ld MB",
                command, A.weights, tr.d.n, va.d.n, te.d.n, rn_threads(), simd_name(), feat_seconds,
                rn_seconds() - run->t0, rn_peak_rss_kb() / 1024);
-    char title[256];
-    snprintf(title, sizeof title, "%s on %s", A.arch,
-             A.data[0]       ? A.data
-             : A.data_csv[0] ? A.data_csv
-                             : A.cifar_bin);
-    Report r = {title,
-                tr.d.class_names,
-                t.k,
-                have_mt ? &mt : NULL,
-                have_mv ? &mv : NULL,
-                run->hist,
-                run->n_hist,
-                n_p ? run->dacc : NULL,
-                n_p ? run->n_dom : 0,
-                dnames,
-                (const char **)mis,
-                n_mis,
-                notes.data};
-    char jpath[1024];
+    RunInfo ri = {A.arch,
+                  A.head,
+                  A.weights,
+                  t.prep.size,
+                  (long long)net_count_params(net, 0),
+                  (long long)net_count_params(net, 1),
+                  rn_seconds() - run->t0,
+                  rn_peak_rss_kb() / 1024.0};
+    Report r = {0};
+    r.title = run->title;
+    r.class_names = tr.d.class_names;
+    r.k = t.k;
+    r.test = have_mt ? &mt : NULL;
+    r.val = have_mv ? &mv : NULL;
+    r.history = run->hist;
+    r.n_history = run->n_hist;
+    r.domain_acc = n_p ? run->dacc : NULL;
+    r.n_domains = n_p ? run->n_dom : 0;
+    r.domain_names = dnames;
+    r.notes = notes.data;
+    r.data = test_probs ? (te.d.n > 0 ? &te.d : &va.d) : NULL;
+    r.probs = test_probs;
+    r.ok = test_ok;
+    r.restored_best = A.patience > 0;
+    r.run = &ri;
+    char jpath[1024], hpath[1024], ppath[1024];
     snprintf(jpath, sizeof jpath, "%s/metrics.json", run->dir);
     snprintf(path, sizeof path, "%s/report.html", run->dir);
-    int wrc = report_write_json(&r, jpath) != 0 || report_write_html(&r, path) != 0;
+    snprintf(hpath, sizeof hpath, "%s/history.csv", run->dir);
+    snprintf(ppath, sizeof ppath, "%s/predictions.csv", run->dir);
+    int wrc = report_write_json(&r, jpath) != 0 || report_write_html(&r, path) != 0 ||
+              report_write_history_csv(&r, hpath) != 0 ||
+              (r.data && report_write_predictions_csv(&r, ppath) != 0);
     buf_free(&notes);
     if (wrc) goto done;
-    printf("\nmodel:   %s/model.safetensors\nmetrics: %s\nreport:  %s\n", run->dir, jpath, path);
+    printf("\nmodel:   %s/model.safetensors\nmetrics: %s\nreport:  %s\nhistory: %s\n", run->dir,
+           jpath, path, hpath);
+    if (r.data) printf("predictions: %s\n", ppath);
     printf("peak memory: %ld MB (resident)\n", rn_peak_rss_kb() / 1024);
     rc = 0;
 
 done:
     if (have_mv) metrics_free(&mv);
     if (have_mt) metrics_free(&mt);
-    for (int i = 0; i < n_mis; i++) free(mis[i]);
-    free(mis);
     free(test_probs);
     free(test_ok);
     for (int i = 0; i < n_p && u; i++) {
@@ -1944,6 +2027,8 @@ static int start_run(Run *run, int argc, char **argv) {
 int main(int argc, char **argv) {
     rn_binary_stdout();               /* "\n" line ends on every platform (Windows: not "\r\n") */
     setvbuf(stdout, NULL, _IOLBF, 0); /* epoch lines in order with stderr's progress lines */
+    /* train --compare RUN... --out DIR: tables and curves of finished runs (compare.c) */
+    if (argc > 1 && !strcmp(argv[1], "--compare")) return compare_main(argc - 2, argv + 2);
     set_defaults();
     if (parse_args(argc - 1, argv + 1, NULL) != 0) {
         fprintf(stderr, "error: %s\n", rn_error());
@@ -1957,7 +2042,13 @@ int main(int argc, char **argv) {
     if (A.threads > 0) omp_set_num_threads(A.threads);
 #endif
     if (A.make_demo_data[0]) {
-        if (make_demo_data(A.make_demo_data, A.demo_per_class, (uint64_t)A.seed) != 0) {
+        int target = strcmp(A.demo_task, "target") == 0;
+        if (!target && strcmp(A.demo_task, "source") != 0) {
+            fprintf(stderr, "error: --demo-task: expected 'source' or 'target', found '%s'\n",
+                    A.demo_task);
+            return 2;
+        }
+        if (make_demo_data(A.make_demo_data, A.demo_per_class, (uint64_t)A.seed, target) != 0) {
             fprintf(stderr, "error: %s\n", rn_error());
             return 1;
         }

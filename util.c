@@ -485,12 +485,13 @@ static void progress_draw(Progress *p, const char *extra, int final) {
         char bar[32];
         for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
         bar[width] = 0;
-        fprintf(stderr, "\r%-14s [%s] %ld/%ld  %.1f/s  %s %.0fs  %s\033[K", p->label, bar, p->done,
-                p->total, rate, final ? "took" : "eta", final ? el : eta, extra ? extra : "");
+        fprintf(stderr, "\r%-14s [%s] %ld/%ld  %.1f/s  %s %.0fs%s%s\033[K", p->label, bar,
+                p->done, p->total, rate, final ? "took" : "eta", final ? el : eta,
+                extra ? "  " : "", extra ? extra : "");
         if (final) fputc('\n', stderr);
     } else {
-        fprintf(stderr, "%s: %ld/%ld  %.1f/s  %s %.0fs  %s\n", p->label, p->done, p->total, rate,
-                final ? "took" : "eta", final ? el : eta, extra ? extra : "");
+        fprintf(stderr, "%s: %ld/%ld  %.1f/s  %s %.0fs%s%s\n", p->label, p->done, p->total, rate,
+                final ? "took" : "eta", final ? el : eta, extra ? "  " : "", extra ? extra : "");
     }
     fflush(stderr);
 }

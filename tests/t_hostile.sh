@@ -95,7 +95,7 @@ FT="$RUN --data $T/data/train --epochs 1 --finetune-epochs 2 --unfreeze 1 --fine
 "$TRAIN" $FT --out "$T/ft1" > "$T/ft1.log" 2>&1 || fail "fine-tune run failed"
 ("$TRAIN" $FT --out "$T/ft2" --kill-after-epochs 3; true) > /dev/null 2>&1
 "$TRAIN" --resume "$T/ft2" > "$T/ft2.log" 2>&1; st=$?
-masked() { sed -e 's/"seconds":[^,}]*/"seconds":_/g' -e 's/"notes":.*/"notes":_}/' "$1"; }
+masked() { sed -e 's/"seconds":[^,}]*/"seconds":_/g' -e 's/"peak_memory_mb":[^,}]*/"peak_memory_mb":_/g' -e 's/"notes":.*/"notes":_}/' "$1"; }
 masked "$T/ft1/metrics.json" > "$T/ft1.json"
 masked "$T/ft2/metrics.json" > "$T/ft2.json" 2> /dev/null
 if [ "$st" -eq 0 ] && cmp -s "$T/ft1.json" "$T/ft2.json"; then ok "evaluation after a resume with nothing left: same metrics"

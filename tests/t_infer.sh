@@ -61,6 +61,21 @@ check_run() { # name, extra train options...
   if ! awk -v w="$wrong" -v a="$acc" -v n="$n" 'BEGIN { exit !(w - 1 == int(n - a * n + 0.5) || (w == 0 && a == 1)) }'; then
     echo "t_infer.sh: $name: $wrong lines with '->' for accuracy $acc of $n"; fail=1
   fi
+  # predictions.csv: a row an image, the same predictions as train's for its test split;
+  # the report names the folder evaluated ("train" here) and has no training-curves card
+  ev="$dir/$name.eval"
+  cut -d, -f1-3 "$run/predictions.csv" > "$dir/p_train"
+  cut -d, -f1-3 "$ev/predictions.csv" > "$dir/p_eval"
+  rows=$(($(wc -l < "$ev/predictions.csv") - 1))
+  if [ "$rows" != "$n" ] || ! cmp -s "$dir/p_train" "$dir/p_eval"; then
+    echo "t_infer.sh: $name: predictions.csv: $rows rows for $n images, or not train's"; fail=1
+  fi
+  if ! grep -q 'Confusion matrix (train)' "$ev/report.html" || grep -q 'Training curves' "$ev/report.html"; then
+    echo "t_infer.sh: $name: eval report not named after its folder, or an empty curves card"; fail=1
+  fi
+  if [ "$wrong" -gt 1 ] && ! grep -q 'src="data:image/' "$ev/report.html"; then
+    echo "t_infer.sh: $name: no thumbnails of the misclassified images"; fail=1
+  fi
   echo "t_infer.sh: $name: $(tr '\n' ' ' < "$dir/b")"
 }
 

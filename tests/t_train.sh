@@ -48,6 +48,25 @@ acc=$(json_num "$T/r1/metrics.json" test accuracy)
 if [ -n "$acc" ] && awk "BEGIN { exit !($acc > 0.4) }"; then ok "scratch test accuracy $acc > chance (0.25)"
 else fail "scratch test accuracy '$acc' not above chance"; fi
 
+# 1a. the report files: history.csv a row an epoch, predictions.csv a row a test image
+#     (RFC 4180 header), misclassified objects in metrics.json, "1 thread" in the banner
+n_hist=$(($(wc -l < "$T/r1/history.csv") - 1))
+[ "$n_hist" -eq 12 ] && head -n 1 "$T/r1/history.csv" | grep -q '^epoch,phase,phase_epoch,lr,' \
+  && ok "history.csv: 12 epochs" || fail "history.csv: $n_hist rows for 12 epochs"
+n_test=$(tr -d '\n ' < "$T/r1/metrics.json" | sed -n 's/.*"test":{"n":\([0-9]*\).*/\1/p')
+n_pred=$(($(wc -l < "$T/r1/predictions.csv") - 1))
+[ -n "$n_test" ] && [ "$n_pred" -eq "$n_test" ] \
+  && head -n 1 "$T/r1/predictions.csv" | grep -q '^path,true,predicted,confidence,p_circle,' \
+  && ok "predictions.csv: $n_pred rows" || fail "predictions.csv: $n_pred rows for $n_test test images"
+if grep -q '"misclassified":\[\]' "$T/r1/metrics.json" \
+   || grep -A1 '"misclassified":\[' "$T/r1/metrics.json" | grep -q '{"path":"[^"]*","true":"[a-z]*","predicted":"[a-z]*","confidence":'
+then ok "misclassified as objects"; else fail "misclassified are not objects"; fi
+grep -q "1 thread, " "$T/r1.log" && ! grep -q "1 threads" "$T/r1.log" && ok "banner: 1 thread" \
+  || fail "banner thread count grammar"
+# 4 classes: top-k (k = min(5, classes) = 4) says nothing and is not shown
+grep -q "macro AUC" "$T/r1.log" && ! grep -q "top-4 accuracy" "$T/r1.log" && ! grep -q "top-4" "$T/r1/report.html" \
+  && ok "top-k hidden when k = classes" || fail "top-4 of 4 classes shown"
+
 # 1b. a file that cannot be decoded: one line naming it, the run goes on, exit status 1
 cp -r "$T/data/train" "$T/broken"
 printf 'this is not an image\n' > "$T/broken/circle/zz_broken.png"
@@ -62,6 +81,8 @@ HEAD="--arch cifar_resnet20 --weights $T/r1/model.safetensors --img-size 16 --pr
       --batch 16 --head mlp:32:dropout=0.2 --lr 0.01 --cache-dir $T/cache"
 run_train $HEAD --data "$T/data/train" --out "$T/h1" --epochs 6 --patience 0 \
   > "$T/h1.log" 2>&1 || { cat "$T/h1.log"; fail "frozen-backbone run failed"; }
+grep -q 'took [0-9]*s' "$T/h1.log" && ! grep -q 'took [0-9]*s  *img' "$T/h1.log" \
+  && ok "progress lines end with the time" || fail "progress line with a stray unit"
 n_cache=$(ls "$T/cache" 2>/dev/null | grep -c '^features-')
 [ "$n_cache" -ge 3 ] && ok "feature cache: $n_cache files" || fail "feature cache: $n_cache files"
 run_train $HEAD --data "$T/data/train" --out "$T/h2" --epochs 6 --patience 0 \
@@ -75,6 +96,9 @@ cmp -s "$T/h1/model.safetensors" "$T/h2/model.safetensors" && ok "repeat run ide
 run_train $HEAD --data "$T/data/train" --out "$T/h3" --epochs 6 --patience 0 \
   --kill-after-epochs 3 > "$T/h3.log" 2>&1 && fail "--kill-after-epochs did not kill"
 [ -f "$T/h3/model.safetensors" ] && fail "killed run wrote a model"
+# written every epoch: a killed run already has its history and an in-progress report
+[ "$(wc -l < "$T/h3/history.csv")" -eq 4 ] && grep -q "Training in progress: phase 1, epoch 3" "$T/h3/report.html" \
+  && ok "history.csv and report.html written every epoch" || fail "no per-epoch history.csv / report.html"
 run_train --resume "$T/h3" > "$T/h3r.log" 2>&1 || { cat "$T/h3r.log"; fail "resume failed"; }
 grep -q "resumed phase 1 after epoch 3" "$T/h3r.log" || fail "resume did not continue at epoch 3"
 cmp -s "$T/h1/model.safetensors" "$T/h3/model.safetensors" && ok "head: resumed == uninterrupted" \
@@ -96,6 +120,14 @@ cmp -s "$T/f1/model.safetensors" "$T/f2/model.safetensors" && ok "fine-tune+pseu
   || fail "fine-tune+pseudo: resumed model differs"
 grep -q '"domain' "$T/f1/metrics.json" && ok "domain accuracy matrix in metrics.json" \
   || fail "no domain accuracy matrix in metrics.json"
+grep -q "^phase 3 epoch" "$T/f1.log" && ok "pseudo-labelling is phase 3 after fine-tuning" \
+  || fail "no phase 3 after fine-tuning"
+# without fine-tuning, pseudo-labelling is phase 2: phases are numbered as run
+run_train $HEAD --pseudo "$D1/unlabelled" --pseudo-epochs 1 --pseudo-threshold 0.3 \
+  --data "$T/data/train" --out "$T/p1" --epochs 1 --patience 0 > "$T/p1.log" 2>&1 \
+  || { cat "$T/p1.log"; fail "pseudo run without fine-tuning failed"; }
+grep -q "^phase 2 epoch" "$T/p1.log" && ! grep -q "^phase 3" "$T/p1.log" \
+  && ok "phases numbered as run (1, 2)" || fail "phase numbers jump without fine-tuning"
 
 # 4. early stopping: a far too large learning rate makes val loss worse; restore the best
 run_train $HEAD --data "$T/data/train" --out "$T/e1" --epochs 30 --patience 2 --lr 0.3 \
@@ -106,6 +138,36 @@ best=$(sed -n 's/.*restored the best weights (epoch [0-9]*, val loss \([0-9.]*\)
 final=$(awk '/^== validation/ { v = 1 } v && $1 == "loss" { print $2; exit }' "$T/e1.log")
 [ -n "$best" ] && [ "$best" = "$final" ] && ok "restored best weights (val loss $best)" \
   || fail "restored val loss '$best' != final val loss '$final'"
+best_ep=$(sed -n 's/.*restored the best weights (epoch \([0-9]*\),.*/\1/p' "$T/e1.log")
+grep -q "\"best_epochs\":\[$best_ep\]" "$T/e1/metrics.json" && grep -q 'class="best"' "$T/e1/report.html" \
+  && ok "report marks the restored epoch $best_ep" || fail "restored epoch $best_ep not marked"
+
+# 4b. --compare: a row a run in compare.csv (the run's own numbers), the curves of every run
+#     overlaid in compare.html; a missing run is refused before anything is written
+run_train --compare "$T/r1" "$T/h1" "$T/f1" --out "$T/cmp" > "$T/cmp.log" 2>&1 || { cat "$T/cmp.log"; fail "--compare failed"; }
+rows=$(($(wc -l < "$T/cmp/compare.csv") - 1))
+head -n 1 "$T/cmp/compare.csv" | grep -q '^run,path,backbone,head,input_size,parameters,trainable_parameters,train_accuracy,val_accuracy,test_accuracy,macro_precision,macro_recall,macro_f1,macro_auc,top_k,top_k_accuracy,epochs,seconds,peak_memory_mb$' \
+  || fail "compare.csv header: $(head -n 1 "$T/cmp/compare.csv")"
+csv_acc=$(awk -F, '$1 == "r1" { print $10 }' "$T/cmp/compare.csv")
+csv_ep=$(awk -F, '$1 == "f1" { print $17 }' "$T/cmp/compare.csv")
+f1_ep=$(($(wc -l < "$T/f1/history.csv") - 1))
+if [ "$rows" -eq 3 ] && awk -v a="$csv_acc" -v b="$acc" 'BEGIN { d = a - b; exit !(a != "" && d < 1e-6 && d > -1e-6) }' \
+   && [ "$csv_ep" = "$f1_ep" ] && grep -q '^h1,.*,cifar_resnet20,mlp:32:dropout=0.2,16,' "$T/cmp/compare.csv"; then
+  ok "compare.csv: 3 rows, r1's test accuracy $csv_acc, f1's $csv_ep epochs"
+else cat "$T/cmp/compare.csv"; fail "compare.csv rows"; fi
+# four overlaid charts (train/val loss and accuracy), each with a line per run
+n_lines=0
+for c in 0 1 2 3; do
+  for r in 0 1 2; do
+    sed -n "/data-curve=\"$c\"/,/<\/svg>/p" "$T/cmp/compare.html" | grep -q "data-run=\"$r\"" && n_lines=$((n_lines + 1))
+  done
+done
+[ "$n_lines" -eq 12 ] && ok "compare.html: 4 charts x 3 runs overlaid" || fail "compare.html: $n_lines of 12 curves"
+run_train --compare "$T/r1" "$T/nowhere" --out "$T/cmp2" > /dev/null 2>&1; st=$?
+[ "$st" -eq 1 ] && [ ! -e "$T/cmp2/compare.csv" ] && ok "--compare refuses a missing run (exit 1)" \
+  || fail "--compare with a missing run: status $st"
+run_train --compare "$T/r1" > /dev/null 2>&1; st=$?
+[ "$st" -eq 2 ] || fail "--compare without --out: status $st, expected 2"
 
 # 5. --low-memory (the default: ResNet-50's conv3 and downsample outputs recomputed in
 #    backward) and --low-memory=0 (kept): the same model. Left out under an emulator

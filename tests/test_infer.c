@@ -594,11 +594,24 @@ static void test_patch_picture(void) {
     CHECK(image_decode_file(path, &img, why, sizeof why) == 0);
     if (!img.rgb) return;
     CHECK(img.w >= 96 && img.h > 32 + 40); /* image plus a two-entry legend */
-    /* cell colour = 0.55 * pixel + 0.45 * class colour (Tableau: red class 0 = blue-ish
-     * (31,119,180), green class 1 = orange (255,127,14)) */
+    /* cell colour = (1 - t) * pixel + t * class colour, t = 0.1 + 0.6 * (p - 1/3) / (2/3)
+     * for the cell's probability p (Tableau: red class 0 = blue-ish (31,119,180), green
+     * class 1 = orange (255,127,14)); the old fixed t = 0.45 is 0.22 off here */
+    double zr[3], zg[3], pr[3], pg[3];
+    expected_logits(RED, model_eps, zr);
+    expected_logits(GREEN, model_eps, zg);
+    softmax3(zr, pr);
+    softmax3(zg, pg);
+    double ta = 0.1 + 0.6 * (pr[0] - 1.0 / 3) * 1.5, tb = 0.1 + 0.6 * (pg[1] - 1.0 / 3) * 1.5;
+    const double red[3] = {255, 0, 0}, green[3] = {0, 255, 0}, col_a[3] = {31, 119, 180},
+                 col_b[3] = {255, 127, 14};
     const uint8_t *a = img.rgb + ((size_t)10 * img.w + 10) * 3,
                   *b = img.rgb + ((size_t)10 * img.w + 85) * 3;
-    int want_a[3] = {154, 54, 81}, want_b[3] = {115, 197, 6};
+    int want_a[3], want_b[3];
+    for (int c = 0; c < 3; c++) {
+        want_a[c] = (int)lround((1 - ta) * red[c] + ta * col_a[c]);
+        want_b[c] = (int)lround((1 - tb) * green[c] + tb * col_b[c]);
+    }
     for (int c = 0; c < 3; c++) {
         CHECK_MSG(abs(a[c] - want_a[c]) <= 2, "red cell channel %d = %d", c, a[c]);
         CHECK_MSG(abs(b[c] - want_b[c]) <= 2, "green cell channel %d = %d", c, b[c]);

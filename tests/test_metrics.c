@@ -317,7 +317,9 @@ static void check_html(const char *html, int min_svgs) {
     CHECK(count_of(html, "<section") == count_of(html, "</section>"));
     CHECK(count_of(html, "<table") == count_of(html, "</table>"));
     CHECK(strstr(html, "<script") == NULL);
-    CHECK(strstr(html, "src=") == NULL && strstr(html, "http://") == NULL &&
+    /* nothing fetched: the only sources are the embedded thumbnails */
+    CHECK(count_of(html, "src=") == count_of(html, "src=\"data:image/"));
+    CHECK(strstr(html, "http://") == NULL &&
           strstr(html, "https://") == NULL && strstr(html, "@import") == NULL);
     CHECK(strstr(html, ">nan") == NULL && strstr(html, "nan%") == NULL &&
           strstr(html, "-nan") == NULL && strstr(html, "\"nan") == NULL &&
@@ -341,34 +343,68 @@ static void test_report_files(void) {
                            {4, 1, 0.5, 0.8, 0.75, 0.7, 1e-4, 3.0}};
     double dacc[4] = {0.9, NAN, 0.6, 0.8};
     char *dnames[2] = {"clean", "rain & <fog>"};
-    const char *mis[2] = {"a/<x>.jpg: cat -> dog (0.61)", "b.jpg: dog -> <b>&\" (0.5)"};
-    Report r = {"Run <1> & \"quotes\"",
-                names3,
-                3,
-                &test,
-                &val,
-                hist,
-                4,
-                dacc,
-                2,
-                dnames,
-                mis,
-                2,
-                "train --arch resnet18 <notes> & more"};
+    /* the split's items: one real picture (a thumbnail), the rest paths that do not exist */
+    char png_path[300];
+    snprintf(png_path, sizeof png_path, "%s/real.png", dir);
+    uint8_t px[8 * 6 * 3];
+    for (int i = 0; i < (int)sizeof px; i++) px[i] = (uint8_t)(i * 7);
+    Image pic = {8, 6, px};
+    CHECK(image_write_png(png_path, &pic) == 0);
+    /* items 1, 5, 8 and 9 are misclassified */
+    char *paths[10] = {"c,1.jpg", png_path, "c.jpg", "d.jpg",     "e\"q\".jpg",
+                       "f.jpg",   "g.jpg",  "h.jpg", "a/<x>.jpg", "j.jpg"};
+    Dataset items = {0};
+    items.n = 10;
+    items.n_classes = 3;
+    items.labels = (int *)labels3;
+    items.paths = paths;
+    Report r = {0};
+    r.title = "Run <1> & \"quotes\"";
+    r.class_names = names3;
+    r.k = 3;
+    r.test = &test;
+    r.val = &val;
+    r.history = hist;
+    r.n_history = 4;
+    r.domain_acc = dacc;
+    r.n_domains = 2;
+    r.domain_names = dnames;
+    r.notes = "train --arch resnet18 <notes> & more";
+    r.data = &items;
+    r.probs = probs3;
+    r.restored_best = 1;
     CHECK(report_write_html(&r, html_path) == 0);
     CHECK(report_write_json(&r, json_path) == 0);
     char *html = read_text(html_path);
     CHECK(html != NULL);
     if (html) {
-        check_html(html, 4);
+        check_html(html, 6);
         CHECK(strstr(html, "<b>&\"") == NULL); /* the raw class name never appears */
         CHECK(strstr(html, "&lt;b&gt;&amp;&quot;") != NULL);
         CHECK(strstr(html, "Run &lt;1&gt; &amp; &quot;quotes&quot;") != NULL);
         CHECK(strstr(html, "rain &amp; &lt;fog&gt;") != NULL);
-        CHECK(strstr(html, "a/&lt;x&gt;.jpg") != NULL);
+        CHECK(strstr(html, "a/&lt;x&gt;.jpg") != NULL); /* a misclassified item's title */
         CHECK(strstr(html, "&lt;notes&gt; &amp; more") != NULL);
-        CHECK(strstr(html, "stage 1") != NULL); /* the fine-tuning marker */
-        CHECK(strstr(html, "60.0%") != NULL);   /* test accuracy card */
+        CHECK(strstr(html, "phase 1") != NULL); /* the fine-tuning marker */
+        CHECK(strstr(html, "stage") == NULL);   /* one word for it */
+        CHECK(strstr(html, ">epoch</text>") != NULL && strstr(html, ">record<") == NULL);
+        CHECK(strstr(html, "60.0%") != NULL); /* test accuracy card */
+        /* the restored best epoch of each phase is marked: one ring per phase and chart */
+        CHECK_MSG(count_of(html, "class=\"best\"") == 4, "%d rings",
+                  count_of(html, "class=\"best\""));
+        CHECK(strstr(html, "Learning rate") != NULL);
+        /* top-2 of 3 classes is worth a card */
+        CHECK(strstr(html, "top-2 accuracy") != NULL);
+        /* ROC and precision-recall, with their areas */
+        CHECK(strstr(html, "ROC and precision-recall") && strstr(html, "false-positive rate") &&
+              strstr(html, " &middot; AP "));
+        /* misclassified: grouped, thumbnails embedded (only the real picture) */
+        CHECK(strstr(html, "Misclassified samples (test)") != NULL);
+        CHECK_MSG(count_of(html, "src=\"data:image/png;base64,") == 1, "%d thumbnails",
+                  count_of(html, "src=\"data:image/png;base64,"));
+        CHECK(strstr(html, "cat &rarr; ") != NULL);
+        /* 10 test samples: the warning and its rule */
+        CHECK(strstr(html, "too small to trust") && strstr(html, "Wilson interval"));
     }
     free(html);
     char *json = read_text(json_path);
@@ -379,8 +415,63 @@ static void test_report_files(void) {
         CHECK(strstr(json, "\"accuracy\":[[0.9,null],[0.6,0.8]]") != NULL);
         CHECK(strstr(json, "\"names\":[\"clean\",\"rain & <fog>\"]") != NULL);
         CHECK(strstr(json, "\"loss\":0.81") != NULL);
+        CHECK(strstr(json, "\"phase\":1") && strstr(json, "\"stage\"") == NULL);
+        CHECK(strstr(json, "\"best_epochs\":[2,4]") != NULL);
+        /* misclassified as objects, not lines */
+        CHECK(strstr(json, "\"misclassified\":[\n{\"path\":") != NULL);
+        CHECK(strstr(json, "\"true\":\"cat\",\"predicted\":") != NULL);
+        CHECK(strstr(json, "\"confidence\":") != NULL);
+        CHECK(strstr(json, "\"too_small\":true") != NULL);
     }
     free(json);
+
+    /* history.csv and predictions.csv */
+    char csv_path[300];
+    snprintf(csv_path, sizeof csv_path, "%s/history.csv", dir);
+    CHECK(report_write_history_csv(&r, csv_path) == 0);
+    char *csv = read_text(csv_path);
+    if (csv) {
+        CHECK(!strncmp(csv, "epoch,phase,phase_epoch,lr,train_loss,train_acc,val_loss,val_acc,"
+                            "seconds\n1,0,1,0.001,1.2,0.4,1.1,0.45,2\n",
+                       104));
+        CHECK(strstr(csv, "\n2,0,2,0.001,0.9,0.6,,,2\n") != NULL); /* NAN: empty */
+        CHECK(count_of(csv, "\n") == 5);
+    }
+    free(csv);
+    remove(csv_path);
+    snprintf(csv_path, sizeof csv_path, "%s/predictions.csv", dir);
+    CHECK(report_write_predictions_csv(&r, csv_path) == 0);
+    csv = read_text(csv_path);
+    if (csv) {
+        CHECK(!strncmp(csv, "path,true,predicted,confidence,p_cat,p_dog,\"p_<b>&\"\"\"\n", 46));
+        CHECK(strstr(csv, "\n\"c,1.jpg\",cat,") != NULL);        /* RFC 4180 quoting */
+        CHECK(strstr(csv, "\n\"e\"\"q\"\".jpg\",dog,") != NULL);
+        CHECK(strstr(csv, "\nc.jpg,cat,cat,0.5,0.5,0.1,0.4\n") != NULL);
+        CHECK(strstr(csv, "\na/<x>.jpg,\"<b>&\"\"\",cat,0.5,0.5,0.3,0.2\n") != NULL);
+        CHECK(count_of(csv, "\n") == 11);
+    }
+    free(csv);
+    remove(csv_path);
+    remove(png_path);
+
+    /* an evaluation: no history, so no curves card at all; top-k hidden when k = classes */
+    Metrics all3;
+    metrics_compute(10, 3, probs3, labels3, 3, NAN, &all3);
+    Report ev = {0};
+    ev.k = 3;
+    ev.class_names = names3;
+    ev.test = &all3;
+    ev.split = "val";
+    CHECK(report_write_html(&ev, html_path) == 0);
+    html = read_text(html_path);
+    if (html) {
+        CHECK(strstr(html, "Training curves") == NULL && strstr(html, "No training") == NULL);
+        CHECK(strstr(html, "top-3") == NULL);
+        CHECK(strstr(html, "val accuracy") && strstr(html, "Confusion matrix (val)") &&
+              strstr(html, "(test)") == NULL);
+    }
+    free(html);
+    metrics_free(&all3);
 
     /* Rewriting replaces the file whole and leaves no temporary behind. Nothing but a
      * title: empty history, no metrics. */
@@ -390,7 +481,7 @@ static void test_report_files(void) {
     html = read_text(html_path);
     if (html) {
         check_html(html, 0);
-        CHECK(strstr(html, "No training history") != NULL);
+        CHECK(strstr(html, "Training curves") == NULL);
         CHECK(strstr(html, "Confusion") == NULL);
     }
     free(html);
@@ -407,7 +498,7 @@ static void test_report_files(void) {
     CHECK(report_write_html(&nan_history, html_path) == 0);
     html = read_text(html_path);
     if (html) {
-        check_html(html, 2);
+        check_html(html, 3);
         CHECK(strstr(html, "no loss recorded") && strstr(html, "no accuracy recorded"));
     }
     free(html);
@@ -449,13 +540,22 @@ static void test_report_many_classes(void) {
     CHECK(m.accuracy > 0.2 && m.topk_accuracy >= m.accuracy);
     CHECK(m.macro_auc > 0.5 && m.macro_auc <= 1);
     EpochRecord one = {1, 0, 2.5, 0.3, 2.4, 0.31, 0.1, 10};
-    Report r = {"many", names, K, &m, NULL, &one, 1, NULL, 0, NULL, NULL, 0, NULL};
+    Dataset items = {0};
+    items.n = N;
+    items.n_classes = K;
+    items.labels = labels;
+    Report r = {.title = "many", .class_names = names, .k = K, .test = &m, .history = &one,
+                .n_history = 1, .data = &items, .probs = probs};
     char dir[256], path[300];
     int made = test_temp_dir(dir, sizeof dir, "test_metrics_many") == 0;
     snprintf(path, sizeof path, "%s/report.html", dir);
     CHECK(made && report_write_html(&r, path) == 0);
     char *html = read_text(path);
-    if (html) check_html(html, 4);
+    if (html) {
+        check_html(html, 6);
+        CHECK(strstr(html, "The first 10 of 100 classes are drawn") != NULL);
+        CHECK(strstr(html, "top-5 accuracy") != NULL);
+    }
     free(html);
     remove(path);
     remove(dir);
@@ -484,9 +584,10 @@ static void test_report_odd_histories(void) {
         CHECK(report_write_html(&r, path) == 0);
         char *html = read_text(path);
         if (html) {
-            check_html(html, 2);
-            CHECK(strstr(html, "stage 1") != NULL);
-            CHECK(count_of(html, "<polyline") >= 4);
+            check_html(html, 3);
+            CHECK(strstr(html, "phase 1") != NULL);
+            CHECK(strstr(html, ">epoch</text>") != NULL && strstr(html, ">record<") == NULL);
+            CHECK(count_of(html, "<polyline") >= 5);
         }
         free(html);
     }
@@ -494,7 +595,59 @@ static void test_report_odd_histories(void) {
     remove(dir);
 }
 
+/* sklearn: roc_curve / precision_recall_curve / average_precision_score of
+ * y = [0, 0, 1, 1], scores = [0.1, 0.4, 0.35, 0.8]: AUC 0.75, AP 0.8333. */
+static void test_curves(void) {
+    const float probs[8] = {0.9f, 0.1f, 0.6f, 0.4f, 0.65f, 0.35f, 0.2f, 0.8f};
+    const int labels[4] = {0, 0, 1, 1};
+    Curve roc, pr;
+    CHECK(metrics_class_curves(4, 2, probs, labels, 1, &roc, &pr) == 0);
+    const double rx[5] = {0, 0, 0.5, 0.5, 1}, ry[5] = {0, 0.5, 0.5, 1, 1};
+    const double px[5] = {0, 0.5, 0.5, 1, 1}, py[5] = {1, 1, 0.5, 2.0 / 3, 0.5};
+    CHECK(roc.n == 5 && pr.n == 5);
+    for (int i = 0; i < 5 && roc.n == 5 && pr.n == 5; i++) {
+        CHECK_MSG(fabs(roc.x[i] - rx[i]) < 1e-12 && fabs(roc.y[i] - ry[i]) < 1e-12,
+                  "roc %d: %g %g", i, roc.x[i], roc.y[i]);
+        CHECK_MSG(fabs(pr.x[i] - px[i]) < 1e-12 && fabs(pr.y[i] - py[i]) < 1e-12, "pr %d: %g %g",
+                  i, pr.x[i], pr.y[i]);
+    }
+    CHECK(fabs(roc.area - 0.75) < 1e-12);
+    CHECK_MSG(fabs(pr.area - 5.0 / 6) < 1e-12, "AP %.17g", pr.area);
+    curve_free(&roc);
+    curve_free(&pr);
+    /* the per-class values in Metrics agree */
+    Metrics m;
+    metrics_compute(4, 2, probs, labels, 1, NAN, &m);
+    CHECK(fabs(m.auc[1] - 0.75) < 1e-12 && fabs(m.ap[1] - 5.0 / 6) < 1e-12);
+    metrics_free(&m);
+    /* a class without positives has no areas */
+    const int none[4] = {0, 0, 0, 0};
+    CHECK(metrics_class_curves(4, 2, probs, none, 1, &roc, &pr) == 0);
+    CHECK(isnan(roc.area) && isnan(pr.area));
+    curve_free(&roc);
+    curve_free(&pr);
+}
+
+/* Wilson 95 % interval of 50 / 100: 0.4038 - 0.5962; the trust rule's boundary. */
+static void test_wilson(void) {
+    double lo, hi;
+    metrics_wilson(0.5, 100, 1.959964, &lo, &hi);
+    CHECK_MSG(fabs(lo - 0.40383) < 1e-4 && fabs(hi - 0.59617) < 1e-4, "%g %g", lo, hi);
+    Metrics m = {0};
+    m.accuracy = 0.5;
+    m.n = 385;
+    CHECK(!metrics_too_small(&m, NULL));
+    m.n = 37;
+    m.accuracy = 0.9;
+    double half;
+    CHECK(metrics_too_small(&m, &half) && half > 0.05);
+    m.n = 0;
+    CHECK(metrics_too_small(&m, NULL));
+}
+
 int main(void) {
+    RUN(test_curves);
+    RUN(test_wilson);
     RUN(test_three_classes);
     RUN(test_empty_class);
     RUN(test_roc_auc);

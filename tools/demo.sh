@@ -1,38 +1,80 @@
 #!/bin/sh
-# tools/demo.sh - the embedded end-to-end demo (`make demo`), no downloads needed.
+# tools/demo.sh - `make demo`: the main job, transfer learning, end to end with no download.
 #
-# 1. ./train --make-demo-data draws 64x64 images of four shapes (circle, square, triangle,
-#    stripes) into demo_run/data: a labelled training set and two increasingly shifted
-#    domains (new palette and noise; then also faded shapes and blur), each with an
-#    unlabelled folder and a labelled held-out folder.
-# 2. No pretrained weights can be downloaded here, so the demo trains a CIFAR ResNet-20
-#    from a random init (--weights none) at 32x32 with augmentation, then adapts it to the
-#    two shifted domains in turn by pseudo-labelling.
-# 3. The report with the training curves, metrics and the domain accuracy matrix is
-#    demo_run/run/report.html.
-# About 80-100 s on 2 busy cores with THREADS=1, the default. libgomp's threads spin
-# while they wait, which on cores shared with other jobs made THREADS=2 take 440 s; with
-# OMP_WAIT_POLICY=passive (set here unless already set) they sleep instead and THREADS=2
-# took 88-106 s, still behind one thread there (on idle cores THREADS=2 should win).
-# Environment: BIN (where ./train is, default .), DEMO_DIR (default demo_run), THREADS
-# (default 1).
+# 1. Pretraining. A source task is generated (64 px pictures of circles, squares, triangles,
+#    stripes) and a CIFAR ResNet-20 is trained on it from a random init: the stand-in for
+#    downloaded ImageNet weights, and the only step a user does not do.
+# 2. A new target task with other classes (rings, crosses, checker boards, crescents), with
+#    few labelled pictures, two unlabelled shifted domains (new palette and noise; then also
+#    faded shapes and blur) and a composite picture of four shapes.
+# 3. What a user does with pretrained weights, three ways on the same target data (the same
+#    seeded split, so the same validation and test pictures):
+#      scratch   the same network from a random init (no transfer);
+#      frozen    the pretrained backbone frozen, its features cached, an MLP head on them;
+#      finetune  that, then fine-tuning the last stage with the head, then pseudo-labelling
+#                over the two shifted domains in turn.
+# 4. infer --eval of the fine-tuned model on the shifted domains' held-out pictures, and
+#    infer --patches on the composite picture (one window per shape).
+# 5. train --compare prints the three side by side and writes compare.html.
+# Environment: BIN (where ./train and ./infer are, default .), DEMO_DIR (default demo_run),
+# THREADS (default 2). libgomp's threads sleep while they wait (OMP_WAIT_POLICY=passive,
+# set unless already set), which matters on cores shared with other work.
 set -e
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 BIN=${BIN:-.}
 DEMO=${DEMO_DIR:-demo_run}
-DATA="$DEMO/data"
+TH="--threads ${THREADS:-2}"
 t0=$(date +%s)
-if [ ! -d "$DATA/train" ]; then
-  "$BIN/train" --make-demo-data "$DATA" --demo-per-class 200 --seed 0
-fi
-rm -rf "$DEMO/run"
-"$BIN/train" --arch cifar_resnet20 --weights none --data "$DATA/train" --out "$DEMO/run" \
-  --preprocess unit --epochs 15 --batch 32 --lr 0.002 --schedule cosine --patience 5 \
-  --augment --aug-scale 0.6,1 --aug-rotate 20 --aug-brightness 0.2 --aug-contrast 0.2 \
-  --pseudo "$DATA/shift1_palette_noise/unlabelled,$DATA/shift2_faded_blur/unlabelled" \
-  --pseudo-eval "$DATA/shift1_palette_noise/heldout,$DATA/shift2_faded_blur/heldout" \
-  --pseudo-epochs 5 --pseudo-threshold 0.5 --pseudo-lr 0.001 --seed 0 \
-  --threads "${THREADS:-1}"
+step() { echo; echo "== [$(( $(date +%s) - t0 )) s] $*"; }
+quiet() { # run a command, its log to $DEMO/$1.log; the last lines shown
+  log="$DEMO/$1.log"; shift
+  if "$@" > "$log" 2>&1; then tail -n "${TAIL:-3}" "$log"
+  else tail -n 20 "$log"; echo "failed: see $log"; exit 1; fi
+}
+mkdir -p "$DEMO"
+rm -rf "$DEMO/pretrain" "$DEMO/scratch" "$DEMO/frozen" "$DEMO/finetune" "$DEMO/eval" \
+  "$DEMO/patches" "$DEMO/compare" "$DEMO/cache"
+[ -d "$DEMO/source/train" ] || "$BIN/train" --make-demo-data "$DEMO/source" --demo-per-class 100 --seed 0
+[ -d "$DEMO/target/train" ] || "$BIN/train" --make-demo-data "$DEMO/target" --demo-task target \
+  --demo-per-class 30 --seed 1
+COMMON="--arch cifar_resnet20 --preprocess unit --batch 32 --seed 0 $TH"
+
+step "1. pretraining the backbone on the source task (4 classes x 100, from scratch)"
+quiet pretrain "$BIN/train" $COMMON --weights none --data "$DEMO/source/train" \
+  --out "$DEMO/pretrain" --epochs 8 --lr 0.003 --schedule cosine --patience 0 \
+  --augment --aug-scale 0.7,1 --aug-rotate 15
+
+T="$DEMO/target"
+TARGET="--data $T/train --val-frac 0.25 --test-frac 0.25"
+W="$DEMO/pretrain/model.safetensors"
+step "2. target task, other classes (4 x 30 labelled): scratch training for comparison"
+quiet scratch "$BIN/train" $COMMON $TARGET --weights none --out "$DEMO/scratch" \
+  --epochs 8 --lr 0.003 --schedule cosine --patience 4
+
+step "3. the pretrained backbone frozen: features cached once, an MLP head on them"
+quiet frozen "$BIN/train" $COMMON $TARGET --weights "$W" --out "$DEMO/frozen" \
+  --cache-dir "$DEMO/cache" --head mlp:64:dropout=0.2 --epochs 40 --lr 0.01 --patience 8
+
+step "4. frozen head, then fine-tuning the last stage, then pseudo-labelling two shifted domains"
+TAIL=12 quiet finetune "$BIN/train" $COMMON $TARGET --weights "$W" --out "$DEMO/finetune" \
+  --cache-dir "$DEMO/cache" --head mlp:64:dropout=0.2 --epochs 40 --lr 0.01 --patience 8 \
+  --finetune-epochs 4 --unfreeze 1 --finetune-lr 0.001 \
+  --pseudo "$T/shift1_palette_noise/unlabelled,$T/shift2_faded_blur/unlabelled" \
+  --pseudo-eval "$T/shift1_palette_noise/heldout,$T/shift2_faded_blur/heldout" \
+  --pseudo-epochs 2 --pseudo-threshold 0.6 --pseudo-lr 0.0005
+
+step "5. infer --eval on the second shifted domain's held-out pictures"
+TAIL=4 quiet eval "$BIN/infer" --model "$DEMO/finetune/model.safetensors" $TH \
+  --eval "$T/shift2_faded_blur/heldout" --out "$DEMO/eval"
+
+step "6. infer --patches on a composite picture (ring, cross / checker, crescent)"
+"$BIN/infer" --model "$DEMO/finetune/model.safetensors" $TH --patches 64 --stride 64 \
+  --out "$DEMO/patches" "$T/composite.png" 2> "$DEMO/patches.log" || { cat "$DEMO/patches.log"; exit 1; }
+
+step "7. the same target data, three ways"
+"$BIN/train" --compare "$DEMO/scratch" "$DEMO/frozen" "$DEMO/finetune" --out "$DEMO/compare"
+
 echo
 echo "demo finished in $(( $(date +%s) - t0 )) s"
-echo "report: $DEMO/run/report.html"
+echo "reports: $DEMO/finetune/report.html, $DEMO/eval/report.html, $DEMO/compare/compare.html"
+echo "patches: $DEMO/patches/composite.patches.png"
