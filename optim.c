@@ -34,7 +34,8 @@
 
 /* One rounding of a * b + c: the unit's fused instruction where the compiler has one (and
  * can vectorise the loops with it), else rn_fmaf, as not every libm's fmaf is right. */
-#if defined(FP_FAST_FMAF) || !(FLT_EVAL_METHOD == 0 || FLT_EVAL_METHOD == 1)
+#if defined(FP_FAST_FMAF) || defined(__FMA__) || defined(__ARM_FEATURE_FMA) || \
+    !(FLT_EVAL_METHOD == 0 || FLT_EVAL_METHOD == 1)
 #define madd fmaf
 #else
 #define madd rn_fmaf
