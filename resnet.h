@@ -249,6 +249,16 @@ void maxpool2d_backward(int n, int c, int h, int w, int k, int stride, int pad,
 void avgpool_global_forward(int n, int c, int hw, const float *x, float *y);
 void avgpool_global_backward(int n, int c, int hw, const float *dy, float *dx);
 
+/* Adaptive average pool [n, c, h, w] -> [n, c, oh, ow], torch.nn.AdaptiveAvgPool2d: output
+ * cell (i, j) is the mean of rows [floor(i h / oh), ceil((i + 1) h / oh)) and the same
+ * columns for j (VGG's 7x7: a 7x7 map is copied, smaller maps repeat cells, larger ones
+ * average possibly overlapping bins). Backward spreads each dy over its bin. The loops
+ * are the definition; the layer is too small to need a fast path beside them. */
+void adaptive_avgpool2d_forward(int n, int c, int h, int w, int oh, int ow, const float *x,
+                                float *y);
+void adaptive_avgpool2d_backward(int n, int c, int h, int w, int oh, int ow, const float *dy,
+                                 float *dx);
+
 /* y[n, o] = b[o] + sum_i x[n, i] * weight[o, i]  (torch.nn.Linear layout [out, in]). */
 void linear_forward(int n, int in, int out, const float *x, const float *weight, const float *bias,
                     float *y);
@@ -322,6 +332,7 @@ typedef enum {
     OP_CONCAT,  /* in[0..n_in) along channels */
     OP_SILU,    /* x * sigmoid(x) */
     OP_SIGMOID,
+    OP_ADAPTIVE_AVGPOOL, /* to a Node.k x Node.k grid */
     OP_COUNT
 } OpType;
 const char *op_name(OpType op); /* "conv", "bn", ... */
@@ -365,7 +376,8 @@ typedef struct {
     int last_consumer;           /* highest node index reading this output, -1: none */
     int c, h, w;                 /* output shape of one sample for the planned input size */
     ConvSpec conv;               /* OP_CONV; OP_SHORTCUT_A uses in_c and out_c */
-    int k, stride, pad;          /* OP_MAXPOOL; OP_SHORTCUT_A uses stride */
+    int k, stride, pad;          /* OP_MAXPOOL; OP_SHORTCUT_A uses stride; OP_ADAPTIVE_AVGPOOL:
+                                 the output grid k x k */
     float p;                     /* OP_DROPOUT */
     float eps, momentum;         /* OP_BN */
     int weight, bias, mean, var; /* parameter indices, -1 when absent */
