@@ -134,8 +134,9 @@ typedef struct {
                           (weight [out_c, in_c / G, kh, kw]); G = in_c: depthwise */
 } ConvSpec;
 
+/* floor((in + 2 pad - k) / stride) + 1, as torch; 0 when the window does not fit */
 static inline int conv_out_size(int in, int k, int stride, int pad) {
-    return (in + 2 * pad - k) / stride + 1;
+    return in + 2 * pad < k ? 0 : (in + 2 * pad - k) / stride + 1;
 }
 
 /* y[n, oc, oy, ox] = bias[oc] + sum_{ic,ky,kx} w[oc, ic, ky, kx] * x[n, ic, oy*s-p+ky, ox*s-p+kx]
@@ -485,7 +486,8 @@ typedef struct Net {
  * its classifier, and the preprocessing its published weights expect. */
 typedef struct ArchSpec {
     const char *name;   /* --arch value */
-    const char *family; /* "resnet" (torchvision v1.5), "cifar_resnet" (option A) */
+    const char *family; /* "resnet" (torchvision v1.5), "cifar_resnet" (option A), "vgg",
+                           "keras_resnet" (Keras' ResNet50 v1) */
     int blocks[4];      /* blocks per stage (CIFAR: 3 stages) */
     int bottleneck;     /* Bottleneck blocks (expansion 4) instead of BasicBlock */
     /* Adds the backbone after the input node: declares the freeze groups before the head,
@@ -495,6 +497,11 @@ typedef struct ArchSpec {
     const char *preprocess; /* prep_name of the weights' convention */
     int size;               /* input size the weights were trained at */
     float crop_pct;         /* their eval crop (1: none) */
+    /* Adds what makes the pooled features from the feature map x ([c, h, w]) in freeze
+     * groups of its own before the head: sets net->pooled_node, returns its channels (VGG:
+     * classifier.0-5, 4096). NULL: a global average pool "avgpool" in the head's group.
+     * An inception head reads the feature map and skips it. */
+    int (*pool)(Net *net, Rng *rng, int x, int c);
 } ArchSpec;
 int arch_count(void);
 const ArchSpec *arch_at(int i);

@@ -79,11 +79,14 @@ static const OptionDef OPTIONS[] = {
      "test fraction of the split (stratified, seeded; 70/15/15 by default)"},
     {"limit-per-class", K_INT, &A.limit_per_class, "0",
      "use at most N training images per class (seeded choice; 0 = all)"},
-    {"img-size", K_INT, &A.img_size, "0", "input size (0 = 224, CIFAR archs 32)"},
-    {"preprocess", K_STR, &A.preprocess, "torchvision",
-     "torchvision (ImageNet mean/std) | caffe (BGR minus mean) | unit (RGB/255)"},
+    {"img-size", K_INT, &A.img_size, "0",
+     "input size (0 = the architecture's: 224, CIFAR archs 32)"},
+    {"preprocess", K_STR, &A.preprocess, "auto",
+     "auto (the architecture's: caffe for keras_resnet50, else torchvision) | torchvision "
+     "(ImageNet mean/std) | caffe (BGR minus mean) | unit (RGB/255)"},
     {"crop-pct", K_FLOAT, &A.crop_pct, "0",
-     "eval resize to size/crop_pct then center crop (0 = 0.875, CIFAR archs 1)"},
+     "eval resize to size/crop_pct then center crop (0 = the architecture's: 0.875, CIFAR "
+     "archs and keras_resnet50 1)"},
     {"augment", K_FLAG, &A.augment, "0",
      "train-time augmentation (random resized crop, flip...); with a frozen backbone the "
      "training features are then recomputed every epoch instead of cached"},
@@ -352,7 +355,7 @@ static void print_help(void) {
         Buf names = {0}, groups = {0};
         for (int j = i; j < arch_count() && strcmp(arch_at(j)->family, family) == 0; j++)
             buf_printf(&names, "%s%s", j > i ? ", " : "", arch_at(j)->name);
-        Net *net = resnet_create(a->name, 2, NULL, 0);
+        Net *net = resnet_describe(a->name, 2, NULL);
         if (net) net_groups_json(net, &groups);
         printf("  %s\n      groups %s\n", names.data, groups.data ? groups.data : "?");
         net_free(net);
@@ -1550,10 +1553,13 @@ static int train_job(Run *run, const char *command) {
         rn_set_error("--batch must be >= 1 and epoch counts >= 0");
         return -1;
     }
-    if (prep_parse(A.preprocess, &t.prep.kind) != 0) return -1;
-    int cifar = arch_is_cifar(A.arch);
-    t.prep.size = A.img_size > 0 ? A.img_size : cifar ? 32 : 224;
-    t.prep.crop_pct = A.crop_pct > 0 ? A.crop_pct : cifar ? 1.0f : 0.875f;
+    const ArchSpec *spec = arch_find(A.arch); /* NULL: resnet_create says why below */
+    const int auto_prep = strcmp(A.preprocess, "auto") == 0;
+    if (prep_parse(auto_prep ? (spec ? spec->preprocess : "torchvision") : A.preprocess,
+                   &t.prep.kind) != 0)
+        return -1;
+    t.prep.size = A.img_size > 0 ? A.img_size : spec ? spec->size : 224;
+    t.prep.crop_pct = A.crop_pct > 0 ? A.crop_pct : spec ? spec->crop_pct : 0.875f;
     t.aug = augment_default();
     t.aug.enabled = A.augment;
     if (sscanf(A.aug_scale, "%f,%f", &t.aug.scale_min, &t.aug.scale_max) != 2 ||
