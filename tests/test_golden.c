@@ -136,6 +136,8 @@ static int fixture_load(const char *path, Fixture *fx) {
                     continue;
                 r->index = ndim;
                 for (int j = 0; j < 4; j++) r->shape[j] = j < ndim ? d[j] : 0;
+            } else if (strcmp(kind, "gradzero") == 0) {
+                if (sscanf(rest, "%95s", name) != 1) continue;
             } else if (strcmp(kind, "grad") == 0 || strcmp(kind, "param") == 0 ||
                        strcmp(kind, "delta") == 0 || strcmp(kind, "bn") == 0) {
                 if (sscanf(rest, "%95s %lld %lf", name, &r->index, &r->value) != 3) continue;
@@ -233,6 +235,9 @@ static void golden_run(const char *key) {
         return;
     }
     net_set_first_trainable(net, STAGE_STEM);
+    /* the fixtures are made with dropout p = 0 (VGG's classifier; golden.py build_vgg) */
+    for (int i = 0; i < net->n_nodes; i++)
+        if (net->nodes[i].op == OP_DROPOUT) net->nodes[i].p = 0.0f;
 
     /* Same tensors, same shapes, then the recipe's values. */
     int n_tensors = 0, shape_ok = 1;
@@ -290,6 +295,7 @@ static void golden_run(const char *key) {
     Stat s_gnorm = {"gradnorm", 1e-4, 0, "", 0, 0}, s_grad = {"grad", 1e-4, 0, "", 0, 0};
     Stat s_param = {"param", 1e-4, 0, "", 0, 0}, s_delta = {"delta", 1e-2, 0, "", 0, 0};
     Stat s_bn = {"bn_stats", 1e-4, 0, "", 0, 0}, s_eval = {"eval", 1e-4, 0, "", 0, 0};
+    Stat s_zero = {"gradzero", 1e-5, 0, "", 0, 0}; /* only where the fixture has them */
     for (int step = 0; planned && step < fx.steps && step < fx.n_loss; step++) {
         net_zero_grad(net);
         const float *logits = net_forward(net, x, batch, 1);
@@ -305,6 +311,10 @@ static void golden_run(const char *key) {
         softmax_cross_entropy_backward(batch, k, probs, labels, weights, (float)fx.label_smoothing,
                                        dlogits);
         net_backward(net, dlogits, batch, NULL);
+        double largest_gradmax = 0;
+        for (int i = 0; step == 0 && i < fx.n_recs; i++)
+            if (strcmp(fx.recs[i].kind, "gradmax") == 0)
+                largest_gradmax = fmax(largest_gradmax, fx.recs[i].value);
         for (int i = 0; step == 0 && i < fx.n_recs; i++) {
             const Record *r = &fx.recs[i];
             Param *p = net_find_param(net, r->name);
@@ -319,6 +329,10 @@ static void golden_run(const char *key) {
             } else if (strcmp(r->kind, "grad") == 0 && r->index < p->numel) {
                 double scale = record_value(&fx, "gradmax", r->name);
                 stat_add(&s_grad, rel(p->grad[r->index], r->value, scale), r->name, r->index);
+            } else if (strcmp(r->kind, "gradzero") == 0) {
+                /* a conv bias a training-mode batch norm cancels: zero but for rounding,
+                 * held within 1e-5 of the network's largest gradient */
+                stat_add(&s_zero, max_abs_f(p->grad, p->numel) / largest_gradmax, r->name, -3);
             }
         }
         optimizer_step(opt, net);
@@ -382,6 +396,7 @@ static void golden_run(const char *key) {
     const Stat *stats[] = {&s_logits, &s_loss,  &s_gnorm, &s_grad,
                            &s_param,  &s_delta, &s_bn,    &s_eval};
     for (size_t i = 0; i < sizeof stats / sizeof *stats; i++) stat_print(fx.arch, stats[i]);
+    if (s_zero.n) stat_print(fx.arch, &s_zero);
 
     optimizer_free(opt);
     free(x);
@@ -395,6 +410,7 @@ static void golden_run(const char *key) {
 
 static void test_golden_cifar_resnet20(void) { golden_run("cifar20"); }
 static void test_golden_resnet50(void) { golden_run("resnet50"); }
+static void test_golden_vgg16_bn(void) { golden_run("vgg16_bn"); }
 
 /* The recipe's generator itself: a few values tools/golden.py printed with torch. */
 static void test_hash_fill_matches_torch(void) {
@@ -488,5 +504,6 @@ int main(void) {
     RUN(test_dump_resnet18);
     RUN(test_dump_cifar_resnet20);
     RUN(test_golden_resnet50);
+    RUN(test_golden_vgg16_bn);
     return test_summary();
 }
