@@ -1032,7 +1032,10 @@ static void writer_add_bn_eps(StWriter *w, const Net *net) {
     net_free(built);
     if (stock == eps) return;
     char v[32];
-    snprintf(v, sizeof v, "%.9g", (double)eps);
+    for (int prec = 1; prec <= 9; prec++) { /* the shortest text that reads back as eps */
+        snprintf(v, sizeof v, "%.*g", prec, (double)eps);
+        if (strtof(v, NULL) == eps) break;
+    }
     st_writer_meta(w, "bn_eps", v);
 }
 
