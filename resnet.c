@@ -345,8 +345,13 @@ static int build_cifar_resnet(Net *net, const ArchSpec *a, Rng *rng) {
  * repeat cells). torchvision's init: convs Kaiming normal fan_out with bias 0. Groups:
  * block1..block5 (each block's pool in its group, avgpool in block5). */
 static int build_vgg(Net *net, Rng *rng, int batchnorm) {
-    static const int cfg[] = {64, 64, 0, 128, 128, 0, 256, 256, 256, 0,
-                              512, 512, 512, 0, 512, 512, 512, 0}; /* 0: max pool */
+    static const int cfg[] = {
+        64,  64,  0,      /* block1 (0: max pool) */
+        128, 128, 0,      /* block2 */
+        256, 256, 256, 0, /* block3 */
+        512, 512, 512, 0, /* block4 */
+        512, 512, 512, 0, /* block5 */
+    };
     char name[RN_NAME_MAX];
     int x = 0, c = 3, m = 0, block = 1;
     int g = group_add(net, "block1");
@@ -416,8 +421,8 @@ static int vgg_classifier(Net *net, Rng *rng, int x, int c) {
 #define KERAS_BN_MOMENTUM 0.01f
 
 /* Conv2D (with bias, as Keras' default) named P_conv, then BatchNormalization P_bn. */
-static int keras_conv_bn(Net *net, Rng *rng, const char *p, int stage, int in, int in_c,
-                         int out_c, int k, int stride, int pad) {
+static int keras_conv_bn(Net *net, Rng *rng, const char *p, int stage, int in, int in_c, int out_c,
+                         int k, int stride, int pad) {
     char conv[RN_NAME_MAX], bn[RN_NAME_MAX];
     snprintf(conv, sizeof conv, "%s_conv", p);
     snprintf(bn, sizeof bn, "%s_bn", p);
@@ -551,9 +556,25 @@ static const ArchSpec archs[] = {
      "torchvision",
      32,
      1.0f},
-    {"vgg16", "vgg", {0}, 0, build_vgg16, "classifier.6", "torchvision", 224, 0.875f,
+    {"vgg16",
+     "vgg",
+     {0},
+     0,
+     build_vgg16,
+     "classifier.6",
+     "torchvision",
+     224,
+     0.875f,
      vgg_classifier},
-    {"vgg16_bn", "vgg", {0}, 0, build_vgg16_bn, "classifier.6", "torchvision", 224, 0.875f,
+    {"vgg16_bn",
+     "vgg",
+     {0},
+     0,
+     build_vgg16_bn,
+     "classifier.6",
+     "torchvision",
+     224,
+     0.875f,
      vgg_classifier},
     {"keras_resnet50",
      "keras_resnet",

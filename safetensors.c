@@ -1005,8 +1005,8 @@ static int meta_bn_eps(const StFile *f, float *eps) {
     char *end;
     float v = strtof(s, &end);
     if (end == s || *end || !(v > 0.0f && v < 1.0f)) {
-        rn_set_error("%s: metadata \"bn_eps\": expected a number in (0, 1), found \"%s\"",
-                     f->path, s);
+        rn_set_error("%s: metadata \"bn_eps\": expected a number in (0, 1), found \"%s\"", f->path,
+                     s);
         return -1;
     }
     *eps = v;

@@ -671,8 +671,8 @@ static void test_adaptive_avgpool(void) {
                     double want = sum / ((y1 - y0) * (x1 - x0));
                     bad += fabs(a.y[(p * a.oh + oy) * a.ow + ox] - want) > 1e-6;
                 }
-        CHECK_MSG(bad == 0, "%dx%d -> %dx%d: %d cells differ from their bins", a.h, a.w, a.oh,
-                  a.ow, bad);
+        CHECK_MSG(bad == 0, "%dx%d -> %dx%d: %d cells differ from their bins", a.h, a.w, a.oh, a.ow,
+                  bad);
         if (a.h == a.oh && a.w == a.ow) CHECK(memcmp(a.x, a.y, nx * sizeof(float)) == 0);
         float *dx = rn_alloc(nx * sizeof(float));
         adaptive_avgpool2d_backward(a.n, a.c, a.h, a.w, a.oh, a.ow, a.r, dx);

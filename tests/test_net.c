@@ -957,7 +957,9 @@ static void test_reference_every_arch(void) {
          * has, so vgg16 itself is left out (138 M parameters twice over, naive kernels) */
         if (strcmp(a->name, "vgg16") == 0) continue;
         reference_vs_fast(a->name, 2,
-                          arch_is_cifar(a->name) ? 8 : strcmp(a->family, "vgg") == 0 ? 32 : 40);
+                          arch_is_cifar(a->name)          ? 8
+                          : strcmp(a->family, "vgg") == 0 ? 32
+                                                          : 40);
     }
 }
 
@@ -1107,7 +1109,8 @@ static void test_vgg_and_keras_archs(void) {
     }
     Net *d = resnet_describe("keras_resnet50", 1000, NULL);
     int64_t buffers = 0;
-    for (int i = 0; i < d->n_params; i++) buffers += d->params[i].is_buffer ? d->params[i].numel : 0;
+    for (int i = 0; i < d->n_params; i++)
+        buffers += d->params[i].is_buffer ? d->params[i].numel : 0;
     CHECK(buffers == 53120); /* Keras' "non-trainable params" */
     net_free(d);
 
@@ -1159,7 +1162,7 @@ static void test_vgg_and_keras_archs(void) {
             CHECK_MSG(nd->bias >= 0, "%s: no bias", nd->name);
             /* ResNet v1: a stage's stride on its first block's 1x1 convs */
             int strided = strstr(nd->name, "block1_1_conv") || strstr(nd->name, "block1_0_conv");
-            int want = strcmp(nd->name, "conv1_conv") == 0 ? 2
+            int want = strcmp(nd->name, "conv1_conv") == 0             ? 2
                        : strided && strncmp(nd->name, "conv2", 5) != 0 ? 2
                                                                        : 1;
             CHECK_MSG(nd->conv.stride == want, "%s: stride %d", nd->name, nd->conv.stride);
@@ -1174,7 +1177,8 @@ static void test_vgg_and_keras_archs(void) {
     /* a head trained on cached features copies into the net under its classifier's name */
     Net *head = head_create(2048, 1, 1, 3, NULL, 5);
     CHECK(net_copy_params(net, head) == 2);
-    CHECK(net_find_param(net, "predictions.bias")->data[1] == net_find_param(head, "fc.bias")->data[1]);
+    CHECK(net_find_param(net, "predictions.bias")->data[1] ==
+          net_find_param(head, "fc.bias")->data[1]);
     net_free(head);
     net_free(net);
 }

@@ -473,7 +473,8 @@ static void test_new_head(void) {
  * architecture builds (a tf.keras ResNet50's 1.001e-5), applied on load, refused when it
  * is not a number in (0, 1). */
 static void test_bn_eps_metadata(void) {
-    Net *a = resnet_create("cifar_resnet20", 10, NULL, 1), *b = resnet_create("cifar_resnet20", 10, NULL, 2);
+    Net *a = resnet_create("cifar_resnet20", 10, NULL, 1),
+        *b = resnet_create("cifar_resnet20", 10, NULL, 2);
     const char *path = tmp_path("eps.safetensors");
     CHECK(net_save_weights(a, path, NULL, NULL, 0) == 0);
     StFile f;
@@ -482,7 +483,8 @@ static void test_bn_eps_metadata(void) {
     for (int i = 0; i < a->n_nodes; i++)
         if (a->nodes[i].op == OP_BN) a->nodes[i].eps = 1e-3f;
     CHECK(net_save_weights(a, path, NULL, NULL, 0) == 0);
-    CHECK(st_open(path, &f) == 0 && st_meta(&f, "bn_eps") && strcmp(st_meta(&f, "bn_eps"), "0.001") == 0);
+    CHECK(st_open(path, &f) == 0 && st_meta(&f, "bn_eps") &&
+          strcmp(st_meta(&f, "bn_eps"), "0.001") == 0);
     st_close(&f);
     CHECK(net_load_weights(b, path, 0) == 0);
     int bns = 0, applied = 0;
