@@ -30,9 +30,9 @@ $RUNNER "$TRAIN" $COMMON --weights "$T/r0/model.safetensors" --epochs 2 --finetu
 rm -rf "$T/r0"
 [ -s "$T/r1/model.safetensors" ] && ok "frozen features, then fine-tuning fc2: model written" \
   || fail "no model"
-feat=$(ls "$T/cache"/features-* 2>/dev/null | head -n 1)
-# 16 training images x 4096 floats + a small header
-size=$(wc -c < "$feat" 2>/dev/null || echo 0)
+# the largest cache file is train's: 16 images x 4096 floats + a small header
+size=$(for f in "$T/cache"/features-*; do wc -c < "$f"; done 2>/dev/null | sort -n | tail -n 1)
+size=${size:-0}
 [ "$size" -ge $((16 * 4096 * 4)) ] && [ "$size" -lt $((16 * 4096 * 4 + 4096)) ] \
   && ok "cached features are classifier.5's 4096" || fail "feature cache size $size"
 rm -f "$T/r1/checkpoint.safetensors" "$T/r1"/best-*.safetensors
