@@ -163,6 +163,15 @@ static void test_conv_fast_matches_reference(void) {
          * scalar heads and tails */
         {{4, 6, 1, 1, 2, 0}, 2, 9, 75},  /* downsample 1x1 s2 */
         {{3, 4, 7, 7, 2, 3}, 1, 10, 70}, /* stem 7x7 s2 p3 */
+        /* depthwise (groups = channels), the direct kernel: full vectors and partial tails,
+         * stride 2 by the even-column gather, other strides scalar, a 1x1 input */
+        {{5, 5, 3, 3, 1, 1, 5}, 2, 37, 35},
+        {{5, 5, 5, 5, 1, 2, 5}, 2, 19, 40},
+        {{5, 5, 3, 3, 2, 1, 5}, 2, 38, 71},
+        {{5, 5, 5, 5, 2, 2, 5}, 2, 35, 35},
+        {{4, 4, 3, 3, 3, 1, 4}, 2, 13, 13},
+        {{3, 3, 3, 3, 1, 1, 3}, 2, 1, 1},
+        {{3, 3, 5, 5, 2, 2, 3}, 3, 2, 3},
     };
     for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
         const ConvSpec *s = &shapes[t].s;
@@ -170,7 +179,7 @@ static void test_conv_fast_matches_reference(void) {
         int oh = conv_out_size(h, s->kh, s->stride, s->pad);
         int ow = conv_out_size(w, s->kw, s->stride, s->pad);
         size_t nx = (size_t)n * s->in_c * h * w, ny = (size_t)n * s->out_c * oh * ow;
-        size_t nw = (size_t)s->out_c * s->in_c * s->kh * s->kw;
+        size_t nw = (size_t)s->out_c * (s->in_c / (s->groups > 1 ? s->groups : 1)) * s->kh * s->kw;
         float *x = tensor(nx, 10 + t, 1.0f), *wt = tensor(nw, 20 + t, 0.3f);
         float *bias = tensor(s->out_c, 30 + t, 0.5f), *dy = tensor(ny, 40 + t, 1.0f);
         float *y_ref = rn_alloc(ny * 4), *y = rn_alloc(ny * 4);
@@ -241,6 +250,8 @@ static void test_conv_fused_epilogue(void) {
         {{6, 8, 3, 3, 2, 1}, 1, 9, 9},   /* a single image */
         {{4, 6, 3, 3, 1, 1}, 2, 37, 29}, /* several im2col chunks, the epilogue per chunk */
         {{4, 6, 1, 1, 1, 0}, 2, 30, 25}, /* 1x1 in two chunks */
+        {{6, 6, 3, 3, 1, 1, 6}, 2, 20, 21}, /* depthwise: the epilogue per plane */
+        {{6, 6, 5, 5, 2, 2, 6}, 2, 23, 40},
     };
     for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
         const ConvSpec *s = &shapes[t].s;
@@ -901,6 +912,8 @@ static void test_conv_grouped(void) {
         {4, 4, 3, 3, 2, 1, 4},
         {6, 6, 1, 1, 1, 0, 3},
         {3, 6, 5, 5, 1, 2, 3},
+        {3, 3, 5, 5, 2, 2, 3}, /* depthwise 5x5 stride 2 */
+        {2, 2, 3, 3, 1, 0, 2}, /* depthwise without padding */
     };
     for (int fast = 0; fast <= 1; fast++)
         for (size_t t = 0; t < sizeof specs / sizeof specs[0]; t++) {
