@@ -487,8 +487,7 @@ static void conv_forward_depthwise(const ConvSpec *s, int n, int h, int w, const
                                    const float *residual, float *y) {
     const DwShape d = dw_shape(s, h, w);
     const int c = s->in_c, taps = s->kh * s->kw, N = d.oh * d.ow;
-    const int parallel = !omp_in_parallel();
-    OMP_PRAGMA(omp parallel if (parallel))
+    OMP_PRAGMA(omp parallel if (!omp_in_parallel()))
     {
         float *xp = rn_scratch(omp_get_thread_num(), dw_plane_floats(&d));
         OMP_PRAGMA(omp for schedule(static))
@@ -553,8 +552,7 @@ static void conv_backward_depthwise(const ConvSpec *s, int n, int h, int w, cons
     const DwShape d = dw_shape(s, h, w);
     const int c = s->in_c, taps = s->kh * s->kw, N = d.oh * d.ow, p = s->pad;
     const size_t plane_floats = dw_plane_floats(&d);
-    const int parallel = !omp_in_parallel();
-    OMP_PRAGMA(omp parallel if (parallel))
+    OMP_PRAGMA(omp parallel if (!omp_in_parallel()))
     {
         float *xp = rn_scratch(omp_get_thread_num(), 2 * plane_floats), *dxp = xp + plane_floats;
         OMP_PRAGMA(omp for schedule(static))
