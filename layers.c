@@ -1207,6 +1207,68 @@ void dropout_backward(size_t n, const float *mask, const float *dy, float *dx) {
     for (size_t i = 0; i < n; i++) dx[i] = dy[i] * mask[i];
 }
 
+/* Stochastic depth, torchvision's StochasticDepth(p, "row"): a whole sample kept with
+ * probability 1 - p (and scaled by 1 / (1 - p)) or zeroed. */
+void stochastic_depth_forward(int n, size_t per_sample, float p, Rng *rng, const float *x,
+                              float *y, float *keep) {
+    const float survive = 1.0f - p, scale = survive > 0 ? 1.0f / survive : 0.0f;
+    for (int b = 0; b < n; b++) {
+        keep[b] = rng_uniform(rng) < survive ? scale : 0.0f;
+        const float k = keep[b];
+        const float *xb = x + (size_t)b * per_sample;
+        float *yb = y + (size_t)b * per_sample;
+        OMP_PRAGMA(omp simd)
+        for (size_t i = 0; i < per_sample; i++) yb[i] = xb[i] * k;
+    }
+}
+
+void stochastic_depth_backward(int n, size_t per_sample, const float *keep, const float *dy,
+                               float *dx) {
+    for (int b = 0; b < n; b++) {
+        const float k = keep[b];
+        const float *g = dy + (size_t)b * per_sample;
+        float *d = dx + (size_t)b * per_sample;
+        OMP_PRAGMA(omp simd)
+        for (size_t i = 0; i < per_sample; i++) d[i] = g[i] * k;
+    }
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Channel-wise scale (squeeze-and-excitation)                                           */
+/* ------------------------------------------------------------------------------------ */
+
+void channel_scale_forward(int n, int c, int hw, const float *x, const float *s, float *y) {
+    OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel() && (long)n * c * hw > 65536))
+    for (long row = 0; row < (long)n * c; row++) {
+        const float k = s[row];
+        const float *xr = x + (size_t)row * hw;
+        float *yr = y + (size_t)row * hw;
+        OMP_PRAGMA(omp simd)
+        for (int i = 0; i < hw; i++) yr[i] = xr[i] * k;
+    }
+}
+
+/* ds first (it reads dy), then dx: dx may be dy. */
+void channel_scale_backward(int n, int c, int hw, const float *x, const float *s, const float *dy,
+                            float *dx, float *ds) {
+    OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel() && (long)n * c * hw > 65536))
+    for (long row = 0; row < (long)n * c; row++) {
+        const float *g = dy + (size_t)row * hw;
+        if (ds) {
+            const float *xr = x + (size_t)row * hw;
+            double sum = 0;
+            for (int i = 0; i < hw; i++) sum += (double)g[i] * xr[i];
+            ds[row] = (float)sum;
+        }
+        if (dx) {
+            const float k = s[row];
+            float *d = dx + (size_t)row * hw;
+            OMP_PRAGMA(omp simd)
+            for (int i = 0; i < hw; i++) d[i] = g[i] * k;
+        }
+    }
+}
+
 /* ------------------------------------------------------------------------------------ */
 /* Option-A shortcut (CIFAR ResNets)                                                     */
 /* ------------------------------------------------------------------------------------ */

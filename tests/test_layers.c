@@ -1052,6 +1052,81 @@ static void test_silu_sigmoid(void) {
     rn_free(dx);
 }
 
+/* Channel scale (squeeze-and-excitation): values by hand, both gradients against finite
+ * differences, dx in place over dy. */
+typedef struct {
+    int n, c, hw;
+    float *x, *s, *y;
+    const float *r;
+} ScaleCase;
+
+static double scale_loss(void *ctx) {
+    ScaleCase *k = ctx;
+    channel_scale_forward(k->n, k->c, k->hw, k->x, k->s, k->y);
+    return project(k->y, k->r, (size_t)k->n * k->c * k->hw);
+}
+
+static void test_channel_scale(void) {
+    const int n = 2, c = 3, hw = 5;
+    const size_t count = (size_t)n * c * hw, nc = (size_t)n * c;
+    float *x = tensor(count, 81, 2.0f), *sc = tensor(nc, 82, 1.5f), *r = tensor(count, 83, 1.0f);
+    float *y = rn_alloc(count * 4), *dx = rn_alloc(count * 4), *ds = rn_alloc(nc * 4);
+    channel_scale_forward(n, c, hw, x, sc, y);
+    for (size_t i = 0; i < count; i++) CHECK(y[i] == x[i] * sc[i / hw]);
+    channel_scale_backward(n, c, hw, x, sc, r, dx, ds);
+    ScaleCase k = {n, c, hw, x, sc, y, r};
+    CHECK_GRAD(x, count, dx, scale_loss, &k, 1e-2f, 1e-3);
+    CHECK_GRAD(sc, nc, ds, scale_loss, &k, 1e-2f, 1e-3);
+    float *g = copy_of(r, count), *ds2 = rn_alloc(nc * 4);
+    channel_scale_backward(n, c, hw, x, sc, g, g, ds2); /* dx over dy */
+    CHECK(memcmp(g, dx, count * 4) == 0 && memcmp(ds2, ds, nc * 4) == 0);
+    rn_free(x);
+    rn_free(sc);
+    rn_free(r);
+    rn_free(y);
+    rn_free(dx);
+    rn_free(ds);
+    rn_free(g);
+    rn_free(ds2);
+}
+
+/* Stochastic depth: each sample whole, kept (times 1 / (1 - p)) or zeroed, at about the rate
+ * 1 - p; the same seed, the same draws; backward scales dy by the same factors. */
+static void test_stochastic_depth(void) {
+    const int n = 400, per = 6;
+    const float p = 0.3f;
+    const size_t count = (size_t)n * per;
+    float *x = tensor(count, 91, 1.0f), *y = rn_alloc(count * 4), *keep = rn_alloc(n * 4);
+    float *y2 = rn_alloc(count * 4), *keep2 = rn_alloc(n * 4), *dx = rn_alloc(count * 4);
+    Rng rng, rng2;
+    rng_seed(&rng, 5);
+    rng_seed(&rng2, 5);
+    stochastic_depth_forward(n, per, p, &rng, x, y, keep);
+    stochastic_depth_forward(n, per, p, &rng2, x, y2, keep2);
+    CHECK(memcmp(y, y2, count * 4) == 0 && memcmp(keep, keep2, n * 4) == 0);
+    int kept = 0;
+    for (int b = 0; b < n; b++) {
+        CHECK(keep[b] == 0.0f || keep[b] == 1.0f / (1.0f - p));
+        kept += keep[b] != 0;
+        for (int i = 0; i < per; i++)
+            CHECK(y[(size_t)b * per + i] == x[(size_t)b * per + i] * keep[b]);
+    }
+    CHECK_MSG(kept > 0.6 * n && kept < 0.8 * n, "kept %d of %d at p = 0.3", kept, n);
+    stochastic_depth_backward(n, per, keep, x, dx);
+    CHECK(memcmp(dx, y, count * 4) == 0);
+    stochastic_depth_forward(n, per, 0.0f, &rng, x, y, keep); /* p = 0: the identity */
+    CHECK(memcmp(y, x, count * 4) == 0);
+    memcpy(y2, x, count * 4); /* in place */
+    stochastic_depth_backward(n, per, keep, y2, y2);
+    CHECK(memcmp(y2, x, count * 4) == 0);
+    rn_free(x);
+    rn_free(y);
+    rn_free(keep);
+    rn_free(y2);
+    rn_free(keep2);
+    rn_free(dx);
+}
+
 int main(void) {
     RUN(test_conv_by_hand);
     RUN(test_conv_gradients);
@@ -1075,5 +1150,7 @@ int main(void) {
     RUN(test_add_and_concat);
     RUN(test_relu_affine);
     RUN(test_silu_sigmoid);
+    RUN(test_channel_scale);
+    RUN(test_stochastic_depth);
     return test_summary();
 }
