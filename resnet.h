@@ -489,7 +489,8 @@ typedef struct Net {
  * its classifier, and the preprocessing its published weights expect. */
 typedef struct ArchSpec {
     const char *name;   /* --arch value */
-    const char *family; /* "resnet" (torchvision v1.5), "cifar_resnet" (option A) */
+    const char *family; /* "resnet" (torchvision v1.5), "cifar_resnet" (option A),
+                           "efficientnet" (torchvision's) */
     int blocks[4];      /* blocks per stage (CIFAR: 3 stages) */
     int bottleneck;     /* Bottleneck blocks (expansion 4) instead of BasicBlock */
     /* Adds the backbone after the input node: declares the freeze groups before the head,
@@ -499,6 +500,8 @@ typedef struct ArchSpec {
     const char *preprocess; /* prep_name of the weights' convention */
     int size;               /* input size the weights were trained at */
     float crop_pct;         /* their eval crop (1: none) */
+    float dropout;          /* Dropout before the plain linear classifier (0: none), */
+    const char *dropout_name; /*   e.g. EfficientNet's classifier.0 */
 } ArchSpec;
 int arch_count(void);
 const ArchSpec *arch_at(int i);

@@ -902,7 +902,7 @@ static int belongs_to_head(const Net *net, const char *name) {
     const ArchSpec *arch = arch_find(net->arch);
     for (int i = 0; i < arch_count(); i++) { /* the net's own classifier, else any's */
         const char *c = arch ? arch->classifier : arch_at(i)->classifier;
-        if (strlen(c) == n && strncmp(name, c, n) == 0) return 1;
+        if (module_len(c) == n && strncmp(name, c, n) == 0) return 1;
     }
     for (int i = 0; i < net->n_params; i++) {
         const Param *p = &net->params[i];
