@@ -1155,6 +1155,60 @@ static void test_forward_hook_and_dump(void) {
     net_free(net);
 }
 
+/* efficientnet_b0: torchvision's parameter count and names, a freeze group per stage,
+ * stochastic depth scaled per block; training (stochastic depth and dropout on) repeats
+ * bit for bit from the same seed and differs from eval; the low-memory plan (recomputing
+ * the expanding 1x1 convs) gives the same logits and gradients as keeping every output. */
+static void test_efficientnet(void) {
+    Net *net = resnet_create("efficientnet_b0", 1000, NULL, 1);
+    CHECK(net && net_count_params(net, 0) == 5288548); /* torchvision's num_params */
+    CHECK(net->n_groups == 10 && net_find_group(net, "features.8") == 8 &&
+          net_find_group(net, "head") == 9);
+    CHECK(net_find_param(net, "features.6.3.block.2.fc1.bias") &&
+          net_find_param(net, "features.1.0.block.1.fc2.weight") &&
+          net_find_param(net, "classifier.1.weight")->stage == 9);
+    int sd = 0;
+    for (int i = 0; i < net->n_nodes; i++) {
+        const Node *nd = &net->nodes[i];
+        sd += nd->op == OP_STOCHASTIC_DEPTH;
+        if (!strcmp(nd->name, "features.6.3.stochastic_depth")) CHECK(nd->p == 0.2f * 14 / 16);
+        if (!strcmp(nd->name, "classifier.0")) CHECK(nd->op == OP_DROPOUT && nd->p == 0.2f);
+        if (!strcmp(nd->name, "features.2.0.block.1.0"))
+            CHECK(nd->conv.groups == 96 && nd->conv.stride == 2);
+    }
+    CHECK(sd == 9); /* the blocks with a residual */
+    net_free(net);
+
+    const int n = 4, size = 32, k = 3;
+    float *x = malloc(sizeof(float) * n * 3 * size * size), r[4 * 3], logits[2][4 * 3];
+    fill_random(x, (size_t)n * 3 * size * size, 31);
+    fill_random(r, (size_t)n * k, 32);
+    Net *nets[2];
+    for (int m = 0; m < 2; m++) {
+        nets[m] = resnet_create("efficientnet_b0", k, NULL, 5);
+        randomise_bn(nets[m], 33);
+        nets[m]->low_memory = m;
+        CHECK(net_plan(nets[m], n, size, size, 1) == 0);
+        net_zero_grad(nets[m]);
+        memcpy(logits[m], net_forward(nets[m], x, n, 1), sizeof logits[m]);
+        net_backward(nets[m], r, n, NULL);
+    }
+    CHECK(memcmp(logits[0], logits[1], sizeof logits[0]) == 0);
+    int same = 1;
+    for (int i = 0; i < nets[0]->n_params; i++)
+        if (nets[0]->params[i].grad)
+            same &= memcmp(nets[0]->params[i].grad, nets[1]->params[i].grad,
+                           sizeof(float) * (size_t)nets[0]->params[i].numel) == 0;
+    CHECK_MSG(same, "low-memory plan: gradients differ from the full plan's");
+    float eval[2][4 * 3];
+    for (int m = 0; m < 2; m++) memcpy(eval[m], net_forward(nets[m], x, n, 0), sizeof eval[m]);
+    CHECK(memcmp(eval[0], eval[1], sizeof eval[0]) == 0);
+    CHECK(memcmp(eval[0], logits[0], sizeof eval[0]) != 0);
+    net_free(nets[0]);
+    net_free(nets[1]);
+    free(x);
+}
+
 int main(void) {
     RUN(test_param_counts);
     RUN(test_torchvision_names);
@@ -1180,6 +1234,7 @@ int main(void) {
     RUN(test_activation_ops);
     RUN(test_forward_hook_and_dump);
     RUN(test_reference_plan);
+    RUN(test_efficientnet);
     RUN(test_reference_every_arch);
     return test_summary();
 }
