@@ -8,6 +8,7 @@
  * triangle filter aborts on an assertion for ratios such as 50 -> 33. */
 #include "resnet.h"
 #include "platform.h"
+#include "dist.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -1611,6 +1612,7 @@ struct Loader {
     int n_failures;
     Slot slots[LOADER_DEPTH];
     int epoch, started;
+    int shard_rank, shard_ranks, shard_whole; /* loader_shard; ranks 1: everything */
     int next_pos;       /* next epoch position to claim */
     int consumer_batch; /* next batch loader_next hands out */
     int in_flight, quit;
@@ -1630,6 +1632,19 @@ static int batch_count(const Loader *l, int b) {
     return rest < l->batch ? rest : l->batch;
 }
 
+/* Does epoch position pos belong to this rank's shard (loader_shard)? */
+static int in_shard(const Loader *l, int pos) {
+    int lo, hi;
+    if (l->shard_ranks <= 1) return 1;
+    if (l->shard_whole) {
+        dist_batch_range(l->d->n, l->batch, l->shard_rank, l->shard_ranks, &lo, &hi);
+        return pos >= lo && pos < hi;
+    }
+    int b = pos / l->batch;
+    dist_slice(batch_count(l, b), l->shard_rank, l->shard_ranks, &lo, &hi);
+    return pos % l->batch >= lo && pos % l->batch < hi;
+}
+
 static void *loader_worker(void *arg) {
     Loader *l = arg;
     Image img;
@@ -1641,13 +1656,15 @@ static void *loader_worker(void *arg) {
             pthread_cond_wait(&l->work_cv, &l->mu);
         if (l->quit) break;
         int pos = l->next_pos++, epoch = l->epoch;
-        int item = l->order[pos], known_bad = l->failed[item];
+        int item = l->order[pos], known_bad = l->failed[item], mine = in_shard(l, pos);
         l->in_flight++;
         pthread_mutex_unlock(&l->mu);
 
         Slot *s = &l->slots[(pos / l->batch) % LOADER_DEPTH];
         int k = pos % l->batch, ok = 0;
-        if (!known_bad && load_item(l->d, item, &img, why, sizeof why) == 0) {
+        if (!mine) {
+            known_bad = 1; /* another rank's: left out, not a failure */
+        } else if (!known_bad && load_item(l->d, item, &img, why, sizeof why) == 0) {
             Rng rng;
             rng_seed(&rng, mix64(l->seed ^ mix64((uint64_t)epoch + 0x632be59bd9b4e019ULL) ^
                                  mix64((uint64_t)item * 0x9e3779b97f4a7c15ULL + 1)));
@@ -1714,6 +1731,14 @@ Loader *loader_create(const Dataset *d, const Preprocess *p, const Augment *aug,
     return l;
 }
 
+void loader_shard(Loader *l, int rank, int ranks, int whole_batches) {
+    pthread_mutex_lock(&l->mu);
+    l->shard_rank = rank;
+    l->shard_ranks = ranks;
+    l->shard_whole = whole_batches;
+    pthread_mutex_unlock(&l->mu);
+}
+
 void loader_start_epoch(Loader *l, int epoch) {
     pthread_mutex_lock(&l->mu);
     l->next_pos = l->d->n; /* stop claims, then wait for the items being worked on */
@@ -1734,37 +1759,44 @@ void loader_start_epoch(Loader *l, int epoch) {
 }
 
 int loader_next(Loader *l, float *x, int *labels, int *idx) {
+    int n;
+    while (loader_next_batch(l, x, labels, idx, &n))
+        if (n > 0) return n; /* a batch whose every item failed is passed over */
+    return 0;
+}
+
+int loader_next_batch(Loader *l, float *x, int *labels, int *idx, int *n_out) {
     if (!l->started) loader_start_epoch(l, 0);
     int n_batches = (l->d->n + l->batch - 1) / l->batch;
-    for (;;) {
-        pthread_mutex_lock(&l->mu);
-        int b = l->consumer_batch;
-        if (b >= n_batches) {
-            pthread_mutex_unlock(&l->mu);
-            return 0;
-        }
-        Slot *s = &l->slots[b % LOADER_DEPTH];
-        int want = batch_count(l, b);
-        while (s->done < want) pthread_cond_wait(&l->done_cv, &l->mu);
+    *n_out = 0;
+    pthread_mutex_lock(&l->mu);
+    int b = l->consumer_batch;
+    if (b >= n_batches) {
         pthread_mutex_unlock(&l->mu);
-
-        int n = 0;
-        for (int k = 0; k < want; k++) {
-            if (!s->ok[k]) continue;
-            if (x)
-                memcpy(x + n * l->sample_floats, s->x + k * l->sample_floats,
-                       l->sample_floats * sizeof(float));
-            if (labels) labels[n] = s->labels[k];
-            if (idx) idx[n] = s->idx[k];
-            n++;
-        }
-        pthread_mutex_lock(&l->mu);
-        s->done = 0;
-        l->consumer_batch = b + 1;
-        pthread_cond_broadcast(&l->work_cv);
-        pthread_mutex_unlock(&l->mu);
-        if (n > 0) return n; /* a batch whose every item failed is passed over */
+        return 0;
     }
+    Slot *s = &l->slots[b % LOADER_DEPTH];
+    int want = batch_count(l, b);
+    while (s->done < want) pthread_cond_wait(&l->done_cv, &l->mu);
+    pthread_mutex_unlock(&l->mu);
+
+    int n = 0;
+    for (int k = 0; k < want; k++) {
+        if (!s->ok[k]) continue;
+        if (x)
+            memcpy(x + n * l->sample_floats, s->x + k * l->sample_floats,
+                   l->sample_floats * sizeof(float));
+        if (labels) labels[n] = s->labels[k];
+        if (idx) idx[n] = s->idx[k];
+        n++;
+    }
+    pthread_mutex_lock(&l->mu);
+    s->done = 0;
+    l->consumer_batch = b + 1;
+    pthread_cond_broadcast(&l->work_cv);
+    pthread_mutex_unlock(&l->mu);
+    *n_out = n;
+    return 1;
 }
 
 int loader_failures(const Loader *l) {

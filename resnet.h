@@ -779,19 +779,29 @@ int dataset_load_image(const Dataset *d, int i, Image *img, char *why, size_t wh
 typedef struct Loader Loader;
 Loader *loader_create(const Dataset *d, const Preprocess *p, const Augment *aug, int batch,
                       int shuffle, uint64_t seed, int n_threads);
+/* Data-parallel loading (dist.h): rank `rank` of `ranks` gets only its share of each
+ * epoch's order: with whole_batches, the run of whole batches dist_batch_range gives it;
+ * otherwise its dist_slice of every batch (loader_next_batch then hands out every batch,
+ * empty slices included, so that all ranks step together). */
+void loader_shard(Loader *l, int rank, int ranks, int whole_batches);
 /* Start epoch `epoch` (order and augmentation draws derive from seed and epoch). */
 void loader_start_epoch(Loader *l, int epoch);
 /* Next batch: x [batch, 3, size, size], labels [batch], idx [batch] (dataset indices).
  * Returns the number of samples (0 at the end of the epoch). Items that fail to decode
  * are reported once and left out. */
 int loader_next(Loader *l, float *x, int *labels, int *idx);
+/* The next batch, even one whose items all failed or lie outside this rank's shard:
+ * returns 1 and its usable items' count in *n, or 0 at the end of the epoch. */
+int loader_next_batch(Loader *l, float *x, int *labels, int *idx, int *n);
 int loader_failures(const Loader *l);
 void loader_free(Loader *l);
 
 /* (resnet.c) Forward every item of d through net in eval mode (eval transform, dataset order) in
  * batches of up to `batch`, and hand each batch to visit(ctx, n, idx, labels, out): out
  * holds the n rows of node `node`'s output (node < 0: the last node, the logits) for the
- * dataset items idx[0..n). Items that fail to decode are reported once and left out. The
+ * dataset items idx[0..n). Under mpirun (dist_size() > 1) each rank visits only the items
+ * of its dist_batch_range: the caller gathers the rows (dist_allgather_rows). Items that
+ * fail to decode are reported once and left out. The
  * net must be planned for `batch` at p->size. Shows a progress bar named label. Returns
  * the number of items that failed, or -1 (rn_error says why). */
 typedef void (*BatchVisitor)(void *ctx, int n, const int *idx, const int *labels, const float *out);

@@ -17,6 +17,7 @@
  */
 #include "resnet.h"
 #include "platform.h"
+#include "dist.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -834,7 +835,12 @@ static int compute_features(Trainer *t, Split *s) {
     uint64_t key = features_key(t, &s->d);
     char path[1024];
     snprintf(path, sizeof path, "%s/features-%016llx.bin", t->cache_dir, (unsigned long long)key);
-    if (t->use_cache && cache_read(path, key, s, t->fdim) == 0) {
+    /* rank 0 reads the cache and tells the others, so all ranks take the same path */
+    long hit = t->use_cache && dist_is_root() && cache_read(path, key, s, t->fdim) == 0;
+    dist_broadcast(&hit, sizeof hit, 0);
+    if (hit) {
+        dist_broadcast(s->ok, n, 0);
+        dist_broadcast(s->feats, n * t->fdim * sizeof(float), 0);
         fprintf(stderr, "features of %s (%zu images): cached in %s\n", s->name, n, path);
         return 0;
     }
@@ -847,8 +853,11 @@ static int compute_features(Trainer *t, Split *s) {
     int failed = net_forward_dataset(t->net, t->feat_node, &s->d, &t->prep, t->batch, t->threads,
                                      label, scatter_rows, &ctx);
     if (failed < 0) return -1;
+    /* each rank computed its run of batches: all rows, in dataset order, on every rank */
+    dist_allgather_rows(s->feats, t->fdim * sizeof(float), (int)n, t->batch);
+    dist_allgather_rows(s->ok, 1, (int)n, t->batch);
     note_failed(&s->d, s->ok);
-    if (t->use_cache) {
+    if (t->use_cache && dist_is_root()) {
         if (mkdir_p(t->cache_dir) != 0 || cache_write(path, key, s, t->fdim) != 0)
             fprintf(stderr, "warning: feature cache not written: %s\n", rn_error());
         else
@@ -898,37 +907,66 @@ static int train_epoch(Trainer *t, Split *s, int epoch_id, double *loss, double 
         if (net_plan(t->net, t->batch, t->prep.size, t->prep.size, t->full) != 0) return -1;
         Loader *l = loader_create(&s->d, &t->prep, &t->aug, t->batch, 1, t->seed, t->threads);
         if (!l) return -1;
+        /* data-parallel (dist.h): each rank loads its slice of every global batch */
+        const int ranks = dist_size(), rank = dist_rank();
+        if (ranks > 1) loader_shard(l, rank, ranks, 0);
         loader_start_epoch(l, epoch_id);
         Progress p;
         progress_start(&p, t->full ? "train" : "train (aug)", s->d.n);
-        long done = 0;
+        long done = 0, *counts = rn_alloc(sizeof(long) * 2 * (size_t)ranks);
         int got;
         uint8_t *decoded = rn_calloc((size_t)s->d.n + 1, 1);
-        while ((got = loader_next(l, t->x, t->labels, t->idx)) > 0) {
-            done += got;
+        while (loader_next_batch(l, t->x, t->labels, t->idx, &got)) {
             for (int i = 0; i < got; i++) decoded[t->idx[i]] = 1;
             int n = compact_labelled(t->x, img_row, t->labels, t->idx, got);
-            if (n >= 2 || (n == 1 && s->d.n == 1)) {
+            /* the global batch from every rank's counts; one with no sample stops the batch
+             * for all (net_forward needs one), where one process would have trained on it */
+            long mine[2] = {got, n}, all_n = 0, before = 0, empty = 0;
+            dist_allgather(mine, counts, sizeof mine);
+            for (int r = 0; r < ranks; r++) {
+                done += counts[2 * r];
+                all_n += counts[2 * r + 1];
+                before += r < rank ? counts[2 * r + 1] : 0;
+                empty += counts[2 * r + 1] == 0;
+            }
+            if ((all_n >= 2 || (all_n == 1 && s->d.n == 1)) && (ranks == 1 || empty == 0)) {
                 const float *x = t->x;
                 if (!t->full) {
                     const float *f = net_forward_upto(t->net, t->x, n, 0, t->feat_node);
                     memcpy(t->feat, f, (size_t)n * t->fdim * sizeof(float));
                     x = t->feat;
                 }
-                if (train_step(t, net, x, t->labels, n, &sum, &correct) != 0) {
+                double step_sum = 0; /* n times the global batch's mean loss */
+                dist_step_begin((int)before, (int)(all_n - before - n));
+                int src = train_step(t, net, x, t->labels, n, &step_sum, &correct);
+                dist_step_end();
+                if (src != 0) {
                     loader_free(l);
                     rn_free(decoded);
+                    rn_free(counts);
                     return -1;
                 }
-                seen += n;
+                sum += step_sum / n * all_n;
+                seen += all_n;
             }
             char extra[64];
             snprintf(extra, sizeof extra, "loss %.4f", seen ? sum / seen : 0.0);
             progress_update(&p, done, extra);
         }
         progress_finish(&p, NULL);
+        long right = correct;
+        dist_allreduce_longs(&right, 1);
+        correct = (int)right;
+        if (ranks > 1) { /* an item is decoded when the rank that had it decoded it */
+            long *any = rn_alloc(sizeof(long) * ((size_t)s->d.n + 1));
+            for (int i = 0; i < s->d.n; i++) any[i] = decoded[i];
+            dist_allreduce_longs(any, (size_t)s->d.n);
+            for (int i = 0; i < s->d.n; i++) decoded[i] = any[i] > 0;
+            rn_free(any);
+        }
         note_failed(&s->d, decoded);
         rn_free(decoded);
+        rn_free(counts);
         loader_free(l);
     }
     *loss = seen ? sum / seen : NAN;
@@ -963,6 +1001,8 @@ static int predict(Trainer *t, Split *s, float *probs, uint8_t *ok, double *loss
         int failed = net_forward_dataset(t->net, -1, &s->d, &t->prep, t->batch, t->threads, label,
                                          scatter_rows, &ctx);
         if (failed < 0) return -1;
+        dist_allgather_rows(probs, sizeof(float) * t->k, n_items, t->batch);
+        dist_allgather_rows(ok, 1, n_items, t->batch);
         note_failed(&s->d, ok);
     }
     double sum = 0;
@@ -1220,7 +1260,10 @@ static int run_phase(Run *run, Trainer *t, const PhaseCfg *pc, Split *train, Spl
             st.best = monitored;
             st.best_epoch = e;
             st.bad = 0;
-            if (pc->patience > 0 && net_save_weights(net, best_path, NULL, NULL, 0) != 0) return -1;
+            if (pc->patience > 0 && dist_is_root() &&
+                net_save_weights(net, best_path, NULL, NULL, 0) != 0)
+                return -1;
+            if (pc->patience > 0) dist_barrier(); /* written before any rank reads it */
         } else {
             st.bad++;
         }
@@ -1242,7 +1285,7 @@ static int run_phase(Run *run, Trainer *t, const PhaseCfg *pc, Split *train, Spl
                pc->phase, e + 1, pc->epochs, rec.train_loss, rec.train_acc, rec.val_loss,
                rec.val_acc, lr, rec.seconds, improved ? "  *" : "");
         fflush(stdout);
-        if (save_checkpoint(run, t, pc, &st) != 0) return -1;
+        if (dist_is_root() && save_checkpoint(run, t, pc, &st) != 0) return -1;
         if (A.kill_after > 0 && ++run->epochs_run >= A.kill_after) {
             fprintf(stderr, "--kill-after-epochs %d: killing myself\n", A.kill_after);
             fflush(NULL);
@@ -1630,7 +1673,7 @@ static int train_job(Run *run, const char *command) {
         snprintf(t.cache_dir, sizeof t.cache_dir, "%s", A.cache_dir);
     else
         parent_dir(run->dir, t.cache_dir, sizeof t.cache_dir);
-    remove_stale_tmp(t.cache_dir, 0);
+    if (dist_is_root()) remove_stale_tmp(t.cache_dir, 0);
     t.use_cache = !A.no_cache && !scratch;
     t.x = rn_alloc(sizeof(float) * (size_t)t.batch * 3 * t.prep.size * t.prep.size);
     t.feat = rn_alloc(sizeof(float) * (size_t)t.batch * t.fdim);
@@ -1785,7 +1828,7 @@ static int train_job(Run *run, const char *command) {
     info.head = hs;
     info.prep = t.prep;
     snprintf(path, sizeof path, "%s/model.safetensors", run->dir);
-    if (model_save(path, net, &info) != 0) goto done;
+    if (dist_is_root() && model_save(path, net, &info) != 0) goto done;
 
     Buf notes = {0};
     buf_printf(&notes,
@@ -1814,7 +1857,8 @@ static int train_job(Run *run, const char *command) {
     char jpath[1024];
     snprintf(jpath, sizeof jpath, "%s/metrics.json", run->dir);
     snprintf(path, sizeof path, "%s/report.html", run->dir);
-    int wrc = report_write_json(&r, jpath) != 0 || report_write_html(&r, path) != 0;
+    int wrc = dist_is_root() &&
+              (report_write_json(&r, jpath) != 0 || report_write_html(&r, path) != 0);
     buf_free(&notes);
     if (wrc) goto done;
     printf("\nmodel:   %s/model.safetensors\nmetrics: %s\nreport:  %s\n", run->dir, jpath, path);
@@ -1931,17 +1975,35 @@ static int start_run(Run *run, int argc, char **argv) {
         time_t now = time(NULL);
         h = fnv1a(fnv1a(fnv1a(h, &t, sizeof t), &pid, sizeof pid), &now, sizeof now);
         snprintf(run->id, sizeof run->id, "%016llx", (unsigned long long)h);
+        dist_broadcast(run->id, sizeof run->id, 0); /* rank 0's, on every rank */
         A.run_id = run->id;
         buf_printf(&b, "--run-id=%s\n", run->id);
     }
     char path[1100];
     snprintf(path, sizeof path, "%s/args.txt", run->dir);
-    int rc = write_file_atomic(path, b.data ? b.data : "", b.len);
+    int rc = dist_is_root() ? write_file_atomic(path, b.data ? b.data : "", b.len) : 0;
     buf_free(&b);
     return rc;
 }
 
+static int train_main(int argc, char **argv);
+
+/* Under mpirun: a rank that fails stops every rank (MPI_Abort), so none waits forever in a
+ * collective for it; the others' output is silenced, so the failing rank says why. */
+static int job_finished;
 int main(int argc, char **argv) {
+    dist_init(&argc, &argv);
+    int rc = train_main(argc, argv);
+    if (rc != 0 && !job_finished && dist_size() > 1) {
+        char msg[1100];
+        snprintf(msg, sizeof msg, "error: %s (stopping all ranks)", rn_error());
+        dist_abort(msg, rc);
+    }
+    dist_finalize();
+    return rc;
+}
+
+static int train_main(int argc, char **argv) {
     rn_binary_stdout();               /* "\n" line ends on every platform (Windows: not "\r\n") */
     setvbuf(stdout, NULL, _IOLBF, 0); /* epoch lines in order with stderr's progress lines */
     set_defaults();
@@ -1955,6 +2017,11 @@ int main(int argc, char **argv) {
     }
 #ifdef _OPENMP
     if (A.threads > 0) omp_set_num_threads(A.threads);
+    /* ranks sharing a machine share its cores */
+    if (A.threads == 0 && dist_local_size() > 1) {
+        int per = rn_threads() / dist_local_size();
+        omp_set_num_threads(per > 1 ? per : 1);
+    }
 #endif
     if (A.make_demo_data[0]) {
         if (make_demo_data(A.make_demo_data, A.demo_per_class, (uint64_t)A.seed) != 0) {
@@ -1986,11 +2053,12 @@ int main(int argc, char **argv) {
         printf("resuming %s: no args.txt yet, starting it with the options given\n", run.dir);
         fresh = 1;
     }
-    if ((fresh && mkdir_p(run.dir) != 0) || lock_run_dir(run.dir) < 0) {
+    /* rank 0 owns the run folder (lock, args.txt, checkpoints); the others only read it */
+    if (dist_is_root() && ((fresh && mkdir_p(run.dir) != 0) || lock_run_dir(run.dir) < 0)) {
         fprintf(stderr, "error: %s\n", rn_error());
         return 1;
     }
-    remove_stale_tmp(run.dir, 1);
+    if (dist_is_root()) remove_stale_tmp(run.dir, 1);
     if (fresh) {
         if (start_run(&run, argc, argv) != 0) {
             fprintf(stderr, "error: %s\n", rn_error());
@@ -2047,6 +2115,7 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) buf_printf(&cmd, " %s", argv[i]);
     int rc = train_job(&run, cmd.data);
     if (rc != 0) fprintf(stderr, "error: %s\n", rn_error());
+    job_finished = rc == 0;
     buf_free(&cmd);
     if (run.resume_phase || run.ck.file) st_close(&run.ck);
     free(run.hist);
