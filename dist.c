@@ -2,6 +2,7 @@
  * functions are MPI calls over MPI_COMM_WORLD; without it, one-process stand-ins. */
 #include "dist.h"
 #include "resnet.h"
+#include "parallel.h"
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -71,6 +72,15 @@ int dist_rank(void) { return g_rank; }
 int dist_size(void) { return g_size; }
 int dist_local_size(void) { return g_local; }
 int dist_is_root(void) { return g_rank == 0; }
+
+void dist_share_cores(void) {
+#ifdef _OPENMP
+    if (g_local > 1) {
+        int per = omp_get_max_threads() / g_local;
+        omp_set_num_threads(per > 1 ? per : 1);
+    }
+#endif
+}
 
 #if RN_MPI
 static void allreduce(void *x, size_t n, size_t elem, MPI_Datatype type) {
@@ -166,8 +176,9 @@ void dist_barrier(void) {
 
 void dist_abort(const char *msg, int code) {
     char line[1200];
-    int len = g_size > 1 ? snprintf(line, sizeof line, "rank %d of %d: %s\n", g_rank, g_size, msg)
-                         : snprintf(line, sizeof line, "%s\n", msg);
+    int len = !msg        ? 0
+              : g_size > 1 ? snprintf(line, sizeof line, "rank %d of %d: %s\n", g_rank, g_size, msg)
+                           : snprintf(line, sizeof line, "%s\n", msg);
     fflush(NULL);
     if (len > 0 && write(g_stderr, line, (size_t)len < sizeof line ? (size_t)len : sizeof line - 1) < 0)
         len = 0;

@@ -26,6 +26,9 @@ int dist_size(void);
 /* ranks on this machine (OpenMP threads per rank default to cores / this) */
 int dist_local_size(void);
 int dist_is_root(void); /* rank 0: the one that prints and writes files */
+/* OpenMP threads: the default (cores, or OMP_NUM_THREADS) divided among the ranks on this
+ * machine, at least 1. */
+void dist_share_cores(void);
 
 /* Sums across ranks, in place, the same result on every rank. */
 void dist_allreduce_floats(float *x, size_t n);
@@ -38,7 +41,8 @@ void dist_allgather(const void *mine, void *all, size_t bytes);
 void dist_allgather_rows(void *rows, size_t row_bytes, int n, int batch);
 void dist_broadcast(void *buf, size_t bytes, int root);
 void dist_barrier(void);
-/* Stop every rank (MPI_Abort): prints "rank R of N: MSG" on the original stderr first. */
+/* Stop every rank (MPI_Abort; one process: exit): prints "rank R of N: MSG" (msg not NULL)
+ * on the original stderr first. */
 void dist_abort(const char *msg, int code);
 
 /* The items [lo, hi) of n (dataset order) that `rank` handles when whole batches of

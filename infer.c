@@ -10,6 +10,7 @@
  */
 #include "resnet.h"
 #include "platform.h"
+#include "dist.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -539,7 +540,13 @@ static int run_dataset(Net *net, const ModelInfo *info, const Dataset *ds, const
     int failed = net_forward_dataset(net, -1, ds, &info->prep, batch, o->threads, "inference",
                                      collect_batch, &ctx);
     rn_free(ctx.probs);
-    return failed < 0 ? -1 : 0;
+    if (failed < 0) return -1;
+    /* under mpirun each rank ran its run of batches: every row on every rank, input order */
+    dist_allgather_rows(r->logits, sizeof(float) * k, ds->n, batch);
+    dist_allgather_rows(r->probs, sizeof(float) * k, ds->n, batch);
+    if (r->features) dist_allgather_rows(r->features, sizeof(float) * r->feat, ds->n, batch);
+    dist_allgather_rows(r->ok, 1, ds->n, batch);
+    return 0;
 }
 
 static void results_free(Results *r) {
@@ -685,9 +692,11 @@ static int cmd_classify(Net *net, ModelInfo *info, const Options *o) {
     }
     for (int i = 0; i < ds.n; i++) failed += !r.ok[i];
     print_results(&r, &ds, info->class_names, o);
-    int rc = 0;
-    if (o->save_logits && save_rows_npy(o->save_logits, r.logits, r.ok, r.n, r.k) != 0) rc = -1;
-    if (o->save_features && save_rows_npy(o->save_features, r.features, r.ok, r.n, r.feat) != 0)
+    int rc = 0, root = dist_is_root(); /* rank 0 writes */
+    if (root && o->save_logits && save_rows_npy(o->save_logits, r.logits, r.ok, r.n, r.k) != 0)
+        rc = -1;
+    if (root && o->save_features &&
+        save_rows_npy(o->save_features, r.features, r.ok, r.n, r.feat) != 0)
         rc = -1;
     if (rc) fprintf(stderr, "infer: %s\n", rn_error());
     if (failed)
@@ -745,7 +754,8 @@ static int cmd_eval(Net *net, ModelInfo *info, const Options *o) {
         printf("\nmisclassified (%d): path: true -> top guesses\n", n_wrong);
         for (int i = 0; i < n_wrong; i++) printf("  %s\n", wrong[i]);
     }
-    int rc = mkdir_p(o->out_dir);
+    int root = dist_is_root(); /* rank 0 writes */
+    int rc = root ? mkdir_p(o->out_dir) : 0;
     char jpath[1100], hpath[1100];
     snprintf(jpath, sizeof jpath, "%s/metrics.json", o->out_dir);
     snprintf(hpath, sizeof hpath, "%s/report.html", o->out_dir);
@@ -762,14 +772,15 @@ static int cmd_eval(Net *net, ModelInfo *info, const Options *o) {
     rep.misclassified = wrong;
     rep.n_misclassified = n_wrong;
     rep.notes = notes;
-    if (rc == 0) rc = report_write_json(&rep, jpath);
-    if (rc == 0) rc = report_write_html(&rep, hpath);
+    if (rc == 0 && root) rc = report_write_json(&rep, jpath);
+    if (rc == 0 && root) rc = report_write_html(&rep, hpath);
     if (rc == 0)
         fprintf(stderr, "infer: wrote %s and %s\n", jpath, hpath);
     else
         fprintf(stderr, "infer: %s\n", rn_error());
-    if (rc == 0 && o->save_logits) rc = save_rows_npy(o->save_logits, r.logits, r.ok, r.n, r.k);
-    if (rc == 0 && o->save_features)
+    if (rc == 0 && root && o->save_logits)
+        rc = save_rows_npy(o->save_logits, r.logits, r.ok, r.n, r.k);
+    if (rc == 0 && root && o->save_features)
         rc = save_rows_npy(o->save_features, r.features, r.ok, r.n, r.feat);
     int failed = ds.n - m + ds.n_skipped;
     for (int i = 0; i < n_wrong; i++) rn_free((void *)wrong[i]);
@@ -936,7 +947,8 @@ static int cmd_patches(Net *net, ModelInfo *info, const Options *o) {
     Dataset ds;
     collect_inputs(o, &ds);
     int failed = ds.n_skipped, k = info->num_classes, size = info->prep.size, batch = o->batch;
-    if (mkdir_p(o->out_dir) != 0 || net_plan(net, batch, size, size, 0) != 0) {
+    /* not sharded: under mpirun every rank does the same, rank 0 writes */
+    if ((dist_is_root() && mkdir_p(o->out_dir) != 0) || net_plan(net, batch, size, size, 0) != 0) {
         fprintf(stderr, "infer: %s\n", rn_error());
         dataset_free(&ds);
         return 2;
@@ -1055,7 +1067,8 @@ static int cmd_patches(Net *net, ModelInfo *info, const Options *o) {
         char *dot = strrchr(stem, '.');
         if (dot) *dot = 0;
         snprintf(pic_path, sizeof pic_path, "%s/%s.patches.png", o->out_dir, stem);
-        if (write_grid_picture(pic_path, &img, xs, nx, ys, ny, o->patch, cell_class, shares,
+        if (dist_is_root() &&
+            write_grid_picture(pic_path, &img, xs, nx, ys, ny, o->patch, cell_class, shares,
                                n_legend < 12 ? n_legend : 12, info->class_names) != 0) {
             fprintf(stderr, "infer: %s\n", rn_error());
             failed++;
@@ -1148,7 +1161,20 @@ static int cmd_patches(Net *net, ModelInfo *info, const Options *o) {
     return failed ? 1 : 0;
 }
 
+static int infer_main(int argc, char **argv);
+
+/* Under mpirun a rank that fails stops every rank (MPI_Abort), so none waits in a
+ * collective for it. An exit status of 1 (some inputs failed) is no failure of the job. */
 int main(int argc, char **argv) {
+    dist_init(&argc, &argv);
+    dist_share_cores(); /* ranks on one machine split its cores */
+    int rc = infer_main(argc, argv);
+    if (rc > 1 && dist_size() > 1) dist_abort(dist_is_root() ? NULL : "infer failed", rc);
+    dist_finalize();
+    return rc;
+}
+
+static int infer_main(int argc, char **argv) {
     rn_binary_stdout(); /* CSV and JSON on stdout: the same bytes on every platform */
     Options o;
     if (parse_args(argc, argv, &o) != 0) {

@@ -1995,9 +1995,9 @@ int main(int argc, char **argv) {
     dist_init(&argc, &argv);
     int rc = train_main(argc, argv);
     if (rc != 0 && !job_finished && dist_size() > 1) {
-        char msg[1100];
-        snprintf(msg, sizeof msg, "error: %s (stopping all ranks)", rn_error());
-        dist_abort(msg, rc);
+        char msg[1100]; /* rank 0 printed it already; the others' stderr is silenced */
+        snprintf(msg, sizeof msg, "error: %s", rn_error());
+        dist_abort(dist_is_root() ? NULL : msg, rc);
     }
     dist_finalize();
     return rc;
@@ -2017,12 +2017,8 @@ static int train_main(int argc, char **argv) {
     }
 #ifdef _OPENMP
     if (A.threads > 0) omp_set_num_threads(A.threads);
-    /* ranks sharing a machine share its cores */
-    if (A.threads == 0 && dist_local_size() > 1) {
-        int per = rn_threads() / dist_local_size();
-        omp_set_num_threads(per > 1 ? per : 1);
-    }
 #endif
+    if (A.threads == 0) dist_share_cores(); /* ranks on one machine split its cores */
     if (A.make_demo_data[0]) {
         if (make_demo_data(A.make_demo_data, A.demo_per_class, (uint64_t)A.seed) != 0) {
             fprintf(stderr, "error: %s\n", rn_error());
