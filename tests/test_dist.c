@@ -2,7 +2,9 @@
  * build uses (how a dataset and a global batch are dealt out to ranks, the sharded loader),
  * and, with arguments, a tool for tests/t_mpi.sh:
  *   test_dist --maxdiff A.safetensors B.safetensors   prints the largest |a - b| over the
- *                                                     float tensors both files hold  */
+ *                                                     float tensors both files hold
+ *   mpirun -np N test_dist --allreduce FLOATS REPS    the median seconds of an all-reduce of
+ *                                                     FLOATS floats (doc/PERF.md)        */
 #include "dist.h"
 #include "resnet.h"
 #include "test.h"
@@ -145,8 +147,38 @@ static int maxdiff(const char *a, const char *b) {
     return missing ? 1 : 0;
 }
 
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int allreduce_bench(long floats, int reps) {
+    float *x = rn_calloc((size_t)floats, sizeof(float));
+    double *t = rn_alloc(sizeof(double) * (size_t)reps);
+    for (int r = 0; r < reps; r++) {
+        dist_barrier();
+        double t0 = rn_seconds();
+        dist_allreduce_floats(x, (size_t)floats);
+        t[r] = rn_seconds() - t0;
+    }
+    qsort(t, (size_t)reps, sizeof *t, cmp_double);
+    if (dist_is_root())
+        printf("all-reduce of %ld floats (%.1f MB) over %d ranks: median %.4f s, %.2f GB/s "
+               "algorithm bandwidth\n",
+               floats, floats * 4e-6, dist_size(), t[reps / 2], floats * 4e-9 / t[reps / 2]);
+    rn_free(x);
+    rn_free(t);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc == 4 && strcmp(argv[1], "--maxdiff") == 0) return maxdiff(argv[2], argv[3]);
+    if (argc == 4 && strcmp(argv[1], "--allreduce") == 0) {
+        dist_init(&argc, &argv);
+        int rc = allreduce_bench(atol(argv[2]), atoi(argv[3]) > 0 ? atoi(argv[3]) : 1);
+        dist_finalize();
+        return rc;
+    }
     RUN(test_batch_range_covers);
     RUN(test_slice_covers);
     RUN(test_one_process);
