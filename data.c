@@ -1612,7 +1612,8 @@ struct Loader {
     int n_failures;
     Slot slots[LOADER_DEPTH];
     int epoch, started;
-    int shard_rank, shard_ranks, shard_whole; /* loader_shard; ranks 1: everything */
+    /* loader_shard (shard_ranks 1: everything) */
+    int shard_rank, shard_ranks, shard_whole;
     int next_pos;       /* next epoch position to claim */
     int consumer_batch; /* next batch loader_next hands out */
     int in_flight, quit;

@@ -131,7 +131,8 @@ void dist_allgather(const void *mine, void *all, size_t bytes) {
 void dist_allgather_rows(void *rows, size_t row_bytes, int n, int batch) {
 #if RN_MPI
     if (g_size <= 1 || n <= 0) return;
-    int *counts = rn_alloc(sizeof(int) * (size_t)g_size), *displs = rn_alloc(sizeof(int) * (size_t)g_size);
+    int *counts = rn_alloc(sizeof(int) * (size_t)g_size),
+        *displs = rn_alloc(sizeof(int) * (size_t)g_size);
     for (int r = 0; r < g_size; r++) {
         int lo, hi;
         dist_batch_range(n, batch, r, g_size, &lo, &hi);
@@ -176,11 +177,12 @@ void dist_barrier(void) {
 
 void dist_abort(const char *msg, int code) {
     char line[1200];
-    int len = !msg        ? 0
+    int len = !msg         ? 0
               : g_size > 1 ? snprintf(line, sizeof line, "rank %d of %d: %s\n", g_rank, g_size, msg)
                            : snprintf(line, sizeof line, "%s\n", msg);
     fflush(NULL);
-    if (len > 0 && write(g_stderr, line, (size_t)len < sizeof line ? (size_t)len : sizeof line - 1) < 0)
+    if (len > 0 &&
+        write(g_stderr, line, (size_t)len < sizeof line ? (size_t)len : sizeof line - 1) < 0)
         len = 0;
 #if RN_MPI
     if (g_size > 1) MPI_Abort(MPI_COMM_WORLD, code);

@@ -632,10 +632,9 @@ void conv2d_backward_add(const ConvSpec *s, int n, int h, int w, const float *x,
 /* Batch norm                                                                            */
 /* ------------------------------------------------------------------------------------ */
 
-static void batchnorm_forward_train_dist(int n, int c, int hw, const float *x,
-                                         const float *gamma, const float *beta,
-                                         float *running_mean, float *running_var, float momentum,
-                                         float eps, float *y, float *save_mean,
+static void batchnorm_forward_train_dist(int n, int c, int hw, const float *x, const float *gamma,
+                                         const float *beta, float *running_mean, float *running_var,
+                                         float momentum, float eps, float *y, float *save_mean,
                                          float *save_invstd);
 
 void batchnorm_forward_train(int n, int c, int hw, const float *x, const float *gamma,
@@ -643,8 +642,8 @@ void batchnorm_forward_train(int n, int c, int hw, const float *x, const float *
                              float momentum, float eps, float *y, float *save_mean,
                              float *save_invstd) {
     if (dist_step_active()) {
-        batchnorm_forward_train_dist(n, c, hw, x, gamma, beta, running_mean, running_var,
-                                     momentum, eps, y, save_mean, save_invstd);
+        batchnorm_forward_train_dist(n, c, hw, x, gamma, beta, running_mean, running_var, momentum,
+                                     eps, y, save_mean, save_invstd);
         return;
     }
     double m = (double)n * hw;
@@ -690,10 +689,9 @@ void batchnorm_forward_train(int n, int c, int hw, const float *x, const float *
 /* Synchronised batch norm (a data-parallel step, dist.h): the same two passes over the
  * global batch, each rank's per-channel partial sums all-reduced: sum(x) and the count,
  * then sum((x - mean)^2) around the global mean. */
-static void batchnorm_forward_train_dist(int n, int c, int hw, const float *x,
-                                         const float *gamma, const float *beta,
-                                         float *running_mean, float *running_var, float momentum,
-                                         float eps, float *y, float *save_mean,
+static void batchnorm_forward_train_dist(int n, int c, int hw, const float *x, const float *gamma,
+                                         const float *beta, float *running_mean, float *running_var,
+                                         float momentum, float eps, float *y, float *save_mean,
                                          float *save_invstd) {
     double *sum = dist_scratch(2 * (size_t)c + 1), *sq = sum + c + 1;
     OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))

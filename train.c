@@ -1857,8 +1857,8 @@ static int train_job(Run *run, const char *command) {
     char jpath[1024];
     snprintf(jpath, sizeof jpath, "%s/metrics.json", run->dir);
     snprintf(path, sizeof path, "%s/report.html", run->dir);
-    int wrc = dist_is_root() &&
-              (report_write_json(&r, jpath) != 0 || report_write_html(&r, path) != 0);
+    int wrc =
+        dist_is_root() && (report_write_json(&r, jpath) != 0 || report_write_html(&r, path) != 0);
     buf_free(&notes);
     if (wrc) goto done;
     printf("\nmodel:   %s/model.safetensors\nmetrics: %s\nreport:  %s\n", run->dir, jpath, path);
