@@ -1073,6 +1073,44 @@ static void dataset_take_files(Dataset *d, char **paths, int *labels, int n) {
     rn_free(why);
 }
 
+/* The sorted sub-folder names of dir (hidden ones left out), "a, b, c" into out. */
+static void subfolder_names(const char *dir, Buf *out) {
+    StrList names = {0};
+    DIR *dp = opendir(dir);
+    if (dp) {
+        struct dirent *e;
+        while ((e = readdir(dp)) != NULL) {
+            char p[1024];
+            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+            if (e->d_name[0] != '.' && is_dir(p)) strlist_push(&names, rn_strdup(e->d_name));
+        }
+        closedir(dp);
+    }
+    if (names.n) qsort(names.s, (size_t)names.n, sizeof *names.s, cmp_str);
+    for (int i = 0; i < names.n; i++) {
+        buf_printf(out, "%s%s", i ? ", " : "", names.s[i]);
+        rn_free(names.s[i]);
+    }
+    if (!names.n) buf_printf(out, "(none)");
+    rn_free(names.s);
+}
+
+int dataset_split_folders(const char *dir, char *found, size_t found_len) {
+    static const char *splits[] = {"train", "val", "valid", "validation", "test"};
+    int n = 0;
+    Buf b = {0};
+    for (size_t i = 0; i < sizeof splits / sizeof *splits; i++) {
+        char p[1024];
+        snprintf(p, sizeof p, "%s/%s", dir, splits[i]);
+        if (!is_dir(p)) continue;
+        buf_printf(&b, "%s%s", n ? ", " : "", splits[i]);
+        n++;
+    }
+    snprintf(found, found_len, "%s", b.data ? b.data : "");
+    buf_free(&b);
+    return n;
+}
+
 static int folder_dataset(const char *dir, char **fixed, int n_fixed, Dataset *d) {
     dataset_init(d, dir);
     StrList classes = {0};
@@ -1150,8 +1188,20 @@ static int folder_dataset(const char *dir, char **fixed, int n_fixed, Dataset *d
                     d->class_names[c]);
     rn_free(count);
     if (d->n == 0) {
-        rn_set_error("%s: no usable images in %d class folders (%d skipped)", dir, d->n_classes,
-                     d->n_skipped);
+        if (fixed) {
+            /* the model's classes against what the folder holds */
+            Buf want = {0}, found = {0};
+            for (int c = 0; c < n_fixed; c++) buf_printf(&want, "%s%s", c ? ", " : "", fixed[c]);
+            subfolder_names(dir, &found);
+            rn_set_error("%s: no usable images in folders named as the %d expected classes "
+                         "(%d skipped); expected sub-folders: %.300s; found: %.300s",
+                         dir, n_fixed, d->n_skipped, want.data, found.data);
+            buf_free(&want);
+            buf_free(&found);
+        } else {
+            rn_set_error("%s: no usable images in %d class folders (%d skipped)", dir,
+                         d->n_classes, d->n_skipped);
+        }
         dataset_free(d);
         return -1;
     }
