@@ -1382,9 +1382,73 @@ static char *trim(char *s) {
     return s;
 }
 
-/* "path,label" lines (the label after the last comma), relative paths relative to the
- * CSV's folder, optional "path,label" header; classes are the sorted label names
- * (numerically when all are integers). */
+#define CSV_MAX_FIELDS 64
+
+/* One CSV record at *p, split into fields in place (RFC 4180: comma-separated; a quoted
+ * field may hold commas, newlines and doubled quotes ""; unquoted fields are trimmed of
+ * blanks); *p moves past the record's line end and *line counts the newlines read.
+ * Returns the field count (fields past CSV_MAX_FIELDS join the last one), or -1 for a
+ * quote left open. */
+static int csv_record(char **p, char **fields, int *line) {
+    char *r = *p, *w = *p;
+    int n = 0;
+    for (;;) {
+        char *start = w;
+        int quoted = 0;
+        while (*r == ' ' || *r == '\t') r++;
+        if (*r == '"') {
+            quoted = 1;
+            r++;
+            for (;;) {
+                if (!*r) return -1;
+                if (r[0] == '"' && r[1] == '"') {
+                    *w++ = '"';
+                    r += 2;
+                } else if (r[0] == '"') {
+                    r++;
+                    break;
+                } else {
+                    *line += *r == '\n';
+                    *w++ = *r++;
+                }
+            }
+        }
+        while (*r && *r != ',' && *r != '\n') *w++ = *r++;
+        char c = *r;
+        if (!quoted)
+            while (w > start && (w[-1] == ' ' || w[-1] == '\t' || w[-1] == '\r')) w--;
+        else
+            while (w > start && w[-1] == '\r') w--;
+        *w = 0;
+        if (n < CSV_MAX_FIELDS)
+            fields[n++] = start;
+        else
+            start[-1] = ','; /* joined to the last field */
+        w++;
+        if (c == ',') {
+            r++;
+            continue;
+        }
+        if (c == '\n') {
+            (*line)++;
+            r++;
+        }
+        *p = c ? r : NULL;
+        return n;
+    }
+}
+
+static int column_named(char **fields, int n, const char *name) {
+    for (int i = 0; i < n; i++)
+        if (strcasecmp(fields[i], name) == 0) return i;
+    return -1;
+}
+
+/* "path,label" records (without a header, the label is the last field and the path the
+ * ones before it), or a header naming the columns: "path" and "label" (or "class"), so
+ * that infer --csv output (path,rank,class,index,prob) reads as its top-1 labels (rows of
+ * rank 1). RFC 4180 quoting, as infer --csv writes it. Relative paths are relative to the
+ * CSV's folder; classes are the sorted label names (numerically when all are integers). */
 int dataset_from_csv(const char *csv_path, Dataset *d) {
     size_t len;
     uint8_t *buf = read_file(csv_path, &len);
@@ -1406,23 +1470,44 @@ int dataset_from_csv(const char *csv_path, Dataset *d) {
     }
     char *text = (char *)buf;
     if (len >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0) text += 3; /* UTF-8 byte order mark */
-    int line_no = 0;
-    for (char *line = text, *next; line; line = next) {
-        next = strchr(line, '\n');
-        if (next) *next++ = 0;
-        line_no++;
-        char *t = trim(line);
-        if (!*t) continue;
-        char *comma = strrchr(t, ',');
-        if (!comma) {
-            rn_set_error("%s:%d: expected 'path,label', found '%.80s'", csv_path, line_no, t);
+    int line = 1, col_path = -1, col_label = -1, col_rank = -1, records = 0;
+    for (char *at = text; at;) {
+        int line_no = line;
+        char *f[CSV_MAX_FIELDS];
+        int n = csv_record(&at, f, &line);
+        if (n < 0) {
+            rn_set_error("%s:%d: a quoted field is not closed", csv_path, line_no);
             goto fail;
         }
-        *comma = 0;
-        char *path = trim(t), *label = trim(comma + 1);
-        if (paths.n == 0 && names.n == 0 && strcasecmp(path, "path") == 0 &&
-            strcasecmp(label, "label") == 0)
+        if (n == 1 && !f[0][0]) continue; /* blank line */
+        if (records++ == 0 && column_named(f, n, "path") >= 0 &&
+            (column_named(f, n, "label") >= 0 || column_named(f, n, "class") >= 0)) {
+            col_path = column_named(f, n, "path");
+            col_label = column_named(f, n, "label");
+            if (col_label < 0) col_label = column_named(f, n, "class");
+            col_rank = column_named(f, n, "rank");
             continue;
+        }
+        char *path, *label;
+        if (col_path >= 0) {
+            if (n <= col_path || n <= col_label || (col_rank >= 0 && n <= col_rank)) {
+                rn_set_error("%s:%d: expected the header's columns, found %d field%s", csv_path,
+                             line_no, n, n == 1 ? "" : "s");
+                goto fail;
+            }
+            if (col_rank >= 0 && strcmp(f[col_rank], "1") != 0) continue;
+            path = f[col_path];
+            label = f[col_label];
+        } else {
+            if (n < 2) {
+                rn_set_error("%s:%d: expected 'path,label', found '%.80s'", csv_path, line_no,
+                             f[0]);
+                goto fail;
+            }
+            for (int i = 1; i < n - 1; i++) f[i][-1] = ','; /* an unquoted path with commas */
+            path = f[0];
+            label = f[n - 1];
+        }
         if (!*path || !*label) {
             rn_set_error("%s:%d: expected 'path,label' with both fields, found an empty one",
                          csv_path, line_no);
@@ -1431,12 +1516,12 @@ int dataset_from_csv(const char *csv_path, Dataset *d) {
         char where[600];
         snprintf(where, sizeof where, "%s:%d", csv_path, line_no);
         if (!class_name_ok(where, label)) goto fail;
-        size_t n = strlen(folder) + strlen(path) + 2;
-        char *full = rn_alloc(n);
+        size_t size = strlen(folder) + strlen(path) + 2;
+        char *full = rn_alloc(size);
         if (path[0] == '/')
-            snprintf(full, n, "%s", path);
+            snprintf(full, size, "%s", path);
         else
-            snprintf(full, n, "%s/%s", folder, path);
+            snprintf(full, size, "%s/%s", folder, path);
         strlist_push(&paths, full);
         strlist_push(&names, rn_strdup(label));
     }

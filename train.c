@@ -1405,7 +1405,8 @@ static void option_value(const CliOption *o, char *out, size_t len) {
 
 /* The model file's "training" metadata (infer --info): what made the model, and nothing
  * that differs between an uninterrupted and a resumed run (no run id, output folder, date
- * or timings), so that both still write the same file byte for byte. */
+ * or timings) or between settings that give the same result (threads, --low-memory), so
+ * that those runs still write the same file byte for byte. */
 static void training_json(Buf *b, Net *net, const Split *tr, const Split *va, const Split *te,
                           const Metrics *mv, const Metrics *mt) {
     buf_printf(b, "{\"version\":");
@@ -1416,6 +1417,10 @@ static void training_json(Buf *b, Net *net, const Split *tr, const Split *va, co
         const CliOption *o = &PROGRAM.options[i];
         if (o->kind == CLI_SECTION || (o->flags & CLI_NO_RECORD) || !strcmp(o->name, "out") ||
             !strcmp(o->name, "run-id") || !strcmp(o->name, "cache-dir"))
+            continue;
+        /* and none that leave the result as it is */
+        if (!strcmp(o->name, "threads") || !strcmp(o->name, "low-memory") ||
+            !strcmp(o->name, "no-cache"))
             continue;
         /* the options that differ from their defaults */
         char now[1200], def[1200];
