@@ -50,7 +50,8 @@ static const CliOption OPTIONS[] = {
     CLI_STRING("arch", &O.arch, "", 0, "a bare backbone, one of --list-archs (with --weights)"),
     CLI_STRING("weights", &O.weights, "", CLI_PATH,
                "its weights (torchvision names); the class count is read from the file's "
-               "fc/linear weight; 1000 classes get the ImageNet names built into the program"),
+               "fc/linear weight; 1000 classes get the ImageNet names built into the program, "
+               "10 with a CIFAR arch CIFAR-10's"),
     CLI_STRING("labels", &O.labels, "", CLI_PATH,
                "class names, one a line, instead of the model's (or the built-in ImageNet "
                "names, or class_<i>)"),
@@ -286,6 +287,13 @@ static Net *load_model(const Options *o, ModelInfo *info) {
     /* class names: model file, --labels, the built-in ImageNet names for 1000 classes,
      * else class_<i> */
     const char *labels = o->labels;
+    /* akamaster's CIFAR ResNets: CIFAR-10's classes, in its label order */
+    static const char *cifar10[10] = {"airplane", "automobile", "bird",  "cat",  "deer",
+                                      "dog",      "frog",       "horse", "ship", "truck"};
+    if (!labels && !info->class_names && info->num_classes == 10 && arch_is_cifar(info->arch)) {
+        info->class_names = rn_alloc(sizeof(char *) * 10);
+        for (int i = 0; i < 10; i++) info->class_names[i] = rn_strdup(cifar10[i]);
+    }
     if (!labels && !info->class_names && info->num_classes == RN_IMAGENET_CLASSES) {
         info->class_names = rn_alloc(sizeof(char *) * RN_IMAGENET_CLASSES);
         for (int i = 0; i < RN_IMAGENET_CLASSES; i++)
