@@ -121,7 +121,8 @@ void cli_short_usage(const CliProgram *p, FILE *f) {
             p->prog);
 }
 
-/* "  --name X   help [default: d]", the help word-wrapped at 96 columns. */
+/* "  --name X   help [default: d]", the help word-wrapped at 96 columns ("[default: none]"
+ * for an empty default, unless the help says "required" or gives its own "(default: ...)"). */
 static void print_option(const CliOption *o, FILE *f) {
     char left[64];
     snprintf(left, sizeof left, "--%s%s", o->name,
@@ -135,6 +136,8 @@ static void print_option(const CliOption *o, FILE *f) {
         buf_printf(&text, " [default: %s]", strcmp(o->def, "1") == 0 ? "on" : "off");
     else if (o->def && o->def[0])
         buf_printf(&text, " [default: %s]", o->def);
+    else if (strncmp(o->help, "required", 8) != 0 && !strstr(o->help, "(default: "))
+        buf_printf(&text, " [default: none]");
     fprintf(f, "  %-22s", left);
     int col = 24;
     if ((int)strlen(left) > 22) {
