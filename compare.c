@@ -335,19 +335,6 @@ static void write_csv(Buf *b, const RunRow *rows, int n) {
 
 /* ---------------------------------------------------------------- compare.html */
 
-static void esc(Buf *b, const char *s) {
-    for (; *s; s++) {
-        switch (*s) {
-        case '&': put(b, "&amp;"); break;
-        case '<': put(b, "&lt;"); break;
-        case '>': put(b, "&gt;"); break;
-        case '"': put(b, "&quot;"); break;
-        case '\'': put(b, "&#39;"); break;
-        default: buf_put(b, s, 1);
-        }
-    }
-}
-
 static const char *run_colors[10] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
                                      "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
 
@@ -509,13 +496,13 @@ static void write_html(Buf *b, const RunRow *rows, int n) {
         const JNode *run = jget(&rows[i].json, "run");
         row_cells(&rows[i], c, &topk);
         buf_printf(b, "<tr><th title=\"");
-        esc(b, rows[i].dir);
+        buf_put_html(b, rows[i].dir);
         buf_printf(b, "\"><span class=\"sw\" style=\"background:%s\"></span>", run_colors[i % 10]);
-        esc(b, rows[i].name);
+        buf_put_html(b, rows[i].name);
         put(b, "</th><td>");
-        esc(b, jstr(jget(run, "arch")));
+        buf_put_html(b, jstr(jget(run, "arch")));
         put(b, "</td><td>");
-        esc(b, jstr(jget(run, "head")));
+        buf_put_html(b, jstr(jget(run, "head")));
         put(b, "</td>");
         for (int j = 0; j < N_COLS; j++) {
             int is_best = j >= C_TRAIN && j <= C_TOPK && n > 1 && c[j].value == best[j];
@@ -545,7 +532,7 @@ static void write_html(Buf *b, const RunRow *rows, int n) {
            "<p>");
     for (int i = 0; i < n; i++) {
         buf_printf(b, "<span class=\"sw\" style=\"background:%s\"></span>", run_colors[i % 10]);
-        esc(b, rows[i].name);
+        buf_put_html(b, rows[i].name);
         put(b, i + 1 < n ? " &nbsp; " : "");
     }
     put(b, "</p><div class=\"two\">\n");

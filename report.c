@@ -240,8 +240,7 @@ int report_write_json(const Report *r, const char *path) {
 
 /* ---------------------------------------------------------------- HTML helpers */
 
-/* Escape for HTML text, attribute values and SVG text alike. */
-static void esc(Buf *b, const char *s) {
+void buf_put_html(Buf *b, const char *s) {
     if (!s) return;
     for (; *s; s++) {
         switch (*s) {
@@ -267,7 +266,7 @@ static void esc_cut(Buf *b, const char *s, int max_chars) {
         p++;
     }
     if (!*p) {
-        esc(b, s);
+        buf_put_html(b, s);
         return;
     }
     /* too long: keep max_chars - 1 code points and add an ellipsis */
@@ -281,7 +280,7 @@ static void esc_cut(Buf *b, const char *s, int max_chars) {
     if (!head) return;
     memcpy(head, s, (size_t)(p - s));
     head[p - s] = 0;
-    esc(b, head);
+    buf_put_html(b, head);
     put(b, "\xE2\x80\xA6");
     free(head);
 }
@@ -586,9 +585,9 @@ static void confusion_svg(Buf *b, const Metrics *m, char **names) {
                        cell);
             color(b, blues, 5, v);
             put(b, r == c ? "\" class=\"diag\"><title>" : "\"><title>");
-            esc(b, class_name(names, r, tmp, sizeof tmp));
+            buf_put_html(b, class_name(names, r, tmp, sizeof tmp));
             put(b, " \xE2\x86\x92 ");
-            esc(b, class_name(names, c, tmp, sizeof tmp));
+            buf_put_html(b, class_name(names, c, tmp, sizeof tmp));
             buf_printf(b, ": %d (%.1f%% of row)</title></rect>", count, 100 * v);
             if (count_font >= 6.5 && (count > 0 || k <= 12))
                 buf_printf(b,
@@ -693,7 +692,7 @@ static void class_bars_svg(Buf *b, const Metrics *m, char **names) {
             buf_printf(b,
                        "<rect x=\"%d\" y=\"%.1f\" width=\"%d\" height=\"%.1f\" fill=\"%s\"><title>",
                        left + c * group + gap / 2 + s * bar, top + ph - h, bar, h, colors[s]);
-            esc(b, class_name(names, c, tmp, sizeof tmp));
+            buf_put_html(b, class_name(names, c, tmp, sizeof tmp));
             buf_printf(b, " %s: %.4f (support %d)</title></rect>", labels[s], vals[s],
                        m->support[c]);
         }
@@ -722,7 +721,7 @@ static void class_bars_svg(Buf *b, const Metrics *m, char **names) {
 static void report_row(Buf *b, const char *cls, const char *name, double p, double r, double f1,
                        double auc, double ap, int support) {
     buf_printf(b, "<tr class=\"%s\"><th>", cls);
-    esc(b, name);
+    buf_put_html(b, name);
     put(b, "</th><td>");
     num(b, p, 4);
     put(b, "</td><td>");
@@ -979,15 +978,15 @@ static void misclassified_section(Buf *b, const Report *r) {
         int j = i;
         while (j < n && m[j].truth == m[i].truth && m[j].guess == m[i].guess) j++;
         put(b, "<div class=\"group\">");
-        esc(b, class_name(r->class_names, m[i].truth, tmp, sizeof tmp));
+        buf_put_html(b, class_name(r->class_names, m[i].truth, tmp, sizeof tmp));
         put(b, " &rarr; ");
-        esc(b, class_name(r->class_names, m[i].guess, tmp, sizeof tmp));
+        buf_put_html(b, class_name(r->class_names, m[i].guess, tmp, sizeof tmp));
         buf_printf(b, " <span class=\"small\">(%d)</span></div><div class=\"thumbs\">\n", j - i);
         int g = 0;
         for (int t = i; t < j && g < THUMBS_PER_GROUP && shown < THUMBS_MAX; t++, g++, shown++) {
             const char *path = sample_path(r, m[t].index, tmp, sizeof tmp);
             put(b, "<figure title=\"");
-            esc(b, path);
+            buf_put_html(b, path);
             put(b, "\">");
             thumbnail(b, r->data, m[t].index);
             buf_printf(b, "<figcaption>%.2f<br>", m[t].confidence);
@@ -1160,14 +1159,14 @@ static const char *css =
 static void card(Buf *b, const char *label, const char *color_hex, const char *hint, double value,
                  int as_pct) {
     buf_printf(b, "<div class=\"card\" style=\"--c:%s\"><div class=\"label\">", color_hex);
-    esc(b, label);
+    buf_put_html(b, label);
     put(b, "</div><div class=\"value\">");
     if (as_pct)
         pct(b, value);
     else
         num(b, value, 3);
     put(b, "</div><div class=\"hint\">");
-    esc(b, hint);
+    buf_put_html(b, hint);
     put(b, "</div></div>\n");
 }
 
@@ -1177,7 +1176,7 @@ static void trust_note(Buf *b, const Metrics *m, const char *split) {
     metrics_wilson(m->accuracy, m->n, 1.959964, &lo, &hi);
     if (!metrics_too_small(m, &half)) return;
     put(b, "<p class=\"warn\"><b>The ");
-    esc(b, split);
+    buf_put_html(b, split);
     buf_printf(b,
                " split is too small to trust:</b> %d samples; accuracy ", m->n);
     pct(b, m->accuracy);
@@ -1208,14 +1207,14 @@ int report_write_html(const Report *r, const char *path) {
             "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">");
     if (r->in_progress) put(&b, "<meta http-equiv=\"refresh\" content=\"30\">");
     put(&b, "<title>");
-    esc(&b, title);
+    buf_put_html(&b, title);
     put(&b, "</title>\n<style>");
     put(&b, css);
     put(&b, "</style></head>\n<body><main>\n<header><h1>");
-    esc(&b, title);
+    buf_put_html(&b, title);
     put(&b, "</h1><p class=\"sub\">");
     if (m) {
-        esc(&b, split);
+        buf_put_html(&b, split);
         buf_printf(&b, " set: %d samples, %d classes", m->n, m->k);
     } else {
         put(&b, r->in_progress ? "training in progress" : "no evaluation metrics");
@@ -1275,7 +1274,7 @@ int report_write_html(const Report *r, const char *path) {
 
     if (m) {
         put(&b, "<section><h2>Confusion matrix (");
-        esc(&b, split);
+        buf_put_html(&b, split);
         put(&b, ")</h2><p class=\"small\">Rows are the true class, columns the prediction; "
                 "colour is the share of the row, the number the count. Hover a cell for its "
                 "classes.</p><div class=\"scroll\">\n");
@@ -1283,7 +1282,7 @@ int report_write_html(const Report *r, const char *path) {
         put(&b, "</div></section>\n");
         if (have_samples) curves_section(&b, r, m, names);
         put(&b, "<section><h2>Per-class precision, recall and F1 (");
-        esc(&b, split);
+        buf_put_html(&b, split);
         put(&b, ")</h2><div class=\"scroll\">\n");
         class_bars_svg(&b, m, names);
         put(&b, "</div></section>\n");
@@ -1297,7 +1296,7 @@ int report_write_html(const Report *r, const char *path) {
     }
     if (m) {
         put(&b, "<section><h2>Classification report (");
-        esc(&b, split);
+        buf_put_html(&b, split);
         put(&b, ")</h2>\n");
         classification_table(&b, m, names);
         if (r->test && r->val) {
@@ -1310,7 +1309,7 @@ int report_write_html(const Report *r, const char *path) {
     if (have_samples) misclassified_section(&b, r);
     if (r->notes && *r->notes) {
         put(&b, "<section><h2>Notes</h2><pre class=\"notes\">");
-        esc(&b, r->notes);
+        buf_put_html(&b, r->notes);
         put(&b, "</pre></section>\n");
     }
     put(&b, "<footer>generated by resnet-c</footer>\n</main></body></html>\n");

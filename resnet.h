@@ -108,6 +108,8 @@ typedef struct {
 } Buf;
 void buf_put(Buf *b, const void *data, size_t n);
 void buf_printf(Buf *b, const char *fmt, ...) RN_PRINTF(2, 3);
+/* s escaped for HTML text, attribute values and SVG text alike (report.c); NULL: nothing */
+void buf_put_html(Buf *b, const char *s);
 void buf_json_string(Buf *b, const char *s); /* quoted, escaped JSON string */
 /* The length of the longest prefix of s that is valid UTF-8 (len when all of it is). */
 size_t utf8_valid_len(const uint8_t *s, size_t len);
