@@ -2,7 +2,7 @@
 # tools/kill_trials.sh - kill -9 a training run at every atomic write and at random
 # moments; resume each killed run (as often as needed) and require model.safetensors and
 # metrics.json to be the uninterrupted run's (metrics.json without its timings and command
-# line: the "seconds" of each epoch and the "notes"), byte for byte.
+# line: the "seconds" of each epoch, the peak memory and the "notes"), byte for byte.
 #
 #   tools/kill_trials.sh [RANDOM_TRIALS [SEED]]     (defaults 10 and 1; BIN=dir of ./train)
 #
@@ -37,7 +37,7 @@ CFG="--arch cifar_resnet20 --weights $T/backbone/model.safetensors --img-size 16
      --pseudo $D1/unlabelled --pseudo-eval $D1/heldout --pseudo-epochs 2 --pseudo-threshold 0.3"
 
 # metrics.json without what differs between any two runs: timings and the command line
-masked() { sed -e 's/"seconds":[^,}]*/"seconds":_/g' -e 's/"notes":.*/"notes":_}/' "$1"; }
+masked() { sed -e 's/"seconds":[^,}]*/"seconds":_/g' -e 's/"peak_memory_mb":[^,}]*/"peak_memory_mb":_/g' -e 's/"notes":.*/"notes":_}/' "$1"; }
 
 # one_run DIR [strace options]: a fresh run in DIR/run (its own feature cache in DIR)
 one_run() {
