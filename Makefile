@@ -10,6 +10,8 @@
 #   make asan / tsan     the suite under AddressSanitizer + UBSan / ThreadSanitizer (clang)
 #   make fuzz            bounded libFuzzer runs of the decoder and the safetensors readers
 #   make fuzz-long       the same fuzzers for an hour each (FUZZ_LONG_SECONDS)
+#   make MPI=1           ./train and ./infer with MPI (mpicc; mpirun -np N runs N ranks)
+#   make setup MPI=1     also install Debian's openmpi-bin and libopenmpi-dev
 #   make clean
 # Out-of-tree builds: make BUILD=/tmp/b BIN=/tmp/b
 
@@ -19,6 +21,7 @@ SIMD    ?= 1
 BUILD   ?= build
 BIN     ?= .
 SHARED  ?= ../shared
+MPI     ?= 0
 # Where stb_image.h, stb_image_write.h and stb_easy_font.h live (Debian/Ubuntu libstb-dev:
 # /usr/include/stb).
 STB_DIR ?= $(firstword $(wildcard /usr/include/stb /usr/local/include/stb third_party/stb))
@@ -33,6 +36,13 @@ CFLAGS  ?= -O2 -g
 override CFLAGS += -std=c99 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -pthread \
                    -fno-math-errno
 override LDLIBS += -lm -pthread
+
+# MPI=1: data-parallel training and sharded inference over MPI (dist.c, the only file that
+# sees it); built with Open MPI's compiler wrapper (OMPI_CC picks the compiler under it).
+ifeq ($(MPI),1)
+  override CC := mpicc
+  override CFLAGS += -DRN_MPI=1
+endif
 
 ifeq ($(OPENMP),1)
   override CFLAGS  += -fopenmp
@@ -124,6 +134,15 @@ setup:
 	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  ($$SUDO apt-get update -qq || true) && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libstb-dev; \
 	fi
+ifeq ($(MPI),1)
+	@if command -v mpicc > /dev/null && command -v mpirun > /dev/null; then \
+	  echo "Open MPI found: $$(command -v mpicc)"; \
+	else \
+	  echo "installing openmpi-bin and libopenmpi-dev with apt-get"; \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  ($$SUDO apt-get update -qq || true) && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openmpi-bin libopenmpi-dev; \
+	fi
+endif
 
 $(BUILD)/%.o: %.c $(wildcard *.h) $(FLAGS_STAMP) | check-stb
 	@mkdir -p $(dir $@)
@@ -164,7 +183,7 @@ $(BUILD)/examples/%$(EXE): examples/%.c $(BUILD)/libresnet.a $(FLAGS_STAMP)
 
 T ?=
 test: $(TEST_BINS) $(PROGS) $(EXAMPLES)
-	@SHARED="$(SHARED)" BUILD="$(BUILD)" BIN="$(BIN)" EXE="$(EXE)" RUNNER="$(RUNNER)" T="$(T)" sh tests/run.sh $(TEST_BINS)
+	@SHARED="$(SHARED)" BUILD="$(BUILD)" BIN="$(BIN)" EXE="$(EXE)" RUNNER="$(RUNNER)" T="$(T)" MPI="$(MPI)" sh tests/run.sh $(TEST_BINS)
 
 # The suite under sanitizers, each in its own build folder (clang; Debian's
 # libclang-rt-14-dev). tsan keeps OpenMP off: libgomp is not instrumented, so its barriers

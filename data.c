@@ -8,6 +8,7 @@
  * triangle filter aborts on an assertion for ratios such as 50 -> 33. */
 #include "resnet.h"
 #include "platform.h"
+#include "dist.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -1093,6 +1094,44 @@ static void dataset_take_files(Dataset *d, char **paths, int *labels, int n) {
     rn_free(why);
 }
 
+/* The sorted sub-folder names of dir (hidden ones left out), "a, b, c" into out. */
+static void subfolder_names(const char *dir, Buf *out) {
+    StrList names = {0};
+    DIR *dp = opendir(dir);
+    if (dp) {
+        struct dirent *e;
+        while ((e = readdir(dp)) != NULL) {
+            char p[1024];
+            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+            if (e->d_name[0] != '.' && is_dir(p)) strlist_push(&names, rn_strdup(e->d_name));
+        }
+        closedir(dp);
+    }
+    if (names.n) qsort(names.s, (size_t)names.n, sizeof *names.s, cmp_str);
+    for (int i = 0; i < names.n; i++) {
+        buf_printf(out, "%s%s", i ? ", " : "", names.s[i]);
+        rn_free(names.s[i]);
+    }
+    if (!names.n) buf_printf(out, "(none)");
+    rn_free(names.s);
+}
+
+int dataset_split_folders(const char *dir, char *found, size_t found_len) {
+    static const char *splits[] = {"train", "val", "valid", "validation", "test"};
+    int n = 0;
+    Buf b = {0};
+    for (size_t i = 0; i < sizeof splits / sizeof *splits; i++) {
+        char p[1024];
+        snprintf(p, sizeof p, "%s/%s", dir, splits[i]);
+        if (!is_dir(p)) continue;
+        buf_printf(&b, "%s%s", n ? ", " : "", splits[i]);
+        n++;
+    }
+    snprintf(found, found_len, "%s", b.data ? b.data : "");
+    buf_free(&b);
+    return n;
+}
+
 static int folder_dataset(const char *dir, char **fixed, int n_fixed, Dataset *d) {
     dataset_init(d, dir);
     StrList classes = {0};
@@ -1170,8 +1209,20 @@ static int folder_dataset(const char *dir, char **fixed, int n_fixed, Dataset *d
                     d->class_names[c]);
     rn_free(count);
     if (d->n == 0) {
-        rn_set_error("%s: no usable images in %d class folders (%d skipped)", dir, d->n_classes,
-                     d->n_skipped);
+        if (fixed) {
+            /* the model's classes against what the folder holds */
+            Buf want = {0}, found = {0};
+            for (int c = 0; c < n_fixed; c++) buf_printf(&want, "%s%s", c ? ", " : "", fixed[c]);
+            subfolder_names(dir, &found);
+            rn_set_error("%s: no usable images in folders named as the %d expected classes "
+                         "(%d skipped); expected sub-folders: %.300s; found: %.300s",
+                         dir, n_fixed, d->n_skipped, want.data, found.data);
+            buf_free(&want);
+            buf_free(&found);
+        } else {
+            rn_set_error("%s: no usable images in %d class folders (%d skipped)", dir,
+                         d->n_classes, d->n_skipped);
+        }
         dataset_free(d);
         return -1;
     }
@@ -1352,9 +1403,73 @@ static char *trim(char *s) {
     return s;
 }
 
-/* "path,label" lines (the label after the last comma), relative paths relative to the
- * CSV's folder, optional "path,label" header; classes are the sorted label names
- * (numerically when all are integers). */
+#define CSV_MAX_FIELDS 64
+
+/* One CSV record at *p, split into fields in place (RFC 4180: comma-separated; a quoted
+ * field may hold commas, newlines and doubled quotes ""; unquoted fields are trimmed of
+ * blanks); *p moves past the record's line end and *line counts the newlines read.
+ * Returns the field count (fields past CSV_MAX_FIELDS join the last one), or -1 for a
+ * quote left open. */
+static int csv_record(char **p, char **fields, int *line) {
+    char *r = *p, *w = *p;
+    int n = 0;
+    for (;;) {
+        char *start = w;
+        int quoted = 0;
+        while (*r == ' ' || *r == '\t') r++;
+        if (*r == '"') {
+            quoted = 1;
+            r++;
+            for (;;) {
+                if (!*r) return -1;
+                if (r[0] == '"' && r[1] == '"') {
+                    *w++ = '"';
+                    r += 2;
+                } else if (r[0] == '"') {
+                    r++;
+                    break;
+                } else {
+                    *line += *r == '\n';
+                    *w++ = *r++;
+                }
+            }
+        }
+        while (*r && *r != ',' && *r != '\n') *w++ = *r++;
+        char c = *r;
+        if (!quoted)
+            while (w > start && (w[-1] == ' ' || w[-1] == '\t' || w[-1] == '\r')) w--;
+        else
+            while (w > start && w[-1] == '\r') w--;
+        *w = 0;
+        if (n < CSV_MAX_FIELDS)
+            fields[n++] = start;
+        else
+            start[-1] = ','; /* joined to the last field */
+        w++;
+        if (c == ',') {
+            r++;
+            continue;
+        }
+        if (c == '\n') {
+            (*line)++;
+            r++;
+        }
+        *p = c ? r : NULL;
+        return n;
+    }
+}
+
+static int column_named(char **fields, int n, const char *name) {
+    for (int i = 0; i < n; i++)
+        if (strcasecmp(fields[i], name) == 0) return i;
+    return -1;
+}
+
+/* "path,label" records (without a header, the label is the last field and the path the
+ * ones before it), or a header naming the columns: "path" and "label" (or "class"), so
+ * that infer --csv output (path,rank,class,index,prob) reads as its top-1 labels (rows of
+ * rank 1). RFC 4180 quoting, as infer --csv writes it. Relative paths are relative to the
+ * CSV's folder; classes are the sorted label names (numerically when all are integers). */
 int dataset_from_csv(const char *csv_path, Dataset *d) {
     size_t len;
     uint8_t *buf = read_file(csv_path, &len);
@@ -1376,23 +1491,44 @@ int dataset_from_csv(const char *csv_path, Dataset *d) {
     }
     char *text = (char *)buf;
     if (len >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0) text += 3; /* UTF-8 byte order mark */
-    int line_no = 0;
-    for (char *line = text, *next; line; line = next) {
-        next = strchr(line, '\n');
-        if (next) *next++ = 0;
-        line_no++;
-        char *t = trim(line);
-        if (!*t) continue;
-        char *comma = strrchr(t, ',');
-        if (!comma) {
-            rn_set_error("%s:%d: expected 'path,label', found '%.80s'", csv_path, line_no, t);
+    int line = 1, col_path = -1, col_label = -1, col_rank = -1, records = 0;
+    for (char *at = text; at;) {
+        int line_no = line;
+        char *f[CSV_MAX_FIELDS];
+        int n = csv_record(&at, f, &line);
+        if (n < 0) {
+            rn_set_error("%s:%d: a quoted field is not closed", csv_path, line_no);
             goto fail;
         }
-        *comma = 0;
-        char *path = trim(t), *label = trim(comma + 1);
-        if (paths.n == 0 && names.n == 0 && strcasecmp(path, "path") == 0 &&
-            strcasecmp(label, "label") == 0)
+        if (n == 1 && !f[0][0]) continue; /* blank line */
+        if (records++ == 0 && column_named(f, n, "path") >= 0 &&
+            (column_named(f, n, "label") >= 0 || column_named(f, n, "class") >= 0)) {
+            col_path = column_named(f, n, "path");
+            col_label = column_named(f, n, "label");
+            if (col_label < 0) col_label = column_named(f, n, "class");
+            col_rank = column_named(f, n, "rank");
             continue;
+        }
+        char *path, *label;
+        if (col_path >= 0) {
+            if (n <= col_path || n <= col_label || (col_rank >= 0 && n <= col_rank)) {
+                rn_set_error("%s:%d: expected the header's columns, found %d field%s", csv_path,
+                             line_no, n, n == 1 ? "" : "s");
+                goto fail;
+            }
+            if (col_rank >= 0 && strcmp(f[col_rank], "1") != 0) continue;
+            path = f[col_path];
+            label = f[col_label];
+        } else {
+            if (n < 2) {
+                rn_set_error("%s:%d: expected 'path,label', found '%.80s'", csv_path, line_no,
+                             f[0]);
+                goto fail;
+            }
+            for (int i = 1; i < n - 1; i++) f[i][-1] = ','; /* an unquoted path with commas */
+            path = f[0];
+            label = f[n - 1];
+        }
         if (!*path || !*label) {
             rn_set_error("%s:%d: expected 'path,label' with both fields, found an empty one",
                          csv_path, line_no);
@@ -1401,12 +1537,12 @@ int dataset_from_csv(const char *csv_path, Dataset *d) {
         char where[600];
         snprintf(where, sizeof where, "%s:%d", csv_path, line_no);
         if (!class_name_ok(where, label)) goto fail;
-        size_t n = strlen(folder) + strlen(path) + 2;
-        char *full = rn_alloc(n);
+        size_t size = strlen(folder) + strlen(path) + 2;
+        char *full = rn_alloc(size);
         if (path[0] == '/')
-            snprintf(full, n, "%s", path);
+            snprintf(full, size, "%s", path);
         else
-            snprintf(full, n, "%s/%s", folder, path);
+            snprintf(full, size, "%s/%s", folder, path);
         strlist_push(&paths, full);
         strlist_push(&names, rn_strdup(label));
     }
@@ -1631,6 +1767,8 @@ struct Loader {
     int n_failures;
     Slot slots[LOADER_DEPTH];
     int epoch, started;
+    /* loader_shard (shard_ranks 1: everything) */
+    int shard_rank, shard_ranks, shard_whole;
     int next_pos;       /* next epoch position to claim */
     int consumer_batch; /* next batch loader_next hands out */
     int in_flight, quit;
@@ -1650,6 +1788,19 @@ static int batch_count(const Loader *l, int b) {
     return rest < l->batch ? rest : l->batch;
 }
 
+/* Does epoch position pos belong to this rank's shard (loader_shard)? */
+static int in_shard(const Loader *l, int pos) {
+    int lo, hi;
+    if (l->shard_ranks <= 1) return 1;
+    if (l->shard_whole) {
+        dist_batch_range(l->d->n, l->batch, l->shard_rank, l->shard_ranks, &lo, &hi);
+        return pos >= lo && pos < hi;
+    }
+    int b = pos / l->batch;
+    dist_slice(batch_count(l, b), l->shard_rank, l->shard_ranks, &lo, &hi);
+    return pos % l->batch >= lo && pos % l->batch < hi;
+}
+
 static void *loader_worker(void *arg) {
     Loader *l = arg;
     Image img;
@@ -1661,13 +1812,15 @@ static void *loader_worker(void *arg) {
             pthread_cond_wait(&l->work_cv, &l->mu);
         if (l->quit) break;
         int pos = l->next_pos++, epoch = l->epoch;
-        int item = l->order[pos], known_bad = l->failed[item];
+        int item = l->order[pos], known_bad = l->failed[item], mine = in_shard(l, pos);
         l->in_flight++;
         pthread_mutex_unlock(&l->mu);
 
         Slot *s = &l->slots[(pos / l->batch) % LOADER_DEPTH];
         int k = pos % l->batch, ok = 0;
-        if (!known_bad && load_item(l->d, item, &img, why, sizeof why) == 0) {
+        if (!mine) {
+            known_bad = 1; /* another rank's: left out, not a failure */
+        } else if (!known_bad && load_item(l->d, item, &img, why, sizeof why) == 0) {
             Rng rng;
             rng_seed(&rng, mix64(l->seed ^ mix64((uint64_t)epoch + 0x632be59bd9b4e019ULL) ^
                                  mix64((uint64_t)item * 0x9e3779b97f4a7c15ULL + 1)));
@@ -1734,6 +1887,14 @@ Loader *loader_create(const Dataset *d, const Preprocess *p, const Augment *aug,
     return l;
 }
 
+void loader_shard(Loader *l, int rank, int ranks, int whole_batches) {
+    pthread_mutex_lock(&l->mu);
+    l->shard_rank = rank;
+    l->shard_ranks = ranks;
+    l->shard_whole = whole_batches;
+    pthread_mutex_unlock(&l->mu);
+}
+
 void loader_start_epoch(Loader *l, int epoch) {
     pthread_mutex_lock(&l->mu);
     l->next_pos = l->d->n; /* stop claims, then wait for the items being worked on */
@@ -1754,37 +1915,44 @@ void loader_start_epoch(Loader *l, int epoch) {
 }
 
 int loader_next(Loader *l, float *x, int *labels, int *idx) {
+    int n;
+    while (loader_next_batch(l, x, labels, idx, &n))
+        if (n > 0) return n; /* a batch whose every item failed is passed over */
+    return 0;
+}
+
+int loader_next_batch(Loader *l, float *x, int *labels, int *idx, int *n_out) {
     if (!l->started) loader_start_epoch(l, 0);
     int n_batches = (l->d->n + l->batch - 1) / l->batch;
-    for (;;) {
-        pthread_mutex_lock(&l->mu);
-        int b = l->consumer_batch;
-        if (b >= n_batches) {
-            pthread_mutex_unlock(&l->mu);
-            return 0;
-        }
-        Slot *s = &l->slots[b % LOADER_DEPTH];
-        int want = batch_count(l, b);
-        while (s->done < want) pthread_cond_wait(&l->done_cv, &l->mu);
+    *n_out = 0;
+    pthread_mutex_lock(&l->mu);
+    int b = l->consumer_batch;
+    if (b >= n_batches) {
         pthread_mutex_unlock(&l->mu);
-
-        int n = 0;
-        for (int k = 0; k < want; k++) {
-            if (!s->ok[k]) continue;
-            if (x)
-                memcpy(x + n * l->sample_floats, s->x + k * l->sample_floats,
-                       l->sample_floats * sizeof(float));
-            if (labels) labels[n] = s->labels[k];
-            if (idx) idx[n] = s->idx[k];
-            n++;
-        }
-        pthread_mutex_lock(&l->mu);
-        s->done = 0;
-        l->consumer_batch = b + 1;
-        pthread_cond_broadcast(&l->work_cv);
-        pthread_mutex_unlock(&l->mu);
-        if (n > 0) return n; /* a batch whose every item failed is passed over */
+        return 0;
     }
+    Slot *s = &l->slots[b % LOADER_DEPTH];
+    int want = batch_count(l, b);
+    while (s->done < want) pthread_cond_wait(&l->done_cv, &l->mu);
+    pthread_mutex_unlock(&l->mu);
+
+    int n = 0;
+    for (int k = 0; k < want; k++) {
+        if (!s->ok[k]) continue;
+        if (x)
+            memcpy(x + n * l->sample_floats, s->x + k * l->sample_floats,
+                   l->sample_floats * sizeof(float));
+        if (labels) labels[n] = s->labels[k];
+        if (idx) idx[n] = s->idx[k];
+        n++;
+    }
+    pthread_mutex_lock(&l->mu);
+    s->done = 0;
+    l->consumer_batch = b + 1;
+    pthread_cond_broadcast(&l->work_cv);
+    pthread_mutex_unlock(&l->mu);
+    *n_out = n;
+    return 1;
 }
 
 int loader_failures(const Loader *l) {

@@ -5,11 +5,13 @@
  *   ./infer --model M --eval DIR --out OUT/
  *   ./infer --model M --patches 224 --stride 112 --out OUT/ IMAGE...
  *
- * Exit status: 0 when every input succeeded, 1 when some input failed (after all others
- * were processed, each failure reported in one line), 2 on a usage or fatal error.
+ * Exit status: 0 when every input succeeded, 1 when the job or some input failed (after all
+ * others were processed, each failure reported in one line), 2 on a usage error (cli.h).
  */
-#include "resnet.h"
+#include "cli.h"
 #include "platform.h"
+#include "resnet.h"
+#include "dist.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -17,6 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include <stb_easy_font.h>
 
@@ -27,7 +32,7 @@ typedef enum { OUT_TABLE, OUT_JSON, OUT_CSV } OutFormat;
 typedef struct {
     const char *model, *arch, *weights, *labels, *eval_dir, *out_dir;
     const char *save_logits, *save_features, *preprocess;
-    int img_size, batch, topk, threads, patch, stride, winograd, reference;
+    int img_size, batch, topk, threads, patch, stride, winograd, reference, info, json, csv;
     const char *dump_nodes;
     float crop_pct, secondary_threshold;
     OutFormat format;
@@ -35,227 +40,152 @@ typedef struct {
     int n_inputs;
 } Options;
 
-static void usage(FILE *f) {
-    fprintf(
-        f,
-        "usage: infer (--model M.safetensors | --arch A --weights W.safetensors) [options] "
-        "IMAGE_OR_DIR...\n"
-        "       infer --model M --eval DIR [--out OUT]\n"
-        "       infer --model M --patches SIZE [--stride S] [--out OUT] IMAGE...\n"
-        "\n"
-        "model\n"
-        "  --model FILE          model written by train: architecture, head, classes and\n"
-        "                        preprocessing come from the file\n"
-        "  --arch NAME           bare backbone (the architectures are listed at the end)\n"
-        "  --weights FILE        its weights (torchvision names); the class count is read from\n"
-        "                        the file's fc/linear weight; 1000 classes get ImageNet names\n"
-        "  --labels FILE         class names, one a line (default for 1000 classes:\n"
-        "                        $SHARED/data/imagenet_classes.txt, SHARED defaults to ../shared)\n"
-        "preprocessing (defaults: the model file's; for --arch: torchvision, 224 or 32 for CIFAR)\n"
-        "  --img-size N          network input size\n"
-        "  --crop-pct F          eval transform: resize shorter side to size/F, center crop\n"
-        "                        (default 0.875; 1 passes a size x size image unchanged)\n"
-        "  --preprocess NAME     torchvision | caffe | unit\n"
-        "output\n"
-        "  --topk K              classes per image (default 5)\n"
-        "  --json | --csv        machine-readable output on stdout (default: aligned table)\n"
-        "  --save-logits F.npy   logits [N, classes] float32, input order (failed inputs left "
-        "out)\n"
-        "  --save-features F.npy pooled backbone features [N, C] float32, input order\n"
-        "  --batch N             images per forward pass (default 8)\n"
-        "  --threads N           decoding threads (default: OMP_NUM_THREADS or all cores)\n"
-        "  --reference           run the reference network: naive kernels (conv2d_*_ref,\n"
-        "                        sgemm_ref), layer by layer; slow, for checking the fast path\n"
-        "  --dump-nodes F.safetensors  every node's output for the first batch of inputs, under\n"
-        "                        torchvision's module names (compare: tools/compare_dump.py)\n"
-        "  --winograd 0|1        3x3 stride-1 convs by Winograd F(4x4,3x3): about 20%% faster\n"
-        "                        at 224 px, rounding within ~1e-6 of the direct sum (default 1\n"
-        "                        in SIMD builds); 0: im2col + GEMM, the reference's exact "
-        "operations\n"
-        "evaluation\n"
-        "  --eval DIR            labelled folder (class sub-folders named as the model's "
-        "classes):\n"
-        "                        classification report, misclassified files, metrics.json and\n"
-        "                        report.html under --out\n"
-        "  --out DIR             where reports and patch pictures go (default infer_out)\n"
-        "patch-based inference\n"
-        "  --patches SIZE        classify every SIZE x SIZE window of each image (original "
-        "pixels;\n"
-        "                        each window is resized to the model's input size). Windows start\n"
-        "                        at 0, S, 2S, ...; when the size is not a multiple of the stride "
-        "a\n"
-        "                        last window is aligned with the right/bottom edge, so every "
-        "pixel\n"
-        "                        is covered (a stride above SIZE leaves gaps). An image smaller\n"
-        "                        than SIZE is first upscaled, aspect kept, so that its shorter\n"
-        "                        side equals SIZE; window origins are then in upscaled pixels\n"
-        "                        (JSON \"scale\" gives the factor, 1 when none).\n"
-        "  --stride S            window step (default SIZE)\n"
-        "  --secondary-threshold T  the major class has the largest share of the softmax mass\n"
-        "                        summed over all windows; other classes whose share exceeds T\n"
-        "                        are secondary (default 0.05)\n"
-        "                        A picture per image, OUT/<name>.patches.png, tints each window's\n"
-        "                        cell in the colour of its class, with a legend of class names.\n"
-        "                        --json gives per image: major, major_share, secondary [{class,\n"
-        "                        share}], grid {patch, stride, rows, cols, x, y, classes, "
-        "probs}.\n");
+static Options O;
+
+/* One row per option (cli.h): parsing, ranges, defaults and --help. */
+static const CliOption OPTIONS[] = {
+    CLI_HEADING("Model"),
+    CLI_STRING("model", &O.model, "", CLI_PATH,
+               "model written by train: architecture, head, classes and preprocessing come "
+               "from the file"),
+    CLI_STRING("arch", &O.arch, "", 0, "a bare backbone, one of --list-archs (with --weights)"),
+    CLI_STRING("weights", &O.weights, "", CLI_PATH,
+               "its weights (torchvision names); the class count is read from the file's "
+               "fc/linear weight; 1000 classes get the ImageNet names built into the program, "
+               "10 with a CIFAR arch CIFAR-10's"),
+    CLI_STRING("labels", &O.labels, "", CLI_PATH,
+               "class names, one a line, instead of the model's (or the built-in ImageNet "
+               "names, or class_<i>)"),
+    CLI_SWITCH("info", &O.info, "0", 0,
+               "describe the model (architecture, classes, head, preprocessing, parameters, "
+               "the training run) and exit"),
+    CLI_HEADING("Preprocessing (default: the model file's; for --arch the architecture's, "
+                "see --list-archs)"),
+    CLI_INTEGER("img-size", &O.img_size, "0", 16, RN_MAX_IMAGE_SIDE, CLI_ZERO_OK,
+                "network input size (0: the model's)"),
+    CLI_NUMBER("crop-pct", &O.crop_pct, "0", 0.05, 1, CLI_ZERO_OK,
+               "eval transform: resize shorter side to size/F, center crop (1 passes a size x "
+               "size image unchanged; 0: the model's)"),
+    CLI_STRING("preprocess", &O.preprocess, "", 0,
+               "torchvision | caffe | unit (default: the model's)"),
+    CLI_HEADING("Output"),
+    CLI_INTEGER("topk", &O.topk, "5", 1, 100000, 0, "classes per image"),
+    CLI_SWITCH("json", &O.json, "0", 0,
+               "machine-readable output on stdout (with --eval: OUT/metrics.json)"),
+    CLI_SWITCH("csv", &O.csv, "0", 0, "CSV on stdout, RFC 4180 quoting (not with --eval)"),
+    CLI_STRING("save-logits", &O.save_logits, "", CLI_PATH,
+               "logits [N, classes] float32 .npy, input order (failed inputs left out)"),
+    CLI_STRING("save-features", &O.save_features, "", CLI_PATH,
+               "pooled backbone features [N, C] float32 .npy, input order"),
+    CLI_INTEGER("batch", &O.batch, "8", 1, 4096, 0, "images per forward pass"),
+    CLI_INTEGER("threads", &O.threads, "0", 0, RN_MAX_THREADS, 0,
+                "compute and decoding threads (0 = OMP_NUM_THREADS or all cores)"),
+    CLI_SWITCH("reference", &O.reference, "0", 0,
+               "run the reference network: naive kernels (conv2d_*_ref, sgemm_ref), layer by "
+               "layer; slow, for checking the fast path"),
+    CLI_STRING("dump-nodes", &O.dump_nodes, "", CLI_PATH,
+               "F.safetensors: every node's output for the first batch of inputs, under "
+               "torchvision's module names (compare: tools/compare_dump.py)"),
+    CLI_INTEGER("winograd", &O.winograd, "-1", -1, 1, 0,
+                "3x3 stride-1 convs by Winograd F(4x4,3x3): about 20% faster at 224 px, "
+                "rounding within ~1e-6 of the direct sum; 0: im2col + GEMM, the reference's "
+                "exact operations (-1: the build's default, 1 in SIMD builds)"),
+    CLI_HEADING("Evaluation"),
+    CLI_STRING("eval", &O.eval_dir, "", CLI_PATH,
+               "labelled folder (class sub-folders named as the model's classes): "
+               "classification report, misclassified files, metrics.json and report.html "
+               "under --out"),
+    CLI_STRING("out", &O.out_dir, "infer_out", CLI_PATH,
+               "where reports and patch pictures go"),
+    CLI_HEADING("Patch-based inference"),
+    CLI_INTEGER("patches", &O.patch, "0", 8, RN_MAX_IMAGE_SIDE, CLI_ZERO_OK,
+                "classify every SIZE x SIZE window of each image (original pixels; each window "
+                "is resized to the model's input size). Windows start at 0, S, 2S, ...; when "
+                "the size is not a multiple of the stride a last window is aligned with the "
+                "right/bottom edge, so every pixel is covered (a stride above SIZE leaves "
+                "gaps). An image smaller than SIZE is first upscaled, aspect kept, so that its "
+                "shorter side equals SIZE; window origins are then in upscaled pixels (JSON "
+                "\"scale\" gives the factor, 1 when none). A picture per image, "
+                "OUT/<name>.patches.png, tints each window's cell in the colour of its class, "
+                "with a legend. --json gives per image: major, major_share, secondary [{class, "
+                "share}], grid {patch, stride, rows, cols, x, y, classes, probs}"),
+    CLI_INTEGER("stride", &O.stride, "0", 1, RN_MAX_IMAGE_SIDE, CLI_ZERO_OK,
+                "window step (0: SIZE)"),
+    CLI_NUMBER("secondary-threshold", &O.secondary_threshold, "0.05", 0, 1, 0,
+               "the major class has the largest share of the softmax mass summed over all "
+               "windows; other classes whose share exceeds T are secondary"),
+};
+
+static void infer_epilog(FILE *f) {
     char known[1024];
     arch_list(known, sizeof known);
-    fprintf(f, "\narchitectures: %s\n", known);
+    fprintf(f, "\nArchitectures: %s\n", known);
 }
 
-static int parse_int(const char *s, const char *flag, int lo, int hi, int *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || *end || end == s || v < lo || v > hi) {
-        fprintf(stderr, "infer: %s expects an integer in [%d, %d], got '%s'\n", flag, lo, hi, s);
-        return -1;
-    }
-    *out = (int)v;
-    return 0;
-}
+static const CliProgram PROGRAM = {
+    "infer",
+    "usage: infer (--model M.safetensors | --arch A --weights W.safetensors) [options] "
+    "IMAGE_OR_DIR...\n"
+    "       infer --model M --eval DIR [--out OUT]\n"
+    "       infer --model M --patches SIZE [--stride S] [--out OUT] IMAGE...\n"
+    "       infer --model M --info\n",
+    "Classify images, evaluate a labelled folder, or look inside images patch by patch.\n"
+    "Exit status 1 also when some inputs failed (each reported in one line, the others\n"
+    "processed).\n",
+    OPTIONS,
+    (int)(sizeof OPTIONS / sizeof OPTIONS[0]),
+    "IMAGE_OR_DIR",
+    infer_epilog,
+};
 
-static int parse_float(const char *s, const char *flag, float lo, float hi, float *out) {
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || *end || end == s || !(v >= lo && v <= hi)) {
-        fprintf(stderr, "infer: %s expects a number in [%g, %g], got '%s'\n", flag, lo, hi, s);
-        return -1;
-    }
-    *out = (float)v;
-    return 0;
-}
+/* "" options count as not given. */
+static const char *given(const char *s) { return s && s[0] ? s : NULL; }
 
+/* The options (cli.h) and the rules between them; CLI_* code, rn_error says what. */
 static int parse_args(int argc, char **argv, Options *o) {
-    memset(o, 0, sizeof *o);
-    o->batch = 8;
-    o->topk = 5;
-    o->crop_pct = -1;
-    o->secondary_threshold = 0.05f;
-    o->winograd = -1; /* the library's default */
-    o->inputs = rn_calloc((size_t)argc, sizeof *o->inputs);
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-#define NEED_VALUE()                                                                               \
-    do {                                                                                           \
-        if (!v) {                                                                                  \
-            fprintf(stderr, "infer: %s needs a value\n", a);                                       \
-            return -1;                                                                             \
-        }                                                                                          \
-        i++;                                                                                       \
-    } while (0)
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            exit(0);
-        } else if (!strcmp(a, "--model")) {
-            NEED_VALUE();
-            o->model = v;
-        } else if (!strcmp(a, "--arch")) {
-            NEED_VALUE();
-            o->arch = v;
-        } else if (!strcmp(a, "--weights")) {
-            NEED_VALUE();
-            o->weights = v;
-        } else if (!strcmp(a, "--labels")) {
-            NEED_VALUE();
-            o->labels = v;
-        } else if (!strcmp(a, "--eval")) {
-            NEED_VALUE();
-            o->eval_dir = v;
-        } else if (!strcmp(a, "--out")) {
-            NEED_VALUE();
-            o->out_dir = v;
-        } else if (!strcmp(a, "--save-logits")) {
-            NEED_VALUE();
-            o->save_logits = v;
-        } else if (!strcmp(a, "--save-features")) {
-            NEED_VALUE();
-            o->save_features = v;
-        } else if (!strcmp(a, "--preprocess")) {
-            NEED_VALUE();
-            o->preprocess = v;
-        } else if (!strcmp(a, "--img-size")) {
-            NEED_VALUE();
-            if (parse_int(v, a, 16, 4096, &o->img_size)) return -1;
-        } else if (!strcmp(a, "--batch")) {
-            NEED_VALUE();
-            if (parse_int(v, a, 1, 4096, &o->batch)) return -1;
-        } else if (!strcmp(a, "--topk")) {
-            NEED_VALUE();
-            if (parse_int(v, a, 1, 100000, &o->topk)) return -1;
-        } else if (!strcmp(a, "--threads")) {
-            NEED_VALUE();
-            if (parse_int(v, a, 1, RN_MAX_THREADS, &o->threads)) return -1;
-        } else if (!strcmp(a, "--patches")) {
-            NEED_VALUE();
-            if (parse_int(v, a, 8, RN_MAX_IMAGE_SIDE, &o->patch)) return -1;
-        } else if (!strcmp(a, "--winograd")) {
-            NEED_VALUE();
-            if (parse_int(v, a, 0, 1, &o->winograd)) return -1;
-        } else if (!strcmp(a, "--stride")) {
-            NEED_VALUE();
-            if (parse_int(v, a, 1, RN_MAX_IMAGE_SIDE, &o->stride)) return -1;
-        } else if (!strcmp(a, "--crop-pct")) {
-            NEED_VALUE();
-            if (parse_float(v, a, 0.05f, 1.0f, &o->crop_pct)) return -1;
-        } else if (!strcmp(a, "--secondary-threshold")) {
-            NEED_VALUE();
-            if (parse_float(v, a, 0.0f, 1.0f, &o->secondary_threshold)) return -1;
-        } else if (!strcmp(a, "--dump-nodes")) {
-            NEED_VALUE();
-            o->dump_nodes = v;
-        } else if (!strcmp(a, "--reference"))
-            o->reference = 1;
-        else if (!strcmp(a, "--json"))
-            o->format = OUT_JSON;
-        else if (!strcmp(a, "--csv"))
-            o->format = OUT_CSV;
-        else if (a[0] == '-' && a[1] == '-') {
-            fprintf(stderr, "infer: unknown option %s (see --help)\n", a);
-            return -1;
-        } else
-            o->inputs[o->n_inputs++] = a;
-#undef NEED_VALUE
-    }
-    if (!o->model && !(o->arch && o->weights)) {
-        fprintf(stderr,
-                "infer: give --model FILE, or --arch NAME and --weights FILE (see --help)\n");
-        return -1;
-    }
-    if (o->model && (o->arch || o->weights)) {
-        fprintf(
-            stderr,
-            "infer: --model already holds the architecture and weights; drop --arch/--weights\n");
-        return -1;
-    }
-    if (!o->eval_dir && o->n_inputs == 0) {
-        fprintf(stderr, "infer: no input images or folders given (see --help)\n");
-        return -1;
-    }
-    if (o->eval_dir && o->patch) {
-        fprintf(stderr, "infer: --eval and --patches are separate modes; run them one at a time\n");
-        return -1;
-    }
-    if (o->dump_nodes && (o->eval_dir || o->patch)) {
-        fprintf(stderr,
-                "infer: --dump-nodes applies to classifying images, not --eval or --patches\n");
-        return -1;
-    }
-    if (o->patch && (o->save_logits || o->save_features)) {
-        fprintf(stderr,
-                "infer: --save-logits/--save-features apply to whole images, not --patches\n");
-        return -1;
-    }
-    if (o->stride && !o->patch) {
-        fprintf(stderr, "infer: --stride only applies with --patches\n");
-        return -1;
+    cli_defaults(&PROGRAM);
+    O.inputs = rn_calloc((size_t)argc + 1, sizeof *O.inputs);
+    int rc = cli_parse(&PROGRAM, argc - 1, argv + 1, O.inputs, &O.n_inputs, NULL, NULL);
+    *o = O;
+    if (rc != CLI_OK) return rc;
+    o->model = given(o->model);
+    o->arch = given(o->arch);
+    o->weights = given(o->weights);
+    o->labels = given(o->labels);
+    o->eval_dir = given(o->eval_dir);
+    o->save_logits = given(o->save_logits);
+    o->save_features = given(o->save_features);
+    o->preprocess = given(o->preprocess);
+    o->dump_nodes = given(o->dump_nodes);
+    o->format = o->json ? OUT_JSON : o->csv ? OUT_CSV : OUT_TABLE;
+    const char *clash = NULL;
+    if (!o->model && !(o->arch && o->weights))
+        clash = "give --model FILE, or --arch NAME and --weights FILE";
+    else if (o->model && (o->arch || o->weights))
+        clash = "--model already holds the architecture and weights; drop --arch/--weights";
+    else if (o->json && o->csv)
+        clash = "--json and --csv: give one of them";
+    else if (o->info && (o->eval_dir || o->patch || o->n_inputs))
+        clash = "--info describes the model and exits: give it without inputs, --eval or --patches";
+    else if (!o->info && !o->eval_dir && o->n_inputs == 0)
+        clash = "no input images or folders given";
+    else if (o->eval_dir && o->patch)
+        clash = "--eval and --patches are separate modes; run them one at a time";
+    else if (o->eval_dir && o->csv)
+        clash = "--eval writes OUT/metrics.json and OUT/report.html (--json prints the "
+                "metrics); --csv applies to classifying images and --patches";
+    else if (o->dump_nodes && (o->eval_dir || o->patch))
+        clash = "--dump-nodes applies to classifying images, not --eval or --patches";
+    else if (o->patch && (o->save_logits || o->save_features))
+        clash = "--save-logits/--save-features apply to whole images, not --patches";
+    else if (o->stride && !o->patch)
+        clash = "--stride only applies with --patches";
+    if (clash) {
+        rn_set_error("%s", clash);
+        return CLI_USAGE;
     }
     if (o->patch && !o->stride) o->stride = o->patch;
-    if (!o->out_dir) o->out_dir = "infer_out";
-    return 0;
+    return CLI_OK;
 }
 
 /* ------------------------------------------------------------------ model and class names */
@@ -355,20 +285,20 @@ static Net *load_model(const Options *o, ModelInfo *info) {
                     o->preprocess, prep_name(info->prep.kind));
         info->prep.kind = kind;
     }
-    /* class names: model file, --labels, ImageNet names for 1000 classes, else class_<i> */
+    /* class names: model file, --labels, the built-in ImageNet names for 1000 classes,
+     * else class_<i> */
     const char *labels = o->labels;
-    char shared_labels[1024];
-    if (!labels && !info->class_names && info->num_classes == 1000) {
-        const char *shared = getenv("SHARED");
-        snprintf(shared_labels, sizeof shared_labels, "%s/data/imagenet_classes.txt",
-                 shared && *shared ? shared : "../shared");
-        struct stat st;
-        if (stat(shared_labels, &st) == 0)
-            labels = shared_labels;
-        else
-            fprintf(stderr,
-                    "infer: note: %s not found; classes are shown by index (use --labels)\n",
-                    shared_labels);
+    /* akamaster's CIFAR ResNets: CIFAR-10's classes, in its label order */
+    static const char *cifar10[10] = {"airplane", "automobile", "bird",  "cat",  "deer",
+                                      "dog",      "frog",       "horse", "ship", "truck"};
+    if (!labels && !info->class_names && info->num_classes == 10 && arch_is_cifar(info->arch)) {
+        info->class_names = rn_alloc(sizeof(char *) * 10);
+        for (int i = 0; i < 10; i++) info->class_names[i] = rn_strdup(cifar10[i]);
+    }
+    if (!labels && !info->class_names && info->num_classes == RN_IMAGENET_CLASSES) {
+        info->class_names = rn_alloc(sizeof(char *) * RN_IMAGENET_CLASSES);
+        for (int i = 0; i < RN_IMAGENET_CLASSES; i++)
+            info->class_names[i] = rn_strdup(rn_imagenet_classes[i]);
     }
     if (labels) {
         int n = 0;
@@ -539,7 +469,13 @@ static int run_dataset(Net *net, const ModelInfo *info, const Dataset *ds, const
     int failed = net_forward_dataset(net, -1, ds, &info->prep, batch, o->threads, "inference",
                                      collect_batch, &ctx);
     rn_free(ctx.probs);
-    return failed < 0 ? -1 : 0;
+    if (failed < 0) return -1;
+    /* under mpirun each rank ran its run of batches: every row on every rank, input order */
+    dist_allgather_rows(r->logits, sizeof(float) * k, ds->n, batch);
+    dist_allgather_rows(r->probs, sizeof(float) * k, ds->n, batch);
+    if (r->features) dist_allgather_rows(r->features, sizeof(float) * r->feat, ds->n, batch);
+    dist_allgather_rows(r->ok, 1, ds->n, batch);
+    return 0;
 }
 
 static void results_free(Results *r) {
@@ -681,13 +617,15 @@ static int cmd_classify(Net *net, ModelInfo *info, const Options *o) {
     if (run_dataset(net, info, &ds, o, o->save_features != NULL, &r) != 0) {
         fprintf(stderr, "infer: %s\n", rn_error());
         dataset_free(&ds);
-        return 2;
+        return 1;
     }
     for (int i = 0; i < ds.n; i++) failed += !r.ok[i];
     print_results(&r, &ds, info->class_names, o);
-    int rc = 0;
-    if (o->save_logits && save_rows_npy(o->save_logits, r.logits, r.ok, r.n, r.k) != 0) rc = -1;
-    if (o->save_features && save_rows_npy(o->save_features, r.features, r.ok, r.n, r.feat) != 0)
+    int rc = 0, root = dist_is_root(); /* rank 0 writes */
+    if (root && o->save_logits && save_rows_npy(o->save_logits, r.logits, r.ok, r.n, r.k) != 0)
+        rc = -1;
+    if (root && o->save_features &&
+        save_rows_npy(o->save_features, r.features, r.ok, r.n, r.feat) != 0)
         rc = -1;
     if (rc) fprintf(stderr, "infer: %s\n", rn_error());
     if (failed)
@@ -695,21 +633,21 @@ static int cmd_classify(Net *net, ModelInfo *info, const Options *o) {
                 ds.n + ds.n_skipped);
     results_free(&r);
     dataset_free(&ds);
-    return rc ? 2 : failed ? 1 : 0;
+    return rc || failed ? 1 : 0;
 }
 
 static int cmd_eval(Net *net, ModelInfo *info, const Options *o) {
     Dataset ds;
     if (dataset_from_folder_classes(o->eval_dir, info->class_names, info->num_classes, &ds) != 0) {
         fprintf(stderr, "infer: %s\n", rn_error());
-        return 2;
+        return 1;
     }
     dataset_summary(&ds, "eval", stderr);
     Results r;
     if (run_dataset(net, info, &ds, o, o->save_features != NULL, &r) != 0) {
         fprintf(stderr, "infer: %s\n", rn_error());
         dataset_free(&ds);
-        return 2;
+        return 1;
     }
     /* metrics over the images that decoded */
     int m = 0, k = info->num_classes;
@@ -739,13 +677,17 @@ static int cmd_eval(Net *net, ModelInfo *info, const Options *o) {
     }
     Metrics met;
     metrics_compute(m, k, probs, labels, k < 5 ? k : 5, m ? loss_sum / m : NAN, &met);
-    printf("evaluation of %s (%d images, %d failed)\n\n", o->eval_dir, m, ds.n - m + ds.n_skipped);
-    metrics_print_report(&met, info->class_names, stdout);
+    /* the text report on stdout, or on stderr when --json puts metrics.json there */
+    FILE *txt = o->format == OUT_JSON ? stderr : stdout;
+    fprintf(txt, "evaluation of %s (%d images, %d failed)\n\n", o->eval_dir, m,
+            ds.n - m + ds.n_skipped);
+    metrics_print_report(&met, info->class_names, txt);
     if (n_wrong) {
-        printf("\nmisclassified (%d): path: true -> top guesses\n", n_wrong);
-        for (int i = 0; i < n_wrong; i++) printf("  %s\n", wrong[i]);
+        fprintf(txt, "\nmisclassified (%d): path: true -> top guesses\n", n_wrong);
+        for (int i = 0; i < n_wrong; i++) fprintf(txt, "  %s\n", wrong[i]);
     }
-    int rc = mkdir_p(o->out_dir);
+    int root = dist_is_root(); /* rank 0 writes */
+    int rc = root ? mkdir_p(o->out_dir) : 0;
     char jpath[1100], hpath[1100];
     snprintf(jpath, sizeof jpath, "%s/metrics.json", o->out_dir);
     snprintf(hpath, sizeof hpath, "%s/report.html", o->out_dir);
@@ -777,15 +719,23 @@ static int cmd_eval(Net *net, ModelInfo *info, const Options *o) {
     rep.ok = r.ok;
     char ppath[1100];
     snprintf(ppath, sizeof ppath, "%s/predictions.csv", o->out_dir);
-    if (rc == 0) rc = report_write_json(&rep, jpath);
-    if (rc == 0) rc = report_write_html(&rep, hpath);
-    if (rc == 0) rc = report_write_predictions_csv(&rep, ppath);
-    if (rc == 0)
-        fprintf(stderr, "infer: wrote %s, %s and %s\n", jpath, hpath, ppath);
-    else
+    if (rc == 0 && root) rc = report_write_json(&rep, jpath);
+    if (rc == 0 && root) rc = report_write_html(&rep, hpath);
+    if (rc == 0 && root) rc = report_write_predictions_csv(&rep, ppath);
+    if (rc == 0 && root && o->format == OUT_JSON) {
+        size_t len;
+        uint8_t *json = read_file(jpath, &len);
+        if (json) fwrite(json, 1, len, stdout);
+        rn_free(json);
+        rc = json ? 0 : -1;
+    }
+    if (rc != 0)
         fprintf(stderr, "infer: %s\n", rn_error());
-    if (rc == 0 && o->save_logits) rc = save_rows_npy(o->save_logits, r.logits, r.ok, r.n, r.k);
-    if (rc == 0 && o->save_features)
+    else if (root)
+        fprintf(stderr, "infer: wrote %s, %s and %s\n", jpath, hpath, ppath);
+    if (rc == 0 && root && o->save_logits)
+        rc = save_rows_npy(o->save_logits, r.logits, r.ok, r.n, r.k);
+    if (rc == 0 && root && o->save_features)
         rc = save_rows_npy(o->save_features, r.features, r.ok, r.n, r.feat);
     int failed = ds.n - m + ds.n_skipped;
     for (int i = 0; i < n_wrong; i++) rn_free((void *)wrong[i]);
@@ -795,7 +745,7 @@ static int cmd_eval(Net *net, ModelInfo *info, const Options *o) {
     rn_free(labels);
     results_free(&r);
     dataset_free(&ds);
-    return rc ? 2 : failed ? 1 : 0;
+    return rc || failed ? 1 : 0;
 }
 
 /* ------------------------------------------------------------------ patch-based inference */
@@ -929,10 +879,11 @@ static int cmd_patches(Net *net, ModelInfo *info, const Options *o) {
     Dataset ds;
     collect_inputs(o, &ds);
     int failed = ds.n_skipped, k = info->num_classes, size = info->prep.size, batch = o->batch;
-    if (mkdir_p(o->out_dir) != 0 || net_plan(net, batch, size, size, 0) != 0) {
+    /* not sharded: under mpirun every rank does the same, rank 0 writes */
+    if ((dist_is_root() && mkdir_p(o->out_dir) != 0) || net_plan(net, batch, size, size, 0) != 0) {
         fprintf(stderr, "infer: %s\n", rn_error());
         dataset_free(&ds);
-        return 2;
+        return 1;
     }
     Preprocess patch_prep = info->prep;
     patch_prep.crop_pct = 1.0f; /* a window is classified whole, resized to the input size */
@@ -1048,7 +999,8 @@ static int cmd_patches(Net *net, ModelInfo *info, const Options *o) {
         char *dot = strrchr(stem, '.');
         if (dot) *dot = 0;
         snprintf(pic_path, sizeof pic_path, "%s/%s.patches.png", o->out_dir, stem);
-        if (write_grid_picture(pic_path, &img, xs, nx, ys, ny, o->patch, cell_class, cell_prob, k, shares,
+        if (dist_is_root() &&
+            write_grid_picture(pic_path, &img, xs, nx, ys, ny, o->patch, cell_class, cell_prob, k, shares,
                                n_legend < 12 ? n_legend : 12, info->class_names) != 0) {
             fprintf(stderr, "infer: %s\n", rn_error());
             failed++;
@@ -1141,27 +1093,134 @@ static int cmd_patches(Net *net, ModelInfo *info, const Options *o) {
     return failed ? 1 : 0;
 }
 
+/* The "training" JSON of a model file, indented two spaces a level (strings copied as
+ * they are: the file's own escapes). */
+static void print_json_indented(const char *s, FILE *f) {
+    int depth = 1, in_str = 0;
+    fputs("  ", f);
+    for (; *s; s++) {
+        char c = *s;
+        if (in_str) {
+            fputc(c, f);
+            if (c == '\\' && s[1]) fputc(*++s, f);
+            else if (c == '"') in_str = 0;
+            continue;
+        }
+        if (c == '"') in_str = 1;
+        if (c == '}' || c == ']') {
+            depth--;
+            fprintf(f, "\n%*s", 2 * depth, "");
+        }
+        fputc(c, f);
+        if (c == ':') fputc(' ', f);
+        if (c == '{' || c == '[' || c == ',') {
+            if (c != ',') depth++;
+            fprintf(f, "\n%*s", 2 * depth, "");
+        }
+    }
+    fputc('\n', f);
+}
+
+/* --info: what the model is and how it was made, from the file (and the registry). */
+static int print_model_info(const Options *o, Net *net, const ModelInfo *info) {
+    const ArchSpec *a = arch_find(info->arch);
+    char head[256];
+    head_format(&info->head, head, sizeof head);
+    if (o->format == OUT_JSON) {
+        Buf b = {0};
+        buf_printf(&b, "{\"file\":");
+        buf_json_string(&b, o->model ? o->model : o->weights);
+        buf_printf(&b, ",\"arch\":");
+        buf_json_string(&b, info->arch);
+        buf_printf(&b, ",\"num_classes\":%d,\"classes\":[", info->num_classes);
+        for (int i = 0; i < info->num_classes; i++) {
+            if (i) buf_printf(&b, ",");
+            buf_json_string(&b, info->class_names[i]);
+        }
+        buf_printf(&b, "],\"head\":");
+        buf_json_string(&b, head);
+        buf_printf(&b, ",\"preprocess\":");
+        buf_json_string(&b, prep_name(info->prep.kind));
+        buf_printf(&b, ",\"img_size\":%d,\"crop_pct\":%.6g,\"parameters\":%lld", info->prep.size,
+                   (double)info->prep.crop_pct, (long long)net_count_params(net, 0));
+        if (info->training) buf_printf(&b, ",\"training\":%s", info->training);
+        buf_printf(&b, "}\n");
+        fwrite(b.data, 1, b.len, stdout);
+        buf_free(&b);
+        return 0;
+    }
+    printf("file:          %s\n", o->model ? o->model : o->weights);
+    printf("architecture:  %s (%s family, classifier '%s')\n", info->arch,
+           a ? a->family : "?", a ? a->classifier : "?");
+    printf("classes:       %d:", info->num_classes);
+    int shown = info->num_classes < 20 ? info->num_classes : 20;
+    for (int i = 0; i < shown; i++) printf("%s %s", i ? "," : "", info->class_names[i]);
+    printf("%s\n", shown < info->num_classes ? ", ..." : "");
+    printf("head:          %s\n", head);
+    printf("preprocessing: %s, %d px, crop %.3f (resize to %d, centre crop %d)\n",
+           prep_name(info->prep.kind), info->prep.size, info->prep.crop_pct,
+           (int)(info->prep.size / info->prep.crop_pct + 0.5f), info->prep.size);
+    printf("parameters:    %lld\n", (long long)net_count_params(net, 0));
+    if (info->training) {
+        printf("training run (stored in the file):\n");
+        print_json_indented(info->training, stdout);
+    } else {
+        printf("training run:  not recorded (%s)\n",
+               o->model ? "a model file written before train stored it" : "bare weights");
+    }
+    return 0;
+}
+
+static int infer_main(int argc, char **argv);
+
+/* Under mpirun a rank that fails stops every rank (MPI_Abort), so none waits in a
+ * collective for it. An exit status of 1 (some inputs failed) is no failure of the job. */
 int main(int argc, char **argv) {
+    dist_init(&argc, &argv);
+    dist_share_cores(); /* ranks on one machine split its cores */
+    int rc = infer_main(argc, argv);
+    if (rc > 1 && dist_size() > 1) dist_abort(dist_is_root() ? NULL : "infer failed", rc);
+    dist_finalize();
+    return rc;
+}
+
+static int infer_main(int argc, char **argv) {
     rn_binary_stdout(); /* CSV and JSON on stdout: the same bytes on every platform */
-    Options o;
-    if (parse_args(argc, argv, &o) != 0) {
-        rn_free(o.inputs);
+    if (argc == 1) {
+        cli_short_usage(&PROGRAM, stderr);
         return 2;
     }
+    Options o;
+    int prc = parse_args(argc, argv, &o);
+    if (prc != CLI_OK) {
+        rn_free(o.inputs);
+        return prc == CLI_EXIT ? 0 : cli_usage_error(&PROGRAM);
+    }
+#ifdef _OPENMP
+    if (o.threads > 0) omp_set_num_threads(o.threads);
+#endif
     ModelInfo info;
     Net *net = load_model(&o, &info);
     if (!net) {
         fprintf(stderr, "infer: %s\n", rn_error());
         model_info_free(&info);
         rn_free(o.inputs);
-        return 2;
+        return 1;
+    }
+    if (o.info) {
+        int rc = print_model_info(&o, net, &info);
+        net_free(net);
+        model_info_free(&info);
+        rn_free(o.inputs);
+        return rc;
     }
     if (o.winograd >= 0) net->winograd = o.winograd;
     net->reference = o.reference;
+    int threads = rn_threads();
     fprintf(stderr,
             "infer: %s, %d classes, %s preprocessing at %d px (crop %.3f), %d thread%s, %s%s\n",
             info.arch, info.num_classes, prep_name(info.prep.kind), info.prep.size,
-            info.prep.crop_pct, rn_threads(), rn_threads() == 1 ? "" : "s",
+            info.prep.crop_pct, threads, threads == 1 ? "" : "s",
             net->reference ? "reference kernels" : simd_name(),
             !net->reference && net->winograd ? ", Winograd 3x3" : "");
     int rc = o.eval_dir ? cmd_eval(net, &info, &o)

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "resnet.h"
+#include "dist.h"
 #include "parallel.h"
 #include "simd.h"
 
@@ -631,10 +632,20 @@ void conv2d_backward_add(const ConvSpec *s, int n, int h, int w, const float *x,
 /* Batch norm                                                                            */
 /* ------------------------------------------------------------------------------------ */
 
+static void batchnorm_forward_train_dist(int n, int c, int hw, const float *x, const float *gamma,
+                                         const float *beta, float *running_mean, float *running_var,
+                                         float momentum, float eps, float *y, float *save_mean,
+                                         float *save_invstd);
+
 void batchnorm_forward_train(int n, int c, int hw, const float *x, const float *gamma,
                              const float *beta, float *running_mean, float *running_var,
                              float momentum, float eps, float *y, float *save_mean,
                              float *save_invstd) {
+    if (dist_step_active()) {
+        batchnorm_forward_train_dist(n, c, hw, x, gamma, beta, running_mean, running_var, momentum,
+                                     eps, y, save_mean, save_invstd);
+        return;
+    }
     double m = (double)n * hw;
     OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
     for (int ch = 0; ch < c; ch++) {
@@ -655,6 +666,64 @@ void batchnorm_forward_train(int n, int c, int hw, const float *x, const float *
             }
         }
         double var = sq / m;
+        float invstd = (float)(1.0 / sqrt(var + eps));
+        if (running_mean)
+            running_mean[ch] = (1 - momentum) * running_mean[ch] + momentum * (float)mean;
+        if (running_var) {
+            double unbiased = m > 1 ? var * m / (m - 1) : var;
+            running_var[ch] = (1 - momentum) * running_var[ch] + momentum * (float)unbiased;
+        }
+        if (save_mean) save_mean[ch] = (float)mean;
+        if (save_invstd) save_invstd[ch] = invstd;
+        float scale = (gamma ? gamma[ch] : 1.0f) * invstd;
+        float shift = (beta ? beta[ch] : 0.0f) - (float)mean * scale;
+        for (int b = 0; b < n; b++) {
+            const float *p = x + ((size_t)b * c + ch) * hw;
+            float *q = y + ((size_t)b * c + ch) * hw;
+            OMP_PRAGMA(omp simd)
+            for (int i = 0; i < hw; i++) q[i] = p[i] * scale + shift;
+        }
+    }
+}
+
+/* Synchronised batch norm (a data-parallel step, dist.h): the same two passes over the
+ * global batch, each rank's per-channel partial sums all-reduced: sum(x) and the count,
+ * then sum((x - mean)^2) around the global mean. */
+static void batchnorm_forward_train_dist(int n, int c, int hw, const float *x, const float *gamma,
+                                         const float *beta, float *running_mean, float *running_var,
+                                         float momentum, float eps, float *y, float *save_mean,
+                                         float *save_invstd) {
+    double *sum = dist_scratch(2 * (size_t)c + 1), *sq = sum + c + 1;
+    OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
+    for (int ch = 0; ch < c; ch++) {
+        double s = 0;
+        for (int b = 0; b < n; b++) {
+            const float *p = x + ((size_t)b * c + ch) * hw;
+            OMP_PRAGMA(omp simd reduction(+ : s))
+            for (int i = 0; i < hw; i++) s += p[i];
+        }
+        sum[ch] = s;
+    }
+    sum[c] = (double)n * hw;
+    dist_allreduce_doubles(sum, (size_t)c + 1);
+    const double m = sum[c];
+    OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
+    for (int ch = 0; ch < c; ch++) {
+        double mean = sum[ch] / m, q = 0;
+        for (int b = 0; b < n; b++) {
+            const float *p = x + ((size_t)b * c + ch) * hw;
+            OMP_PRAGMA(omp simd reduction(+ : q))
+            for (int i = 0; i < hw; i++) {
+                double d = p[i] - mean;
+                q += d * d;
+            }
+        }
+        sq[ch] = q;
+    }
+    dist_allreduce_doubles(sq, (size_t)c);
+    OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
+    for (int ch = 0; ch < c; ch++) {
+        double mean = sum[ch] / m, var = sq[ch] / m;
         float invstd = (float)(1.0 / sqrt(var + eps));
         if (running_mean)
             running_mean[ch] = (1 - momentum) * running_mean[ch] + momentum * (float)mean;
@@ -727,13 +796,36 @@ void batchnorm_backward_train(int n, int c, int hw, const float *x, const float 
                               const float *save_mean, const float *save_invstd, const float *dy,
                               float *dx, float *dgamma, float *dbeta) {
     double m = (double)n * hw;
+    /* a data-parallel step (dist.h): dgamma and dbeta take this rank's sums (the gradient
+     * all-reduce adds them up), dx the global batch's, all-reduced here */
+    const int sync = dist_step_active() && dx;
+    double *sums = NULL;
+    if (sync) {
+        sums = dist_scratch(2 * (size_t)c + 1);
+        OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
+        for (int ch = 0; ch < c; ch++)
+            channel_dy_sums(n, c, hw, ch, x, dy, save_mean[ch], save_invstd[ch], &sums[2 * ch],
+                            &sums[2 * ch + 1]);
+        for (int ch = 0; ch < c; ch++) {
+            if (dgamma) dgamma[ch] += (float)sums[2 * ch + 1];
+            if (dbeta) dbeta[ch] += (float)sums[2 * ch];
+        }
+        sums[2 * c] = m;
+        dist_allreduce_doubles(sums, 2 * (size_t)c + 1);
+        m = sums[2 * c];
+    }
     OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
     for (int ch = 0; ch < c; ch++) {
         double mean = save_mean[ch], invstd = save_invstd[ch];
         double sum_dy, sum_dy_xhat;
-        channel_dy_sums(n, c, hw, ch, x, dy, mean, invstd, &sum_dy, &sum_dy_xhat);
-        if (dgamma) dgamma[ch] += (float)sum_dy_xhat;
-        if (dbeta) dbeta[ch] += (float)sum_dy;
+        if (sync) {
+            sum_dy = sums[2 * ch];
+            sum_dy_xhat = sums[2 * ch + 1];
+        } else {
+            channel_dy_sums(n, c, hw, ch, x, dy, mean, invstd, &sum_dy, &sum_dy_xhat);
+            if (dgamma) dgamma[ch] += (float)sum_dy_xhat;
+            if (dbeta) dbeta[ch] += (float)sum_dy;
+        }
         if (!dx) continue;
         float k = (float)((gamma ? gamma[ch] : 1.0f) * invstd);
         float mean_dy = (float)(sum_dy / m), mean_dy_xhat = (float)(sum_dy_xhat / m);
@@ -1159,6 +1251,12 @@ float softmax_cross_entropy_forward(int n, int k, const float *logits, const int
         total += (1 - eps) * wy * (lse - z[y]) + eps / k * smooth;
         norm += wy;
     }
+    if (dist_step_active()) { /* the mean over the global batch */
+        double both[2] = {total, norm};
+        dist_allreduce_doubles(both, 2);
+        total = both[0];
+        norm = both[1];
+    }
     return norm > 0 ? (float)(total / norm) : 0.0f;
 }
 
@@ -1171,6 +1269,7 @@ void softmax_cross_entropy_backward(int n, int k, const float *probs, const int 
     for (int j = 0; j < k; j++) sum_w += class_weights ? class_weights[j] : 1.0;
     for (int i = 0; i < n; i++)
         if (labels[i] >= 0 && labels[i] < k) norm += class_weights ? class_weights[labels[i]] : 1.0;
+    if (dist_step_active()) dist_allreduce_doubles(&norm, 1); /* the global batch's */
     for (int i = 0; i < n; i++) {
         const float *p = probs + (size_t)i * k;
         float *g = dlogits + (size_t)i * k;

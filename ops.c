@@ -7,6 +7,7 @@
  * adds in), NULL when nobody wants it. Ops that read several inputs (sums, concatenation)
  * or add their input gradient in place (convolution) deliver their gradients themselves. */
 #include "ops.h"
+#include "dist.h"
 
 #include <string.h>
 
@@ -178,7 +179,7 @@ static int bn_forward(Net *net, int i, int n, int train) {
                                nd->out);
         return 0;
     }
-    if (n * nd->h * nd->w < 2) {
+    if (n * nd->h * nd->w < 2 && !dist_step_active()) { /* data-parallel: the global count */
         rn_set_error("%s: batch norm in training needs more than one value per channel "
                      "(batch %d of %dx%d)",
                      nd->name, n, nd->w, nd->h);
@@ -336,9 +337,15 @@ static int dropout_active(const Net *net, const Node *nd, int train) {
 static int dropout_node_forward(Net *net, int i, int n, int train) {
     Node *nd = &net->nodes[i];
     const size_t count = (size_t)n * node_numel(nd);
-    if (dropout_active(net, nd, train))
+    if (dropout_active(net, nd, train)) {
+        /* a data-parallel step (dist.h): the global batch's mask is drawn, this rank's rows
+         * kept, so the draws follow the global sample index */
+        size_t before = (size_t)dist_step_before() * node_numel(nd);
+        size_t after = (size_t)dist_step_after() * node_numel(nd);
+        for (size_t k = 0; k < before; k++) rng_uniform(&net->rng);
         dropout_forward(count, nd->p, &net->rng, input(net, nd, 0)->out, nd->out, nd->save0);
-    else
+        for (size_t k = 0; k < after; k++) rng_uniform(&net->rng);
+    } else
         memcpy(nd->out, input(net, nd, 0)->out, sizeof(float) * count);
     return 0;
 }

@@ -24,6 +24,7 @@
  * training from scratch).
  */
 #include "ops.h"
+#include "dist.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -889,6 +890,10 @@ static void step_grads_end(Net *net, const Node *nd, Optimizer *opt, float *cons
     const int idx[2] = {nd->weight, nd->bias};
     for (int k = 0; k < 2; k++) {
         if (idx[k] < 0 || net->params[idx[k]].is_buffer) continue;
+        /* data-parallel (dist.h): the gradients of every rank's slice summed, one node's
+         * parameters a bucket, so every rank makes the same update */
+        if (dist_step_active())
+            dist_allreduce_floats(net->params[idx[k]].grad, (size_t)net->params[idx[k]].numel);
         optimizer_update(opt, net, idx[k]);
         net->params[idx[k]].grad = saved[k];
     }
@@ -1078,6 +1083,8 @@ int net_forward_dataset(Net *net, int node, const Dataset *d, const Preprocess *
     if (d->n == 0) return 0;
     Loader *l = loader_create(d, p, NULL, batch, 0, 0, threads);
     if (!l) return -1;
+    /* under mpirun each rank takes its run of whole batches (dist_batch_range) */
+    if (dist_size() > 1) loader_shard(l, dist_rank(), dist_size(), 1);
     loader_start_epoch(l, 0);
     float *x = rn_alloc(sizeof(float) * (size_t)batch * 3 * p->size * p->size);
     int *labels = rn_alloc(sizeof(int) * (size_t)batch),
@@ -1091,7 +1098,7 @@ int net_forward_dataset(Net *net, int node, const Dataset *d, const Preprocess *
             node < 0 ? net_forward(net, x, got, 0) : net_forward_upto(net, x, got, 0, node);
         visit(ctx, got, idx, labels, out);
         done += got;
-        progress_update(&prog, done, NULL);
+        progress_update(&prog, done * dist_size(), "img"); /* the global rate, about */
     }
     progress_finish(&prog, NULL);
     int failed = loader_failures(l);

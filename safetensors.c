@@ -1331,6 +1331,7 @@ int model_save(const char *path, const Net *net, const ModelInfo *info) {
     net_groups_json(net, &groups);
     st_writer_meta(&w, "freeze_groups", groups.data);
     buf_free(&groups);
+    if (info->training) st_writer_meta(&w, "training", info->training);
     writer_add_params(&w, net);
     int rc = st_writer_save(&w, path);
     st_writer_free(&w);
@@ -1344,6 +1345,8 @@ void model_info_free(ModelInfo *info) {
         for (int i = 0; i < info->num_classes; i++) free(info->class_names[i]);
     free(info->class_names);
     info->class_names = NULL;
+    free(info->training);
+    info->training = NULL;
 }
 
 /* The "classes" metadata: a JSON array of num_classes strings. */
@@ -1437,6 +1440,8 @@ Net *model_load_st(const StFile *fp, ModelInfo *info) {
         goto fail;
     }
     if (parse_classes(&f, classes, info->num_classes, info)) goto fail;
+    const char *training = st_meta(&f, "training");
+    if (training) info->training = rn_strdup(training);
     /* the file is checked against the network its metadata describes before that network
      * is built: a 216-byte file claiming "mlp:65536,16384" fails here, not after 4 GB */
     net = resnet_describe(info->arch, info->num_classes, &info->head);

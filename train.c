@@ -16,8 +16,10 @@
  *   then           pseudo-labelling, one phase per unlabelled domain (--pseudo), numbered
  *                  on from the last phase run (3, 4... after fine-tuning, else 2, 3...).
  */
-#include "resnet.h"
+#include "cli.h"
 #include "platform.h"
+#include "resnet.h"
+#include "dist.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -25,6 +27,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -33,7 +36,7 @@
 #endif
 
 /* ------------------------------------------------------------------------------------ */
-/* Options: one table gives parsing, defaults and --help                                 */
+/* Options: one table (cli.h) gives parsing, ranges, defaults and --help                 */
 /* ------------------------------------------------------------------------------------ */
 
 typedef struct {
@@ -46,215 +49,162 @@ typedef struct {
     float aug_brightness, aug_contrast, lr, finetune_lr, weight_decay, momentum;
     float label_smoothing, pseudo_threshold, pseudo_lr, val_frac, test_frac;
     const char *aug_scale;
-    int help, no_cache, low_memory;
+    int no_cache, low_memory, overwrite;
 } Args;
 
 static Args A;
 
-typedef enum { K_STR, K_INT, K_FLOAT, K_FLAG, K_SECTION } OptKind;
-typedef struct {
-    const char *name;
-    OptKind kind;
-    void *ptr;
-    const char *def;
-    const char *help;
-} OptionDef;
-
-static const OptionDef OPTIONS[] = {
-    {"Model", K_SECTION, NULL, NULL, NULL},
-    {"arch", K_STR, &A.arch, "resnet50", "one of the architectures listed at the end"},
-    {"weights", K_STR, &A.weights, "",
-     "required: pretrained backbone (.safetensors, torchvision names), or 'none' for a "
-     "random init that trains the whole net from scratch (see --unfreeze)"},
-    {"head", K_STR, &A.head, "mlp:256:dropout=0.2",
-     "linear | mlp:256 | mlp:512,256,128,64:dropout=0.2:bn | inception:128:dropout=0.5"},
-    {"Data", K_SECTION, NULL, NULL, NULL},
-    {"data", K_STR, &A.data, "", "training folder, one sub-folder per class (ImageFolder)"},
-    {"data-csv", K_STR, &A.data_csv, "", "training list instead: lines 'path,label'"},
-    {"cifar-bin", K_STR, &A.cifar_bin, "",
-     "CIFAR-10/100 binary folder instead (its test batch becomes the test set)"},
-    {"val", K_STR, &A.val, "", "validation folder with train's classes (default: split)"},
-    {"test", K_STR, &A.test, "", "test folder with train's classes (default: split)"},
-    {"val-frac", K_FLOAT, &A.val_frac, "0.15", "validation fraction of the split"},
-    {"test-frac", K_FLOAT, &A.test_frac, "0.15",
-     "test fraction of the split (stratified, seeded; 70/15/15 by default)"},
-    {"limit-per-class", K_INT, &A.limit_per_class, "0",
-     "use at most N training images per class (seeded choice; 0 = all)"},
-    {"img-size", K_INT, &A.img_size, "0", "input size (0 = 224, CIFAR archs 32)"},
-    {"preprocess", K_STR, &A.preprocess, "torchvision",
-     "torchvision (ImageNet mean/std) | caffe (BGR minus mean) | unit (RGB/255)"},
-    {"crop-pct", K_FLOAT, &A.crop_pct, "0",
-     "eval resize to size/crop_pct then center crop (0 = 0.875, CIFAR archs 1)"},
-    {"augment", K_FLAG, &A.augment, "0",
-     "train-time augmentation (random resized crop, flip...); with a frozen backbone the "
-     "training features are then recomputed every epoch instead of cached"},
-    {"aug-scale", K_STR, &A.aug_scale, "0.08,1", "random resized crop area range MIN,MAX"},
-    {"aug-flip", K_INT, &A.aug_flip, "1", "random horizontal flip (0/1)"},
-    {"aug-rotate", K_FLOAT, &A.aug_rotate, "0", "random rotation in [-DEG, DEG]"},
-    {"aug-translate", K_FLOAT, &A.aug_translate, "0", "random shift, fraction of the size"},
-    {"aug-brightness", K_FLOAT, &A.aug_brightness, "0", "brightness factor in [1-B, 1+B]"},
-    {"aug-contrast", K_FLOAT, &A.aug_contrast, "0", "contrast factor in [1-C, 1+C]"},
-    {"Training", K_SECTION, NULL, NULL, NULL},
-    {"epochs", K_INT, &A.epochs, "30",
-     "phase 1 epochs: the head (frozen backbone), or the whole net with --weights none"},
-    {"batch", K_INT, &A.batch, "32", "batch size"},
-    {"opt", K_STR, &A.opt, "adam", "adam | adamw | sgd"},
-    {"lr", K_FLOAT, &A.lr, "0.001", "phase 1 learning rate"},
-    {"weight-decay", K_FLOAT, &A.weight_decay, "0", "L2 (sgd, adam) or decoupled (adamw)"},
-    {"momentum", K_FLOAT, &A.momentum, "0.9", "SGD momentum"},
-    {"label-smoothing", K_FLOAT, &A.label_smoothing, "0", "cross-entropy label smoothing"},
-    {"class-weights", K_STR, &A.class_weights, "none", "none | balanced | w1,w2,..."},
-    {"schedule", K_STR, &A.schedule, "constant",
-     "constant | step:EVERY:GAMMA | cosine | plateau:PATIENCE:FACTOR (per phase)"},
-    {"patience", K_INT, &A.patience, "5",
-     "early stopping: stop after P epochs without a better val loss and restore the best "
-     "weights (0 = off)"},
-    {"finetune-epochs", K_INT, &A.finetune_epochs, "0",
-     "phase 2: fine-tune with the last --unfreeze stages trainable"},
-    {"unfreeze", K_STR, &A.unfreeze, "auto",
-     "N last backbone groups | all | a group name and those after it (groups listed at "
-     "the end; auto: 1, or all with --weights none)"},
-    {"finetune-lr", K_FLOAT, &A.finetune_lr, "0.0001", "phase 2 learning rate"},
-    {"Pseudo-labelling", K_SECTION, NULL, NULL, NULL},
-    {"pseudo", K_STR, &A.pseudo, "",
-     "unlabelled folders DIR1,DIR2,... visited in order: each is labelled by the current "
-     "model (confident, class-balanced picks) and trained on with the labelled training set"},
-    {"pseudo-eval", K_STR, &A.pseudo_eval, "",
-     "labelled held-out folders, one per --pseudo domain (for the accuracy matrix)"},
-    {"pseudo-epochs", K_INT, &A.pseudo_epochs, "3", "epochs per pseudo-labelled domain"},
-    {"pseudo-lr", K_FLOAT, &A.pseudo_lr, "0",
-     "learning rate of the pseudo-label phases (0 = --finetune-lr after fine-tuning, else "
-     "--lr); the weights with the best labelled val loss of each phase are kept"},
-    {"pseudo-threshold", K_FLOAT, &A.pseudo_threshold, "0.8",
-     "keep pseudo-labels whose probability is at least T"},
-    {"Run", K_SECTION, NULL, NULL, NULL},
-    {"out", K_STR, &A.out, "runs/run", "output folder (model, checkpoint, metrics, report)"},
-    {"resume", K_STR, &A.resume, "",
-     "RUN folder of an interrupted run: continue it to the same result (its options are "
-     "read from RUN/args.txt; options given here override them)"},
-    {"cache-dir", K_STR, &A.cache_dir, "", "feature cache folder (default: the parent of --out)"},
-    {"no-cache", K_FLAG, &A.no_cache, "0", "compute features without reading/writing the cache"},
-    {"seed", K_INT, &A.seed, "0", "seed of splits, init, shuffling, augmentation, dropout"},
-    {"threads", K_INT, &A.threads, "0", "compute and decoding threads (0 = OpenMP default)"},
-    {"low-memory", K_FLAG, &A.low_memory, "1",
-     "training the backbone (fine-tuning or from scratch): run the expanding 1x1 convs "
-     "again in backward instead of keeping their outputs (ResNet-50: about 40% less "
-     "activation memory; --low-memory=0 keeps them, a few % faster; the same results)"},
-    {"run-id", K_STR, &A.run_id, "",
-     "set at a run's start and kept in RUN/args.txt: its checkpoints carry it, and --resume "
-     "refuses a checkpoint of another run"},
-    {"make-demo-data", K_STR, &A.make_demo_data, "",
-     "write the procedural demo data set to DIR and exit"},
-    {"demo-per-class", K_INT, &A.demo_per_class, "150", "demo training images per class"},
-    {"demo-task", K_STR, &A.demo_task, "source",
-     "which demo task --make-demo-data writes: 'source' (circle, square, triangle, stripes) "
-     "or 'target' (ring, cross, checker, crescent; plus composite.png for --patches)"},
-    {"kill-after-epochs", K_INT, &A.kill_after, "0",
-     "testing: SIGKILL itself after N epochs (after the checkpoint)"},
-    {"help", K_FLAG, &A.help, "0", "this list"},
-};
-#define N_OPTIONS ((int)(sizeof OPTIONS / sizeof OPTIONS[0]))
-
-/* The accepted range of each numeric option (zero_ok: 0 too, meaning "the default"); a
- * number outside it is refused, never clamped (--lr 1e39 is infinite in float, --threads
- * 100000 crashed libgomp, --label-smoothing 5 has no meaning). */
-typedef struct {
-    const char *name;
-    double lo, hi;
-    int zero_ok;
-} OptionRange;
-static const OptionRange RANGES[] = {
-    {"val-frac", 0, 0.95, 0},
-    {"test-frac", 0, 0.95, 0},
-    {"limit-per-class", 0, 1e9, 0},
-    {"img-size", 16, RN_MAX_IMAGE_SIDE, 1},
-    {"crop-pct", 0.05, 1, 1},
-    {"aug-flip", 0, 1, 0},
-    {"aug-rotate", 0, 180, 0},
-    {"aug-translate", 0, 1, 0},
-    {"aug-brightness", 0, 1, 0},
-    {"aug-contrast", 0, 1, 0},
-    {"epochs", 0, 1e6, 0},
-    {"batch", 1, 65536, 0},
-    {"lr", 0, 1000, 0},
-    {"weight-decay", 0, 1000, 0},
-    {"momentum", 0, 1, 0},
-    {"label-smoothing", 0, 1, 0},
-    {"patience", 0, 1e6, 0},
-    {"finetune-epochs", 0, 1e6, 0},
-    {"finetune-lr", 0, 1000, 0},
-    {"pseudo-epochs", 0, 1e6, 0},
-    {"pseudo-lr", 0, 1000, 0},
-    {"pseudo-threshold", 0, 1, 0},
-    {"threads", 0, RN_MAX_THREADS, 0},
-    {"demo-per-class", 1, 1e6, 0},
-    {"kill-after-epochs", 0, 1e6, 0},
+/* A number outside its range is refused, never clamped (--lr 1e39 is infinite in float,
+ * --threads 100000 crashed libgomp, --label-smoothing 5 has no meaning). */
+static const CliOption OPTIONS[] = {
+    CLI_HEADING("Model"),
+    CLI_STRING("arch", &A.arch, "resnet50", 0, "one of --list-archs (listed at the end)"),
+    CLI_STRING("weights", &A.weights, "", CLI_PATH,
+               "required: pretrained backbone (.safetensors, torchvision names), or 'none' for "
+               "a random init that trains the whole net from scratch (see --unfreeze)"),
+    CLI_STRING("head", &A.head, "mlp:256:dropout=0.2", 0,
+               "linear | mlp:256 | mlp:512,256,128,64:dropout=0.2:bn | inception:128:dropout=0.5"),
+    CLI_HEADING("Data"),
+    CLI_STRING("data", &A.data, "", CLI_PATH,
+               "training folder, one sub-folder per class (ImageFolder)"),
+    CLI_STRING("data-csv", &A.data_csv, "", CLI_PATH,
+               "training list instead: lines 'path,label' (RFC 4180 quotes, as infer --csv "
+               "writes them)"),
+    CLI_STRING("cifar-bin", &A.cifar_bin, "", CLI_PATH,
+               "CIFAR-10/100 binary folder instead (its test batch becomes the test set)"),
+    CLI_STRING("val", &A.val, "", CLI_PATH,
+               "validation folder with train's classes (default: a split of the training data)"),
+    CLI_STRING("test", &A.test, "", CLI_PATH,
+               "test folder with train's classes (default: a split of the training data)"),
+    CLI_NUMBER("val-frac", &A.val_frac, "0.15", 0, 0.95, 0, "validation fraction of the split"),
+    CLI_NUMBER("test-frac", &A.test_frac, "0.15", 0, 0.95, 0,
+               "test fraction of the split (stratified, seeded)"),
+    CLI_INTEGER("limit-per-class", &A.limit_per_class, "0", 0, 1e9, 0,
+                "use at most N training images per class (seeded choice; 0 = all)"),
+    CLI_INTEGER("img-size", &A.img_size, "0", 16, RN_MAX_IMAGE_SIDE, CLI_ZERO_OK,
+                "input size (0: the architecture's, see --list-archs: 224, CIFAR archs 32)"),
+    CLI_STRING("preprocess", &A.preprocess, "", 0,
+               "torchvision (ImageNet mean/std) | caffe (BGR minus mean) | unit (RGB/255) "
+               "(default: the architecture's, see --list-archs)"),
+    CLI_NUMBER("crop-pct", &A.crop_pct, "0", 0.05, 1, CLI_ZERO_OK,
+               "eval resize to size/crop_pct then center crop (0: the architecture's: 0.875, "
+               "CIFAR archs 1)"),
+    CLI_SWITCH("augment", &A.augment, "0", 0,
+               "train-time augmentation (random resized crop, flip...); with a frozen backbone "
+               "the training features are then recomputed every epoch instead of cached"),
+    CLI_STRING("aug-scale", &A.aug_scale, "0.08,1", 0, "random resized crop area range MIN,MAX"),
+    CLI_INTEGER("aug-flip", &A.aug_flip, "1", 0, 1, 0, "random horizontal flip (0/1)"),
+    CLI_NUMBER("aug-rotate", &A.aug_rotate, "0", 0, 180, 0, "random rotation in [-DEG, DEG]"),
+    CLI_NUMBER("aug-translate", &A.aug_translate, "0", 0, 1, 0,
+               "random shift, fraction of the size"),
+    CLI_NUMBER("aug-brightness", &A.aug_brightness, "0", 0, 1, 0,
+               "brightness factor in [1-B, 1+B]"),
+    CLI_NUMBER("aug-contrast", &A.aug_contrast, "0", 0, 1, 0, "contrast factor in [1-C, 1+C]"),
+    CLI_HEADING("Training"),
+    CLI_INTEGER("epochs", &A.epochs, "30", 0, 1e6, 0,
+                "phase 1 epochs: the head (frozen backbone), or the whole net with --weights "
+                "none"),
+    CLI_INTEGER("batch", &A.batch, "32", 1, 65536, 0, "batch size"),
+    CLI_STRING("opt", &A.opt, "adam", 0, "adam | adamw | sgd"),
+    CLI_NUMBER("lr", &A.lr, "0.001", 0, 1000, 0, "phase 1 learning rate"),
+    CLI_NUMBER("weight-decay", &A.weight_decay, "0", 0, 1000, 0,
+               "L2 (sgd, adam) or decoupled (adamw)"),
+    CLI_NUMBER("momentum", &A.momentum, "0.9", 0, 1, 0, "SGD momentum"),
+    CLI_NUMBER("label-smoothing", &A.label_smoothing, "0", 0, 1, 0,
+               "cross-entropy label smoothing"),
+    CLI_STRING("class-weights", &A.class_weights, "none", 0, "none | balanced | w1,w2,..."),
+    CLI_STRING("schedule", &A.schedule, "constant", 0,
+               "constant | step:EVERY:GAMMA | cosine | plateau:PATIENCE:FACTOR (per phase)"),
+    CLI_INTEGER("patience", &A.patience, "5", 0, 1e6, 0,
+                "early stopping: stop after P epochs without a better val loss and restore the "
+                "best weights (0 = off)"),
+    CLI_INTEGER("finetune-epochs", &A.finetune_epochs, "0", 0, 1e6, 0,
+                "phase 2: fine-tune with the last --unfreeze stages trainable"),
+    CLI_STRING("unfreeze", &A.unfreeze, "auto", 0,
+               "N last backbone groups | all | a group name and those after it (groups listed "
+               "at the end; auto: 1, or all with --weights none)"),
+    CLI_NUMBER("finetune-lr", &A.finetune_lr, "0.0001", 0, 1000, 0, "phase 2 learning rate"),
+    CLI_HEADING("Pseudo-labelling"),
+    CLI_STRING("pseudo", &A.pseudo, "", CLI_PATH,
+               "unlabelled folders DIR1,DIR2,... visited in order: each is labelled by the "
+               "current model (confident, class-balanced picks) and trained on with the "
+               "labelled training set"),
+    CLI_STRING("pseudo-eval", &A.pseudo_eval, "", CLI_PATH,
+               "labelled held-out folders, one per --pseudo domain (for the accuracy matrix)"),
+    CLI_INTEGER("pseudo-epochs", &A.pseudo_epochs, "3", 0, 1e6, 0,
+                "epochs per pseudo-labelled domain"),
+    CLI_NUMBER("pseudo-lr", &A.pseudo_lr, "0", 0, 1000, 0,
+               "learning rate of the pseudo-label phases (0 = --finetune-lr after fine-tuning, "
+               "else --lr); the weights with the best labelled val loss of each phase are kept"),
+    CLI_NUMBER("pseudo-threshold", &A.pseudo_threshold, "0.8", 0, 1, 0,
+               "keep pseudo-labels whose probability is at least T"),
+    CLI_HEADING("Run"),
+    CLI_STRING("out", &A.out, "runs/run", CLI_PATH,
+               "output folder (model, checkpoint, metrics, report); an existing run is "
+               "refused unless --overwrite"),
+    CLI_STRING("resume", &A.resume, "", CLI_NO_RECORD,
+               "RUN folder of an interrupted run: continue it to the same result (its options "
+               "are read from RUN/args.txt; options given here override them)"),
+    CLI_SWITCH("overwrite", &A.overwrite, "0", CLI_NO_RECORD,
+               "start a new run in an --out folder that holds one (its files are replaced)"),
+    CLI_STRING("cache-dir", &A.cache_dir, "", CLI_PATH,
+               "feature cache folder, shareable between runs of one backbone (default: "
+               "RUN/cache)"),
+    CLI_SWITCH("no-cache", &A.no_cache, "0", 0,
+               "compute features without reading/writing the cache"),
+    CLI_INTEGER("seed", &A.seed, "0", -2147483647.0, 2147483647.0, 0,
+                "seed of splits, init, shuffling, augmentation, dropout"),
+    CLI_INTEGER("threads", &A.threads, "0", 0, RN_MAX_THREADS, 0,
+                "compute and decoding threads (0 = OMP_NUM_THREADS or all cores)"),
+    CLI_SWITCH("low-memory", &A.low_memory, "1", 0,
+               "training the backbone (fine-tuning or from scratch): run the expanding 1x1 "
+               "convs again in backward instead of keeping their outputs (ResNet-50: about 40% "
+               "less activation memory; --low-memory=0 keeps them, a few % faster; the same "
+               "results)"),
+    CLI_STRING("run-id", &A.run_id, "", 0,
+               "set at a run's start and kept in RUN/args.txt: its checkpoints carry it, and "
+               "--resume refuses a checkpoint of another run"),
+    CLI_STRING("make-demo-data", &A.make_demo_data, "", CLI_NO_RECORD,
+               "write the procedural demo data set to DIR and exit"),
+    CLI_INTEGER("demo-per-class", &A.demo_per_class, "150", 1, 1e6, CLI_NO_RECORD,
+                "demo training images per class"),
+    CLI_STRING("demo-task", &A.demo_task, "source", CLI_NO_RECORD,
+               "which demo task --make-demo-data writes: 'source' (circle, square, triangle, "
+               "stripes) or 'target' (ring, cross, checker, crescent; plus composite.png for "
+               "--patches)"),
+    CLI_INTEGER("kill-after-epochs", &A.kill_after, "0", 0, 1e6, CLI_NO_RECORD,
+                "testing: SIGKILL itself after N epochs (after the checkpoint)"),
 };
 
-static int set_option(const OptionDef *o, const char *v) {
-    char *end = NULL;
-    double x = 0;
-    const OptionRange *r = NULL;
-    for (size_t i = 0; i < sizeof RANGES / sizeof *RANGES; i++)
-        if (strcmp(RANGES[i].name, o->name) == 0) r = &RANGES[i];
-    switch (o->kind) {
-    case K_STR: *(const char **)o->ptr = v; return 0;
-    case K_INT:
-    case K_FLAG:
-        errno = 0;
-        x = (double)strtol(v, &end, 10);
-        if (errno || end == v || *end || x < -2147483647.0 || x > 2147483647.0) break;
-        if (r && !(x >= r->lo && x <= r->hi) && !(r->zero_ok && x == 0)) break;
-        *(int *)o->ptr = (int)x;
-        return 0;
-    case K_FLOAT:
-        errno = 0;
-        x = strtod(v, &end);
-        if (errno || end == v || *end || !isfinite(x) || !isfinite((float)x)) break;
-        if (r && !(x >= r->lo && x <= r->hi) && !(r->zero_ok && x == 0)) break;
-        *(float *)o->ptr = (float)x;
-        return 0;
-    case K_SECTION: break;
-    }
-    const char *what = o->kind == K_FLOAT ? "a number" : "an integer";
-    if (r)
-        rn_set_error("--%s: expected %s in [%.10g, %.10g]%s, found '%s'", o->name, what, r->lo,
-                     r->hi, r->zero_ok ? " (or 0: the default)" : "", v);
-    else
-        rn_set_error("--%s: expected %s, found '%s'", o->name, what, v);
-    return -1;
-}
+static void train_epilog(FILE *f);
+static const CliProgram PROGRAM = {
+    "train",
+    "usage: train --arch ARCH --weights W.safetensors --data DIR --out RUN/ [options]\n"
+    "       train --resume RUN/\n"
+    "       train --make-demo-data DIR\n"
+    "       train --compare RUN [RUN...] --out DIR   (compare.csv, compare.html)\n",
+    "Transfer learning with a ResNet: by default the backbone is frozen, its pooled\n"
+    "features are computed once and cached (RUN/cache, or --cache-dir), and an MLP head is\n"
+    "trained on them with early stopping. Writes RUN/model.safetensors (for ./infer),\n"
+    "RUN/metrics.json, RUN/report.html and RUN/checkpoint.safetensors (every epoch).\n"
+    "Ctrl-C stops a run; train --resume RUN continues it from its last epoch.\n",
+    OPTIONS,
+    (int)(sizeof OPTIONS / sizeof OPTIONS[0]),
+    NULL,
+    train_epilog,
+};
 
-static const OptionDef *find_option(const char *name, size_t len) {
-    for (int i = 0; i < N_OPTIONS; i++)
-        if (OPTIONS[i].kind != K_SECTION && strlen(OPTIONS[i].name) == len &&
-            strncmp(OPTIONS[i].name, name, len) == 0)
-            return &OPTIONS[i];
-    return NULL;
-}
-
-static void set_defaults(void) {
-    for (int i = 0; i < N_OPTIONS; i++)
-        if (OPTIONS[i].kind != K_SECTION) set_option(&OPTIONS[i], OPTIONS[i].def);
-}
-
-/* Options whose values are paths (or comma-separated lists of paths): args.txt keeps them
- * absolute, so that a run resumes from any working directory. */
-static int is_path_option(const char *name) {
-    static const char *names[] = {"weights", "data", "data-csv",  "cifar-bin", "val",
-                                  "test",    "out",  "cache-dir", "pseudo",    "pseudo-eval"};
-    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
-        if (strcmp(names[i], name) == 0) return 1;
-    return 0;
-}
+static void set_defaults(void) { cli_defaults(&PROGRAM); }
 
 /* One args.txt line "--name=value": the value with backslash and newline escaped, relative
  * paths made absolute. */
-static void record_option(Buf *b, const OptionDef *o, const char *v) {
+static void record_option(void *ctx, const CliOption *o, const char *v) {
+    Buf *b = ctx;
     char cwd[4096];
+    if (o->flags & CLI_NO_RECORD) return;
     buf_printf(b, "--%s=", o->name);
-    int paths =
-        is_path_option(o->name) && !(strcmp(o->name, "weights") == 0 && strcmp(v, "none") == 0);
+    int paths = (o->flags & CLI_PATH) &&
+                !(strcmp(o->name, "weights") == 0 && strcmp(v, "none") == 0);
     if (paths && !getcwd(cwd, sizeof cwd)) cwd[0] = 0;
     for (const char *item = v; *item;) {
         size_t n = paths ? strcspn(item, ",") : strlen(item);
@@ -273,82 +223,15 @@ static void record_option(Buf *b, const OptionDef *o, const char *v) {
     buf_put(b, "\n", 1);
 }
 
-/* --name value | --name=value | --flag. Strings point into argv (kept alive by main). When
- * record is given, each option but --kill-after-epochs and --resume is appended to it as an
- * args.txt line. */
+/* Strings point into argv (kept alive by main). When record is given, each recorded option
+ * is appended to it as an args.txt line. Returns a CLI_* code. */
 static int parse_args(int argc, char **argv, Buf *record) {
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (strncmp(a, "--", 2) != 0) {
-            rn_set_error("unexpected argument '%s' (options start with --; see --help)", a);
-            return -1;
-        }
-        const char *name = a + 2, *eq = strchr(name, '=');
-        size_t len = eq ? (size_t)(eq - name) : strlen(name);
-        const OptionDef *o = find_option(name, len);
-        if (!o) {
-            rn_set_error("unknown option '%s' (see --help)", a);
-            return -1;
-        }
-        const char *v = eq ? eq + 1 : NULL;
-        if (!v && o->kind == K_FLAG) v = "1";
-        if (!v) {
-            if (i + 1 >= argc) {
-                rn_set_error("--%s needs a value", o->name);
-                return -1;
-            }
-            v = argv[++i];
-        }
-        if (set_option(o, v) != 0) return -1;
-        if (record && strcmp(o->name, "kill-after-epochs") != 0 && strcmp(o->name, "resume") != 0)
-            record_option(record, o, v);
-    }
-    return 0;
+    return cli_parse(&PROGRAM, argc, argv, NULL, NULL, record ? record_option : NULL, record);
 }
 
-static void print_help(void) {
-    printf("usage: train --arch ARCH --weights W.safetensors --data DIR --out RUN/ [options]\n"
-           "       train --resume RUN/\n"
-           "       train --make-demo-data DIR\n"
-           "       train --compare RUN [RUN...] --out DIR   (compare.csv, compare.html)\n\n"
-           "Transfer learning with a ResNet: by default the backbone is frozen, its pooled\n"
-           "features are computed once and cached, and an MLP head is trained on them with\n"
-           "early stopping. Writes RUN/model.safetensors (for ./infer), RUN/metrics.json,\n"
-           "RUN/report.html and RUN/checkpoint.safetensors (every epoch).\n");
-    for (int i = 0; i < N_OPTIONS; i++) {
-        const OptionDef *o = &OPTIONS[i];
-        if (o->kind == K_SECTION) {
-            printf("\n%s:\n", o->name);
-            continue;
-        }
-        char left[64];
-        snprintf(left, sizeof left, "--%s%s", o->name,
-                 o->kind == K_FLAG  ? ""
-                 : o->kind == K_STR ? " S"
-                 : o->kind == K_INT ? " N"
-                                    : " X");
-        char text[512];
-        snprintf(text, sizeof text, "%s%s%s%s", o->help,
-                 o->kind != K_FLAG && o->def[0] ? " [default: " : "",
-                 o->kind != K_FLAG ? o->def : "", o->kind != K_FLAG && o->def[0] ? "]" : "");
-        /* word-wrap the description at 96 columns, continuation lines indented */
-        printf("  %-22s", left);
-        int col = 24;
-        for (const char *w = text; *w;) {
-            while (*w == ' ') w++;
-            int len = (int)strcspn(w, " ");
-            if (col + 1 + len > 96 && col > 24) {
-                printf("\n%24s", "");
-                col = 24;
-            }
-            printf(" %.*s", len, w);
-            col += 1 + len;
-            w += len;
-        }
-        printf("\n");
-    }
+static void train_epilog(FILE *f) {
     /* the architectures and their freeze groups, from the registry */
-    printf("\nArchitectures (--arch) and their freeze groups (--unfreeze):\n");
+    fprintf(f, "\nArchitectures (--arch) and their freeze groups (--unfreeze):\n");
     const char *family = "";
     for (int i = 0; i < arch_count(); i++) {
         const ArchSpec *a = arch_at(i);
@@ -357,9 +240,9 @@ static void print_help(void) {
         Buf names = {0}, groups = {0};
         for (int j = i; j < arch_count() && strcmp(arch_at(j)->family, family) == 0; j++)
             buf_printf(&names, "%s%s", j > i ? ", " : "", arch_at(j)->name);
-        Net *net = resnet_create(a->name, 2, NULL, 0);
+        Net *net = resnet_describe(a->name, 2, NULL);
         if (net) net_groups_json(net, &groups);
-        printf("  %s\n      groups %s\n", names.data, groups.data ? groups.data : "?");
+        fprintf(f, "  %s\n      groups %s\n", names.data, groups.data ? groups.data : "?");
         net_free(net);
         buf_free(&names);
         buf_free(&groups);
@@ -703,7 +586,7 @@ typedef struct {
     float *class_w; /* NULL = unweighted */
     float smoothing;
     uint64_t backbone_key; /* hash of weights file identity and arch, for the feature cache */
-    char cache_dir[512];
+    char cache_dir[520]; /* --cache-dir, or RUN/cache */
     int use_cache;
     /* batch buffers */
     float *x, *feat, *probs, *dlogits;
@@ -878,7 +761,12 @@ static int compute_features(Trainer *t, Split *s) {
     uint64_t key = features_key(t, &s->d);
     char path[1024];
     snprintf(path, sizeof path, "%s/features-%016llx.bin", t->cache_dir, (unsigned long long)key);
-    if (t->use_cache && cache_read(path, key, s, t->fdim) == 0) {
+    /* rank 0 reads the cache and tells the others, so all ranks take the same path */
+    long hit = t->use_cache && dist_is_root() && cache_read(path, key, s, t->fdim) == 0;
+    dist_broadcast(&hit, sizeof hit, 0);
+    if (hit) {
+        dist_broadcast(s->ok, n, 0);
+        dist_broadcast(s->feats, n * t->fdim * sizeof(float), 0);
         fprintf(stderr, "features of %s (%zu images): cached in %s\n", s->name, n, path);
         return 0;
     }
@@ -891,8 +779,11 @@ static int compute_features(Trainer *t, Split *s) {
     int failed = net_forward_dataset(t->net, t->feat_node, &s->d, &t->prep, t->batch, t->threads,
                                      label, scatter_rows, &ctx);
     if (failed < 0) return -1;
+    /* each rank computed its run of batches: all rows, in dataset order, on every rank */
+    dist_allgather_rows(s->feats, t->fdim * sizeof(float), (int)n, t->batch);
+    dist_allgather_rows(s->ok, 1, (int)n, t->batch);
     note_failed(&s->d, s->ok);
-    if (t->use_cache) {
+    if (t->use_cache && dist_is_root()) {
         if (mkdir_p(t->cache_dir) != 0 || cache_write(path, key, s, t->fdim) != 0)
             fprintf(stderr, "warning: feature cache not written: %s\n", rn_error());
         else
@@ -942,37 +833,66 @@ static int train_epoch(Trainer *t, Split *s, int epoch_id, double *loss, double 
         if (net_plan(t->net, t->batch, t->prep.size, t->prep.size, t->full) != 0) return -1;
         Loader *l = loader_create(&s->d, &t->prep, &t->aug, t->batch, 1, t->seed, t->threads);
         if (!l) return -1;
+        /* data-parallel (dist.h): each rank loads its slice of every global batch */
+        const int ranks = dist_size(), rank = dist_rank();
+        if (ranks > 1) loader_shard(l, rank, ranks, 0);
         loader_start_epoch(l, epoch_id);
         Progress p;
         progress_start(&p, t->full ? "train" : "train (aug)", s->d.n);
-        long done = 0;
+        long done = 0, *counts = rn_alloc(sizeof(long) * 2 * (size_t)ranks);
         int got;
         uint8_t *decoded = rn_calloc((size_t)s->d.n + 1, 1);
-        while ((got = loader_next(l, t->x, t->labels, t->idx)) > 0) {
-            done += got;
+        while (loader_next_batch(l, t->x, t->labels, t->idx, &got)) {
             for (int i = 0; i < got; i++) decoded[t->idx[i]] = 1;
             int n = compact_labelled(t->x, img_row, t->labels, t->idx, got);
-            if (n >= 2 || (n == 1 && s->d.n == 1)) {
+            /* the global batch from every rank's counts; one with no sample stops the batch
+             * for all (net_forward needs one), where one process would have trained on it */
+            long mine[2] = {got, n}, all_n = 0, before = 0, empty = 0;
+            dist_allgather(mine, counts, sizeof mine);
+            for (int r = 0; r < ranks; r++) {
+                done += counts[2 * r];
+                all_n += counts[2 * r + 1];
+                before += r < rank ? counts[2 * r + 1] : 0;
+                empty += counts[2 * r + 1] == 0;
+            }
+            if ((all_n >= 2 || (all_n == 1 && s->d.n == 1)) && (ranks == 1 || empty == 0)) {
                 const float *x = t->x;
                 if (!t->full) {
                     const float *f = net_forward_upto(t->net, t->x, n, 0, t->feat_node);
                     memcpy(t->feat, f, (size_t)n * t->fdim * sizeof(float));
                     x = t->feat;
                 }
-                if (train_step(t, net, x, t->labels, n, &sum, &correct) != 0) {
+                double step_sum = 0; /* n times the global batch's mean loss */
+                dist_step_begin((int)before, (int)(all_n - before - n));
+                int src = train_step(t, net, x, t->labels, n, &step_sum, &correct);
+                dist_step_end();
+                if (src != 0) {
                     loader_free(l);
                     rn_free(decoded);
+                    rn_free(counts);
                     return -1;
                 }
-                seen += n;
+                sum += step_sum / n * all_n;
+                seen += all_n;
             }
             char extra[64];
             snprintf(extra, sizeof extra, "loss %.4f", seen ? sum / seen : 0.0);
             progress_update(&p, done, extra);
         }
         progress_finish(&p, NULL);
+        long right = correct;
+        dist_allreduce_longs(&right, 1);
+        correct = (int)right;
+        if (ranks > 1) { /* an item is decoded when the rank that had it decoded it */
+            long *any = rn_alloc(sizeof(long) * ((size_t)s->d.n + 1));
+            for (int i = 0; i < s->d.n; i++) any[i] = decoded[i];
+            dist_allreduce_longs(any, (size_t)s->d.n);
+            for (int i = 0; i < s->d.n; i++) decoded[i] = any[i] > 0;
+            rn_free(any);
+        }
         note_failed(&s->d, decoded);
         rn_free(decoded);
+        rn_free(counts);
         loader_free(l);
     }
     *loss = seen ? sum / seen : NAN;
@@ -1007,6 +927,8 @@ static int predict(Trainer *t, Split *s, float *probs, uint8_t *ok, double *loss
         int failed = net_forward_dataset(t->net, -1, &s->d, &t->prep, t->batch, t->threads, label,
                                          scatter_rows, &ctx);
         if (failed < 0) return -1;
+        dist_allgather_rows(probs, sizeof(float) * t->k, n_items, t->batch);
+        dist_allgather_rows(ok, 1, n_items, t->batch);
         note_failed(&s->d, ok);
     }
     double sum = 0;
@@ -1267,7 +1189,10 @@ static int run_phase(Run *run, Trainer *t, const PhaseCfg *pc, Split *train, Spl
             st.best = monitored;
             st.best_epoch = e;
             st.bad = 0;
-            if (pc->patience > 0 && net_save_weights(net, best_path, NULL, NULL, 0) != 0) return -1;
+            if (pc->patience > 0 && dist_is_root() &&
+                net_save_weights(net, best_path, NULL, NULL, 0) != 0)
+                return -1;
+            if (pc->patience > 0) dist_barrier(); /* written before any rank reads it */
         } else {
             st.bad++;
         }
@@ -1289,7 +1214,8 @@ static int run_phase(Run *run, Trainer *t, const PhaseCfg *pc, Split *train, Spl
                pc->phase, e + 1, pc->epochs, rec.train_loss, rec.train_acc, rec.val_loss,
                rec.val_acc, lr, rec.seconds, improved ? "  *" : "");
         fflush(stdout);
-        if (save_checkpoint(run, t, pc, &st) != 0 || write_progress(run) != 0) return -1;
+        if (dist_is_root() && (save_checkpoint(run, t, pc, &st) != 0 || write_progress(run) != 0))
+            return -1;
         if (A.kill_after > 0 && ++run->epochs_run >= A.kill_after) {
             fprintf(stderr, "--kill-after-epochs %d: killing myself\n", A.kill_after);
             fflush(NULL);
@@ -1584,6 +1510,69 @@ static int domain_row(Run *run, Trainer *t, Split *te, Split *ev, int n_ev, int 
 
 static void remove_stale_tmp(const char *dir, int all);
 
+/* One option's current value as command-line text ("" for an unset string). */
+static void option_value(const CliOption *o, char *out, size_t len) {
+    switch (o->kind) {
+    case CLI_STR: snprintf(out, len, "%s", *(const char **)o->dest); break;
+    case CLI_INT:
+    case CLI_FLAG: snprintf(out, len, "%d", *(const int *)o->dest); break;
+    case CLI_FLOAT: snprintf(out, len, "%.9g", (double)*(const float *)o->dest); break;
+    case CLI_SECTION: out[0] = 0; break;
+    }
+}
+
+/* The model file's "training" metadata (infer --info): what made the model, and nothing
+ * that differs between an uninterrupted and a resumed run (no run id, output folder, date
+ * or timings) or between settings that give the same result (threads, --low-memory), so
+ * that those runs still write the same file byte for byte. */
+static void training_json(Buf *b, Net *net, const Split *tr, const Split *va, const Split *te,
+                          const Metrics *mv, const Metrics *mt) {
+    buf_printf(b, "{\"version\":");
+    buf_json_string(b, RN_VERSION);
+    buf_printf(b, ",\"options\":[");
+    int first = 1;
+    for (int i = 0; i < PROGRAM.n_options; i++) {
+        const CliOption *o = &PROGRAM.options[i];
+        if (o->kind == CLI_SECTION || (o->flags & CLI_NO_RECORD) || !strcmp(o->name, "out") ||
+            !strcmp(o->name, "run-id") || !strcmp(o->name, "cache-dir"))
+            continue;
+        /* and none that leave the result as it is */
+        if (!strcmp(o->name, "threads") || !strcmp(o->name, "low-memory") ||
+            !strcmp(o->name, "no-cache"))
+            continue;
+        /* the options that differ from their defaults */
+        char now[1200], def[1200];
+        option_value(o, now, sizeof now);
+        Args saved = A;
+        cli_set(o, o->def);
+        option_value(o, def, sizeof def);
+        A = saved;
+        if (!strcmp(now, def)) continue;
+        Buf opt = {0};
+        buf_printf(&opt, "--%s=%s", o->name, now);
+        buf_printf(b, "%s", first ? "" : ",");
+        buf_json_string(b, opt.data);
+        buf_free(&opt);
+        first = 0;
+    }
+    buf_printf(b, "],\"data\":{\"source\":");
+    buf_json_string(b, tr->d.root);
+    buf_printf(b, ",\"classes\":%d,\"train\":%d,\"val\":%d,\"test\":%d}", tr->d.n_classes,
+               tr->d.n, va->d.n, te->d.n);
+    buf_printf(b, ",\"parameters\":{\"total\":%lld,\"trainable\":%lld}",
+               (long long)net_count_params(net, 0), (long long)net_count_params(net, 1));
+    const Metrics *ms[2] = {mv, mt};
+    const char *names[2] = {"val", "test"};
+    for (int i = 0; i < 2; i++) {
+        if (!ms[i]) continue;
+        buf_printf(b, ",\"%s\":{\"n\":%d,\"accuracy\":%.6g,\"macro_f1\":%.6g", names[i], ms[i]->n,
+                   ms[i]->accuracy, ms[i]->macro_f1);
+        if (isfinite(ms[i]->loss)) buf_printf(b, ",\"loss\":%.6g", ms[i]->loss);
+        buf_printf(b, "}");
+    }
+    buf_printf(b, "}");
+}
+
 static int train_job(Run *run, const char *command) {
     Split tr = {.name = "train"}, va = {.name = "val"}, te = {.name = "test"};
     Split *u = NULL, *ev = NULL;
@@ -1621,10 +1610,12 @@ static int train_job(Run *run, const char *command) {
         rn_set_error("--batch must be >= 1 and epoch counts >= 0");
         return -1;
     }
-    if (prep_parse(A.preprocess, &t.prep.kind) != 0) return -1;
-    int cifar = arch_is_cifar(A.arch);
-    t.prep.size = A.img_size > 0 ? A.img_size : cifar ? 32 : 224;
-    t.prep.crop_pct = A.crop_pct > 0 ? A.crop_pct : cifar ? 1.0f : 0.875f;
+    /* preprocessing: the options, else the architecture's defaults (the registry's) */
+    const ArchSpec *arch = arch_find(A.arch);
+    if (prep_parse(A.preprocess[0] ? A.preprocess : arch->preprocess, &t.prep.kind) != 0)
+        return -1;
+    t.prep.size = A.img_size > 0 ? A.img_size : arch->size;
+    t.prep.crop_pct = A.crop_pct > 0 ? A.crop_pct : arch->crop_pct;
     t.aug = augment_default();
     t.aug.enabled = A.augment;
     if (sscanf(A.aug_scale, "%f,%f", &t.aug.scale_min, &t.aug.scale_max) != 2 ||
@@ -1700,8 +1691,8 @@ static int train_job(Run *run, const char *command) {
     if (A.cache_dir[0])
         snprintf(t.cache_dir, sizeof t.cache_dir, "%s", A.cache_dir);
     else
-        parent_dir(run->dir, t.cache_dir, sizeof t.cache_dir);
-    remove_stale_tmp(t.cache_dir, 0);
+        snprintf(t.cache_dir, sizeof t.cache_dir, "%s/cache", run->dir);
+    if (dist_is_root()) remove_stale_tmp(t.cache_dir, 0);
     t.use_cache = !A.no_cache && !scratch;
     t.x = rn_alloc(sizeof(float) * (size_t)t.batch * 3 * t.prep.size * t.prep.size);
     t.feat = rn_alloc(sizeof(float) * (size_t)t.batch * t.fdim);
@@ -1856,8 +1847,13 @@ static int train_job(Run *run, const char *command) {
     info.class_names = tr.d.class_names;
     info.head = hs;
     info.prep = t.prep;
+    Buf training = {0};
+    training_json(&training, net, &tr, &va, &te, have_mv ? &mv : NULL, have_mt ? &mt : NULL);
+    info.training = training.data;
     snprintf(path, sizeof path, "%s/model.safetensors", run->dir);
-    if (model_save(path, net, &info) != 0) goto done;
+    int saved = dist_is_root() ? model_save(path, net, &info) : 0;
+    buf_free(&training);
+    if (saved != 0) goto done;
 
     Buf notes = {0};
     buf_printf(&notes,
@@ -1895,9 +1891,10 @@ static int train_job(Run *run, const char *command) {
     snprintf(path, sizeof path, "%s/report.html", run->dir);
     snprintf(hpath, sizeof hpath, "%s/history.csv", run->dir);
     snprintf(ppath, sizeof ppath, "%s/predictions.csv", run->dir);
-    int wrc = report_write_json(&r, jpath) != 0 || report_write_html(&r, path) != 0 ||
+    int wrc = dist_is_root() &&
+              (report_write_json(&r, jpath) != 0 || report_write_html(&r, path) != 0 ||
               report_write_history_csv(&r, hpath) != 0 ||
-              (r.data && report_write_predictions_csv(&r, ppath) != 0);
+              (r.data && report_write_predictions_csv(&r, ppath) != 0));
     buf_free(&notes);
     if (wrc) goto done;
     printf("\nmodel:   %s/model.safetensors\nmetrics: %s\nreport:  %s\nhistory: %s\n", run->dir,
@@ -2014,33 +2011,208 @@ static int start_run(Run *run, int argc, char **argv) {
         time_t now = time(NULL);
         h = fnv1a(fnv1a(fnv1a(h, &t, sizeof t), &pid, sizeof pid), &now, sizeof now);
         snprintf(run->id, sizeof run->id, "%016llx", (unsigned long long)h);
+        dist_broadcast(run->id, sizeof run->id, 0); /* rank 0's, on every rank */
         A.run_id = run->id;
         buf_printf(&b, "--run-id=%s\n", run->id);
     }
     char path[1100];
     snprintf(path, sizeof path, "%s/args.txt", run->dir);
-    int rc = write_file_atomic(path, b.data ? b.data : "", b.len);
+    int rc = dist_is_root() ? write_file_atomic(path, b.data ? b.data : "", b.len) : 0;
     buf_free(&b);
     return rc;
 }
 
+/* The options' own consistency, before anything is read or written: a usage error. */
+static int check_options(void) {
+    if (!arch_is_known(A.arch)) {
+        char known[1024];
+        arch_list(known, sizeof known);
+        rn_set_error("--arch '%s' is not known (known: %s)", A.arch, known);
+        return -1;
+    }
+    if (!A.weights[0]) {
+        rn_set_error("--weights is required: a .safetensors file with the backbone, or 'none' "
+                     "to train from a random init");
+        return -1;
+    }
+    int sources = !!A.data[0] + !!A.data_csv[0] + !!A.cifar_bin[0];
+    if (sources != 1) {
+        rn_set_error("give exactly one of --data DIR, --data-csv FILE, --cifar-bin DIR");
+        return -1;
+    }
+    HeadSpec hs;
+    Schedule sched;
+    OptType ot;
+    PrepKind pk;
+    float lo, hi;
+    if (head_parse(A.head, &hs) != 0 || schedule_parse(A.schedule, &sched) != 0 ||
+        opt_parse(A.opt, &ot) != 0 || (A.preprocess[0] && prep_parse(A.preprocess, &pk) != 0))
+        return -1;
+    if (sscanf(A.aug_scale, "%f,%f", &lo, &hi) != 2 || !(lo > 0 && lo <= hi && hi <= 1)) {
+        rn_set_error("--aug-scale: expected MIN,MAX with 0 < MIN <= MAX <= 1, found '%s'",
+                     A.aug_scale);
+        return -1;
+    }
+    char **l = NULL;
+    int n_p = split_list(A.pseudo, &l);
+    free_list(l, n_p);
+    int n_e = split_list(A.pseudo_eval, &l);
+    free_list(l, n_e);
+    if (n_e != 0 && n_e != n_p) {
+        rn_set_error("--pseudo-eval: expected one folder per --pseudo folder (%d), found %d", n_p,
+                     n_e);
+        return -1;
+    }
+    return 0;
+}
+
+/* A labelled folder option: it must be a folder, and not one that holds split folders
+ * (DIR/train, DIR/val) instead of class folders. */
+static int check_class_folder(const char *option, const char *dir) {
+    RnFileInfo fi;
+    if (rn_file_info(dir, &fi) != 0 || fi.kind != RN_FILE_DIR) {
+        rn_set_error("--%s %s: not a folder", option, dir);
+        return -1;
+    }
+    char found[128];
+    if (dataset_split_folders(dir, found, sizeof found) >= 2) {
+        rn_set_error("--%s %s: its sub-folders (%s) look like splits, not classes: give "
+                     "--data %s/train, and --val / --test with the other splits",
+                     option, dir, found, dir);
+        return -1;
+    }
+    return 0;
+}
+
+/* The files the options name exist, before the run folder is touched (a failure, not a
+ * usage error: exit 1, nothing written). */
+static int check_inputs(void) {
+    RnFileInfo fi;
+    if (strcmp(A.weights, "none") != 0 &&
+        (rn_file_info(A.weights, &fi) != 0 || fi.kind != RN_FILE_REGULAR)) {
+        rn_set_error("--weights %s: no such file", A.weights);
+        return -1;
+    }
+    if (A.data[0] && check_class_folder("data", A.data) != 0) return -1;
+    if (A.val[0] && check_class_folder("val", A.val) != 0) return -1;
+    if (A.test[0] && check_class_folder("test", A.test) != 0) return -1;
+    const char *files[2] = {A.data_csv, A.cifar_bin};
+    const char *names[2] = {"data-csv", "cifar-bin"};
+    for (int i = 0; i < 2; i++)
+        if (files[i][0] && rn_file_info(files[i], &fi) != 0) {
+            rn_set_error("--%s %s: not found", names[i], files[i]);
+            return -1;
+        }
+    const char *lists[2] = {A.pseudo, A.pseudo_eval};
+    for (int i = 0; i < 2; i++) {
+        char **l = NULL;
+        int n = split_list(lists[i], &l), bad = -1;
+        for (int j = 0; j < n && bad < 0; j++)
+            if (rn_file_info(l[j], &fi) != 0 || fi.kind != RN_FILE_DIR) bad = j;
+        if (bad >= 0)
+            rn_set_error("--%s: %s is not a folder", i ? "pseudo-eval" : "pseudo", l[bad]);
+        free_list(l, n);
+        if (bad >= 0) return -1;
+    }
+    return 0;
+}
+
+/* Does dir hold a run (its args.txt, checkpoint or model)? */
+static int holds_run(const char *dir) {
+    static const char *files[] = {"args.txt", "checkpoint.safetensors", "model.safetensors"};
+    char path[1100];
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        if (file_exists(path)) return 1;
+    }
+    return 0;
+}
+
+/* --overwrite: the previous run's files go before the new run starts (the feature cache
+ * stays: its entries are keyed by backbone, data and preprocessing). */
+static void remove_run_files(const char *dir) {
+    static const char *files[] = {"args.txt", "checkpoint.safetensors", "model.safetensors",
+                                  "metrics.json", "report.html"};
+    char path[1400];
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        remove(path);
+    }
+    RnDir *dp = rn_dir_open(dir);
+    const char *name;
+    while (dp && (name = rn_dir_next(dp)) != NULL)
+        if (strncmp(name, "best-phase", 10) == 0) {
+            snprintf(path, sizeof path, "%s/%s", dir, name);
+            remove(path);
+        }
+    if (dp) rn_dir_close(dp);
+}
+
+/* A fresh run that failed before its first checkpoint: nothing to resume, so its args.txt
+ * goes (and the folder, when this run made it and nothing else is in it). */
+static void forget_run(const Run *run, int created) {
+    char path[1100];
+    snprintf(path, sizeof path, "%s/args.txt", run->dir);
+    remove(path);
+    if (!created) return;
+    snprintf(path, sizeof path, "%s/train.lock", run->dir);
+    remove(path);
+    rmdir(run->dir);
+}
+
+/* Ctrl-C: the last finished epoch is checkpointed, so the run can continue; the handler
+ * says how (the message is formatted before the run starts: only write() and _exit()
+ * are safe inside a signal handler). */
+static char interrupt_message[1400];
+static void on_interrupt(int sig) {
+    (void)sig;
+    ssize_t w = write(2, interrupt_message, strlen(interrupt_message));
+    (void)w;
+    _exit(130);
+}
+
+static void catch_interrupt(const char *prog, const char *dir) {
+    snprintf(interrupt_message, sizeof interrupt_message,
+             "\ninterrupted: the run stops after its last finished epoch; continue it with\n"
+             "  %s --resume '%s'\n",
+             prog, dir);
+    signal(SIGINT, on_interrupt);
+}
+
+static int train_main(int argc, char **argv);
+
+/* Under mpirun: a rank that fails stops every rank (MPI_Abort), so none waits forever in a
+ * collective for it; the others' output is silenced, so the failing rank says why. */
+static int job_finished;
 int main(int argc, char **argv) {
+    dist_init(&argc, &argv);
+    int rc = train_main(argc, argv);
+    if (rc != 0 && !job_finished && dist_size() > 1) {
+        char msg[1100]; /* rank 0 printed it already; the others' stderr is silenced */
+        snprintf(msg, sizeof msg, "error: %s", rn_error());
+        dist_abort(dist_is_root() ? NULL : msg, rc);
+    }
+    dist_finalize();
+    return rc;
+}
+
+static int train_main(int argc, char **argv) {
     rn_binary_stdout();               /* "\n" line ends on every platform (Windows: not "\r\n") */
     setvbuf(stdout, NULL, _IOLBF, 0); /* epoch lines in order with stderr's progress lines */
     /* train --compare RUN... --out DIR: tables and curves of finished runs (compare.c) */
     if (argc > 1 && !strcmp(argv[1], "--compare")) return compare_main(argc - 2, argv + 2);
-    set_defaults();
-    if (parse_args(argc - 1, argv + 1, NULL) != 0) {
-        fprintf(stderr, "error: %s\n", rn_error());
+    if (argc == 1) {
+        cli_short_usage(&PROGRAM, stderr);
         return 2;
     }
-    if (A.help || argc == 1) {
-        print_help();
-        return argc == 1 ? 2 : 0;
-    }
+    set_defaults();
+    int prc = parse_args(argc - 1, argv + 1, NULL);
+    if (prc == CLI_EXIT) return 0;
+    if (prc != CLI_OK) return cli_usage_error(&PROGRAM);
 #ifdef _OPENMP
     if (A.threads > 0) omp_set_num_threads(A.threads);
 #endif
+    if (A.threads == 0) dist_share_cores(); /* ranks on one machine split its cores */
     if (A.make_demo_data[0]) {
         int target = strcmp(A.demo_task, "target") == 0;
         if (!target && strcmp(A.demo_task, "source") != 0) {
@@ -2054,13 +2226,17 @@ int main(int argc, char **argv) {
         }
         return 0;
     }
+    if (A.resume[0] && A.overwrite) {
+        rn_set_error("--resume continues a run, --overwrite starts one again: give one of them");
+        return cli_usage_error(&PROGRAM);
+    }
 
     Run run;
     memset(&run, 0, sizeof run);
     run.t0 = rn_seconds();
     char *stored = NULL, **sargv = NULL;
     char path[1024];
-    int fresh = !A.resume[0];
+    int fresh = !A.resume[0], created = 0;
     snprintf(run.dir, sizeof run.dir, "%s", fresh ? A.out : A.resume);
     snprintf(path, sizeof path, "%s/args.txt", run.dir);
     if (!fresh && !file_exists(path)) {
@@ -2077,11 +2253,35 @@ int main(int argc, char **argv) {
         printf("resuming %s: no args.txt yet, starting it with the options given\n", run.dir);
         fresh = 1;
     }
-    if ((fresh && mkdir_p(run.dir) != 0) || lock_run_dir(run.dir) < 0) {
+    /* rank 0 owns the run folder (lock, args.txt, checkpoints); the others only read it */
+    int root = dist_is_root();
+    if (fresh) {
+        if (check_options() != 0) return cli_usage_error(&PROGRAM);
+        if (check_inputs() != 0) {
+            fprintf(stderr, "error: %s\n", rn_error());
+            return 1;
+        }
+        RnFileInfo fi;
+        created = root && rn_file_info(run.dir, &fi) != 0;
+        if (created && mkdir_p(run.dir) != 0) {
+            fprintf(stderr, "error: %s\n", rn_error());
+            return 1;
+        }
+    }
+    if (root && lock_run_dir(run.dir) < 0) {
         fprintf(stderr, "error: %s\n", rn_error());
         return 1;
     }
-    remove_stale_tmp(run.dir, 1);
+    if (root && fresh && !A.resume[0] && holds_run(run.dir)) {
+        if (!A.overwrite) {
+            rn_set_error("--out %s already holds a run: continue it with --resume %s, or "
+                         "start it again with --overwrite",
+                         run.dir, run.dir);
+            return cli_usage_error(&PROGRAM);
+        }
+        remove_run_files(run.dir);
+    }
+    if (root) remove_stale_tmp(run.dir, 1);
     if (fresh) {
         if (start_run(&run, argc, argv) != 0) {
             fprintf(stderr, "error: %s\n", rn_error());
@@ -2097,9 +2297,10 @@ int main(int argc, char **argv) {
             return 1;
         }
         set_defaults();
-        int prc = parse_args(sargc, sargv, NULL);
+        int src = parse_args(sargc, sargv, NULL);
         A.kill_after = 0;
-        if (prc != 0 || parse_args(argc - 1, argv + 1, NULL) != 0) {
+        if (src != CLI_OK || parse_args(argc - 1, argv + 1, NULL) != CLI_OK ||
+            check_options() != 0) {
             fprintf(stderr, "error: %s: %s\n", path, rn_error());
             free(sargv);
             free(stored);
@@ -2133,11 +2334,17 @@ int main(int argc, char **argv) {
             printf("resuming %s: no checkpoint yet, starting from the beginning\n", run.dir);
         }
     }
+    catch_interrupt(argv[0], run.dir);
     Buf cmd = {0};
     buf_printf(&cmd, "train");
     for (int i = 1; i < argc; i++) buf_printf(&cmd, " %s", argv[i]);
     int rc = train_job(&run, cmd.data);
-    if (rc != 0) fprintf(stderr, "error: %s\n", rn_error());
+    if (rc != 0) {
+        fprintf(stderr, "error: %s\n", rn_error());
+        snprintf(path, sizeof path, "%s/checkpoint.safetensors", run.dir);
+        if (root && !file_exists(path)) forget_run(&run, created);
+    }
+    job_finished = rc == 0;
     buf_free(&cmd);
     if (run.resume_phase || run.ck.file) st_close(&run.ck);
     free(run.hist);

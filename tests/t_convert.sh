@@ -1,16 +1,20 @@
 #!/bin/sh
 # tools/torch2safetensors.py on the CIFAR ResNet-20 checkpoint: the result must load strictly
 # into cifar_resnet20 (tests/test_safetensors --check-file) and hold the checkpoint's values.
-# Skips (exit 0) without torch or without ../shared.
+# Skips (exit 77, counted as a skip by tests/run.sh) without torch or without $SHARED;
+# REQUIRE_SHARED=1 turns a missing $SHARED into a failure.
 PY=/usr/bin/python3
 SHARED=${SHARED:-../shared}
 BUILD=${BUILD:-build}
 CKPT="$SHARED/weights/cifar-resnet/resnet20-12fca82f.th"
 CHECK="$BUILD/tests/test_safetensors$EXE"
 if ! [ -x "$PY" ] || ! "$PY" -c "import torch" 2>/dev/null; then
-  echo "SKIP t_convert.sh: $PY has no torch"; exit 0
+  echo "SKIP t_convert.sh: $PY has no torch"; exit 77
 fi
-if ! [ -f "$CKPT" ]; then echo "SKIP t_convert.sh: $CKPT not found"; exit 0; fi
+if ! [ -f "$CKPT" ]; then
+  [ "$REQUIRE_SHARED" = 1 ] && { echo "t_convert.sh: $CKPT not found (REQUIRE_SHARED=1)"; exit 1; }
+  echo "SKIP t_convert.sh: $CKPT not found"; exit 77
+fi
 if ! [ -x "$CHECK" ]; then echo "t_convert.sh: $CHECK not built"; exit 1; fi
 
 dir=$(mktemp -d); trap 'rm -rf "$dir"' EXIT
