@@ -224,7 +224,7 @@ FUZZ_LONG_SECONDS ?= 3600
 FUZZ_TARGETS := decode safetensors
 FUZZ_CFLAGS := -std=c99 -D_POSIX_C_SOURCE=200809L -DRN_SIMD=0 -g -O1 -pthread \
                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-FUZZ_SRCS_decode := tests/fuzz_decode.c data.c util.c platform.c
+FUZZ_SRCS_decode := tests/fuzz_decode.c data.c dist.c util.c platform.c
 # stb_image 2.27 shifts by more than 31 bits on some corrupt JPEG entropy data
 # (stb_image.h:2065; upstream stb issue 1293, fixed after 2.27): when a marker cuts the
 # entropy stream short, code_bits is driven below -8 and the next refill computes
