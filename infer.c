@@ -50,8 +50,9 @@ static const CliOption OPTIONS[] = {
                "from the file"),
     CLI_STRING("arch", &O.arch, "", 0, "a bare backbone, one of --list-archs (with --weights)"),
     CLI_STRING("weights", &O.weights, "", CLI_PATH,
-               "its weights (torchvision names); the class count is read from the file's "
-               "fc/linear weight; 1000 classes get the ImageNet names built into the program, "
+               "its weights (torchvision names; keras_resnet50: tf.keras names); the class count "
+               "is read from the file's classifier weight (fc, linear, classifier.6, "
+               "predictions); 1000 classes get the ImageNet names built into the program, "
                "10 with a CIFAR arch CIFAR-10's"),
     CLI_STRING("labels", &O.labels, "", CLI_PATH,
                "class names, one a line, instead of the model's (or the built-in ImageNet "

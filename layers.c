@@ -1038,6 +1038,61 @@ void avgpool_global_backward(int n, int c, int hw, const float *dy, float *dx) {
 }
 
 /* ------------------------------------------------------------------------------------ */
+/* Adaptive average pool                                                                 */
+/* ------------------------------------------------------------------------------------ */
+
+/* Output cell i of `out` over an input side of `in` covers [floor(i * in / out),
+ * ceil((i + 1) * in / out)), torch's AdaptiveAvgPool2d bins: they tile the input when out
+ * divides in, overlap otherwise, and repeat input cells when in < out. */
+static void adaptive_bin(int i, int in, int out, int *lo, int *hi) {
+    *lo = (int)((long long)i * in / out);
+    *hi = (int)(((long long)(i + 1) * in + out - 1) / out);
+}
+
+void adaptive_avgpool2d_forward(int n, int c, int h, int w, int oh, int ow, const float *x,
+                                float *y) {
+    OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
+    for (long plane = 0; plane < (long)n * c; plane++) {
+        const float *p = x + (size_t)plane * h * w;
+        float *q = y + (size_t)plane * oh * ow;
+        for (int oy = 0; oy < oh; oy++) {
+            int y0, y1;
+            adaptive_bin(oy, h, oh, &y0, &y1);
+            for (int ox = 0; ox < ow; ox++) {
+                int x0, x1;
+                adaptive_bin(ox, w, ow, &x0, &x1);
+                double sum = 0;
+                for (int iy = y0; iy < y1; iy++)
+                    for (int ix = x0; ix < x1; ix++) sum += p[(size_t)iy * w + ix];
+                q[oy * ow + ox] = (float)(sum / ((y1 - y0) * (x1 - x0)));
+            }
+        }
+    }
+}
+
+/* dx[iy, ix] = sum over the bins holding (iy, ix) of dy[bin] / area(bin). */
+void adaptive_avgpool2d_backward(int n, int c, int h, int w, int oh, int ow, const float *dy,
+                                 float *dx) {
+    OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
+    for (long plane = 0; plane < (long)n * c; plane++) {
+        float *g = dx + (size_t)plane * h * w;
+        const float *d = dy + (size_t)plane * oh * ow;
+        memset(g, 0, sizeof(float) * h * w);
+        for (int oy = 0; oy < oh; oy++) {
+            int y0, y1;
+            adaptive_bin(oy, h, oh, &y0, &y1);
+            for (int ox = 0; ox < ow; ox++) {
+                int x0, x1;
+                adaptive_bin(ox, w, ow, &x0, &x1);
+                float v = d[oy * ow + ox] / (float)((y1 - y0) * (x1 - x0));
+                for (int iy = y0; iy < y1; iy++)
+                    for (int ix = x0; ix < x1; ix++) g[(size_t)iy * w + ix] += v;
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------ */
 /* Linear                                                                                */
 /* ------------------------------------------------------------------------------------ */
 

@@ -81,6 +81,13 @@ static int shape_gap(Net *net, int i) {
     return 0;
 }
 
+static int shape_adaptive_pool(Net *net, int i) {
+    Node *nd = &net->nodes[i];
+    nd->c = input(net, nd, 0)->c;
+    nd->h = nd->w = nd->k;
+    return 0;
+}
+
 static int shape_add(Net *net, int i) {
     Node *nd = &net->nodes[i];
     const Node *x = input(net, nd, 0), *y = input(net, nd, 1);
@@ -273,6 +280,17 @@ static void gap_backward(Net *net, int i, const BackwardArgs *a) {
     if (a->dx) avgpool_global_backward(a->n, x->c, x->h * x->w, nd->dout, a->dx);
 }
 
+static int adaptive_pool_forward(Net *net, int i, int n, int train) {
+    const Node *nd = &net->nodes[i], *x = input(net, nd, 0);
+    adaptive_avgpool2d_forward(n, x->c, x->h, x->w, nd->h, nd->w, x->out, nd->out);
+    return 0;
+}
+
+static void adaptive_pool_backward(Net *net, int i, const BackwardArgs *a) {
+    const Node *nd = &net->nodes[i], *x = input(net, nd, 0);
+    if (a->dx) adaptive_avgpool2d_backward(a->n, x->c, x->h, x->w, nd->h, nd->w, nd->dout, a->dx);
+}
+
 /* ------------------------------------------------------------------ residual sum */
 
 static int add_node_forward(Net *net, int i, int n, int train) {
@@ -434,6 +452,8 @@ const OpDef op_table[] = {
                          1, 0, 0, FUSE_NONE, SAVE_NONE),
     [OP_SILU] = OP_ACT("silu", silu_forward, silu_backward, 1, 0),
     [OP_SIGMOID] = OP_ACT("sigmoid", sigmoid_forward, sigmoid_backward, 0, 1),
+    [OP_ADAPTIVE_AVGPOOL] = OP_ROW("adaptive_avgpool", shape_adaptive_pool, adaptive_pool_forward,
+                                   adaptive_pool_backward, 0, 0, 0, 0, 0, 0, FUSE_NONE, SAVE_NONE),
 };
 STATIC_ASSERT(sizeof op_table / sizeof op_table[0] == OP_COUNT, one_op_table_row_per_OpType);
 

@@ -336,6 +336,164 @@ static int build_cifar_resnet(Net *net, const ArchSpec *a, Rng *rng) {
     return c;
 }
 
+/* ------------------------------------------------------------------ VGG */
+
+/* torchvision VGG-16 (configuration "D"): 13 3x3 convs with bias, each followed by ReLU
+ * (vgg16_bn: batch norm, then ReLU), in five blocks of 2, 2, 3, 3, 3 convs closed by a 2x2
+ * stride-2 max pool; modules numbered in order as torchvision's nn.Sequential "features"
+ * (features.0 conv, features.1 relu, ..., features.30 the last pool; with BN features.43).
+ * Then avgpool = AdaptiveAvgPool2d(7) (a 224 px input gives 7x7 already; smaller inputs
+ * repeat cells). torchvision's init: convs Kaiming normal fan_out with bias 0. Groups:
+ * block1..block5 (each block's pool in its group, avgpool in block5). */
+static int build_vgg(Net *net, Rng *rng, int batchnorm) {
+    static const int cfg[] = {
+        64,  64,  0,      /* block1 (0: max pool) */
+        128, 128, 0,      /* block2 */
+        256, 256, 256, 0, /* block3 */
+        512, 512, 512, 0, /* block4 */
+        512, 512, 512, 0, /* block5 */
+    };
+    char name[RN_NAME_MAX];
+    int x = 0, c = 3, m = 0, block = 1;
+    int g = group_add(net, "block1");
+    for (size_t i = 0; i < sizeof cfg / sizeof cfg[0]; i++) {
+        snprintf(name, sizeof name, "features.%d", m++);
+        if (cfg[i] == 0) {
+            x = node_add(net, OP_MAXPOOL, name, g, x, -1);
+            net->nodes[x].k = 2;
+            net->nodes[x].stride = 2;
+            if (++block <= 5) {
+                snprintf(name, sizeof name, "block%d", block);
+                g = group_add(net, name);
+            }
+            continue;
+        }
+        x = conv_add(net, rng, name, g, x, c, cfg[i], 3, 1, 1, 1);
+        fill_const(&net->params[net->nodes[x].bias], 0.0f);
+        c = cfg[i];
+        if (batchnorm) {
+            snprintf(name, sizeof name, "features.%d", m++);
+            x = bn_add(net, name, g, x, c, BN_EPS, BN_MOMENTUM);
+        }
+        snprintf(name, sizeof name, "features.%d", m++);
+        x = node_add(net, OP_RELU, name, g, x, -1);
+    }
+    x = node_add(net, OP_ADAPTIVE_AVGPOOL, "avgpool", g, x, -1);
+    net->nodes[x].k = 7;
+    net->feature_node = x;
+    return c;
+}
+
+static int build_vgg16(Net *net, const ArchSpec *a, Rng *rng) { return build_vgg(net, rng, 0); }
+static int build_vgg16_bn(Net *net, const ArchSpec *a, Rng *rng) { return build_vgg(net, rng, 1); }
+
+/* VGG's pooled features: torchvision's classifier up to its last Linear, which the
+ * transfer recipe replaces (the head here is classifier.6):
+ *   classifier.0 Linear(512*7*7, 4096) (reading the 7x7 map flattened in NCHW order),
+ *   .1 ReLU, .2 Dropout(0.5) | .3 Linear(4096, 4096), .4 ReLU, .5 Dropout(0.5)
+ * in groups fc1 and fc2; the features are classifier.5's output (classifier.4's in eval).
+ * torchvision's init: weights N(0, 0.01), biases 0. */
+static int vgg_classifier(Net *net, Rng *rng, int x, int c) {
+    const int in[2] = {c * 7 * 7, 4096};
+    char name[RN_NAME_MAX];
+    for (int l = 0; l < 2; l++) {
+        snprintf(name, sizeof name, "fc%d", l + 1);
+        int g = group_add(net, name);
+        snprintf(name, sizeof name, "classifier.%d", 3 * l);
+        x = linear_add(net, rng, name, g, x, in[l], 4096);
+        fill_normal(&net->params[net->nodes[x].weight], 0.01f, rng);
+        fill_const(&net->params[net->nodes[x].bias], 0.0f);
+        snprintf(name, sizeof name, "classifier.%d", 3 * l + 1);
+        x = node_add(net, OP_RELU, name, g, x, -1);
+        snprintf(name, sizeof name, "classifier.%d", 3 * l + 2);
+        x = node_add(net, OP_DROPOUT, name, g, x, -1);
+        net->nodes[x].p = 0.5f;
+    }
+    net->pooled_node = x;
+    return 4096;
+}
+
+/* ------------------------------------------------------------------ Keras' ResNet50 */
+
+/* Keras' batch norm: epsilon 1e-3 (keras-applications, the layout of the published
+ * ImageNet weights; tf.keras 2.x uses 1.001e-5, which a converted file's "bn_eps"
+ * metadata sets on load), momentum 0.99 on the running value = torch momentum 0.01. */
+#define KERAS_BN_EPS      1e-3f
+#define KERAS_BN_MOMENTUM 0.01f
+
+/* Conv2D (with bias, as Keras' default) named P_conv, then BatchNormalization P_bn. */
+static int keras_conv_bn(Net *net, Rng *rng, const char *p, int stage, int in, int in_c, int out_c,
+                         int k, int stride, int pad) {
+    char conv[RN_NAME_MAX], bn[RN_NAME_MAX];
+    snprintf(conv, sizeof conv, "%s_conv", p);
+    snprintf(bn, sizeof bn, "%s_bn", p);
+    int x = conv_add(net, rng, conv, stage, in, in_c, out_c, k, stride, pad, 1);
+    fill_const(&net->params[net->nodes[x].bias], 0.0f);
+    return bn_add(net, bn, stage, x, out_c, KERAS_BN_EPS, KERAS_BN_MOMENTUM);
+}
+
+/* tf.keras' ResNet50 block1 (ResNet v1: the stride on the FIRST 1x1 conv), named as tf.keras
+ * names its layers (P = conv{stage}_block{b}):
+ *   P_out = relu(P_3_bn(P_3_conv(relu(P_2_bn(P_2_conv_3x3(relu(P_1_bn(P_1_conv_1x1_stride(x))))))))
+ *               + shortcut),  shortcut = P_0_bn(P_0_conv_1x1_stride(x)) in a stage's first block.
+ * "same" padding of the 3x3 conv is pad 1; the sum and its ReLU are one node, P_out. */
+static int keras_block(Net *net, Rng *rng, const char *p, int stage, int x, int in_c, int filters,
+                       int stride, int conv_shortcut) {
+    char n[RN_NAME_MAX];
+    int shortcut = x;
+    if (conv_shortcut) {
+        snprintf(n, sizeof n, "%s_0", p);
+        shortcut = keras_conv_bn(net, rng, n, stage, x, in_c, 4 * filters, 1, stride, 0);
+    }
+    snprintf(n, sizeof n, "%s_1", p);
+    int y = keras_conv_bn(net, rng, n, stage, x, in_c, filters, 1, stride, 0);
+    snprintf(n, sizeof n, "%s_1_relu", p);
+    y = node_add(net, OP_RELU, n, stage, y, -1);
+    snprintf(n, sizeof n, "%s_2", p);
+    y = keras_conv_bn(net, rng, n, stage, y, filters, filters, 3, 1, 1);
+    snprintf(n, sizeof n, "%s_2_relu", p);
+    y = node_add(net, OP_RELU, n, stage, y, -1);
+    snprintf(n, sizeof n, "%s_3", p);
+    y = keras_conv_bn(net, rng, n, stage, y, filters, 4 * filters, 1, 1, 0);
+    snprintf(n, sizeof n, "%s_out", p);
+    return node_add(net, OP_ADD_RELU, n, stage, y, shortcut);
+}
+
+/* Keras' ResNet50 (keras-applications / tf.keras.applications): conv1_pad ZeroPadding2D(3)
+ * + conv1_conv 7x7/2 valid = a 7x7/2 conv with pad 3; conv1_bn, conv1_relu; pool1_pad
+ * ZeroPadding2D(1) + pool1_pool 3x3/2 valid = a 3x3/2 max pool with pad 1 (the zeros
+ * padded in take part in Keras' max, but they follow a ReLU, so every window's max is
+ * that of its real values: the same as padding that never wins); stages conv2..conv5 of
+ * 3, 4, 6, 3 blocks with 64..512 filters (stride 1, 2, 2, 2), then avg_pool and the
+ * classifier "predictions". Project-side names are tf.keras 2.x's layer names (conv1_conv,
+ * conv2_block1_1_conv, ..., predictions) with torch's parameter suffixes (.weight OIHW,
+ * .bias; BN .weight = gamma, .bias = beta, .running_mean, .running_var);
+ * tools/keras2safetensors.py maps both Keras naming schemes to them. Groups: conv1, conv2
+ * .. conv5. */
+static int build_keras_resnet50(Net *net, const ArchSpec *a, Rng *rng) {
+    int g = group_add(net, "conv1");
+    int x = keras_conv_bn(net, rng, "conv1", g, 0, 3, 64, 7, 2, 3);
+    x = node_add(net, OP_RELU, "conv1_relu", g, x, -1);
+    x = node_add(net, OP_MAXPOOL, "pool1_pool", g, x, -1);
+    net->nodes[x].k = 3;
+    net->nodes[x].stride = 2;
+    net->nodes[x].pad = 1;
+    int c = 64;
+    char p[RN_NAME_MAX];
+    for (int l = 0; l < 4; l++) {
+        snprintf(p, sizeof p, "conv%d", l + 2);
+        g = group_add(net, p);
+        for (int b = 0; b < a->blocks[l]; b++) {
+            snprintf(p, sizeof p, "conv%d_block%d", l + 2, b + 1);
+            int filters = 64 << l, stride = (l > 0 && b == 0) ? 2 : 1;
+            x = keras_block(net, rng, p, g, x, c, filters, stride, b == 0);
+            c = 4 * filters;
+        }
+    }
+    net->feature_node = x;
+    return c;
+}
+
 /* The registry: every architecture resnet_create builds, with the preprocessing its
  * published weights expect (ImageNet weights: torchvision's convention at 224 px with a
  * 0.875 centre crop; the CIFAR ones: 32 px, no crop). */
@@ -398,6 +556,35 @@ static const ArchSpec archs[] = {
      "linear",
      "torchvision",
      32,
+     1.0f},
+    {"vgg16",
+     "vgg",
+     {0},
+     0,
+     build_vgg16,
+     "classifier.6",
+     "torchvision",
+     224,
+     0.875f,
+     vgg_classifier},
+    {"vgg16_bn",
+     "vgg",
+     {0},
+     0,
+     build_vgg16_bn,
+     "classifier.6",
+     "torchvision",
+     224,
+     0.875f,
+     vgg_classifier},
+    {"keras_resnet50",
+     "keras_resnet",
+     {3, 4, 6, 3},
+     1,
+     build_keras_resnet50,
+     "predictions",
+     "caffe",
+     224,
      1.0f},
 };
 #define N_ARCHS ((int)(sizeof archs / sizeof archs[0]))
@@ -536,12 +723,20 @@ static int check_classes(int num_classes) {
 }
 
 /* The head after the backbone's feature map [c, h, w]: a pooled one (linear, MLP) reads
- * "avgpool"; inception reads the map itself. */
+ * "avgpool", or what the architecture's pool hook made (VGG's classifier.5); inception
+ * reads the map itself. */
 static void head_attach(Net *net, Rng *rng, const HeadSpec *head, int x, int c,
-                        const char *linear_name) {
+                        const ArchSpec *arch, const char *linear_name) {
+    const int inception = head && head->type == HEAD_INCEPTION;
+    if (!inception && arch && arch->pool) {
+        c = arch->pool(net, rng, x, c);
+        x = net->pooled_node;
+    }
     int g = group_add(net, "head");
-    if (head && head->type == HEAD_INCEPTION) {
+    if (inception) {
         head_build(net, rng, head, x, c, net->num_classes, NULL);
+    } else if (net->pooled_node >= 0) {
+        head_build(net, rng, head, x, c, net->num_classes, linear_name);
     } else {
         net->pooled_node = x = node_add(net, OP_GAP, "avgpool", g, x, -1);
         head_build(net, rng, head, x, c, net->num_classes, linear_name);
@@ -568,7 +763,7 @@ static Net *create_net(const char *arch, int num_classes, const HeadSpec *head, 
         net_free(net);
         return NULL;
     }
-    head_attach(net, &rng, head, net->feature_node, c, a->classifier);
+    head_attach(net, &rng, head, net->feature_node, c, a, a->classifier);
     return net;
 }
 
@@ -591,7 +786,7 @@ Net *head_create(int c, int h, int w, int num_classes, const HeadSpec *head, uin
     rng_seed(&rng, seed);
     /* pooling a [c, 1, 1] input is a copy; it lets the same head take feature maps */
     net->feature_node = node_add(net, OP_INPUT, "input", 0, -1, -1);
-    head_attach(net, &rng, head, net->feature_node, c, "fc");
+    head_attach(net, &rng, head, net->feature_node, c, NULL, "fc");
     return net;
 }
 
@@ -1039,18 +1234,24 @@ int64_t net_count_params(const Net *net, int trainable_only) {
     return total;
 }
 
-/* dst's parameter for src's name: the same name, else fc.X <-> linear.X */
+/* dst's parameter for src's name: the same name, else the plain classifier's under dst's
+ * name for it (fc.X, linear.X, classifier.6.X, predictions.X: head_create's "fc" into any
+ * architecture, and back). */
 static Param *find_counterpart(Net *dst, const char *name) {
     Param *d = net_find_param(dst, name);
+    if (d) return d;
+    const ArchSpec *own = arch_find(dst->arch);
+    const char *target = own ? own->classifier : "fc";
     char alias[RN_NAME_MAX];
-    if (!d && strncmp(name, "fc.", 3) == 0) {
-        join_name(alias, "linear", name + 3);
-        d = net_find_param(dst, alias);
-    } else if (!d && strncmp(name, "linear.", 7) == 0) {
-        join_name(alias, "fc", name + 7);
-        d = net_find_param(dst, alias);
+    for (int i = -1; i < N_ARCHS; i++) {
+        const char *c = i < 0 ? "fc" : archs[i].classifier;
+        size_t n = strlen(c);
+        if (strncmp(name, c, n) == 0 && name[n] == '.') {
+            join_name(alias, target, name + n + 1);
+            return net_find_param(dst, alias);
+        }
     }
-    return d;
+    return NULL;
 }
 
 int net_copy_params(Net *dst, const Net *src) {

@@ -145,8 +145,9 @@ typedef struct {
                           (weight [out_c, in_c / G, kh, kw]); G = in_c: depthwise */
 } ConvSpec;
 
+/* floor((in + 2 pad - k) / stride) + 1, as torch; 0 when the window does not fit */
 static inline int conv_out_size(int in, int k, int stride, int pad) {
-    return (in + 2 * pad - k) / stride + 1;
+    return in + 2 * pad < k ? 0 : (in + 2 * pad - k) / stride + 1;
 }
 
 /* y[n, oc, oy, ox] = bias[oc] + sum_{ic,ky,kx} w[oc, ic, ky, kx] * x[n, ic, oy*s-p+ky, ox*s-p+kx]
@@ -260,6 +261,16 @@ void maxpool2d_backward(int n, int c, int h, int w, int k, int stride, int pad,
 void avgpool_global_forward(int n, int c, int hw, const float *x, float *y);
 void avgpool_global_backward(int n, int c, int hw, const float *dy, float *dx);
 
+/* Adaptive average pool [n, c, h, w] -> [n, c, oh, ow], torch.nn.AdaptiveAvgPool2d: output
+ * cell (i, j) is the mean of rows [floor(i h / oh), ceil((i + 1) h / oh)) and the same
+ * columns for j (VGG's 7x7: a 7x7 map is copied, smaller maps repeat cells, larger ones
+ * average possibly overlapping bins). Backward spreads each dy over its bin. The loops
+ * are the definition; the layer is too small to need a fast path beside them. */
+void adaptive_avgpool2d_forward(int n, int c, int h, int w, int oh, int ow, const float *x,
+                                float *y);
+void adaptive_avgpool2d_backward(int n, int c, int h, int w, int oh, int ow, const float *dy,
+                                 float *dx);
+
 /* y[n, o] = b[o] + sum_i x[n, i] * weight[o, i]  (torch.nn.Linear layout [out, in]). */
 void linear_forward(int n, int in, int out, const float *x, const float *weight, const float *bias,
                     float *y);
@@ -333,6 +344,7 @@ typedef enum {
     OP_CONCAT,  /* in[0..n_in) along channels */
     OP_SILU,    /* x * sigmoid(x) */
     OP_SIGMOID,
+    OP_ADAPTIVE_AVGPOOL, /* to a Node.k x Node.k grid */
     OP_COUNT
 } OpType;
 const char *op_name(OpType op); /* "conv", "bn", ... */
@@ -376,7 +388,8 @@ typedef struct {
     int last_consumer;           /* highest node index reading this output, -1: none */
     int c, h, w;                 /* output shape of one sample for the planned input size */
     ConvSpec conv;               /* OP_CONV; OP_SHORTCUT_A uses in_c and out_c */
-    int k, stride, pad;          /* OP_MAXPOOL; OP_SHORTCUT_A uses stride */
+    int k, stride, pad;          /* OP_MAXPOOL; OP_SHORTCUT_A uses stride; OP_ADAPTIVE_AVGPOOL:
+                                 the output grid k x k */
     float p;                     /* OP_DROPOUT */
     float eps, momentum;         /* OP_BN */
     int weight, bias, mean, var; /* parameter indices, -1 when absent */
@@ -484,7 +497,8 @@ typedef struct Net {
  * its classifier, and the preprocessing its published weights expect. */
 typedef struct ArchSpec {
     const char *name;   /* --arch value */
-    const char *family; /* "resnet" (torchvision v1.5), "cifar_resnet" (option A) */
+    const char *family; /* "resnet" (torchvision v1.5), "cifar_resnet" (option A), "vgg",
+                           "keras_resnet" (Keras' ResNet50 v1) */
     int blocks[4];      /* blocks per stage (CIFAR: 3 stages) */
     int bottleneck;     /* Bottleneck blocks (expansion 4) instead of BasicBlock */
     /* Adds the backbone after the input node: declares the freeze groups before the head,
@@ -494,6 +508,11 @@ typedef struct ArchSpec {
     const char *preprocess; /* prep_name of the weights' convention */
     int size;               /* input size the weights were trained at */
     float crop_pct;         /* their eval crop (1: none) */
+    /* Adds what makes the pooled features from the feature map x ([c, h, w]) in freeze
+     * groups of its own before the head: sets net->pooled_node, returns its channels (VGG:
+     * classifier.0-5, 4096). NULL: a global average pool "avgpool" in the head's group.
+     * An inception head reads the feature map and skips it. */
+    int (*pool)(Net *net, Rng *rng, int x, int c);
 } ArchSpec;
 int arch_count(void);
 const ArchSpec *arch_at(int i);

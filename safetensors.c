@@ -888,10 +888,30 @@ static size_t module_len(const char *name) {
     return dot ? (size_t)(dot - name) : strlen(name);
 }
 
+/* name is module.X (module itself may be dotted, "classifier.6"). */
+static int starts_with_module(const char *name, const char *module) {
+    size_t n = strlen(module);
+    return strncmp(name, module, n) == 0 && name[n] == '.';
+}
+
+/* A backbone (not head) parameter lives inside module. */
+static int backbone_has(const Net *net, const char *module) {
+    for (int i = 0; i < net->n_params; i++)
+        if (net->params[i].stage != net_head_group(net) &&
+            starts_with_module(net->params[i].name, module))
+            return 1;
+    return 0;
+}
+
 /* Does a file tensor belong to the replaced head: its top-level module is one of the
- * head's own modules, or the stock classifier ("fc" in torchvision, "linear" in the
- * CIFAR ResNets), and no backbone parameter lives there. */
+ * head's own modules, or the stock classifier's ("fc" in torchvision, "linear" in the
+ * CIFAR ResNets, "classifier" in VGG when an inception head replaces all of it), and no
+ * backbone parameter lives there; or it is the stock classifier itself (VGG's
+ * classifier.6 beside the backbone's classifier.0 and .3). */
 static int belongs_to_head(const Net *net, const char *name) {
+    const ArchSpec *own = arch_find(net->arch);
+    if (own && starts_with_module(name, own->classifier) && !backbone_has(net, own->classifier))
+        return 1; /* the stock classifier of a multi-level name (VGG's classifier.6) */
     size_t n = module_len(name);
     for (int i = 0; i < net->n_params; i++) {
         const Param *p = &net->params[i];
@@ -902,7 +922,7 @@ static int belongs_to_head(const Net *net, const char *name) {
     const ArchSpec *arch = arch_find(net->arch);
     for (int i = 0; i < arch_count(); i++) { /* the net's own classifier, else any's */
         const char *c = arch ? arch->classifier : arch_at(i)->classifier;
-        if (strlen(c) == n && strncmp(name, c, n) == 0) return 1;
+        if (module_len(c) == n && strncmp(name, c, n) == 0) return 1;
     }
     for (int i = 0; i < net->n_params; i++) {
         const Param *p = &net->params[i];
@@ -974,9 +994,56 @@ static int check_finite(const StFile *f, const StTensor *t) {
     return -1;
 }
 
+/* The "bn_eps" metadata: one batch-norm epsilon for every backbone batch norm, written
+ * where the network's differs from what its architecture builds (a tf.keras ResNet50's
+ * 1.001e-5 against keras_resnet50's 1e-3: tools/keras2safetensors.py writes it, model
+ * files and checkpoints keep it). *eps = 0: absent. */
+static int meta_bn_eps(const StFile *f, float *eps) {
+    const char *s = st_meta(f, "bn_eps");
+    *eps = 0;
+    if (!s) return 0;
+    char *end;
+    float v = strtof(s, &end);
+    if (end == s || *end || !(v > 0.0f && v < 1.0f)) {
+        rn_set_error("%s: metadata \"bn_eps\": expected a number in (0, 1), found \"%s\"", f->path,
+                     s);
+        return -1;
+    }
+    *eps = v;
+    return 0;
+}
+
+static int is_backbone_bn(const Net *net, const Node *nd) {
+    return nd->op == OP_BN && nd->stage != net_head_group(net);
+}
+
+static void writer_add_bn_eps(StWriter *w, const Net *net) {
+    float eps = 0;
+    for (int i = 0; i < net->n_nodes; i++)
+        if (is_backbone_bn(net, &net->nodes[i])) {
+            if (eps != 0 && net->nodes[i].eps != eps) return; /* not one value */
+            eps = net->nodes[i].eps;
+        }
+    if (eps == 0 || !arch_find(net->arch)) return;
+    Net *built = resnet_describe(net->arch, net->num_classes, NULL);
+    float stock = 0;
+    for (int i = 0; built && i < built->n_nodes && stock == 0; i++)
+        if (is_backbone_bn(built, &built->nodes[i])) stock = built->nodes[i].eps;
+    net_free(built);
+    if (stock == eps) return;
+    char v[32];
+    for (int prec = 1; prec <= 9; prec++) { /* the shortest text that reads back as eps */
+        snprintf(v, sizeof v, "%.*g", prec, (double)eps);
+        if (strtof(v, NULL) == eps) break;
+    }
+    st_writer_meta(w, "bn_eps", v);
+}
+
 static int check_weights(const Net *net, const StFile *f, int allow_new_head, int *new_head_out,
                          int verbose) {
     const char *fmt = st_meta(f, "format");
+    float bn_eps;
+    if (meta_bn_eps(f, &bn_eps)) return -1;
     int is_checkpoint = fmt && strcmp(fmt, CHECKPOINT_FORMAT) == 0;
     char s1[200], s2[200];
 
@@ -1074,6 +1141,10 @@ int net_load_weights_st(Net *net, const StFile *f, int allow_new_head) {
         if (new_head && p->stage == net_head_group(net)) continue;
         if (st_read_f32(f, st_find(f, p->name), p->data)) return -1;
     }
+    float bn_eps;
+    meta_bn_eps(f, &bn_eps); /* checked above */
+    for (int i = 0; bn_eps > 0 && i < net->n_nodes; i++)
+        if (is_backbone_bn(net, &net->nodes[i])) net->nodes[i].eps = bn_eps;
     return 0;
 }
 
@@ -1103,6 +1174,7 @@ static size_t net_bytes(const Net *net) {
 }
 
 static void writer_add_params(StWriter *w, const Net *net) {
+    writer_add_bn_eps(w, net);
     writer_reserve(w, net_bytes(net));
     for (int i = 0; i < net->n_params; i++) {
         const Param *p = &net->params[i];

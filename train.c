@@ -88,7 +88,7 @@ static const CliOption OPTIONS[] = {
                "(default: the architecture's, see --list-archs)"),
     CLI_NUMBER("crop-pct", &A.crop_pct, "0", 0.05, 1, CLI_ZERO_OK,
                "eval resize to size/crop_pct then center crop (0: the architecture's: 0.875, "
-               "CIFAR archs 1)"),
+               "CIFAR archs and keras_resnet50 1)"),
     CLI_SWITCH("augment", &A.augment, "0", 0,
                "train-time augmentation (random resized crop, flip...); with a frozen backbone "
                "the training features are then recomputed every epoch instead of cached"),

@@ -136,6 +136,8 @@ static int fixture_load(const char *path, Fixture *fx) {
                     continue;
                 r->index = ndim;
                 for (int j = 0; j < 4; j++) r->shape[j] = j < ndim ? d[j] : 0;
+            } else if (strcmp(kind, "gradzero") == 0) {
+                if (sscanf(rest, "%95s", name) != 1) continue;
             } else if (strcmp(kind, "grad") == 0 || strcmp(kind, "param") == 0 ||
                        strcmp(kind, "delta") == 0 || strcmp(kind, "bn") == 0) {
                 if (sscanf(rest, "%95s %lld %lf", name, &r->index, &r->value) != 3) continue;
@@ -209,6 +211,37 @@ static double max_abs_f(const float *x, int64_t n) {
     return m;
 }
 
+/* Tolerances, relative to the scale each check names. A fixture is compared in float32
+ * against torch's float32, so the bound is how far two correct float32 runs can drift,
+ * which is the network's conditioning, not only its depth:
+ *   forward     logits and loss at step 0 (the same weights and input)
+ *   grad        gradient norms, maxima and sampled values at step 0
+ *   loss_after  the losses of the later steps (after one or more updates)
+ *   state       BN running statistics and the eval logits after the steps
+ *   param       sampled parameters and their maxima after the steps
+ *   delta       how far parameters moved (updates of Adam are sign-like where a gradient is
+ *               near zero, so this is the loosest)
+ * vgg16_bn at 32 px, batch 2, is ill-conditioned: its last block's three conv + BN layers
+ * see 2x2 maps, so each of those BNs normalises over 8 values. Perturbing the input by 1e-6
+ * in torch's float64 moves its step-0 gradient norms by 3.8e-3 (by 1e-7: 6.8e-6), and our
+ * scalar kernels' GEMM calls agree with sgemm_ref to 6e-6; its gradients and everything
+ * after the first update are compared at the looser bounds below. The forward pass is
+ * held to 1e-5 as everywhere. */
+typedef struct {
+    const char *key; /* fixture key; NULL: the default row */
+    double forward, grad, loss_after, state, param, delta;
+} Conditioning;
+static const Conditioning CONDITIONING[] = {
+    {NULL, 1e-5, 1e-4, 1e-5, 1e-4, 1e-4, 1e-2},
+    {"vgg16_bn", 1e-5, 1e-2, 1e-2, 1e-2, 1e-3, 1e-1},
+};
+
+static const Conditioning *conditioning_of(const char *key) {
+    for (size_t i = 1; i < sizeof CONDITIONING / sizeof *CONDITIONING; i++)
+        if (strcmp(CONDITIONING[i].key, key) == 0) return &CONDITIONING[i];
+    return &CONDITIONING[0];
+}
+
 static void golden_run(const char *key) {
     /* RN_GOLDEN names the fixtures to run (e.g. "cifar20": the emulated CI targets, where
      * ResNet-50's takes minutes); unset, all of them */
@@ -233,6 +266,9 @@ static void golden_run(const char *key) {
         return;
     }
     net_set_first_trainable(net, STAGE_STEM);
+    /* the fixtures are made with dropout p = 0 (VGG's classifier; golden.py build_vgg) */
+    for (int i = 0; i < net->n_nodes; i++)
+        if (net->nodes[i].op == OP_DROPOUT) net->nodes[i].p = 0.0f;
 
     /* Same tensors, same shapes, then the recipe's values. */
     int n_tensors = 0, shape_ok = 1;
@@ -286,10 +322,14 @@ static void golden_run(const char *key) {
     }
     Optimizer *opt = optimizer_create(net, &cfg);
 
-    Stat s_logits = {"logits", 1e-5, 0, "", 0, 0}, s_loss = {"loss", 1e-5, 0, "", 0, 0};
-    Stat s_gnorm = {"gradnorm", 1e-4, 0, "", 0, 0}, s_grad = {"grad", 1e-4, 0, "", 0, 0};
-    Stat s_param = {"param", 1e-4, 0, "", 0, 0}, s_delta = {"delta", 1e-2, 0, "", 0, 0};
-    Stat s_bn = {"bn_stats", 1e-4, 0, "", 0, 0}, s_eval = {"eval", 1e-4, 0, "", 0, 0};
+    const Conditioning *tol = conditioning_of(key);
+    Stat s_logits = {"logits", tol->forward, 0, "", 0, 0};
+    Stat s_loss = {"loss", tol->forward, 0, "", 0, 0};
+    Stat s_loss_after = {"loss_after", tol->loss_after, 0, "", 0, 0};
+    Stat s_gnorm = {"gradnorm", tol->grad, 0, "", 0, 0}, s_grad = {"grad", tol->grad, 0, "", 0, 0};
+    Stat s_param = {"param", tol->param, 0, "", 0, 0}, s_delta = {"delta", tol->delta, 0, "", 0, 0};
+    Stat s_bn = {"bn_stats", tol->state, 0, "", 0, 0}, s_eval = {"eval", tol->state, 0, "", 0, 0};
+    Stat s_zero = {"gradzero", 1e-5, 0, "", 0, 0}; /* only where the fixture has them */
     for (int step = 0; planned && step < fx.steps && step < fx.n_loss; step++) {
         net_zero_grad(net);
         const float *logits = net_forward(net, x, batch, 1);
@@ -301,10 +341,15 @@ static void golden_run(const char *key) {
         }
         float loss = softmax_cross_entropy_forward(batch, k, logits, labels, weights,
                                                    (float)fx.label_smoothing, probs);
-        stat_add(&s_loss, rel(loss, fx.loss[step], fabs(fx.loss[step])), "loss", step);
+        stat_add(step == 0 ? &s_loss : &s_loss_after, rel(loss, fx.loss[step], fabs(fx.loss[step])),
+                 "loss", step);
         softmax_cross_entropy_backward(batch, k, probs, labels, weights, (float)fx.label_smoothing,
                                        dlogits);
         net_backward(net, dlogits, batch, NULL);
+        double largest_gradmax = 0;
+        for (int i = 0; step == 0 && i < fx.n_recs; i++)
+            if (strcmp(fx.recs[i].kind, "gradmax") == 0)
+                largest_gradmax = fmax(largest_gradmax, fx.recs[i].value);
         for (int i = 0; step == 0 && i < fx.n_recs; i++) {
             const Record *r = &fx.recs[i];
             Param *p = net_find_param(net, r->name);
@@ -319,6 +364,10 @@ static void golden_run(const char *key) {
             } else if (strcmp(r->kind, "grad") == 0 && r->index < p->numel) {
                 double scale = record_value(&fx, "gradmax", r->name);
                 stat_add(&s_grad, rel(p->grad[r->index], r->value, scale), r->name, r->index);
+            } else if (strcmp(r->kind, "gradzero") == 0) {
+                /* a conv bias a training-mode batch norm cancels: zero but for rounding,
+                 * held within 1e-5 of the network's largest gradient */
+                stat_add(&s_zero, max_abs_f(p->grad, p->numel) / largest_gradmax, r->name, -3);
             }
         }
         optimizer_step(opt, net);
@@ -379,9 +428,10 @@ static void golden_run(const char *key) {
     printf("  %s: %d tensors, batch %d at %dx%d, %d %s steps, %.1f s (%s, %d threads)\n", fx.arch,
            n_tensors, batch, size, size, fx.steps, fx.optimizer, rn_seconds() - t0, simd_name(),
            rn_threads());
-    const Stat *stats[] = {&s_logits, &s_loss,  &s_gnorm, &s_grad,
+    const Stat *stats[] = {&s_logits, &s_loss,  &s_gnorm, &s_grad, &s_loss_after,
                            &s_param,  &s_delta, &s_bn,    &s_eval};
     for (size_t i = 0; i < sizeof stats / sizeof *stats; i++) stat_print(fx.arch, stats[i]);
+    if (s_zero.n) stat_print(fx.arch, &s_zero);
 
     optimizer_free(opt);
     free(x);
@@ -395,6 +445,7 @@ static void golden_run(const char *key) {
 
 static void test_golden_cifar_resnet20(void) { golden_run("cifar20"); }
 static void test_golden_resnet50(void) { golden_run("resnet50"); }
+static void test_golden_vgg16_bn(void) { golden_run("vgg16_bn"); }
 
 /* The recipe's generator itself: a few values tools/golden.py printed with torch. */
 static void test_hash_fill_matches_torch(void) {
@@ -491,5 +542,6 @@ int main(void) {
     RUN(test_dump_resnet18);
     RUN(test_dump_cifar_resnet20);
     RUN(test_golden_resnet50);
+    RUN(test_golden_vgg16_bn);
     return test_summary();
 }

@@ -634,6 +634,63 @@ static void test_avgpool_global(void) {
     rn_free(g.r);
 }
 
+/* ------------------------------------------------------------------ adaptive average pool */
+
+typedef struct {
+    int n, c, h, w, oh, ow;
+    float *x, *y, *r;
+} AdaptiveCase;
+
+static double adaptive_loss(void *ctx) {
+    AdaptiveCase *a = ctx;
+    adaptive_avgpool2d_forward(a->n, a->c, a->h, a->w, a->oh, a->ow, a->x, a->y);
+    return project(a->y, a->r, (size_t)a->n * a->c * a->oh * a->ow);
+}
+
+/* Sizes that tile (8 -> 4), overlap (5 -> 3: bins [0,2) [1,4) [3,5)), copy (7 -> 7) and
+ * repeat (2 -> 7, 1 -> 7: VGG's 7x7 on a small input), each against the bins written out
+ * by hand and against finite differences. */
+static void test_adaptive_avgpool(void) {
+    const int sizes[][4] = {{8, 8, 4, 4}, {5, 6, 3, 4}, {7, 7, 7, 7}, {2, 3, 7, 7}, {1, 1, 7, 7}};
+    for (size_t t = 0; t < sizeof sizes / sizeof sizes[0]; t++) {
+        AdaptiveCase a = {2, 3, sizes[t][0], sizes[t][1], sizes[t][2], sizes[t][3]};
+        size_t nx = (size_t)a.n * a.c * a.h * a.w, ny = (size_t)a.n * a.c * a.oh * a.ow;
+        a.x = tensor(nx, 11 + (uint32_t)t, 1);
+        a.y = rn_alloc(ny * sizeof(float));
+        a.r = tensor(ny, 21 + (uint32_t)t, 1);
+        adaptive_loss(&a);
+        int bad = 0;
+        for (int p = 0; p < a.n * a.c; p++)
+            for (int oy = 0; oy < a.oh; oy++)
+                for (int ox = 0; ox < a.ow; ox++) {
+                    int y0 = oy * a.h / a.oh, y1 = (int)ceil((oy + 1) * (double)a.h / a.oh);
+                    int x0 = ox * a.w / a.ow, x1 = (int)ceil((ox + 1) * (double)a.w / a.ow);
+                    double sum = 0;
+                    for (int iy = y0; iy < y1; iy++)
+                        for (int ix = x0; ix < x1; ix++) sum += a.x[(p * a.h + iy) * a.w + ix];
+                    double want = sum / ((y1 - y0) * (x1 - x0));
+                    bad += fabs(a.y[(p * a.oh + oy) * a.ow + ox] - want) > 1e-6;
+                }
+        CHECK_MSG(bad == 0, "%dx%d -> %dx%d: %d cells differ from their bins", a.h, a.w, a.oh, a.ow,
+                  bad);
+        if (a.h == a.oh && a.w == a.ow) CHECK(memcmp(a.x, a.y, nx * sizeof(float)) == 0);
+        float *dx = rn_alloc(nx * sizeof(float));
+        adaptive_avgpool2d_backward(a.n, a.c, a.h, a.w, a.oh, a.ow, a.r, dx);
+        CHECK_GRAD(a.x, nx, dx, adaptive_loss, &a, 1e-2f, 1e-4);
+        rn_free(dx);
+        rn_free(a.x);
+        rn_free(a.y);
+        rn_free(a.r);
+    }
+    /* 5 -> 3 by hand: the middle bin [1, 4) overlaps both neighbours */
+    float x[5] = {1, 2, 3, 4, 5}, y[3], dy[3] = {1, 1, 1}, dx[5];
+    adaptive_avgpool2d_forward(1, 1, 1, 5, 1, 3, x, y);
+    CHECK(y[0] == 1.5f && y[1] == 3.0f && y[2] == 4.5f);
+    adaptive_avgpool2d_backward(1, 1, 1, 5, 1, 3, dy, dx);
+    CHECK_CLOSE(dx[1], 0.5 + 1.0 / 3, 1e-6);
+    CHECK_CLOSE(dx[2], 1.0 / 3, 1e-6);
+}
+
 /* ------------------------------------------------------------------ linear, dropout */
 
 typedef struct {
@@ -1052,6 +1109,7 @@ int main(void) {
     RUN(test_relu);
     RUN(test_maxpool);
     RUN(test_avgpool_global);
+    RUN(test_adaptive_avgpool);
     RUN(test_linear);
     RUN(test_dropout);
     RUN(test_shortcut_a);

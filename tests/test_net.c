@@ -824,13 +824,48 @@ static double rel_l2(const float *a, const float *b, size_t n) {
     return s > 0 ? sqrt(d / s) : sqrt(d);
 }
 
-/* Worst rel_l2 over every parameter gradient of a against b. */
+static double l2(const float *a, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)a[i] * a[i];
+    return sqrt(s);
+}
+
+/* The parameter is the bias of a conv whose only consumer is a training-mode batch norm
+ * (VGG-16-BN, Keras' ResNet50): the norm subtracts the batch mean, which cancels the bias,
+ * so its gradient is zero but for rounding, and two correct runs round differently. */
+static int bn_cancelled_bias(const Net *net, int param) {
+    for (int i = 0; i < net->n_nodes; i++) {
+        const Node *nd = &net->nodes[i];
+        if (nd->op != OP_CONV || nd->bias != param) continue;
+        int consumers = 0, bn = 0;
+        for (int j = i + 1; j < net->n_nodes; j++)
+            for (int k = 0; k < net->nodes[j].n_in; k++)
+                if (net->nodes[j].in[k] == i) {
+                    consumers++;
+                    bn = net->nodes[j].op == OP_BN;
+                }
+        return consumers == 1 && bn;
+    }
+    return 0;
+}
+
+/* Worst rel_l2 over every parameter gradient of a against b. A BN-cancelled bias
+ * (bn_cancelled_bias) is measured against the largest gradient norm in the network, any
+ * other gradient against its own norm or 1e-4 of the largest, whichever is larger. */
 static double grads_rel_l2(const Net *a, const Net *b, const char **worst_name) {
-    double worst = 0;
+    double worst = 0, largest = 0;
+    for (int i = 0; i < b->n_params; i++)
+        if (b->params[i].grad)
+            largest = fmax(largest, l2(b->params[i].grad, (size_t)b->params[i].numel));
     for (int i = 0; i < a->n_params; i++) {
         const Param *p = &a->params[i], *q = &b->params[i];
         if (!p->grad || !q->grad) continue;
-        double e = rel_l2(p->grad, q->grad, (size_t)p->numel);
+        double d = 0;
+        for (int64_t j = 0; j < p->numel; j++)
+            d += ((double)p->grad[j] - q->grad[j]) * ((double)p->grad[j] - q->grad[j]);
+        double own = l2(q->grad, (size_t)q->numel);
+        double scale = bn_cancelled_bias(b, i) ? largest : fmax(own, 1e-4 * largest);
+        double e = sqrt(d) / fmax(scale, 1e-30);
         if (e > worst) {
             worst = e;
             *worst_name = p->name;
@@ -839,22 +874,31 @@ static double grads_rel_l2(const Net *a, const Net *b, const char **worst_name) 
     return worst;
 }
 
-/* Every ReLU's mask (output > 0) of a forward, in node order, collected by a forward hook. */
+/* The discrete choices a training forward makes, in node order, collected by a forward
+ * hook: every ReLU's mask (output > 0) and every max-pool's argmax. Where rounding makes
+ * two correct runs choose differently, what is behind the choice differs. */
 typedef struct {
-    uint8_t *mask;
+    int32_t *choice;
     size_t len, cap;
-} MaskLog;
+    size_t relus, pools; /* values of each kind */
+} ChoiceLog;
 
-static void mask_hook(void *ctx, const Net *net, int node, int n, const float *out) {
-    MaskLog *m = ctx;
-    OpType op = net->nodes[node].op;
-    if (op != OP_RELU && op != OP_ADD_RELU) return;
+static void choice_hook(void *ctx, const Net *net, int node, int n, const float *out) {
+    ChoiceLog *m = ctx;
+    const Node *nd = &net->nodes[node];
+    if (nd->op != OP_RELU && nd->op != OP_ADD_RELU && nd->op != OP_MAXPOOL) return;
     size_t count = (size_t)n * net_node_size(net, node);
     if (m->len + count > m->cap) {
         m->cap = 2 * (m->len + count);
-        m->mask = realloc(m->mask, m->cap);
+        m->choice = realloc(m->choice, m->cap * sizeof *m->choice);
     }
-    for (size_t i = 0; i < count; i++) m->mask[m->len++] = out[i] > 0;
+    const int32_t *argmax = (const int32_t *)(const void *)nd->save0;
+    for (size_t i = 0; i < count; i++)
+        m->choice[m->len++] = nd->op == OP_MAXPOOL ? argmax[i] : out[i] > 0;
+    if (nd->op == OP_MAXPOOL)
+        m->pools += count;
+    else
+        m->relus += count;
 }
 
 /* The fast network (fused eval, Winograd, recomputing training plans, SIMD GEMM) against
@@ -864,8 +908,9 @@ static void mask_hook(void *ctx, const Net *net, int node, int n, const float *o
  * within 1e-4 of the tensor's largest value; training logits within 2e-3 of it (batch norm
  * over a small batch magnifies rounding); gradients within 1e-3 in relative L2 norm
  * (rel_l2) of each parameter's and of the input's. Where rounding put some ReLU input on
- * the other side of the kink (the masks differ: `flips`), the gradients behind it differ
- * by up to a few percent in two correct implementations; then they are held within 0.3. */
+ * the other side of the kink, or moved a max-pool's argmax between near-equal inputs (the
+ * choices differ: `flips`), the gradients behind it differ by up to a few percent in two
+ * correct implementations; then they are held within 0.3. */
 static void reference_vs_fast(const char *arch, int n, int size) {
     Net *fast = resnet_create(arch, 5, NULL, 21), *ref = resnet_create(arch, 5, NULL, 21);
     Net *both[2] = {fast, ref};
@@ -897,9 +942,9 @@ static void reference_vs_fast(const char *arch, int n, int size) {
     CHECK(net_plan(fast, n, size, size, 1) == 0 && net_plan(ref, n, size, size, 1) == 0);
     net_zero_grad(fast);
     net_zero_grad(ref);
-    MaskLog masks[2] = {{0}, {0}};
+    ChoiceLog masks[2] = {{0}, {0}};
     for (int k = 0; k < 2; k++) {
-        both[k]->forward_hook = mask_hook;
+        both[k]->forward_hook = choice_hook;
         both[k]->hook_ctx = &masks[k];
         yf = net_forward(both[k], x, n, 1);
         both[k]->forward_hook = NULL;
@@ -908,7 +953,7 @@ static void reference_vs_fast(const char *arch, int n, int size) {
     yr = net_node_output(ref, ref->n_nodes - 1);
     size_t flips = 0;
     for (size_t i = 0; i < masks[0].len && masks[0].len == masks[1].len; i++)
-        flips += masks[0].mask[i] != masks[1].mask[i];
+        flips += masks[0].choice[i] != masks[1].choice[i];
     CHECK(masks[0].len == masks[1].len && masks[0].len > 0);
     double e_train = max_rel_diff(lf, yr, (size_t)n * 5, 1e-3);
     net_backward(fast, r, n, dx_f);
@@ -917,12 +962,14 @@ static void reference_vs_fast(const char *arch, int n, int size) {
     const char *worst = "";
     double e_grad = grads_rel_l2(fast, ref, &worst), tol = flips ? 0.3 : 1e-3;
     printf("     %-16s %dx%d batch %d: eval logits %.1e features %.1e; train logits %.1e; "
-           "ReLU flips %zu of %zu; rel. L2: input grad %.1e, param grads %.1e (%s)\n",
-           arch, size, size, n, e_eval, e_feat, e_train, flips, masks[0].len, e_dx, e_grad, worst);
+           "flips %zu of %zu ReLU + %zu max-pool; rel. L2: input grad %.1e, param grads %.1e "
+           "(%s)\n",
+           arch, size, size, n, e_eval, e_feat, e_train, flips, masks[0].relus, masks[0].pools,
+           e_dx, e_grad, worst);
     CHECK_MSG(e_eval <= 1e-4 && e_feat <= 1e-4, "%s eval", arch);
     CHECK_MSG(e_train <= 2e-3 && e_dx <= tol && e_grad <= tol, "%s training", arch);
-    free(masks[0].mask);
-    free(masks[1].mask);
+    free(masks[0].choice);
+    free(masks[1].choice);
     free(x);
     free(dx_f);
     free(dx_r);
@@ -939,7 +986,13 @@ static void test_reference_every_arch(void) {
         /* cross targets (RN_TEST_EMULATED=1): the two smallest (basic blocks, option A) */
         if (test_emulated() && strcmp(a->name, "cifar_resnet20") && strcmp(a->name, "resnet18"))
             continue;
-        reference_vs_fast(a->name, 2, arch_is_cifar(a->name) ? 8 : 40);
+        /* VGG-16 at 32 px, its smallest input (five 2x2 pools); vgg16_bn has every op vgg16
+         * has, so vgg16 itself is left out (138 M parameters twice over, naive kernels) */
+        if (strcmp(a->name, "vgg16") == 0) continue;
+        reference_vs_fast(a->name, 2,
+                          arch_is_cifar(a->name)          ? 8
+                          : strcmp(a->family, "vgg") == 0 ? 32
+                                                          : 40);
     }
 }
 
@@ -1072,16 +1125,107 @@ static void test_freeze_groups(void) {
     net_free(net);
 }
 
+/* VGG-16 / VGG-16-BN and Keras' ResNet50: torchvision's and Keras' parameter counts
+ * (described, not allocated: 138 M parameters), names, shapes, freeze groups, strides and
+ * batch-norm settings; VGG's pooled features are classifier.5's 4096 (what the head
+ * reads), an inception head reads the 512x7x7 map and the classifier is not built. */
+static void test_vgg_and_keras_archs(void) {
+    const struct {
+        const char *arch;
+        int64_t params;
+    } counts[] = {{"vgg16", 138357544}, {"vgg16_bn", 138365992}, {"keras_resnet50", 25583592}};
+    for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
+        Net *d = resnet_describe(counts[i].arch, 1000, NULL);
+        CHECK_MSG(d && net_count_params(d, 0) == counts[i].params, "%s: %lld parameters",
+                  counts[i].arch, d ? (long long)net_count_params(d, 0) : -1LL);
+        net_free(d);
+    }
+    Net *d = resnet_describe("keras_resnet50", 1000, NULL);
+    int64_t buffers = 0;
+    for (int i = 0; i < d->n_params; i++)
+        buffers += d->params[i].is_buffer ? d->params[i].numel : 0;
+    CHECK(buffers == 53120); /* Keras' "non-trainable params" */
+    net_free(d);
+
+    Net *net = resnet_create("vgg16_bn", 3, NULL, 1);
+    Buf b = {0};
+    net_groups_json(net, &b);
+    CHECK_MSG(strcmp(b.data, "[\"block1\",\"block2\",\"block3\",\"block4\",\"block5\","
+                             "\"fc1\",\"fc2\",\"head\"]") == 0,
+              "%s", b.data);
+    buf_free(&b);
+    CHECK(net_find_param(net, "features.0.bias") && net_find_param(net, "features.1.running_var"));
+    CHECK(net_find_param(net, "features.41.weight")->stage == net_find_group(net, "block5"));
+    CHECK(net_find_param(net, "features.14.weight")->stage == net_find_group(net, "block3"));
+    CHECK(net_find_param(net, "classifier.0.weight")->shape[1] == 512 * 7 * 7);
+    CHECK(net_find_param(net, "classifier.3.weight")->stage == net_find_group(net, "fc2"));
+    CHECK(net_find_param(net, "classifier.6.weight")->stage == net_head_group(net));
+    CHECK(strcmp(net->nodes[net->pooled_node].name, "classifier.5") == 0);
+    CHECK(strcmp(net->nodes[net->feature_node].name, "avgpool") == 0);
+    const int sizes[] = {32, 64, 224};
+    for (int i = 0; i < 3; i++) {
+        CHECK(net_plan(net, 1, sizes[i], sizes[i], 0) == 0);
+        const Node *f = &net->nodes[net->feature_node];
+        CHECK(f->c == 512 && f->h == 7 && f->w == 7);
+        CHECK(net_node_size(net, net->pooled_node) == 4096);
+    }
+    CHECK(net_plan(net, 1, 31, 31, 0) != 0); /* five 2x2 pools need 32 px */
+    net_free(net);
+    HeadSpec inc;
+    CHECK(head_parse("inception:8", &inc) == 0);
+    d = resnet_describe("vgg16", 3, &inc);
+    CHECK(!net_find_param(d, "classifier.0.weight") && net_find_param(d, "head.fc.weight"));
+    CHECK(d->n_groups == 6 && d->pooled_node < 0);
+    CHECK(net_find_param(d, "head.branch1x1.weight")->shape[1] == 512);
+    net_free(d);
+
+    net = resnet_create("keras_resnet50", 3, NULL, 1);
+    net_groups_json(net, &b);
+    CHECK(strcmp(b.data, "[\"conv1\",\"conv2\",\"conv3\",\"conv4\",\"conv5\",\"head\"]") == 0);
+    buf_free(&b);
+    int bns = 0, convs = 0;
+    for (int i = 0; i < net->n_nodes; i++) {
+        const Node *nd = &net->nodes[i];
+        if (nd->op == OP_BN) {
+            bns++;
+            CHECK(nd->eps == 1e-3f && nd->momentum == 0.01f);
+        }
+        if (nd->op == OP_CONV) {
+            convs++;
+            CHECK_MSG(nd->bias >= 0, "%s: no bias", nd->name);
+            /* ResNet v1: a stage's stride on its first block's 1x1 convs */
+            int strided = strstr(nd->name, "block1_1_conv") || strstr(nd->name, "block1_0_conv");
+            int want = strcmp(nd->name, "conv1_conv") == 0             ? 2
+                       : strided && strncmp(nd->name, "conv2", 5) != 0 ? 2
+                                                                       : 1;
+            CHECK_MSG(nd->conv.stride == want, "%s: stride %d", nd->name, nd->conv.stride);
+        }
+    }
+    CHECK(bns == 53 && convs == 53);
+    CHECK(net_find_param(net, "conv4_block6_3_bn.running_var") &&
+          net_find_param(net, "conv2_block1_0_conv.weight")->shape[0] == 256);
+    CHECK(net_find_param(net, "predictions.weight")->shape[1] == 2048);
+    CHECK(net_plan(net, 1, 224, 224, 0) == 0);
+    CHECK(net->nodes[net->feature_node].h == 7 && net->nodes[net->feature_node].c == 2048);
+    /* a head trained on cached features copies into the net under its classifier's name */
+    Net *head = head_create(2048, 1, 1, 3, NULL, 5);
+    CHECK(net_copy_params(net, head) == 2);
+    CHECK(net_find_param(net, "predictions.bias")->data[1] ==
+          net_find_param(head, "fc.bias")->data[1]);
+    net_free(head);
+    net_free(net);
+}
+
 /* The registry lists every architecture resnet_create builds, and only those. */
 static void test_arch_registry(void) {
     char list[1024];
     arch_list(list, sizeof list);
     CHECK(strstr(list, "cifar_resnet1202") && strstr(list, "resnet152"));
-    CHECK(arch_count() == 11);
+    CHECK(arch_count() == 14);
     for (int i = 0; i < arch_count(); i++) {
         const ArchSpec *a = arch_at(i);
         CHECK(arch_find(a->name) == a && arch_is_known(a->name));
-        Net *net = resnet_create(a->name, 3, NULL, 1);
+        Net *net = resnet_describe(a->name, 3, NULL);
         CHECK_MSG(net && net->feature_node > 0, "%s", a->name);
         char name[64];
         snprintf(name, sizeof name, "%s.weight", a->classifier);
@@ -1168,6 +1312,7 @@ int main(void) {
     RUN(test_head_text);
     RUN(test_plan_size_limit);
     RUN(test_arch_registry);
+    RUN(test_vgg_and_keras_archs);
     RUN(test_freeze_groups);
     RUN(test_activation_ops);
     RUN(test_forward_hook_and_dump);

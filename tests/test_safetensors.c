@@ -469,6 +469,47 @@ static void test_new_head(void) {
     tiny_free(fresh);
 }
 
+/* The "bn_eps" metadata: written where a net's backbone batch norms differ from what its
+ * architecture builds (a tf.keras ResNet50's 1.001e-5), applied on load, refused when it
+ * is not a number in (0, 1). */
+static void test_bn_eps_metadata(void) {
+    Net *a = resnet_create("cifar_resnet20", 10, NULL, 1),
+        *b = resnet_create("cifar_resnet20", 10, NULL, 2);
+    const char *path = tmp_path("eps.safetensors");
+    CHECK(net_save_weights(a, path, NULL, NULL, 0) == 0);
+    StFile f;
+    CHECK(st_open(path, &f) == 0 && st_meta(&f, "bn_eps") == NULL); /* stock: not written */
+    st_close(&f);
+    for (int i = 0; i < a->n_nodes; i++)
+        if (a->nodes[i].op == OP_BN) a->nodes[i].eps = 1e-3f;
+    CHECK(net_save_weights(a, path, NULL, NULL, 0) == 0);
+    CHECK(st_open(path, &f) == 0 && st_meta(&f, "bn_eps") &&
+          strcmp(st_meta(&f, "bn_eps"), "0.001") == 0);
+    st_close(&f);
+    CHECK(net_load_weights(b, path, 0) == 0);
+    int bns = 0, applied = 0;
+    for (int i = 0; i < b->n_nodes; i++)
+        if (b->nodes[i].op == OP_BN) {
+            bns++;
+            applied += b->nodes[i].eps == 1e-3f;
+        }
+    CHECK(bns > 0 && applied == bns);
+    const char *keys[] = {"bn_eps"}, *bad[] = {"1.5", "x", ""};
+    for (int k = 0; k < 3; k++) {
+        StWriter w;
+        st_writer_init(&w);
+        st_writer_meta(&w, keys[0], bad[k]);
+        for (int i = 0; i < a->n_params; i++)
+            st_writer_add_f32(&w, a->params[i].name, a->params[i].ndim, a->params[i].shape,
+                              a->params[i].data);
+        CHECK(st_writer_save(&w, path) == 0);
+        st_writer_free(&w);
+        CHECK(net_load_weights(b, path, 0) == -1 && contains(rn_error(), "bn_eps"));
+    }
+    net_free(a);
+    net_free(b);
+}
+
 static void test_f16_weights(void) {
     /* a float16 state dict loads into float32 parameters */
     Net *net = tiny_net(3, 0.0f);
@@ -825,6 +866,7 @@ int main(int argc, char **argv) {
     RUN(test_net_weights);
     RUN(test_new_head);
     RUN(test_f16_weights);
+    RUN(test_bn_eps_metadata);
     RUN(test_checkpoint_resume);
     RUN(test_model_file);
     RUN(test_cross_host_files);

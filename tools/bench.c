@@ -207,7 +207,8 @@ static int node_kind(const Net *net, const Node *nd) {
     case OP_ADD:
     case OP_ADD_RELU: return K_ADD;
     case OP_MAXPOOL:
-    case OP_GAP: return K_POOL;
+    case OP_GAP:
+    case OP_ADAPTIVE_AVGPOOL: return K_POOL;
     case OP_LINEAR: return K_LINEAR;
     default: return K_OTHER;
     }

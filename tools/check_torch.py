@@ -117,7 +117,8 @@ def cifar(args):
     os.makedirs(args.work, exist_ok=True)
     name = os.path.basename(args.ckpt).split(".")[0]
     weights = os.path.join(args.work, name + ".safetensors")
-    state = find_state_dict(load_checkpoint(args.ckpt, True)  # the project's own ../shared checkpoint, args.ckpt)
+    # the project's own ../shared checkpoint: trusted
+    state = find_state_dict(load_checkpoint(args.ckpt, True), args.ckpt)
     write_safetensors(weights, convert(state, args.ckpt), {"source": os.path.basename(args.ckpt)})
     depth = int(args.arch.replace("cifar_resnet", ""))
     model = CifarResNet((depth - 2) // 6, 10)
