@@ -400,6 +400,189 @@ static void conv_forward_image(const ConvSpec *s, int h, int w, int oh, int ow, 
     }
 }
 
+/* ------------------------------------------------------------------------------------ */
+/* Convolution: depthwise, direct                                                        */
+/* ------------------------------------------------------------------------------------ */
+
+/* A depthwise convolution (groups = in_c = out_c, EfficientNet's and MobileNet's k x k
+ * layers) convolves each channel's plane with its own kernel. As a grouped GEMM it would be
+ * a product of one-row matrices; here each plane is copied once into a zero-padded buffer
+ * xp (ph x pw, pad on every side, cut to what the outputs read), so the inner loops have
+ * no bounds checks, VLEN outputs at a time:
+ *   y[oy, ox] = sum_{ky, kx} w[ky, kx] * xp[oy * s + ky, ox * s + kx]
+ * stride 1 reading consecutive inputs (vload), stride 2 every other one (vload_even). */
+static int conv_is_depthwise(const ConvSpec *s) {
+    return s->groups > 1 && s->groups == s->in_c && s->groups == s->out_c;
+}
+
+typedef struct {
+    int h, w, oh, ow; /* input and output planes */
+    int ph, pw;       /* the padded plane: the rows and columns the outputs read */
+} DwShape;
+
+static DwShape dw_shape(const ConvSpec *s, int h, int w) {
+    DwShape d = {h, w, conv_out_size(h, s->kh, s->stride, s->pad),
+                 conv_out_size(w, s->kw, s->stride, s->pad), 0, 0};
+    d.ph = (d.oh - 1) * s->stride + s->kh;
+    d.pw = (d.ow - 1) * s->stride + s->kw;
+    return d;
+}
+
+static size_t dw_plane_floats(const DwShape *d) { return ((size_t)d->ph * d->pw + 15) / 16 * 16; }
+
+/* xp = the plane x with pad zeros around it, cut to ph x pw. */
+static void dw_pad_plane(const ConvSpec *s, const DwShape *d, const float *x, float *xp) {
+    memset(xp, 0, sizeof(float) * (size_t)d->ph * d->pw);
+    const int p = s->pad, cols = d->w + p < d->pw ? d->w : d->pw - p;
+    for (int iy = 0; iy < d->h && iy + p < d->ph; iy++)
+        if (cols > 0) memcpy(xp + (size_t)(iy + p) * d->pw + p, x + (size_t)iy * d->w,
+                             sizeof(float) * cols);
+}
+
+/* One padded plane xp through the kernel wk [kh, kw] into y [oh, ow]. */
+static void dw_plane_forward(const ConvSpec *s, const DwShape *d, const float *xp,
+                             const float *wk, float *y) {
+    const int st = s->stride, kh = s->kh, kw = s->kw, pw = d->pw, ow = d->ow;
+    for (int oy = 0; oy < d->oh; oy++) {
+        const float *rows = xp + (size_t)oy * st * pw;
+        float *yr = y + (size_t)oy * ow;
+        int ox = 0;
+        if (st == 1) {
+            for (; ox < ow; ox += VLEN) { /* the last vector partly, by vload_part */
+                VF acc = vzero();
+                for (int ky = 0; ky < kh; ky++)
+                    for (int kx = 0; kx < kw; kx++) {
+                        const float *p = rows + (size_t)ky * pw + kx;
+                        VF v = ox + VLEN <= ow ? vload(p + ox) : vload_part(p, ox, ow);
+                        acc = vfma(vset1(wk[ky * kw + kx]), v, acc);
+                    }
+                if (ox + VLEN <= ow)
+                    vstore(yr + ox, acc);
+                else
+                    vstore_part(yr, ox, ow, acc);
+            }
+        } else if (st == 2) {
+            for (; ox + VLEN <= ow; ox += VLEN) {
+                VF acc = vzero();
+                for (int ky = 0; ky < kh; ky++)
+                    for (int kx = 0; kx < kw; kx++)
+                        acc = vfma(vset1(wk[ky * kw + kx]),
+                                   vload_even(rows + (size_t)ky * pw + 2 * ox + kx), acc);
+                vstore(yr + ox, acc);
+            }
+        }
+        for (; ox < ow; ox++) { /* other strides, and stride 2's last outputs */
+            float acc = 0.0f;
+            for (int ky = 0; ky < kh; ky++)
+                for (int kx = 0; kx < kw; kx++)
+                    acc += wk[ky * kw + kx] * rows[(size_t)ky * pw + ox * st + kx];
+            yr[ox] = acc;
+        }
+    }
+}
+
+/* Every (image, channel) plane: pad, convolve, apply the epilogue while it is in cache.
+ * Planes are independent, so threads take them in any order with the same results. */
+static void conv_forward_depthwise(const ConvSpec *s, int n, int h, int w, const float *x,
+                                   const float *weight, const ConvEpilogue *e,
+                                   const float *residual, float *y) {
+    const DwShape d = dw_shape(s, h, w);
+    const int c = s->in_c, taps = s->kh * s->kw, N = d.oh * d.ow;
+    OMP_PRAGMA(omp parallel if (!omp_in_parallel()))
+    {
+        float *xp = rn_scratch(omp_get_thread_num(), dw_plane_floats(&d));
+        OMP_PRAGMA(omp for schedule(static))
+        for (long plane = 0; plane < (long)n * c; plane++) {
+            const int ch = (int)(plane % c);
+            float *yp = y + (size_t)plane * N;
+            dw_pad_plane(s, &d, x + (size_t)plane * h * w, xp);
+            dw_plane_forward(s, &d, xp, weight + (size_t)ch * taps, yp);
+            if (e) epilogue_row(e, ch, N, yp, residual ? residual + (size_t)plane * N : NULL);
+        }
+    }
+}
+
+/* One plane's backward from its padded input xp and output gradient dy [oh, ow]:
+ *   dw[ky, kx] += sum_{oy, ox} xp[oy * s + ky, ox * s + kx] * dy[oy, ox]
+ *   dxp[oy * s + ky, ox * s + kx] += w[ky, kx] * dy[oy, ox]   (dxp zeroed here, padded) */
+static void dw_plane_backward(const ConvSpec *s, const DwShape *d, const float *xp,
+                              const float *wk, const float *dy, float *dxp, float *dwk) {
+    const int st = s->stride, kh = s->kh, kw = s->kw, pw = d->pw, ow = d->ow;
+    if (dwk)
+        for (int ky = 0; ky < kh; ky++)
+            for (int kx = 0; kx < kw; kx++) {
+                VF acc = vzero();
+                float tail = 0.0f;
+                for (int oy = 0; oy < d->oh; oy++) {
+                    const float *p = xp + (size_t)(oy * st + ky) * pw + kx;
+                    const float *g = dy + (size_t)oy * ow;
+                    int ox = 0;
+                    if (st == 1)
+                        for (; ox + VLEN <= ow; ox += VLEN)
+                            acc = vfma(vload(p + ox), vload(g + ox), acc);
+                    else if (st == 2)
+                        for (; ox + VLEN <= ow; ox += VLEN)
+                            acc = vfma(vload_even(p + 2 * ox), vload(g + ox), acc);
+                    for (; ox < ow; ox++) tail += p[ox * st] * g[ox];
+                }
+                dwk[ky * kw + kx] += vsum(acc) + tail;
+            }
+    if (!dxp) return;
+    memset(dxp, 0, sizeof(float) * (size_t)d->ph * pw);
+    for (int oy = 0; oy < d->oh; oy++) {
+        const float *g = dy + (size_t)oy * ow;
+        for (int ky = 0; ky < kh; ky++)
+            for (int kx = 0; kx < kw; kx++) {
+                float *row = dxp + (size_t)(oy * st + ky) * pw + kx;
+                const float wv = wk[ky * kw + kx];
+                int ox = 0;
+                if (st == 1)
+                    for (; ox + VLEN <= ow; ox += VLEN)
+                        vstore(row + ox, vfma(vset1(wv), vload(g + ox), vload(row + ox)));
+                for (; ox < ow; ox++) row[ox * st] += wv * g[ox];
+            }
+    }
+}
+
+/* The depthwise backward channel by channel (each thread owns its channels' weight and
+ * bias gradients, summed over the images in order: the same bits for any thread count);
+ * dx set, or added to when add_dx, from the padded gradient's interior. */
+static void conv_backward_depthwise(const ConvSpec *s, int n, int h, int w, const float *x,
+                                    const float *weight, const float *dy, float *dx, int add_dx,
+                                    float *dweight, float *dbias) {
+    const DwShape d = dw_shape(s, h, w);
+    const int c = s->in_c, taps = s->kh * s->kw, N = d.oh * d.ow, p = s->pad;
+    const size_t plane_floats = dw_plane_floats(&d);
+    OMP_PRAGMA(omp parallel if (!omp_in_parallel()))
+    {
+        float *xp = rn_scratch(omp_get_thread_num(), 2 * plane_floats), *dxp = xp + plane_floats;
+        OMP_PRAGMA(omp for schedule(static))
+        for (int ch = 0; ch < c; ch++) {
+            double bias_sum = 0;
+            for (int b = 0; b < n; b++) {
+                const size_t plane = (size_t)b * c + ch;
+                const float *g = dy + plane * N;
+                if (dbias)
+                    for (int i = 0; i < N; i++) bias_sum += g[i];
+                if (!dx && !dweight) continue;
+                if (dweight) dw_pad_plane(s, &d, x + plane * h * w, xp);
+                dw_plane_backward(s, &d, xp, weight + (size_t)ch * taps, g, dx ? dxp : NULL,
+                                  dweight ? dweight + (size_t)ch * taps : NULL);
+                if (!dx) continue;
+                float *dxc = dx + plane * h * w;
+                for (int iy = 0; iy < h; iy++)
+                    for (int ix = 0; ix < w; ix++) {
+                        const int py = iy + p, px = ix + p;
+                        const float v =
+                            py < d.ph && px < d.pw ? dxp[(size_t)py * d.pw + px] : 0.0f;
+                        dxc[(size_t)iy * w + ix] = add_dx ? dxc[(size_t)iy * w + ix] + v : v;
+                    }
+            }
+            if (dbias) dbias[ch] += (float)bias_sum;
+        }
+    }
+}
+
 /* One group of a grouped convolution, as the dense convolution it is. */
 static ConvSpec conv_group_spec(const ConvSpec *s) {
     ConvSpec g = *s;
@@ -458,6 +641,11 @@ void conv2d_forward_fused(const ConvSpec *s, int n, int h, int w, const float *x
     int oh = conv_out_size(h, s->kh, s->stride, s->pad);
     int ow = conv_out_size(w, s->kw, s->stride, s->pad);
     if (oh <= 0 || ow <= 0) return; /* the kernel does not fit: an empty output */
+    if (conv_is_depthwise(s)) {
+        conv_forward_depthwise(s, n, h, w, x, weight, epilogue_is_empty(e, residual) ? NULL : e,
+                               residual, y);
+        return;
+    }
     if (conv_groups(s) > 1) {
         conv_forward_grouped(s, n, h, w, x, weight, e, residual, y);
         return;
@@ -549,6 +737,11 @@ static void conv_backward_grouped(const ConvSpec *s, int n, int h, int w, const 
 static void conv_backward(const ConvSpec *s, int n, int h, int w, const float *x,
                           const float *weight, const float *dy, float *dx, int add_dx,
                           float *dweight, float *dbias) {
+    if (conv_is_depthwise(s) && conv_out_size(h, s->kh, s->stride, s->pad) > 0 &&
+        conv_out_size(w, s->kw, s->stride, s->pad) > 0) {
+        conv_backward_depthwise(s, n, h, w, x, weight, dy, dx, add_dx, dweight, dbias);
+        return;
+    }
     if (conv_groups(s) > 1) {
         conv_backward_grouped(s, n, h, w, x, weight, dy, dx, add_dx, dweight, dbias);
         return;
@@ -1159,6 +1352,68 @@ void dropout_forward(size_t n, float p, Rng *rng, const float *x, float *y, floa
 
 void dropout_backward(size_t n, const float *mask, const float *dy, float *dx) {
     for (size_t i = 0; i < n; i++) dx[i] = dy[i] * mask[i];
+}
+
+/* Stochastic depth, torchvision's StochasticDepth(p, "row"): a whole sample kept with
+ * probability 1 - p (and scaled by 1 / (1 - p)) or zeroed. */
+void stochastic_depth_forward(int n, size_t per_sample, float p, Rng *rng, const float *x,
+                              float *y, float *keep) {
+    const float survive = 1.0f - p, scale = survive > 0 ? 1.0f / survive : 0.0f;
+    for (int b = 0; b < n; b++) {
+        keep[b] = rng_uniform(rng) < survive ? scale : 0.0f;
+        const float k = keep[b];
+        const float *xb = x + (size_t)b * per_sample;
+        float *yb = y + (size_t)b * per_sample;
+        OMP_PRAGMA(omp simd)
+        for (size_t i = 0; i < per_sample; i++) yb[i] = xb[i] * k;
+    }
+}
+
+void stochastic_depth_backward(int n, size_t per_sample, const float *keep, const float *dy,
+                               float *dx) {
+    for (int b = 0; b < n; b++) {
+        const float k = keep[b];
+        const float *g = dy + (size_t)b * per_sample;
+        float *d = dx + (size_t)b * per_sample;
+        OMP_PRAGMA(omp simd)
+        for (size_t i = 0; i < per_sample; i++) d[i] = g[i] * k;
+    }
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Channel-wise scale (squeeze-and-excitation)                                           */
+/* ------------------------------------------------------------------------------------ */
+
+void channel_scale_forward(int n, int c, int hw, const float *x, const float *s, float *y) {
+    OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel() && (long)n * c * hw > 65536))
+    for (long row = 0; row < (long)n * c; row++) {
+        const float k = s[row];
+        const float *xr = x + (size_t)row * hw;
+        float *yr = y + (size_t)row * hw;
+        OMP_PRAGMA(omp simd)
+        for (int i = 0; i < hw; i++) yr[i] = xr[i] * k;
+    }
+}
+
+/* ds first (it reads dy), then dx: dx may be dy. */
+void channel_scale_backward(int n, int c, int hw, const float *x, const float *s, const float *dy,
+                            float *dx, float *ds) {
+    OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel() && (long)n * c * hw > 65536))
+    for (long row = 0; row < (long)n * c; row++) {
+        const float *g = dy + (size_t)row * hw;
+        if (ds) {
+            const float *xr = x + (size_t)row * hw;
+            double sum = 0;
+            for (int i = 0; i < hw; i++) sum += (double)g[i] * xr[i];
+            ds[row] = (float)sum;
+        }
+        if (dx) {
+            const float k = s[row];
+            float *d = dx + (size_t)row * hw;
+            OMP_PRAGMA(omp simd)
+            for (int i = 0; i < hw; i++) d[i] = g[i] * k;
+        }
+    }
 }
 
 /* ------------------------------------------------------------------------------------ */

@@ -141,6 +141,17 @@ static int shape_concat(Net *net, int i) {
     return 0;
 }
 
+static int shape_channel_scale(Net *net, int i) {
+    Node *nd = &net->nodes[i];
+    const Node *x = input(net, nd, 0), *s = input(net, nd, 1);
+    if (s->c != x->c || s->h != 1 || s->w != 1) {
+        rn_set_error("%s: cannot scale [%d, %d, %d] by [%d, %d, %d] (expected [%d, 1, 1])",
+                     nd->name, x->c, x->h, x->w, s->c, s->h, s->w, x->c);
+        return -1;
+    }
+    return shape_same(net, i);
+}
+
 /* ------------------------------------------------------------------ input */
 
 static int input_forward(Net *net, int i, int n, int train) { return 0; }
@@ -378,6 +389,57 @@ static void dropout_node_backward(Net *net, int i, const BackwardArgs *a) {
         memcpy(a->dx, nd->dout, sizeof(float) * count);
 }
 
+/* ------------------------------------------------------------------ stochastic depth */
+
+static int stochastic_depth_active(const Net *net, const Node *nd, int train) {
+    return train && nd->stage >= net->first_trainable && nd->p > 0;
+}
+
+/* Off (eval, frozen, p = 0) it is the identity: a copy, or nothing when in place. */
+static int stochastic_depth_node_forward(Net *net, int i, int n, int train) {
+    Node *nd = &net->nodes[i];
+    const float *x = input(net, nd, 0)->out;
+    if (stochastic_depth_active(net, nd, train))
+        stochastic_depth_forward(n, node_numel(nd), nd->p, &net->rng, x, nd->out, nd->save0);
+    else if (x != nd->out)
+        memcpy(nd->out, x, sizeof(float) * n * node_numel(nd));
+    return 0;
+}
+
+static void stochastic_depth_node_backward(Net *net, int i, const BackwardArgs *a) {
+    const Node *nd = &net->nodes[i];
+    if (!a->dx) return;
+    if (stochastic_depth_active(net, nd, a->train))
+        stochastic_depth_backward(a->n, node_numel(nd), nd->save0, nd->dout, a->dx);
+    else if (a->dx != nd->dout)
+        memcpy(a->dx, nd->dout, sizeof(float) * a->n * node_numel(nd));
+}
+
+/* ------------------------------------------------------------------ channel scale */
+
+static int channel_scale_node_forward(Net *net, int i, int n, int train) {
+    const Node *nd = &net->nodes[i];
+    channel_scale_forward(n, nd->c, nd->h * nd->w, input(net, nd, 0)->out, input(net, nd, 1)->out,
+                          nd->out);
+    return 0;
+}
+
+/* The scale's gradient first (it reads dy, which input 0's gradient may overwrite), then
+ * the input's, each through its own target (one scratch). */
+static void channel_scale_node_backward(Net *net, int i, const BackwardArgs *a) {
+    const Node *nd = &net->nodes[i], *s = input(net, nd, 1);
+    const int hw = nd->h * nd->w;
+    if (a->all || s->stage >= net->first_trainable) {
+        float *ds = grad_target(net, i, nd->in[1], a->scratch);
+        channel_scale_backward(a->n, nd->c, hw, a->x, s->out, nd->dout, NULL, ds);
+        grad_done(net, i, nd->in[1], ds, (size_t)a->n * nd->c);
+    }
+    if (a->dx) {
+        channel_scale_backward(a->n, nd->c, hw, a->x, s->out, nd->dout, a->dx, NULL);
+        grad_done(net, i, nd->in[0], a->dx, (size_t)a->n * node_numel(nd));
+    }
+}
+
 /* ------------------------------------------------------------------ concatenation */
 
 static int concat_node_forward(Net *net, int i, int n, int train) {
@@ -454,6 +516,12 @@ const OpDef op_table[] = {
     [OP_SIGMOID] = OP_ACT("sigmoid", sigmoid_forward, sigmoid_backward, 0, 1),
     [OP_ADAPTIVE_AVGPOOL] = OP_ROW("adaptive_avgpool", shape_adaptive_pool, adaptive_pool_forward,
                                    adaptive_pool_backward, 0, 0, 0, 0, 0, 0, FUSE_NONE, SAVE_NONE),
+    [OP_CHANNEL_SCALE] = OP_ROW("channel_scale", shape_channel_scale, channel_scale_node_forward,
+                                channel_scale_node_backward, 1, 0, 1, 1, 0, 0, FUSE_NONE,
+                                SAVE_NONE),
+    [OP_STOCHASTIC_DEPTH] = OP_ROW("stochastic_depth", shape_same, stochastic_depth_node_forward,
+                                   stochastic_depth_node_backward, 0, 0, 1, 0, 0, 1, FUSE_NONE,
+                                   SAVE_SAMPLES),
 };
 STATIC_ASSERT(sizeof op_table / sizeof op_table[0] == OP_COUNT, one_op_table_row_per_OpType);
 

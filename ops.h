@@ -31,8 +31,9 @@ typedef struct {
 /* The part an op can play in an eval-forward fusion group conv -> BN [-> ReLU | -> sum]. */
 typedef enum { FUSE_NONE, FUSE_CONV, FUSE_BN, FUSE_RELU, FUSE_SUM, FUSE_SUM_RELU } FuseRole;
 /* What an op's forward keeps for its backward in save0 (/ save1): nothing, two vectors of
- * channels (batch-norm statistics), or one value per output element (mask, argmax). */
-typedef enum { SAVE_NONE, SAVE_CHANNELS, SAVE_OUTPUT } SaveKind;
+ * channels (batch-norm statistics), one value per output element (mask, argmax), or one
+ * per sample (stochastic depth's factors). */
+typedef enum { SAVE_NONE, SAVE_CHANNELS, SAVE_OUTPUT, SAVE_SAMPLES } SaveKind;
 
 typedef struct {
     const char *name;

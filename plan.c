@@ -410,6 +410,9 @@ int net_plan(Net *net, int batch, int h, int w, int training) {
         } else if (op_of(nd)->saves == SAVE_OUTPUT) {
             s0_off[i] = total;
             total += size[i];
+        } else if (op_of(nd)->saves == SAVE_SAMPLES) {
+            s0_off[i] = total;
+            total += align_up((size_t)batch);
         }
     }
     size_t scratch_off = total, recompute_floats = 0, recompute_conv_floats = 0;

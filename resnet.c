@@ -150,23 +150,28 @@ static void fill_const(Param *p, float v) {
 /* Conv2d(in_c, out_c, k, stride, pad, bias). torchvision's init: weight ~ N(0, 2 / fan_out)
  * (kaiming_normal_, mode="fan_out", relu), fan_out = out_c * k * k; a bias keeps torch's
  * default U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = in_c * k * k. */
-static int conv_add(Net *net, Rng *rng, const char *name, int stage, int in, int in_c, int out_c,
-                    int k, int stride, int pad, int with_bias) {
+static int conv_add_groups(Net *net, Rng *rng, const char *name, int stage, int in, int in_c,
+                           int out_c, int k, int stride, int pad, int groups, int with_bias) {
     int idx = node_add(net, OP_CONV, name, stage, in, -1);
-    ConvSpec s = {in_c, out_c, k, k, stride, pad, 1};
-    int64_t wshape[4] = {out_c, in_c, k, k}, bshape[1] = {out_c};
+    ConvSpec s = {in_c, out_c, k, k, stride, pad, groups};
+    int64_t wshape[4] = {out_c, in_c / groups, k, k}, bshape[1] = {out_c};
     int w = param_add(net, name, "weight", 4, wshape, 0, stage);
     fill_normal(&net->params[w], sqrtf(2.0f / (float)(out_c * k * k)), rng);
     int b = -1;
     if (with_bias) {
         b = param_add(net, name, "bias", 1, bshape, 0, stage);
-        fill_uniform(&net->params[b], 1.0f / sqrtf((float)(in_c * k * k)), rng);
+        fill_uniform(&net->params[b], 1.0f / sqrtf((float)(in_c / groups * k * k)), rng);
     }
     Node *nd = &net->nodes[idx];
     nd->conv = s;
     nd->weight = w;
     nd->bias = b;
     return idx;
+}
+
+static int conv_add(Net *net, Rng *rng, const char *name, int stage, int in, int in_c, int out_c,
+                    int k, int stride, int pad, int with_bias) {
+    return conv_add_groups(net, rng, name, stage, in, in_c, out_c, k, stride, pad, 1, with_bias);
 }
 
 /* torch.nn.BatchNorm2d / BatchNorm1d defaults */
@@ -494,6 +499,109 @@ static int build_keras_resnet50(Net *net, const ArchSpec *a, Rng *rng) {
     return c;
 }
 
+/* ------------------------------------------------------------------ EfficientNet */
+
+/* One stage of torchvision's EfficientNet-B0 (MBConvConfig): expansion ratio, depthwise
+ * kernel, the first block's stride, channels in and out, blocks. */
+typedef struct {
+    int expand, kernel, stride, in_c, out_c, blocks;
+} MBConvStage;
+
+static const MBConvStage efficientnet_b0_stages[7] = {
+    {1, 3, 1, 32, 16, 1},  {6, 3, 2, 16, 24, 2},   {6, 5, 2, 24, 40, 2},  {6, 3, 2, 40, 80, 3},
+    {6, 5, 1, 80, 112, 3}, {6, 5, 2, 112, 192, 4}, {6, 3, 1, 192, 320, 1},
+};
+
+/* torchvision's Conv2dNormActivation named p: p.0 Conv2d(k, stride, padding (k - 1) / 2,
+ * groups, no bias), p.1 BatchNorm2d (torch's defaults, as efficientnet_b0 uses), p.2 SiLU
+ * unless silu is 0. */
+static int conv_bn_act(Net *net, Rng *rng, const char *p, int stage, int x, int in_c, int out_c,
+                       int k, int stride, int groups, int silu) {
+    char n1[RN_NAME_MAX];
+    join_name(n1, p, "0");
+    int y = conv_add_groups(net, rng, n1, stage, x, in_c, out_c, k, stride, (k - 1) / 2, groups, 0);
+    join_name(n1, p, "1");
+    y = bn_add(net, n1, stage, y, out_c, BN_EPS, BN_MOMENTUM);
+    return silu ? simple_add(net, OP_SILU, p, "2", stage, y) : y;
+}
+
+/* torchvision's SqueezeExcitation named p on x [c, h, w]:
+ *   p = x * sigmoid(fc2(silu(fc1(avgpool(x)))))
+ * fc1 and fc2 1x1 convs with bias (c -> squeeze -> c), initialised to zero as EfficientNet
+ * does. The node named p is the channel scale, the module's output. */
+static int squeeze_excitation(Net *net, Rng *rng, const char *p, int stage, int x, int c,
+                              int squeeze) {
+    char name[RN_NAME_MAX];
+    int s = simple_add(net, OP_GAP, p, "avgpool", stage, x);
+    join_name(name, p, "fc1");
+    s = conv_add(net, rng, name, stage, s, c, squeeze, 1, 1, 0, 1);
+    fill_const(&net->params[net->nodes[s].bias], 0.0f);
+    s = simple_add(net, OP_SILU, p, "activation", stage, s);
+    join_name(name, p, "fc2");
+    s = conv_add(net, rng, name, stage, s, squeeze, c, 1, 1, 0, 1);
+    fill_const(&net->params[net->nodes[s].bias], 0.0f);
+    s = simple_add(net, OP_SIGMOID, p, "scale_activation", stage, s);
+    return node_add(net, OP_CHANNEL_SCALE, p, stage, x, s);
+}
+
+/* torchvision's MBConv named p (block.K numbered as its Sequential):
+ *   [expand 1x1 conv-BN-SiLU when expand > 1], depthwise kxk conv-BN-SiLU (the stride),
+ *   squeeze-and-excitation (squeeze = max(1, in_c / 4)), project 1x1 conv-BN;
+ *   with stride 1 and in_c == out_c: p = stochastic_depth(that) + x, the node named p. */
+static int mbconv(Net *net, Rng *rng, const char *p, int stage, int x, const MBConvStage *cfg,
+                  int in_c, int stride, float sd_prob) {
+    char name[RN_NAME_MAX], part[16];
+    const int mid = in_c * cfg->expand;
+    int k = 0, y = x;
+    if (mid != in_c) {
+        snprintf(part, sizeof part, "block.%d", k++);
+        join_name(name, p, part);
+        y = conv_bn_act(net, rng, name, stage, y, in_c, mid, 1, 1, 1, 1);
+    }
+    snprintf(part, sizeof part, "block.%d", k++);
+    join_name(name, p, part);
+    y = conv_bn_act(net, rng, name, stage, y, mid, mid, cfg->kernel, stride, mid, 1);
+    snprintf(part, sizeof part, "block.%d", k++);
+    join_name(name, p, part);
+    y = squeeze_excitation(net, rng, name, stage, y, mid, in_c / 4 > 1 ? in_c / 4 : 1);
+    snprintf(part, sizeof part, "block.%d", k++);
+    join_name(name, p, part);
+    y = conv_bn_act(net, rng, name, stage, y, mid, cfg->out_c, 1, 1, 1, 0);
+    if (stride != 1 || in_c != cfg->out_c) return y;
+    y = simple_add(net, OP_STOCHASTIC_DEPTH, p, "stochastic_depth", stage, y);
+    net->nodes[y].p = sd_prob;
+    return node_add(net, OP_ADD, p, stage, y, x);
+}
+
+/* torchvision's efficientnet_b0: features.0 3x3/2 conv-BN-SiLU to 32; features.1..7 the
+ * MBConv stages; features.8 1x1 conv-BN-SiLU to 1280 (the feature map). Block b of the 16
+ * drops its residual branch with probability 0.2 * b / 16 in training. Groups: features.0
+ * .. features.8. */
+static int build_efficientnet(Net *net, const ArchSpec *a, Rng *rng) {
+    const MBConvStage *st = efficientnet_b0_stages;
+    const float stochastic_depth_prob = 0.2f;
+    int total = 0, block_id = 0;
+    for (int l = 0; l < 7; l++) total += st[l].blocks;
+    char p[RN_NAME_MAX];
+    int x = conv_bn_act(net, rng, "features.0", group_add(net, "features.0"), 0, 3, st[0].in_c, 3,
+                        2, 1, 1);
+    for (int l = 0; l < 7; l++) {
+        snprintf(p, sizeof p, "features.%d", l + 1);
+        int g = group_add(net, p);
+        for (int b = 0; b < st[l].blocks; b++, block_id++) {
+            snprintf(p, sizeof p, "features.%d.%d", l + 1, b);
+            float sd = (float)(stochastic_depth_prob * (double)block_id / total);
+            x = mbconv(net, rng, p, g, x, &st[l], b ? st[l].out_c : st[l].in_c,
+                       b ? 1 : st[l].stride, sd);
+        }
+    }
+    x = conv_bn_act(net, rng, "features.8", group_add(net, "features.8"), x, st[6].out_c, 1280, 1,
+                    1, 1, 1);
+    net->feature_node = x;
+    (void)a;
+    return 1280;
+}
+
 /* The registry: every architecture resnet_create builds, with the preprocessing its
  * published weights expect (ImageNet weights: torchvision's convention at 224 px with a
  * 0.875 centre crop; the CIFAR ones: 32 px, no crop). */
@@ -586,6 +694,18 @@ static const ArchSpec archs[] = {
      "caffe",
      224,
      1.0f},
+    {"efficientnet_b0",
+     "efficientnet",
+     {0, 0, 0, 0},
+     0,
+     build_efficientnet,
+     "classifier.1",
+     "torchvision",
+     224,
+     0.875f,
+     NULL,
+     0.2f,
+     "classifier.0"},
 };
 #define N_ARCHS ((int)(sizeof archs / sizeof archs[0]))
 
@@ -726,10 +846,11 @@ static int check_classes(int num_classes) {
  * "avgpool", or what the architecture's pool hook made (VGG's classifier.5); inception
  * reads the map itself. */
 static void head_attach(Net *net, Rng *rng, const HeadSpec *head, int x, int c,
-                        const ArchSpec *arch, const char *linear_name) {
+                        const ArchSpec *a) {
     const int inception = head && head->type == HEAD_INCEPTION;
-    if (!inception && arch && arch->pool) {
-        c = arch->pool(net, rng, x, c);
+    const char *linear_name = a ? a->classifier : "fc";
+    if (!inception && a && a->pool) {
+        c = a->pool(net, rng, x, c);
         x = net->pooled_node;
     }
     int g = group_add(net, "head");
@@ -739,6 +860,10 @@ static void head_attach(Net *net, Rng *rng, const HeadSpec *head, int x, int c,
         head_build(net, rng, head, x, c, net->num_classes, linear_name);
     } else {
         net->pooled_node = x = node_add(net, OP_GAP, "avgpool", g, x, -1);
+        if (a && a->dropout > 0 && (!head || head->type == HEAD_LINEAR)) {
+            x = node_add(net, OP_DROPOUT, a->dropout_name, g, x, -1);
+            net->nodes[x].p = a->dropout;
+        }
         head_build(net, rng, head, x, c, net->num_classes, linear_name);
     }
 }
@@ -763,7 +888,7 @@ static Net *create_net(const char *arch, int num_classes, const HeadSpec *head, 
         net_free(net);
         return NULL;
     }
-    head_attach(net, &rng, head, net->feature_node, c, a, a->classifier);
+    head_attach(net, &rng, head, net->feature_node, c, a);
     return net;
 }
 
@@ -786,7 +911,7 @@ Net *head_create(int c, int h, int w, int num_classes, const HeadSpec *head, uin
     rng_seed(&rng, seed);
     /* pooling a [c, 1, 1] input is a copy; it lets the same head take feature maps */
     net->feature_node = node_add(net, OP_INPUT, "input", 0, -1, -1);
-    head_attach(net, &rng, head, net->feature_node, c, NULL, "fc");
+    head_attach(net, &rng, head, net->feature_node, c, NULL);
     return net;
 }
 

@@ -286,6 +286,19 @@ void linear_backward_ref(int n, int in, int out, const float *x, const float *we
 void dropout_forward(size_t n, float p, Rng *rng, const float *x, float *y, float *mask);
 void dropout_backward(size_t n, const float *mask, const float *dy, float *dx);
 
+/* Stochastic depth, torchvision's StochasticDepth(p, "row"): per sample b of per_sample
+ * values, keep[b] = 1 / (1 - p) with probability 1 - p (drawn from rng), else 0, and
+ * y = x * keep[b]. Backward dx = dy * keep[b] (dx may be dy). */
+void stochastic_depth_forward(int n, size_t per_sample, float p, Rng *rng, const float *x,
+                              float *y, float *keep);
+void stochastic_depth_backward(int n, size_t per_sample, const float *keep, const float *dy,
+                               float *dx);
+/* Channel-wise scale, squeeze-and-excitation's last step: y[b, c, :] = x[b, c, :] * s[b, c].
+ * Backward: dx = dy * s (may be dy), ds[b, c] = sum over the plane of dy * x; either NULL. */
+void channel_scale_forward(int n, int c, int hw, const float *x, const float *s, float *y);
+void channel_scale_backward(int n, int c, int hw, const float *x, const float *s, const float *dy,
+                            float *dx, float *ds);
+
 /* Option-A shortcut of the CIFAR ResNets: y = zero-pad channels of x[:, :, ::stride, ::stride]
  * with (out_c - in_c) / 2 zero channels on each side (stride 1 with in_c == out_c: copy). */
 void shortcut_a_forward(int n, int in_c, int h, int w, int out_c, int stride, const float *x,
@@ -345,6 +358,8 @@ typedef enum {
     OP_SILU,    /* x * sigmoid(x) */
     OP_SIGMOID,
     OP_ADAPTIVE_AVGPOOL, /* to a Node.k x Node.k grid */
+    OP_CHANNEL_SCALE,    /* in[0] [c, h, w] times in[1] [c, 1, 1] per channel */
+    OP_STOCHASTIC_DEPTH, /* Node.p: whole samples dropped in training */
     OP_COUNT
 } OpType;
 const char *op_name(OpType op); /* "conv", "bn", ... */
@@ -390,13 +405,14 @@ typedef struct {
     ConvSpec conv;               /* OP_CONV; OP_SHORTCUT_A uses in_c and out_c */
     int k, stride, pad;          /* OP_MAXPOOL; OP_SHORTCUT_A uses stride; OP_ADAPTIVE_AVGPOOL:
                                  the output grid k x k */
-    float p;                     /* OP_DROPOUT */
+    float p;                     /* OP_DROPOUT, OP_STOCHASTIC_DEPTH */
     float eps, momentum;         /* OP_BN */
     int weight, bias, mean, var; /* parameter indices, -1 when absent */
     float *out, *dout;           /* [batch, c, h, w], placed by the plan; dout only when the
                                  plan trains */
     float *save0, *save1;        /* BN: mean/invstd (train forward) or the folded scale/shift
-                                 (eval forward); DROPOUT: mask; MAXPOOL: argmax (int32) */
+                                 (eval forward); DROPOUT: mask; MAXPOOL: argmax (int32);
+                                 STOCHASTIC_DEPTH: each sample's factor */
 } Node;
 
 /* The planner's state (plan.c), private: what the plan decided for one node ... */
@@ -498,7 +514,7 @@ typedef struct Net {
 typedef struct ArchSpec {
     const char *name;   /* --arch value */
     const char *family; /* "resnet" (torchvision v1.5), "cifar_resnet" (option A), "vgg",
-                           "keras_resnet" (Keras' ResNet50 v1) */
+                           "keras_resnet" (Keras' ResNet50 v1), "efficientnet" (torchvision's) */
     int blocks[4];      /* blocks per stage (CIFAR: 3 stages) */
     int bottleneck;     /* Bottleneck blocks (expansion 4) instead of BasicBlock */
     /* Adds the backbone after the input node: declares the freeze groups before the head,
@@ -513,6 +529,8 @@ typedef struct ArchSpec {
      * classifier.0-5, 4096). NULL: a global average pool "avgpool" in the head's group.
      * An inception head reads the feature map and skips it. */
     int (*pool)(Net *net, Rng *rng, int x, int c);
+    float dropout;            /* Dropout before the plain linear classifier (0: none), */
+    const char *dropout_name; /*   e.g. EfficientNet's classifier.0 */
 } ArchSpec;
 int arch_count(void);
 const ArchSpec *arch_at(int i);

@@ -163,6 +163,15 @@ static void test_conv_fast_matches_reference(void) {
          * scalar heads and tails */
         {{4, 6, 1, 1, 2, 0}, 2, 9, 75},  /* downsample 1x1 s2 */
         {{3, 4, 7, 7, 2, 3}, 1, 10, 70}, /* stem 7x7 s2 p3 */
+        /* depthwise (groups = channels), the direct kernel: full vectors and partial tails,
+         * stride 2 by the even-column gather, other strides scalar, a 1x1 input */
+        {{5, 5, 3, 3, 1, 1, 5}, 2, 37, 35},
+        {{5, 5, 5, 5, 1, 2, 5}, 2, 19, 40},
+        {{5, 5, 3, 3, 2, 1, 5}, 2, 38, 71},
+        {{5, 5, 5, 5, 2, 2, 5}, 2, 35, 35},
+        {{4, 4, 3, 3, 3, 1, 4}, 2, 13, 13},
+        {{3, 3, 3, 3, 1, 1, 3}, 2, 1, 1},
+        {{3, 3, 5, 5, 2, 2, 3}, 3, 2, 3},
     };
     for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
         const ConvSpec *s = &shapes[t].s;
@@ -170,7 +179,7 @@ static void test_conv_fast_matches_reference(void) {
         int oh = conv_out_size(h, s->kh, s->stride, s->pad);
         int ow = conv_out_size(w, s->kw, s->stride, s->pad);
         size_t nx = (size_t)n * s->in_c * h * w, ny = (size_t)n * s->out_c * oh * ow;
-        size_t nw = (size_t)s->out_c * s->in_c * s->kh * s->kw;
+        size_t nw = (size_t)s->out_c * (s->in_c / (s->groups > 1 ? s->groups : 1)) * s->kh * s->kw;
         float *x = tensor(nx, 10 + t, 1.0f), *wt = tensor(nw, 20 + t, 0.3f);
         float *bias = tensor(s->out_c, 30 + t, 0.5f), *dy = tensor(ny, 40 + t, 1.0f);
         float *y_ref = rn_alloc(ny * 4), *y = rn_alloc(ny * 4);
@@ -241,6 +250,8 @@ static void test_conv_fused_epilogue(void) {
         {{6, 8, 3, 3, 2, 1}, 1, 9, 9},   /* a single image */
         {{4, 6, 3, 3, 1, 1}, 2, 37, 29}, /* several im2col chunks, the epilogue per chunk */
         {{4, 6, 1, 1, 1, 0}, 2, 30, 25}, /* 1x1 in two chunks */
+        {{6, 6, 3, 3, 1, 1, 6}, 2, 20, 21}, /* depthwise: the epilogue per plane */
+        {{6, 6, 5, 5, 2, 2, 6}, 2, 23, 40},
     };
     for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
         const ConvSpec *s = &shapes[t].s;
@@ -958,6 +969,8 @@ static void test_conv_grouped(void) {
         {4, 4, 3, 3, 2, 1, 4},
         {6, 6, 1, 1, 1, 0, 3},
         {3, 6, 5, 5, 1, 2, 3},
+        {3, 3, 5, 5, 2, 2, 3}, /* depthwise 5x5 stride 2 */
+        {2, 2, 3, 3, 1, 0, 2}, /* depthwise without padding */
     };
     for (int fast = 0; fast <= 1; fast++)
         for (size_t t = 0; t < sizeof specs / sizeof specs[0]; t++) {
@@ -1096,6 +1109,81 @@ static void test_silu_sigmoid(void) {
     rn_free(dx);
 }
 
+/* Channel scale (squeeze-and-excitation): values by hand, both gradients against finite
+ * differences, dx in place over dy. */
+typedef struct {
+    int n, c, hw;
+    float *x, *s, *y;
+    const float *r;
+} ScaleCase;
+
+static double scale_loss(void *ctx) {
+    ScaleCase *k = ctx;
+    channel_scale_forward(k->n, k->c, k->hw, k->x, k->s, k->y);
+    return project(k->y, k->r, (size_t)k->n * k->c * k->hw);
+}
+
+static void test_channel_scale(void) {
+    const int n = 2, c = 3, hw = 5;
+    const size_t count = (size_t)n * c * hw, nc = (size_t)n * c;
+    float *x = tensor(count, 81, 2.0f), *sc = tensor(nc, 82, 1.5f), *r = tensor(count, 83, 1.0f);
+    float *y = rn_alloc(count * 4), *dx = rn_alloc(count * 4), *ds = rn_alloc(nc * 4);
+    channel_scale_forward(n, c, hw, x, sc, y);
+    for (size_t i = 0; i < count; i++) CHECK(y[i] == x[i] * sc[i / hw]);
+    channel_scale_backward(n, c, hw, x, sc, r, dx, ds);
+    ScaleCase k = {n, c, hw, x, sc, y, r};
+    CHECK_GRAD(x, count, dx, scale_loss, &k, 1e-2f, 1e-3);
+    CHECK_GRAD(sc, nc, ds, scale_loss, &k, 1e-2f, 1e-3);
+    float *g = copy_of(r, count), *ds2 = rn_alloc(nc * 4);
+    channel_scale_backward(n, c, hw, x, sc, g, g, ds2); /* dx over dy */
+    CHECK(memcmp(g, dx, count * 4) == 0 && memcmp(ds2, ds, nc * 4) == 0);
+    rn_free(x);
+    rn_free(sc);
+    rn_free(r);
+    rn_free(y);
+    rn_free(dx);
+    rn_free(ds);
+    rn_free(g);
+    rn_free(ds2);
+}
+
+/* Stochastic depth: each sample whole, kept (times 1 / (1 - p)) or zeroed, at about the rate
+ * 1 - p; the same seed, the same draws; backward scales dy by the same factors. */
+static void test_stochastic_depth(void) {
+    const int n = 400, per = 6;
+    const float p = 0.3f;
+    const size_t count = (size_t)n * per;
+    float *x = tensor(count, 91, 1.0f), *y = rn_alloc(count * 4), *keep = rn_alloc(n * 4);
+    float *y2 = rn_alloc(count * 4), *keep2 = rn_alloc(n * 4), *dx = rn_alloc(count * 4);
+    Rng rng, rng2;
+    rng_seed(&rng, 5);
+    rng_seed(&rng2, 5);
+    stochastic_depth_forward(n, per, p, &rng, x, y, keep);
+    stochastic_depth_forward(n, per, p, &rng2, x, y2, keep2);
+    CHECK(memcmp(y, y2, count * 4) == 0 && memcmp(keep, keep2, n * 4) == 0);
+    int kept = 0;
+    for (int b = 0; b < n; b++) {
+        CHECK(keep[b] == 0.0f || keep[b] == 1.0f / (1.0f - p));
+        kept += keep[b] != 0;
+        for (int i = 0; i < per; i++)
+            CHECK(y[(size_t)b * per + i] == x[(size_t)b * per + i] * keep[b]);
+    }
+    CHECK_MSG(kept > 0.6 * n && kept < 0.8 * n, "kept %d of %d at p = 0.3", kept, n);
+    stochastic_depth_backward(n, per, keep, x, dx);
+    CHECK(memcmp(dx, y, count * 4) == 0);
+    stochastic_depth_forward(n, per, 0.0f, &rng, x, y, keep); /* p = 0: the identity */
+    CHECK(memcmp(y, x, count * 4) == 0);
+    memcpy(y2, x, count * 4); /* in place */
+    stochastic_depth_backward(n, per, keep, y2, y2);
+    CHECK(memcmp(y2, x, count * 4) == 0);
+    rn_free(x);
+    rn_free(y);
+    rn_free(keep);
+    rn_free(y2);
+    rn_free(keep2);
+    rn_free(dx);
+}
+
 int main(void) {
     RUN(test_conv_by_hand);
     RUN(test_conv_gradients);
@@ -1120,5 +1208,7 @@ int main(void) {
     RUN(test_add_and_concat);
     RUN(test_relu_affine);
     RUN(test_silu_sigmoid);
+    RUN(test_channel_scale);
+    RUN(test_stochastic_depth);
     return test_summary();
 }

@@ -1,13 +1,14 @@
-/* tools/bench.c - speed of the hot paths: sgemm on ResNet-50 shapes, ResNet-50 inference
- * and training steps, against the machine's measured FMA peak.
+/* tools/bench.c - speed of the hot paths: sgemm on ResNet-50 shapes, ResNet-50 and
+ * EfficientNet-B0 inference and training steps, against the machine's measured FMA peak.
  *
  *   bench [config] [threads]      one configuration at one thread count
  *   bench list                    the configuration names
  *   bench info                    the SIMD kernel and thread count
  *
  * config: peak | gemm | infer224b1 | infer224b8 | infer96b32 | train96b32 |
- * train96b32keep (net->low_memory = 0) | train224b8 | all (default: every configuration at
- * 1 and 2 threads). Each measurement prints a
+ * train96b32keep (net->low_memory = 0) | train224b8 (ResNet-50) | infer224b1_effb0 |
+ * infer224b8_effb0 | train96b32_effb0 (EfficientNet-B0) | all (default: every configuration
+ * at 1 and 2 threads). Each measurement prints a
  * human-readable line and a machine-readable one for tools/bench.sh:
  *   RESULT <config> threads=<t> rate=<x> unit=<img/s|GFLOP/s> gflops=<g> peak=<%> rss_mb=<m>
  * Times are medians of several repeats after a warm-up. FLOPs count the convolutions and
@@ -142,7 +143,9 @@ static void bench_gemm(int threads, double peak) {
 /* Convolution and linear FLOPs of one forward pass over the planned batch. */
 /* FLOPs of one conv node's forward over the planned batch. */
 static double conv_flops(const Net *net, const Node *nd) {
-    return 2.0 * net->batch * nd->c * nd->h * nd->w * nd->conv.in_c * nd->conv.kh * nd->conv.kw;
+    const int groups = nd->conv.groups > 1 ? nd->conv.groups : 1;
+    return 2.0 * net->batch * nd->c * nd->h * nd->w * (nd->conv.in_c / groups) * nd->conv.kh *
+           nd->conv.kw;
 }
 
 static double forward_flops(const Net *net) {
@@ -189,10 +192,24 @@ static void train_step(void *p) {
  * and the convolutions' GFLOP/s inside the network (the kernel figures that matter). A
  * conv's backward does the weight gradient and, except for the stem, the input gradient:
  * twice the forward FLOPs. */
-enum { K_CONV1, K_CONV3, K_WINO, K_CONV7, K_BN, K_RELU, K_ADD, K_POOL, K_LINEAR, K_OTHER, K_COUNT };
+enum {
+    K_CONV1,
+    K_CONV3,
+    K_WINO,
+    K_CONV7,
+    K_DW,
+    K_BN,
+    K_RELU,
+    K_ACT,
+    K_ADD,
+    K_POOL,
+    K_LINEAR,
+    K_OTHER,
+    K_COUNT
+};
 static const char *kind_names[K_COUNT] = {
-    "conv 1x1", "conv 3x3",     "conv 3x3 Winograd", "conv 7x7 (stem)", "batch norm",
-    "relu",     "residual add", "pooling",           "linear",          "other"};
+    "conv 1x1", "conv 3x3", "conv 3x3 Winograd", "conv 7x7 (stem)", "conv depthwise", "batch norm",
+    "relu",     "silu/sigmoid", "residual add",  "pooling",         "linear",         "other"};
 
 /* Winograd convs have their own line: their GFLOP/s count the direct convolution's FLOPs
  * (an effective rate, which can pass the FMA peak), so they are kept apart from the GEMM
@@ -201,9 +218,12 @@ static int node_kind(const Net *net, const Node *nd) {
     switch (nd->op) {
     case OP_CONV:
         if (net->plan.nodes[nd - net->nodes].wino_u && net->winograd) return K_WINO;
+        if (nd->conv.groups > 1) return K_DW;
         return nd->conv.kh == 1 ? K_CONV1 : nd->conv.kh == 3 ? K_CONV3 : K_CONV7;
     case OP_BN: return K_BN;
     case OP_RELU: return K_RELU;
+    case OP_SILU:
+    case OP_SIGMOID: return K_ACT;
     case OP_ADD:
     case OP_ADD_RELU: return K_ADD;
     case OP_MAXPOOL:
@@ -217,11 +237,11 @@ static int node_kind(const Net *net, const Node *nd) {
 static void profile_net(const char *config, int threads, NetCtx *c, Net *net, int train,
                         double peak);
 
-static int bench_net(const char *config, int train, int size, int batch, int keep_outputs,
-                     int threads, double peak) {
+static int bench_net(const char *config, const char *arch, int train, int size, int batch,
+                     int keep_outputs, int threads, double peak) {
     NetCtx c = {0};
     c.batch = batch;
-    c.net = resnet_create("resnet50", 1000, NULL, 1);
+    c.net = resnet_create(arch, 1000, NULL, 1);
     if (c.net && keep_outputs) c.net->low_memory = 0; /* else the library's default plan */
     if (c.net && getenv("BENCH_WINOGRAD")) c.net->winograd = atoi(getenv("BENCH_WINOGRAD"));
     if (!c.net || net_plan(c.net, batch, size, size, train) != 0) {
@@ -336,12 +356,19 @@ static void profile_net(const char *config, int threads, NetCtx *c, Net *net, in
 /* keep_outputs: a training plan that keeps every conv output (net->low_memory = 0); the
  * others run the library's default plan. */
 typedef struct {
-    const char *name;
+    const char *name, *arch;
     int train, size, batch, keep_outputs;
 } NetConfig;
 static const NetConfig net_configs[] = {
-    {"infer224b1", 0, 224, 1, 0}, {"infer224b8", 0, 224, 8, 0},     {"infer96b32", 0, 96, 32, 0},
-    {"train96b32", 1, 96, 32, 0}, {"train96b32keep", 1, 96, 32, 1}, {"train224b8", 1, 224, 8, 0},
+    {"infer224b1", "resnet50", 0, 224, 1, 0},
+    {"infer224b8", "resnet50", 0, 224, 8, 0},
+    {"infer96b32", "resnet50", 0, 96, 32, 0},
+    {"train96b32", "resnet50", 1, 96, 32, 0},
+    {"train96b32keep", "resnet50", 1, 96, 32, 1},
+    {"train224b8", "resnet50", 1, 224, 8, 0},
+    {"infer224b1_effb0", "efficientnet_b0", 0, 224, 1, 0},
+    {"infer224b8_effb0", "efficientnet_b0", 0, 224, 8, 0},
+    {"train96b32_effb0", "efficientnet_b0", 1, 96, 32, 0},
 };
 #define N_NET_CONFIGS ((int)(sizeof net_configs / sizeof net_configs[0]))
 
@@ -363,8 +390,9 @@ static int run_config(const char *config, int threads) {
         bench_gemm(threads, peak);
         return 0;
     }
-    return bench_net(config, net_configs[net].train, net_configs[net].size, net_configs[net].batch,
-                     net_configs[net].keep_outputs, threads, peak);
+    const NetConfig *nc = &net_configs[net];
+    return bench_net(config, nc->arch, nc->train, nc->size, nc->batch, nc->keep_outputs, threads,
+                     peak);
 }
 
 int main(int argc, char **argv) {

@@ -3,10 +3,11 @@
 
     python3 tools/bench_torch.py CONFIG THREADS
 
-CONFIG: gemm | infer224b1 | infer224b8 | infer96b32 | train96b32 | train224b8.
+CONFIG: gemm | infer224b1 | infer224b8 | infer96b32 | train96b32 | train224b8 (ResNet-50) |
+infer224b1_effb0 | infer224b8_effb0 | train96b32_effb0 (EfficientNet-B0).
 Inference runs eager (eval mode, no_grad), then torch.jit.trace +
 torch.jit.optimize_for_inference (frozen, batch norm folded); training runs eager
-channels_last ResNet-50 with cross-entropy and Adam. Times are medians after warm-up.
+channels_last with cross-entropy and Adam. Times are medians after warm-up.
 Prints lines
     RESULT <config> threads=<t> rate=<x> unit=<img/s|GFLOP/s> gflops=<g> peak=0 rss_mb=<m>
         [mode=eager|jit]
@@ -30,6 +31,8 @@ NETS = {  # name: (train, size, batch)
     "infer96b32": (False, 96, 32), "train96b32": (True, 96, 32),
     "train96b32keep": (True, 96, 32),  # PyTorch has no such mode: the same run
     "train224b8": (True, 224, 8),
+    "infer224b1_effb0": (False, 224, 1), "infer224b8_effb0": (False, 224, 8),
+    "train96b32_effb0": (True, 96, 32),
 }
 
 
@@ -100,7 +103,8 @@ def forward_flops(model, x):
 def bench_net(config, threads):
     train, size, batch = NETS[config]
     torch.manual_seed(1)
-    model = torchvision.models.resnet50(num_classes=1000)
+    arch = "efficientnet_b0" if config.endswith("_effb0") else "resnet50"
+    model = getattr(torchvision.models, arch)(num_classes=1000)
     x = torch.rand(batch, 3, size, size) * 4 - 2
     labels = torch.arange(batch) * 37 % 1000
     flops = forward_flops(model.eval(), x)

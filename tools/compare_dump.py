@@ -52,7 +52,8 @@ def read_safetensors(path):
 
 
 def build(arch, weights):
-    classes = weights.get("fc.weight", weights.get("linear.weight"))
+    classes = next((weights[n] for n in ("fc.weight", "linear.weight", "classifier.1.weight")
+                    if n in weights), None)
     k = classes.shape[0] if classes is not None else 1000
     if arch.startswith("cifar_resnet"):
         model = CifarResNet((int(arch[len("cifar_resnet"):]) - 2) // 6, k)

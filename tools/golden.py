@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """golden.py - PyTorch reference values for tests/test_golden.c.
 
-Builds torchvision's resnet50 and the CIFAR resnet20 (akamaster's option-A topology),
-fills EVERY parameter and buffer from the counter-based hash generator that util.c's
+Builds torchvision's resnet50, efficientnet_b0 and the CIFAR resnet20 (akamaster's
+option-A topology), fills EVERY parameter and buffer from the counter-based hash generator that util.c's
 hash_fill reproduces bit for bit, runs a few training steps and an eval forward, and
-writes what happened as text: tests/fixtures/golden_resnet50.txt, golden_cifar20.txt.
+writes what happened as text: tests/fixtures/golden_resnet50.txt, golden_cifar20.txt,
+golden_efficientnet_b0.txt.
 
     /usr/bin/python3 tools/golden.py                  # (re)write both fixtures
     /usr/bin/python3 tools/golden.py --check FIXTURE  # regenerate in memory and compare;
@@ -19,7 +20,8 @@ The recipe (tests/test_golden.c implements the same one):
     running_mean                   0.1, 0
     conv weight [o, i, kh, kw]     sqrt(6 / (i*kh*kw)), 0
     linear weight [o, i]           1 / sqrt(i), 0
-    "*bn3.weight" (gamma of a bottleneck's last BN) 0.02, 0.2
+    "*bn3.weight" (gamma of a bottleneck's last BN), "*.block.2.1.weight" /
+    "*.block.3.1.weight" (an MBConv's projection BN)  0.02, 0.2
     other 1-d "*.weight" (BN gamma) 0.1, 1.0
     other 1-d (biases, BN beta)    0.1, 0
     num_batches_tracked            left at 0
@@ -32,7 +34,9 @@ The recipe (tests/test_golden.c implements the same one):
   loss       CrossEntropyLoss(weight = w, label_smoothing = 0.1), w[k] = 0.5 + 0.1 k
   training   model.train(); for 3 steps: zero grads, forward, loss, backward, optimizer
              step (resnet50: SGD lr 0.01, momentum 0.9, Nesterov, weight_decay 1e-4;
-             resnet20: Adam lr 1e-3, weight_decay 1e-4). BN momentum 0.1, eps 1e-5.
+             resnet20: Adam lr 1e-3, weight_decay 1e-4; efficientnet_b0 as resnet50 with
+             lr 1e-3, stochastic depth and dropout p = 0: with lr 0.01 its three steps move
+             torch's own float32 run from its float64 one by 3e-3). BN momentum 0.1, eps 1e-5.
   then       model.eval() forward of the same input.
 
 Fixture lines ("%.9g" numbers; names are state_dict names):
@@ -50,9 +54,12 @@ Fixture lines ("%.9g" numbers; names are state_dict names):
   delta NAME INDEX V                p_after - p_initial (in double) at the same indices
   deltamax NAME V / deltanorm NAME V  max |p_after - p_initial|, || p_after - p_initial ||
   bn NAME INDEX V                   sampled running_mean / running_var after the steps
+  vanishing NAME                    a parameter whose gradient is zero in exact arithmetic
+                                    (no grad or delta lines for it)
   eval_logits V...                  eval-mode logits after the steps
 
-Layer-dump fixtures (golden_dump_resnet18.txt, golden_dump_cifar20.txt) hold what PyTorch's
+Layer-dump fixtures (golden_dump_resnet18.txt, golden_dump_cifar20.txt,
+golden_dump_efficientnet_b0.txt) hold what PyTorch's
 forward hooks see in an eval forward of the freshly filled model: for every module call
 (the n-th call of a module used n times, like torchvision's block ReLU, is "NAME.n-1"),
   config dump ARCH CLASSES BATCH SIZE BASE_SEED INPUT_SEED
@@ -63,6 +70,7 @@ tests/test_golden.c holds infer's layer dumps (net_dump_forward) to them by name
 import argparse
 import math
 import os
+import re
 import sys
 
 import torch
@@ -93,6 +101,7 @@ CONFIGS = {
     # 512 values 49 times (the repeated 1x1 map): at 0.01 the loss jumps to 15 at step 2
     # and C and torch end 1% apart; at 0.001 it falls 2.28, 1.41, 0.90 and they agree
     "vgg16_bn": ("vgg16_bn", 10, 2, 32, "sgd", 0.001, 1e-4, 0.9, 1),
+    "efficientnet_b0": ("efficientnet_b0", 10, 2, 64, "sgd", 1e-3, 1e-4, 0.9, 1),
 }
 
 
@@ -100,6 +109,7 @@ CONFIGS = {
 DUMP_CONFIGS = {
     "dump_resnet18": ("resnet18", 10, 2, 64),
     "dump_cifar20": ("cifar_resnet20", 10, 2, 32),
+    "dump_efficientnet_b0": ("efficientnet_b0", 10, 2, 64),
 }
 
 
@@ -146,7 +156,7 @@ def recipe(name, shape):
         return math.sqrt(6.0 / (shape[1] * shape[2] * shape[3])), 0.0
     if len(shape) == 2:
         return 1.0 / math.sqrt(shape[1]), 0.0
-    if name.endswith("bn3.weight"):
+    if name.endswith("bn3.weight") or re.search(r"\.block\.[23]\.1\.weight$", name):
         return 0.02, 0.2
     if name.endswith(".weight"):
         return 0.1, 1.0
@@ -241,6 +251,10 @@ def build(key):
         return build_vgg(arch, classes)
     if arch in ("resnet18", "resnet50"):
         return getattr(torchvision.models, arch)(num_classes=classes)
+    if arch == "efficientnet_b0":  # stochastic depth and dropout off: deterministic
+        model = torchvision.models.efficientnet_b0(num_classes=classes, stochastic_depth_prob=0.0)
+        model.classifier[0].p = 0.0
+        return model
     return CifarResNet(3, classes)
 
 
@@ -345,10 +359,25 @@ def run(key):
         lines.append("loss %d %s" % (step, fmt(loss.item())))
         opt.step()
 
+    # A gradient that is zero in exact arithmetic is float32 rounding noise in any two
+    # implementations. Cancelled conv biases (cancelled_biases) are "gradzero". Others
+    # vanish: an MBConv's projection BN feeds only 1x1 convs into training-mode batch norms,
+    # which remove any per-channel shift, so its beta's gradient vanishes (torch's float64
+    # run: 1e-15 of the median gradient norm); they are listed as "vanishing". For neither
+    # are gradients or updates recorded.
     cancelled = cancelled_biases(model)
+    norms = sorted(float(g.double().norm()) for g in grads0.values())
+    median = norms[len(norms) // 2]
+    vanishing = {k for k, g in grads0.items()
+                 if float(g.double().norm()) < 1e-5 * median} - cancelled
+    for name in grads0:
+        if name in vanishing:
+            lines.append("vanishing %s" % name)
     for name, g in grads0.items():
         if name in cancelled:
             lines.append("gradzero %s" % name)
+            continue
+        if name in vanishing:
             continue
         flat = g.flatten()
         lines.append("gradnorm %s %s" % (name, fmt(flat.double().norm())))
@@ -359,13 +388,13 @@ def run(key):
         flat = p.detach().flatten()
         delta = flat.double() - initial[name].flatten().double()
         lines.append("parammax %s %s" % (name, fmt(flat.abs().max())))
-        if name not in cancelled:
+        if name not in cancelled and name not in vanishing:
             lines.append("deltamax %s %s" % (name, fmt(delta.abs().max())))
             lines.append("deltanorm %s %s" % (name, fmt(delta.norm())))
         avoid = grads0[name].flatten() if optimizer != "sgd" else None
         for idx in sample_indices(name, flat.numel(), avoid=avoid):
             lines.append("param %s %d %s" % (name, idx, fmt(flat[idx])))
-            if name not in cancelled:
+            if name not in cancelled and name not in vanishing:
                 lines.append("delta %s %d %s" % (name, idx, fmt(delta[idx])))
     for name, b in model.named_buffers():
         if name.endswith("num_batches_tracked"):
@@ -391,7 +420,7 @@ def parse(text):
         if not f or f[0].startswith("#"):
             continue
         kind = f[0]
-        if kind in ("config", "tensor", "gradzero"):
+        if kind in ("config", "tensor", "gradzero", "vanishing"):
             words[(kind, f[1] if kind != "config" else "")] = " ".join(f[1:])
         elif kind in ("logits0", "eval_logits"):
             for i, v in enumerate(f[1:]):
