@@ -73,6 +73,11 @@ check_run() { # name, extra train options...
   if ! grep -q 'Confusion matrix (train)' "$ev/report.html" || grep -q 'Training curves' "$ev/report.html"; then
     echo "t_infer.sh: $name: eval report not named after its folder, or an empty curves card"; fail=1
   fi
+  # a folder this small is flagged, on stderr and in the report
+  if [ "$n" -lt 100 ] && { ! grep -q "^infer: warning: .* ($n images) is too small to trust" "$dir/$name.eval.log" ||
+                           ! grep -q 'split is too small to trust' "$ev/report.html"; }; then
+    echo "t_infer.sh: $name: $n images evaluated without a too-small warning"; fail=1
+  fi
   if [ "$wrong" -gt 1 ] && ! grep -q 'src="data:image/' "$ev/report.html"; then
     echo "t_infer.sh: $name: no thumbnails of the misclassified images"; fail=1
   fi

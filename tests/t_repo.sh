@@ -1,8 +1,10 @@
 #!/bin/sh
 # tests/t_repo.sh - the repository's own bookkeeping (issue 16):
-#   1. tests/run.sh counts a shell test's exit 77 as a skip (not a pass, not a failure);
+#   1. tests/run.sh counts a shell test's exit 77 as a skip (not a pass, not a failure),
+#      and the shell tests that need torch, $SHARED or an MPI build exit 77 without them;
 #   2. imagenet_classes.c is what tools/gen_imagenet_classes.sh makes of the class list in
-#      $SHARED (skipped without it; REQUIRE_SHARED=1 fails instead);
+#      $SHARED (skipped without it; REQUIRE_SHARED=1 fails instead), and infer.c resizes
+#      with data.c's image_resize only;
 #   3. .gitignore covers what train and infer write by default (when git is at hand).
 SHARED=${SHARED:-../shared}
 T=$(mktemp -d "${TMPDIR:-/tmp}/t_repo.XXXXXX")
@@ -22,6 +24,25 @@ last=$(tail -n 1 "$T/suite/out.txt")
 [ "$st" -ne 0 ] && [ "$last" = "1 passed, 1 failed, 1 skipped" ] && ok "run.sh: exit 77 counts as a skip" \
   || { cat "$T/suite/out.txt"; fail "run.sh summary '$last' (status $st)"; }
 
+# ... and the project's own shell tests skip that way (t_convert.sh used to print SKIP and
+# exit 0, a pass): each one here is given what makes it skip
+SHARED=/nonexistent REQUIRE_SHARED=0 sh tests/t_convert.sh > "$T/skip.txt" 2>&1; st=$?
+[ "$st" -eq 77 ] && ok "t_convert.sh without \$SHARED skips (77)" \
+  || { cat "$T/skip.txt"; fail "t_convert.sh without \$SHARED: status $st, expected 77"; }
+MPI=0 sh tests/t_mpi.sh > "$T/skip.txt" 2>&1; st=$?
+[ "$st" -eq 77 ] && ok "t_mpi.sh outside an MPI=1 build skips (77)" \
+  || { cat "$T/skip.txt"; fail "t_mpi.sh with MPI=0: status $st, expected 77"; }
+mkdir -p "$T/nopy"
+printf '#!/bin/sh\nexit 1\n' > "$T/nopy/python3"
+chmod +x "$T/nopy/python3"
+for s in tests/t_*.sh; do
+  grep -q '^PY=/usr/bin/python3$' "$s" || continue
+  sed "s|^PY=/usr/bin/python3\$|PY=$T/nopy/python3|" "$s" > "$T/nopy/$(basename "$s")"
+  sh "$T/nopy/$(basename "$s")" > "$T/skip.txt" 2>&1; st=$?
+  [ "$st" -eq 77 ] && ok "$s without torch skips (77)" \
+    || { tail -n 3 "$T/skip.txt"; fail "$s without torch: status $st, expected 77"; }
+done
+
 # 2. the shipped class names are the generator's output
 list="$SHARED/data/imagenet_classes.txt"
 skip=0
@@ -36,6 +57,12 @@ else
 fi
 n=$(grep -c '^    ".*",$' imagenet_classes.c)
 [ "$n" -eq 1000 ] && ok "imagenet_classes.c: 1000 names" || fail "imagenet_classes.c: $n names"
+
+# ... and one resize serves training and patch inference: infer.c upscales with data.c's
+# image_resize (it used to carry a second, simpler bilinear resize of its own)
+if grep -n 'static [a-z_ ]*resize[a-z_]* *(' infer.c > "$T/resize.txt" || ! grep -q 'image_resize(' infer.c; then
+  cat "$T/resize.txt"; fail "infer.c resizes with a function of its own, not data.c's image_resize"
+else ok "infer.c resizes with data.c's image_resize only"; fi
 
 # 3. default outputs are ignored
 if command -v git > /dev/null 2>&1 && git rev-parse --is-inside-work-tree > /dev/null 2>&1; then

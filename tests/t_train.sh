@@ -61,6 +61,14 @@ n_pred=$(($(wc -l < "$T/r1/predictions.csv") - 1))
 if grep -q '"misclassified":\[\]' "$T/r1/metrics.json" \
    || grep -A1 '"misclassified":\[' "$T/r1/metrics.json" | grep -q '{"path":"[^"]*","true":"[a-z]*","predicted":"[a-z]*","confidence":'
 then ok "misclassified as objects"; else fail "misclassified are not objects"; fi
+# a val split of about 29 images gave numbers far from the test split's without a word: both
+# small splits are flagged on stderr and in the report, the rule stated
+grep -q "^warning: the validation split ([0-9]* images) is too small to trust" "$T/r1.log" &&
+  grep -q "^warning: the test split ([0-9]* images) is too small to trust" "$T/r1.log" &&
+  grep -q "The validation split is too small to trust" "$T/r1/report.html" &&
+  grep -q "The rule: a split is flagged" "$T/r1/report.html" \
+  && ok "small val and test splits: warned on stderr and in the report" \
+  || fail "no too-small warning for r1's val and test splits"
 grep -q "1 thread, " "$T/r1.log" && ! grep -q "1 threads" "$T/r1.log" && ok "banner: 1 thread" \
   || fail "banner thread count grammar"
 # 4 classes: top-k (k = min(5, classes) = 4) says nothing and is not shown
