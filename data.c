@@ -472,6 +472,32 @@ static uint8_t *png_without_empty_idat(const uint8_t *b, size_t n, size_t *out_l
     return out;
 }
 
+/* stb_image allocates a chunk's claimed length before reading it (a 200-byte file claiming
+ * a 2 GB IDAT asks for 2 GB). Every chunk up to IEND must fit in the file with its CRC; one
+ * that does not is a truncated or corrupt file, which stb would refuse after allocating,
+ * so refusing it first changes no result. */
+static int png_chunks_fit(const uint8_t *b, size_t n, char *why, size_t why_len) {
+    for (size_t i = 8; i + 8 <= n;) {
+        size_t claimed = be32(b + i);
+        if (claimed + 4 > n - i - 8) {
+            char type[5];
+            for (int k = 0; k < 4; k++) {
+                uint8_t c = b[i + 4 + k];
+                type[k] = c >= 32 && c < 127 ? (char)c : '?';
+            }
+            type[4] = 0;
+            snprintf(why, why_len,
+                     "truncated or corrupt PNG: chunk '%s' at byte %zu claims %zu bytes, the file "
+                     "has %zu left",
+                     type, i, claimed, n - i - 8);
+            return -1;
+        }
+        if (memcmp(b + i + 4, "IEND", 4) == 0) break;
+        i += 12 + claimed;
+    }
+    return 0;
+}
+
 int image_decode_memory(const uint8_t *buf, size_t len, Image *img, char *why, size_t why_len) {
     img->w = img->h = 0;
     img->rgb = NULL;
@@ -492,6 +518,8 @@ int image_decode_memory(const uint8_t *buf, size_t len, Image *img, char *why, s
         px = pnm_decode(buf, &pnm);
     } else {
         size_t png_len = 0;
+        if (fmt && strcmp(fmt, "PNG") == 0 && png_chunks_fit(buf, len, why, why_len) != 0)
+            return -1;
         uint8_t *png =
             fmt && strcmp(fmt, "PNG") == 0 ? png_without_empty_idat(buf, len, &png_len) : NULL;
         stbi__g_failure_reason = NULL;
@@ -722,9 +750,10 @@ void image_resize(const Image *src, int w, int h, Image *dst) {
 static void buf_writer(void *ctx, void *data, int size) { buf_put(ctx, data, (size_t)size); }
 
 int image_encode(const Image *img, int jpeg_quality, Buf *out) {
-    int ok = jpeg_quality > 0
-                 ? stbi_write_jpg_to_func(buf_writer, out, img->w, img->h, 3, img->rgb, jpeg_quality)
-                 : stbi_write_png_to_func(buf_writer, out, img->w, img->h, 3, img->rgb, img->w * 3);
+    int ok =
+        jpeg_quality > 0
+            ? stbi_write_jpg_to_func(buf_writer, out, img->w, img->h, 3, img->rgb, jpeg_quality)
+            : stbi_write_png_to_func(buf_writer, out, img->w, img->h, 3, img->rgb, img->w * 3);
     if (!ok) {
         rn_set_error("cannot encode a %dx%d %s", img->w, img->h, jpeg_quality > 0 ? "JPEG" : "PNG");
         return -1;
@@ -1220,8 +1249,8 @@ static int folder_dataset(const char *dir, char **fixed, int n_fixed, Dataset *d
             buf_free(&want);
             buf_free(&found);
         } else {
-            rn_set_error("%s: no usable images in %d class folders (%d skipped)", dir,
-                         d->n_classes, d->n_skipped);
+            rn_set_error("%s: no usable images in %d class folders (%d skipped)", dir, d->n_classes,
+                         d->n_skipped);
         }
         dataset_free(d);
         return -1;

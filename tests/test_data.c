@@ -487,6 +487,15 @@ static void test_png_empty_idat(void) {
     CHECK(decode_ok(tpath("empty_idat.png"), 6, 5, rgb, 0));
     put_file(tpath("empty_idat_cut.png"), e.data, 33 + 12 + 20);
     CHECK(rejected(tpath("empty_idat_cut.png"), "PNG", 0));
+    /* a chunk claiming more than the file holds is refused before stb allocates for it
+     * (it asked for 2 GB: found by fuzz_decode) */
+    Buf big = {0};
+    buf_put(&big, b.data, 33);
+    buf_put(&big, "\x7f\xff\xff\xf0IDAT\x78\x5e", 10);
+    put_file(tpath("idat_claims_2gb.png"), big.data, big.len);
+    CHECK(rejected(tpath("idat_claims_2gb.png"), "chunk 'IDAT' at byte 33 claims 2147483632 bytes",
+                   0));
+    buf_free(&big);
     buf_free(&b);
     buf_free(&e);
     free(rgb);
