@@ -1163,7 +1163,7 @@ static void test_stochastic_depth(void) {
     CHECK(memcmp(y, y2, count * 4) == 0 && memcmp(keep, keep2, n * 4) == 0);
     int kept = 0;
     for (int b = 0; b < n; b++) {
-        CHECK(keep[b] == 0.0f || keep[b] == 1.0f / (1.0f - p));
+        CHECK(keep[b] == 0.0f || FLOAT_EQ(keep[b], 1.0f / (1.0f - p)));
         kept += keep[b] != 0;
         for (int i = 0; i < per; i++)
             CHECK(y[(size_t)b * per + i] == x[(size_t)b * per + i] * keep[b]);

@@ -867,8 +867,8 @@ static double grads_rel_l2(const Net *a, const Net *b, const char **worst_name) 
         for (int64_t j = 0; j < p->numel; j++)
             d += ((double)p->grad[j] - q->grad[j]) * ((double)p->grad[j] - q->grad[j]);
         double own = l2(q->grad, (size_t)q->numel);
-        double scale = bn_cancelled_bias(b, i) || own < 1e-6 * largest ? largest
-                                                                        : fmax(own, 1e-4 * largest);
+        double scale =
+            bn_cancelled_bias(b, i) || own < 1e-6 * largest ? largest : fmax(own, 1e-4 * largest);
         double e = sqrt(d) / fmax(scale, 1e-30);
         if (e > worst) {
             worst = e;
@@ -1124,7 +1124,7 @@ static void test_freeze_groups(void) {
     for (int i = 0; i < net->n_nodes; i++)
         if (net->nodes[i].op == OP_BN) {
             bns++;
-            CHECK(net->nodes[i].eps == 1e-5f && net->nodes[i].momentum == 0.1f);
+            CHECK(FLOAT_EQ(net->nodes[i].eps, 1e-5f) && FLOAT_EQ(net->nodes[i].momentum, 0.1f));
         }
     CHECK(bns == 20);
     net_free(net);
@@ -1193,7 +1193,7 @@ static void test_vgg_and_keras_archs(void) {
         const Node *nd = &net->nodes[i];
         if (nd->op == OP_BN) {
             bns++;
-            CHECK(nd->eps == 1e-3f && nd->momentum == 0.01f);
+            CHECK(FLOAT_EQ(nd->eps, 1e-3f) && FLOAT_EQ(nd->momentum, 0.01f));
         }
         if (nd->op == OP_CONV) {
             convs++;
@@ -1313,8 +1313,9 @@ static void test_efficientnet(void) {
     for (int i = 0; i < net->n_nodes; i++) {
         const Node *nd = &net->nodes[i];
         sd += nd->op == OP_STOCHASTIC_DEPTH;
-        if (!strcmp(nd->name, "features.6.3.stochastic_depth")) CHECK(nd->p == 0.2f * 14 / 16);
-        if (!strcmp(nd->name, "classifier.0")) CHECK(nd->op == OP_DROPOUT && nd->p == 0.2f);
+        if (!strcmp(nd->name, "features.6.3.stochastic_depth"))
+            CHECK(FLOAT_EQ(nd->p, 0.2f * 14 / 16));
+        if (!strcmp(nd->name, "classifier.0")) CHECK(nd->op == OP_DROPOUT && FLOAT_EQ(nd->p, 0.2f));
         if (!strcmp(nd->name, "features.2.0.block.1.0"))
             CHECK(nd->conv.groups == 96 && nd->conv.stride == 2);
     }

@@ -491,7 +491,7 @@ static void test_bn_eps_metadata(void) {
     for (int i = 0; i < b->n_nodes; i++)
         if (b->nodes[i].op == OP_BN) {
             bns++;
-            applied += b->nodes[i].eps == 1e-3f;
+            applied += FLOAT_EQ(b->nodes[i].eps, 1e-3f);
         }
     CHECK(bns > 0 && applied == bns);
     const char *keys[] = {"bn_eps"}, *bad[] = {"1.5", "x", ""};
