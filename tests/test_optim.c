@@ -167,8 +167,6 @@ static void test_lazy_state(void) {
     optimizer_free(opt);
 }
 
-static int feq(float a, float b) { return a == b; }
-
 static void test_names_and_defaults(void) {
     const char *names[] = {"sgd", "adam", "adamw"};
     for (int i = 0; i < 3; i++) {
@@ -181,15 +179,16 @@ static void test_names_and_defaults(void) {
     CHECK(opt_parse("rmsprop", &type) == -1);
     CHECK(strstr(rn_error(), "rmsprop") != NULL);
     CHECK(opt_parse("Adam", &type) == -1);
-    /* feq's float parameters round the constants: where FLT_EVAL_METHOD is 1 (s390x),
-     * 0.9f compared directly has double precision, and no float equals it */
+    /* FLOAT_EQ (test.h): where FLT_EVAL_METHOD is 1 (s390x), 0.9f compared directly has
+     * double precision, and no float equals it */
     OptConfig a = opt_default(OPT_ADAM, 1e-3f);
-    CHECK(a.type == OPT_ADAM && feq(a.lr, 1e-3f) && feq(a.beta1, 0.9f) && feq(a.beta2, 0.999f));
-    CHECK(feq(a.eps, 1e-8f) && a.weight_decay == 0.0f);
+    CHECK(a.type == OPT_ADAM && FLOAT_EQ(a.lr, 1e-3f) && FLOAT_EQ(a.beta1, 0.9f) &&
+          FLOAT_EQ(a.beta2, 0.999f));
+    CHECK(FLOAT_EQ(a.eps, 1e-8f) && a.weight_decay == 0.0f);
     OptConfig w = opt_default(OPT_ADAMW, 1e-3f);
-    CHECK(feq(w.weight_decay, 0.01f));
+    CHECK(FLOAT_EQ(w.weight_decay, 0.01f));
     OptConfig s = opt_default(OPT_SGD, 0.1f);
-    CHECK(feq(s.momentum, 0.9f) && s.nesterov == 0 && s.weight_decay == 0.0f);
+    CHECK(FLOAT_EQ(s.momentum, 0.9f) && s.nesterov == 0 && s.weight_decay == 0.0f);
 }
 
 /* fmaf (the optimizers' multiply-add, as torch's) rounds once: (1 + 2^-12)^2 - 1 is
