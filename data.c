@@ -498,6 +498,22 @@ static int png_chunks_fit(const uint8_t *b, size_t n, char *why, size_t why_len)
     return 0;
 }
 
+/* stb_image 2.27 "removes a white matte" from a PSD with an alpha channel (4 or more
+ * channels): c' = (c - 255 (1 - a)) / a, converted to an 8- or 16-bit integer unclamped.
+ * A pixel darker than the matte it assumes overflows that conversion, which C leaves
+ * undefined (found by tests/fuzz_decode.c; Pillow, torchvision's decoder, keeps the
+ * stored colours instead). Such files are refused, not decoded to garbage. */
+static int psd_supported(const uint8_t *b, size_t len, char *why, size_t why_len) {
+    if (len >= 14 && be16(b + 12) >= 4) {
+        snprintf(why, why_len,
+                 "PSD with %u channels (an alpha channel) is not supported (stb_image's "
+                 "un-matting of it is undefined for dark pixels): save it as PNG",
+                 (unsigned)be16(b + 12));
+        return -1;
+    }
+    return 0;
+}
+
 int image_decode_memory(const uint8_t *buf, size_t len, Image *img, char *why, size_t why_len) {
     img->w = img->h = 0;
     img->rgb = NULL;
@@ -519,6 +535,8 @@ int image_decode_memory(const uint8_t *buf, size_t len, Image *img, char *why, s
     } else {
         size_t png_len = 0;
         if (fmt && strcmp(fmt, "PNG") == 0 && png_chunks_fit(buf, len, why, why_len) != 0)
+            return -1;
+        if (fmt && strcmp(fmt, "PSD") == 0 && psd_supported(buf, len, why, why_len) != 0)
             return -1;
         uint8_t *png =
             fmt && strcmp(fmt, "PNG") == 0 ? png_without_empty_idat(buf, len, &png_len) : NULL;

@@ -171,6 +171,8 @@ static void psd_build(Buf *b, int w, int h, const uint8_t *rgb) {
 
 /* ---------------------------------------------------------------- decoding */
 
+static int rejected(const char *path, const char *expect, int probe_too);
+
 static int decode_ok(const char *path, int w, int h, const uint8_t *expect, int tol) {
     Image img;
     char why[256];
@@ -275,6 +277,12 @@ static void test_formats_decode(void) {
     psd_build(&b, w, h, rgb);
     put_file(tpath("rgb.psd"), b.data, b.len);
     CHECK(decode_ok(tpath("rgb.psd"), w, h, rgb, 0));
+    /* with an alpha channel: refused (stb's un-matting overflows a float-to-byte conversion
+     * on dark pixels: found by fuzz_decode) */
+    b.data[13] = 4;
+    for (int i = 0; i < w * h; i++) buf_put(&b, "\x80", 1);
+    put_file(tpath("rgba.psd"), b.data, b.len);
+    CHECK(rejected(tpath("rgba.psd"), "PSD with 4 channels (an alpha channel) is not supported", 0));
 
     /* 16-bit RGB PNG: reduced to the high byte */
     uint8_t raw16[5 * (1 + 7 * 6)];
