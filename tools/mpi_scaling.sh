@@ -1,7 +1,8 @@
 #!/bin/sh
 # tools/mpi_scaling.sh [ROUNDS] - doc/PERF.md's data-parallel figures: ResNet-50 at 96 px,
 # training every stage (global batch 32) and frozen feature extraction (batch 16) on 64
-# demo images, 1 rank x 1 thread then 2 ranks x 1 thread, interleaved, ROUNDS times (3).
+# demo images (PER_CLASS=16 per class; 64 gives 256), 1 rank x 1 thread then 2 ranks x 1
+# thread, interleaved, ROUNDS times (3).
 # Needs the MPI build in build-mpi/ (make BUILD=build-mpi BIN=build-mpi MPI=1). Prints one
 # line per run: epoch or extraction seconds, then CPU (user, system) and wall seconds.
 set -e
@@ -12,7 +13,7 @@ export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_A
 T=$(mktemp -d "${TMPDIR:-/tmp}/mpi_scaling.XXXXXX")
 trap 'rm -rf "$T"' EXIT
 mpi() { ranks=$1; shift; /usr/bin/time -f "cpu %U %S wall %e" mpirun --oversubscribe --mca mpi_yield_when_idle 1 -np "$ranks" "$@"; }
-$TRAIN --make-demo-data "$T/data" --demo-per-class 16 > /dev/null
+$TRAIN --make-demo-data "$T/data" --demo-per-class "${PER_CLASS:-16}" > /dev/null
 COMMON="--arch resnet50 --img-size 96 --preprocess unit --epochs 1 --patience 0 --val-frac 0
         --test-frac 0 --threads 1 --data $T/data/train"
 # a ResNet-50 model file to extract features with
