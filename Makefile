@@ -7,6 +7,7 @@
 #   make bench           ResNet-50 speed, side by side with PyTorch when available
 #   make demo            transfer learning end to end on generated tasks, no download (tools/demo.sh)
 #   make test T=pattern  only the test binaries and shell tests whose name holds pattern
+#                        (SKIP_TESTS=pattern: all but those)
 #   make asan / tsan     the suite under AddressSanitizer + UBSan / ThreadSanitizer (clang)
 #   make fuzz            bounded libFuzzer runs of the decoder and the safetensors readers
 #   make fuzz-long       the same fuzzers for an hour each (FUZZ_LONG_SECONDS)
@@ -182,8 +183,9 @@ $(BUILD)/examples/%$(EXE): examples/%.c $(BUILD)/libresnet.a $(FLAGS_STAMP)
 	$(CC) $(CFLAGS) -I. $(LDFLAGS) -o $@ $< $(BUILD)/libresnet.a $(LDLIBS)
 
 T ?=
+SKIP_TESTS ?=
 test: $(TEST_BINS) $(PROGS) $(EXAMPLES)
-	@SHARED="$(SHARED)" BUILD="$(BUILD)" BIN="$(BIN)" EXE="$(EXE)" RUNNER="$(RUNNER)" T="$(T)" MPI="$(MPI)" sh tests/run.sh $(TEST_BINS)
+	@SHARED="$(SHARED)" BUILD="$(BUILD)" BIN="$(BIN)" EXE="$(EXE)" RUNNER="$(RUNNER)" T="$(T)" SKIP_TESTS="$(SKIP_TESTS)" MPI="$(MPI)" sh tests/run.sh $(TEST_BINS)
 
 # The suite under sanitizers, each in its own build folder (clang; Debian's
 # libclang-rt-14-dev). tsan keeps OpenMP off: libgomp is not instrumented, so its barriers

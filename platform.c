@@ -131,6 +131,8 @@ int rn_isatty(int fd) { return _isatty(fd); }
 void rn_kill_self(void) { TerminateProcess(GetCurrentProcess(), 137); }
 void rn_binary_stdout(void) { _setmode(_fileno(stdout), 0x8000 /* _O_BINARY */); }
 
+void rn_shell_quote(const char *s, char *out, size_t n) { snprintf(out, n, "\"%s\"", s); }
+
 int rn_process_alive(long pid) {
     HANDLE h = OpenProcess(SYNCHRONIZE, FALSE, (DWORD)pid);
     if (!h) return GetLastError() == ERROR_ACCESS_DENIED; /* exists, not ours */
@@ -226,6 +228,25 @@ int rn_mkdir(const char *path) { return mkdir(path, 0755); }
 int rn_isatty(int fd) { return isatty(fd); }
 void rn_kill_self(void) { raise(SIGKILL); }
 void rn_binary_stdout(void) {}
+
+void rn_shell_quote(const char *s, char *out, size_t n) {
+    size_t o = 0;
+    if (n < 3) {
+        if (n) out[0] = 0;
+        return;
+    }
+    out[o++] = '\'';
+    for (; *s && o + 5 < n; s++) {
+        if (*s == '\'') {
+            memcpy(out + o, "'\\''", 4);
+            o += 4;
+        } else {
+            out[o++] = *s;
+        }
+    }
+    out[o++] = '\'';
+    out[o] = 0;
+}
 
 int rn_process_alive(long pid) { return kill((pid_t)pid, 0) == 0 || errno != ESRCH; }
 

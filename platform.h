@@ -40,6 +40,10 @@ long rn_pid(void);
 int rn_mkdir(const char *path); /* one level, mode 0755 where modes exist */
 int rn_isatty(int fd);
 void rn_binary_stdout(void);    /* stdout writes "\n" as is (Windows: not "\r\n") */
+/* s as one word of this platform's shell, into out (n bytes, truncated to fit): POSIX sh
+ * single quotes (a ' inside as '\''); Windows double quotes, which cmd.exe and PowerShell
+ * both take (no Windows file name holds a "). */
+void rn_shell_quote(const char *s, char *out, size_t n);
 void rn_kill_self(void);        /* end now, as kill -9 would: no exit handlers, no flushing */
 int rn_process_alive(long pid); /* 1 while a process with that id exists */
 /* Hold path (created if absent) locked for the rest of this process's life, released when

@@ -2172,10 +2172,12 @@ static void on_interrupt(int sig) {
 }
 
 static void catch_interrupt(const char *prog, const char *dir) {
+    char quoted[1100];
+    rn_shell_quote(dir, quoted, sizeof quoted);
     snprintf(interrupt_message, sizeof interrupt_message,
              "\ninterrupted: the run stops after its last finished epoch; continue it with\n"
-             "  %s --resume '%s'\n",
-             prog, dir);
+             "  %s --resume %s\n",
+             prog, quoted);
     signal(SIGINT, on_interrupt);
 }
 

@@ -7,6 +7,9 @@
 #   T=golden tests/run.sh build/tests/test_*  only the binaries and shell tests whose name
 #                                             holds "golden" (make test T=golden); several
 #                                             words: names holding any (T="optim data")
+#   SKIP_TESTS="t_train t_demo" tests/run.sh ...  leaves out the binaries and shell tests
+#                                             whose name holds any word (each counts as
+#                                             skipped; tools/cross.sh under qemu)
 # RUNNER runs a cross-built binary (e.g. RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu",
 # RUNNER=wine); the shell tests get it too, and EXE (".exe" for Windows builds).
 export RUNNER EXE
@@ -17,8 +20,15 @@ selected() {
   for word in $T; do case "$1" in *"$word"*) return 0 ;; esac; done
   return 1
 }
+left_out() { # 0 (and a SKIP line) when SKIP_TESTS names it
+  for word in $SKIP_TESTS; do
+    case "$1" in *"$word"*) echo "SKIP $1 (SKIP_TESTS=\"$SKIP_TESTS\")"; skipped=$((skipped + 1)); return 0 ;; esac
+  done
+  return 1
+}
 for t in "$@"; do
   selected "$t" || continue
+  left_out "$t" && continue
   echo "== $t"
   t0=$(date +%s)
   $RUNNER "$t" > "$log" 2>&1; rc=$?
@@ -35,6 +45,7 @@ done
 for s in tests/t_*.sh; do
   [ -f "$s" ] || continue
   selected "$s" || continue
+  left_out "$s" && continue
   echo "== $s"
   t0=$(date +%s)
   # exit status 77: skipped (what the test needs is not there)

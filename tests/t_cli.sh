@@ -47,7 +47,7 @@ for prog in train infer; do
     && ok "$prog alone: short usage ($lines lines), exit 2" || fail "$prog alone: status $st, $lines lines"
   $RUNNER "$P" --batch 0 > "$T/e.txt" 2>&1; st=$?
   lines=$(wc -l < "$T/e.txt")
-  [ "$st" -eq 2 ] && [ "$lines" -eq 1 ] && grep -q "^error: --batch: expected an integer in \[1, .*(see $prog --help)$" "$T/e.txt" \
+  [ "$st" -eq 2 ] && [ "$lines" -eq 1 ] && tr -d '\r' < "$T/e.txt" | grep -q "^error: --batch: expected an integer in \[1, .*(see $prog --help)$" \
     && ok "$prog --batch 0: one line, exit 2" || { cat "$T/e.txt"; fail "$prog --batch 0: status $st, $lines lines"; }
   $RUNNER "$P" --no-such-option > "$T/e.txt" 2>&1; st=$?
   expect 2 "^error: unknown option '--no-such-option' (see $prog --help)" "$T/e.txt" "$prog: unknown option"
@@ -116,24 +116,27 @@ run_infer --model "$T/run0/model.safetensors" --eval "$T/data/train" --out "$T/e
 
 # ---- --data-csv reads what infer --csv writes (RFC 4180 quotes): file names with a comma
 #      and quotes, in infer --csv's columns (path,rank,class,index,prob; rank 1 = the label)
+#      (Windows file names cannot hold a quote: there, a comma only)
+q='"'; qq='""'; [ -n "$EXE" ] && q= && qq=
 mkdir -p "$T/q"
 printf 'path,rank,class,index,prob\n' > "$T/q.csv"
 i=0
 for c in circle square; do
   for f in "$T/data/train/$c/"*.png; do
-    i=$((i + 1)); cp "$f" "$T/q/img, \"$i\".png"
+    i=$((i + 1)); cp "$f" "$T/q/img, $q$i$q.png"
   done
 done
 run_infer --model "$T/run0/model.safetensors" --csv --topk 1 "$T/q" > "$T/q1.csv" 2> "$T/e.txt"
 grep -q '^path,rank,class,index,prob$' "$T/q1.csv" || fail "infer --csv header"
-grep -q '^"[^"]*img, ""1"".png",1,' "$T/q1.csv" && ok "infer --csv quotes a name with a comma and quotes" \
+grep -q "^\"[^\"]*img, ${qq}1$qq.png\",1," "$T/q1.csv" && ok "infer --csv quotes a name with a comma${q:+ and quotes}" \
   || { head -n 3 "$T/q1.csv"; fail "infer --csv quoting"; }
 # the same quoting, true labels in the class column (rank 2 rows are left out)
 i=0
 for c in circle square; do
   for f in "$T/data/train/$c/"*.png; do
     i=$((i + 1))
-    printf '"%s/q/img, ""%d"".png",1,%s,0,0.9\n"%s/q/img, ""%d"".png",2,other,1,0.1\n' "$T" $i $c "$T" $i >> "$T/q.csv"
+    printf '"%s/q/img, %s%d%s.png",1,%s,0,0.9\n"%s/q/img, %s%d%s.png",2,other,1,0.1\n' \
+      "$T" "$qq" $i "$qq" $c "$T" "$qq" $i "$qq" >> "$T/q.csv"
   done
 done
 run_train $RUN --data-csv "$T/q.csv" --out "$T/rq" --epochs 1 --val-frac 0 --test-frac 0 > "$T/e.txt" 2>&1; st=$?
@@ -148,10 +151,15 @@ case "$(uname -s)" in MINGW* | CYGWIN* | MSYS*) ;; *)
   pid=$!
   i=0; while [ ! -s "$T/int/checkpoint.safetensors" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
   kill -INT "$pid"; wait "$pid"; st=$?
-  expect 130 "  .*train --resume '$T/int'" "$T/int.log" "Ctrl-C prints the --resume command"
-  cmd=$(sed -n "s/^  \(.*train --resume .*\)/\1/p" "$T/int.log")
   done_epochs=$(grep -c "^phase 1 epoch" "$T/int.log")
-  eval "$cmd --epochs $((done_epochs + 1))" > "$T/int2.log" 2>&1; st=$?
+  if [ -z "$EXE" ]; then
+    expect 130 "  .*train --resume '$T/int'" "$T/int.log" "Ctrl-C prints the --resume command"
+    cmd=$(sed -n "s/^  \(.*train --resume .*\)/\1/p" "$T/int.log")
+    eval "$RUNNER $cmd --epochs $((done_epochs + 1))" > "$T/int2.log" 2>&1; st=$?
+  else # Windows (under wine): a Windows path to train.exe and cmd.exe's double quotes
+    expect 130 "  .*train$EXE --resume \"$T/int\"" "$T/int.log" "Ctrl-C prints the --resume command"
+    $RUNNER "$TRAIN" --resume "$T/int" --epochs $((done_epochs + 1)) > "$T/int2.log" 2>&1; st=$?
+  fi
   expect 0 "resum" "$T/int2.log" "the printed command resumes the run"
   ;;
 esac

@@ -21,4 +21,4 @@ if [ -f "$JSON" ]; then set -- --json "$JSON"
 elif [ "$REQUIRE_SHARED" = 1 ]; then echo "t_keras.sh: $JSON not found"; exit 1
 else echo "note: $JSON not found: the real graph is not checked"; fi
 OMP_NUM_THREADS=1 "$PY" tools/keras_mirror.py test --size 64 --count 2 --infer "$BIN/infer$EXE" \
-  --work "$T" "$@"
+  --runner "$RUNNER" --work "$T" "$@"

@@ -530,9 +530,13 @@ static void dump_run(const char *key, int min_nodes) {
                    strcmp(name, last) == 0) {
             const StTensor *t = st_find(&dump, name);
             if (!t) continue;
-            float got;
-            const float *data = (const float *)(const void *)(dump.data + t->begin);
-            memcpy(&got, data + idx, sizeof got);
+            if (idx < 0 || (size_t)idx >= (t->end - t->begin) / sizeof(float)) {
+                over++;
+                fprintf(stderr, "  %s[%lld]: index past the dumped tensor\n", name, idx);
+                continue;
+            }
+            float got; /* little-endian on disk, on every host */
+            rn_le_load(&got, dump.data + t->begin + (size_t)idx * sizeof got, 1, sizeof got);
             double e = rel(got, v, nodemax);
             if (e > worst) worst = e;
             if (e > 2e-5) {

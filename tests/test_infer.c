@@ -845,7 +845,7 @@ static int read_logits(const char *name, float *out, int count) {
     }
     size_t at = 10 + (size_t)(npy[8] | npy[9] << 8);
     int ok = at + (size_t)count * 4 == len;
-    if (ok) memcpy(out, npy + at, (size_t)count * 4);
+    if (ok) rn_le_load(out, npy + at, (size_t)count, 4); /* .npy '<f4': little-endian */
     free(npy);
     return ok ? 0 : -1;
 }

@@ -1129,7 +1129,7 @@ static void test_channel_scale(void) {
     float *x = tensor(count, 81, 2.0f), *sc = tensor(nc, 82, 1.5f), *r = tensor(count, 83, 1.0f);
     float *y = rn_alloc(count * 4), *dx = rn_alloc(count * 4), *ds = rn_alloc(nc * 4);
     channel_scale_forward(n, c, hw, x, sc, y);
-    for (size_t i = 0; i < count; i++) CHECK(y[i] == x[i] * sc[i / hw]);
+    for (size_t i = 0; i < count; i++) CHECK(FLOAT_EQ(y[i], x[i] * sc[i / hw]));
     channel_scale_backward(n, c, hw, x, sc, r, dx, ds);
     ScaleCase k = {n, c, hw, x, sc, y, r};
     CHECK_GRAD(x, count, dx, scale_loss, &k, 1e-2f, 1e-3);

@@ -758,7 +758,7 @@ static void test_head_text(void) {
     }
     CHECK(head_parse("mlp:512,256,128,64:dropout=0.2:bn", &h) == 0);
     CHECK(h.type == HEAD_MLP && h.n_hidden == 4 && h.hidden[3] == 64 && h.batchnorm);
-    CHECK(fabsf(h.dropout - 0.2f) == 0);
+    CHECK(FLOAT_EQ(h.dropout, 0.2f));
     CHECK(head_parse("inception", &h) == 0 && h.branch_filters == 128 && h.dropout == 0.5f);
     CHECK(head_parse("mlp:64:bn:dropout=0.1", &h) == 0);
     head_format(&h, out, sizeof out);

@@ -16,7 +16,8 @@
 # 4. infer --eval of the fine-tuned model on the shifted domains' held-out pictures, and
 #    infer --patches on the composite picture (one window per shape).
 # 5. train --compare prints the three side by side and writes compare.html.
-# Environment: BIN (where ./train and ./infer are, default .), DEMO_DIR (default demo_run),
+# Environment: BIN (where ./train and ./infer are, default .), RUNNER and EXE (an emulator
+# and ".exe", for cross-built programs: tests/run.sh), DEMO_DIR (default demo_run),
 # THREADS (default 2), DEMO_QUICK (1: a few pictures and one or two epochs a step, the
 # same steps in seconds, for tests/t_demo.sh; the numbers mean nothing then). libgomp's threads sleep while they wait (OMP_WAIT_POLICY=passive,
 # set unless already set), which matters on cores shared with other work.
@@ -40,13 +41,13 @@ quiet() { # run a command, its log to $DEMO/$1.log; the last lines shown
 mkdir -p "$DEMO"
 rm -rf "$DEMO/pretrain" "$DEMO/scratch" "$DEMO/frozen" "$DEMO/finetune" "$DEMO/eval" \
   "$DEMO/patches" "$DEMO/compare" "$DEMO/cache"
-[ -d "$DEMO/source/train" ] || "$BIN/train" --make-demo-data "$DEMO/source" --demo-per-class $N_SOURCE --seed 0
-[ -d "$DEMO/target/train" ] || "$BIN/train" --make-demo-data "$DEMO/target" --demo-task target \
+[ -d "$DEMO/source/train" ] || $RUNNER "$BIN/train$EXE" --make-demo-data "$DEMO/source" --demo-per-class $N_SOURCE --seed 0
+[ -d "$DEMO/target/train" ] || $RUNNER "$BIN/train$EXE" --make-demo-data "$DEMO/target" --demo-task target \
   --demo-per-class $N_TARGET --seed 1
 COMMON="--arch cifar_resnet20 --preprocess unit --batch 32 --seed 0 $TH"
 
 step "1. pretraining the backbone on the source task (4 classes x $N_SOURCE, from scratch)"
-quiet pretrain "$BIN/train" $COMMON --weights none --data "$DEMO/source/train" \
+quiet pretrain $RUNNER "$BIN/train$EXE" $COMMON --weights none --data "$DEMO/source/train" \
   --out "$DEMO/pretrain" --epochs $E_PRETRAIN --lr 0.003 --schedule cosine --patience 0 \
   --augment --aug-scale 0.7,1 --aug-rotate 15
 
@@ -54,15 +55,15 @@ T="$DEMO/target"
 TARGET="--data $T/train --val-frac 0.25 --test-frac 0.25"
 W="$DEMO/pretrain/model.safetensors"
 step "2. target task, other classes (4 x $N_TARGET labelled): scratch training for comparison"
-quiet scratch "$BIN/train" $COMMON $TARGET --weights none --out "$DEMO/scratch" \
+quiet scratch $RUNNER "$BIN/train$EXE" $COMMON $TARGET --weights none --out "$DEMO/scratch" \
   --epochs $E_SCRATCH --lr 0.003 --schedule cosine --patience 4
 
 step "3. the pretrained backbone frozen: features cached once, an MLP head on them"
-quiet frozen "$BIN/train" $COMMON $TARGET --weights "$W" --out "$DEMO/frozen" \
+quiet frozen $RUNNER "$BIN/train$EXE" $COMMON $TARGET --weights "$W" --out "$DEMO/frozen" \
   --cache-dir "$DEMO/cache" --head mlp:64:dropout=0.2 --epochs $E_HEAD --lr 0.01 --patience 8
 
 step "4. frozen head, then fine-tuning the last stage, then pseudo-labelling two shifted domains"
-TAIL=12 quiet finetune "$BIN/train" $COMMON $TARGET --weights "$W" --out "$DEMO/finetune" \
+TAIL=12 quiet finetune $RUNNER "$BIN/train$EXE" $COMMON $TARGET --weights "$W" --out "$DEMO/finetune" \
   --cache-dir "$DEMO/cache" --head mlp:64:dropout=0.2 --epochs $E_HEAD --lr 0.01 --patience 8 \
   --finetune-epochs $E_FINETUNE --unfreeze 1 --finetune-lr 0.001 \
   --pseudo "$T/shift1_palette_noise/unlabelled,$T/shift2_faded_blur/unlabelled" \
@@ -70,15 +71,15 @@ TAIL=12 quiet finetune "$BIN/train" $COMMON $TARGET --weights "$W" --out "$DEMO/
   --pseudo-epochs $E_PSEUDO --pseudo-threshold 0.6 --pseudo-lr 0.0005
 
 step "5. infer --eval on the second shifted domain's held-out pictures"
-TAIL=4 quiet eval "$BIN/infer" --model "$DEMO/finetune/model.safetensors" $TH \
+TAIL=4 quiet eval $RUNNER "$BIN/infer$EXE" --model "$DEMO/finetune/model.safetensors" $TH \
   --eval "$T/shift2_faded_blur/heldout" --out "$DEMO/eval"
 
 step "6. infer --patches on a composite picture (ring, cross / checker, crescent)"
-"$BIN/infer" --model "$DEMO/finetune/model.safetensors" $TH --patches 64 --stride 64 \
+$RUNNER "$BIN/infer$EXE" --model "$DEMO/finetune/model.safetensors" $TH --patches 64 --stride 64 \
   --out "$DEMO/patches" "$T/composite.png" 2> "$DEMO/patches.log" || { cat "$DEMO/patches.log"; exit 1; }
 
 step "7. the same target data, three ways"
-"$BIN/train" --compare "$DEMO/scratch" "$DEMO/frozen" "$DEMO/finetune" --out "$DEMO/compare"
+$RUNNER "$BIN/train$EXE" --compare "$DEMO/scratch" "$DEMO/frozen" "$DEMO/finetune" --out "$DEMO/compare"
 
 echo
 echo "demo finished in $(( $(date +%s) - t0 )) s"

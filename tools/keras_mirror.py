@@ -243,7 +243,7 @@ def images(args, work):
 
 def compare(args, arch, weights, d, want, label, extra=()):
     out = os.path.join(os.path.dirname(weights), "logits.npy")
-    cmd = [args.infer, "--arch", arch, "--weights", weights, "--img-size", str(args.size),
+    cmd = args.runner.split() + [args.infer, "--arch", arch, "--weights", weights, "--img-size", str(args.size),
            "--crop-pct", "1", "--preprocess", "caffe", "--batch", "4", "--save-logits", out,
            "--json", d] + list(extra)
     r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -327,6 +327,7 @@ def main():
     ap.add_argument("--json")
     ap.add_argument("--vgg", action="store_true", help="also VGG16 end to end (needs --size 224)")
     ap.add_argument("--infer", default="./infer")
+    ap.add_argument("--runner", default="", help="an emulator to run --infer under (qemu-...)")
     ap.add_argument("--work", default="/tmp/resnet-c-keras")
     args = ap.parse_args()
     torch.set_num_threads(1)
