@@ -453,6 +453,17 @@ CHECK_TOL = {"logits0": 1e-5, "loss": 1e-6, "eval_logits": 1e-5, "grad": 1e-4,
              "node": 1e-5, "nodemax": 1e-5}
 
 
+# vgg16_bn at 32 px, batch 2 is ill-conditioned (test_golden.c's Conditioning table says
+# why): regenerated on an AVX-512 machine, its fixture (written on an AVX2 one) moved by
+# 2.0e-2 in sampled step-0 gradients, 9.2e-2 in deltas, 5.5e-3 in BN statistics, 2.0e-3 in
+# eval logits, 1.8e-4 in losses and 4.2e-4 in parameters; its forward by 8e-6, within the
+# default. Its gradients and everything after the first update get these bounds.
+CHECK_TOL_OF = {"vgg16_bn": {"grad": 5e-2, "gradnorm": 5e-2, "gradmax": 5e-2, "bn": 1e-2,
+                             "eval_logits": 1e-2, "loss": 1e-3, "param": 1e-3,
+                             "parammax": 1e-3, "delta": 2e-1, "deltamax": 2e-1,
+                             "deltanorm": 2e-1}}
+
+
 def check(path, tol=None):
     name = os.path.basename(path)
     keys = list(CONFIGS) + list(DUMP_CONFIGS)
@@ -480,7 +491,8 @@ def check(path, tol=None):
         s = max(abs(b), old_scale[(k[0], k[1])], 1e-30)
         err = abs(a - b) / s
         worst = max(worst, err)
-        if err > (tol if tol is not None else CHECK_TOL.get(k[0], 1e-6)):
+        bound = CHECK_TOL_OF.get(key, {}).get(k[0], CHECK_TOL.get(k[0], 1e-6))
+        if err > (tol if tol is not None else bound):
             print("differs: %s %s %d: fixture %.9g, now %.9g (relative %.3g)" % (
                 k[0], k[1], k[2], b, a, err))
             bad += 1
