@@ -1166,7 +1166,7 @@ static void test_stochastic_depth(void) {
         CHECK(keep[b] == 0.0f || FLOAT_EQ(keep[b], 1.0f / (1.0f - p)));
         kept += keep[b] != 0;
         for (int i = 0; i < per; i++)
-            CHECK(y[(size_t)b * per + i] == x[(size_t)b * per + i] * keep[b]);
+            CHECK(FLOAT_EQ(y[(size_t)b * per + i], x[(size_t)b * per + i] * keep[b]));
     }
     CHECK_MSG(kept > 0.6 * n && kept < 0.8 * n, "kept %d of %d at p = 0.3", kept, n);
     stochastic_depth_backward(n, per, keep, x, dx);
