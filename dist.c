@@ -23,6 +23,17 @@ static int g_step = 0, g_before = 0, g_after = 0;
 static double *g_scratch;
 static size_t g_scratch_n;
 
+/* Nonblocking sums in flight: a ticket is a slot of requests (one per DIST_CHUNK piece). */
+#define DIST_TICKETS 4
+#define DIST_PIECES 16
+#if RN_MPI
+static MPI_Comm g_grad_comm = MPI_COMM_NULL; /* the buckets' own communicator */
+static MPI_Request g_req[DIST_TICKETS][DIST_PIECES];
+#endif
+static int g_req_n[DIST_TICKETS]; /* requests of a ticket in flight, 0: the slot is free */
+static int g_overlap; /* dist_iallreduce_floats returns before the sum is in (dist_overlap) */
+static size_t g_bucket_floats; /* dist_bucket_floats, 0 until read */
+
 /* MPI counts are ints: large buffers go in pieces of at most this many elements. */
 #define DIST_CHUNK ((size_t)1 << 28)
 
@@ -41,6 +52,9 @@ void dist_init(int *argc, char ***argv) {
     MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, g_rank, MPI_INFO_NULL, &local);
     MPI_Comm_size(local, &g_local);
     MPI_Comm_free(&local);
+    /* gradient buckets are summed on a duplicate of WORLD, so they never have to be told
+     * apart from the blocking collectives (batch norm, the loss) issued while in flight */
+    MPI_Comm_dup(MPI_COMM_WORLD, &g_grad_comm);
     /* MPI errors stay fatal (MPI_ERRORS_ARE_FATAL, the default): the whole job stops */
 #else
     (void)argc;
@@ -56,12 +70,37 @@ void dist_init(int *argc, char ***argv) {
             close(null);
         }
     }
+#if RN_MPI
+    /* Overlap needs an MPI that moves a sum along while the caller computes. Open MPI 4.1
+     * does not ("OMPI progress: no"): its MPI_Iallreduce (libnbc) advances only inside MPI
+     * calls, and measured over TCP (doc/PERF.md) it made steps slower, not faster, than a
+     * blocking MPI_Allreduce (coll/tuned) per node; so it is off unless RN_OVERLAP=1. */
+    const char *env = getenv("RN_OVERLAP");
+    g_overlap = 0;
+    if (env && *env) {
+        if (strcmp(env, "0") != 0 && strcmp(env, "1") != 0) {
+            char msg[200];
+            snprintf(msg, sizeof msg, "error: RN_OVERLAP=%.60s: expected 0 or 1", env);
+            dist_abort(msg, 2);
+        }
+        g_overlap = env[0] == '1';
+    }
+    /* rank 0's choices, everywhere (mpirun passes the environment to remote hosts only
+     * when told, and the ranks' sums must match) */
+    MPI_Bcast(&g_overlap, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    unsigned long long floats = dist_bucket_floats();
+    MPI_Bcast(&floats, 1, MPI_UNSIGNED_LONG_LONG, 0, MPI_COMM_WORLD);
+    g_bucket_floats = (size_t)floats;
+#endif
 }
+
+int dist_overlap(void) { return g_size > 1 && g_overlap; }
 
 void dist_finalize(void) {
 #if RN_MPI
     if (g_started) {
         fflush(NULL);
+        if (g_grad_comm != MPI_COMM_NULL) MPI_Comm_free(&g_grad_comm);
         MPI_Finalize();
         g_started = 0;
     }
@@ -116,6 +155,74 @@ void dist_allreduce_longs(long *x, size_t n) {
     (void)x;
     (void)n;
 #endif
+}
+
+int dist_iallreduce_floats(float *x, size_t n) {
+    int t = 0;
+    while (t < DIST_TICKETS && g_req_n[t]) t++;
+    if (t == DIST_TICKETS) dist_abort("dist_iallreduce_floats: more than 4 sums in flight", 1);
+#if RN_MPI
+    if (g_size > 1 && !g_overlap) {
+        dist_allreduce_floats(x, n);
+        return t; /* summed: the ticket complete */
+    }
+    if (g_size > 1) {
+        size_t pieces = (n + DIST_CHUNK - 1) / DIST_CHUNK;
+        if (pieces > DIST_PIECES) dist_abort("dist_iallreduce_floats: buffer over 4 G floats", 1);
+        for (size_t p = 0; p < pieces; p++) {
+            size_t at = p * DIST_CHUNK, m = n - at < DIST_CHUNK ? n - at : DIST_CHUNK;
+            MPI_Iallreduce(MPI_IN_PLACE, x + at, (int)m, MPI_FLOAT, MPI_SUM, g_grad_comm,
+                           &g_req[t][p]);
+        }
+        g_req_n[t] = (int)pieces;
+        return t;
+    }
+#else
+    (void)x;
+    (void)n;
+#endif
+    return t; /* one rank: x is its own sum, the ticket already complete */
+}
+
+int dist_test(int ticket) {
+    if (ticket < 0 || ticket >= DIST_TICKETS || !g_req_n[ticket]) return 1;
+#if RN_MPI
+    int done = 0;
+    MPI_Testall(g_req_n[ticket], g_req[ticket], &done, MPI_STATUSES_IGNORE);
+    if (!done) return 0;
+#endif
+    g_req_n[ticket] = 0;
+    return 1;
+}
+
+void dist_wait(int ticket) {
+    if (ticket < 0 || ticket >= DIST_TICKETS || !g_req_n[ticket]) return;
+#if RN_MPI
+    MPI_Waitall(g_req_n[ticket], g_req[ticket], MPI_STATUSES_IGNORE);
+#endif
+    g_req_n[ticket] = 0;
+}
+
+size_t dist_bucket_floats(void) {
+    size_t floats = g_bucket_floats;
+    if (!floats) {
+        const char *env = getenv("RN_BUCKET_MB");
+        double mb = g_overlap ? 25 : 0; /* without overlap, every node's gradients at once */
+        if (env && *env) {
+            char *end;
+            mb = strtod(env, &end);
+            if (*end || !(mb > 0 && mb <= 4096)) {
+                char msg[200];
+                snprintf(msg, sizeof msg,
+                         "error: RN_BUCKET_MB=%.60s: expected megabytes in (0, 4096]", env);
+                dist_abort(msg, 2);
+            }
+        }
+        floats = (size_t)(mb * 1e6 / sizeof(float));
+        if (floats < 1) floats = 1;
+        g_bucket_floats = floats;
+    }
+    return floats;
 }
 
 void dist_allgather(const void *mine, void *all, size_t bytes) {

@@ -9,8 +9,9 @@
  * dist_step_end the library makes N ranks compute what one process computes on the whole
  * batch: batch norm in training mode all-reduces its per-channel sums (layers.c), the
  * loss is normalised by the global batch (layers.c), dropout draws the global batch's
- * mask and keeps this rank's rows (ops.c), and each node's parameter gradients are summed
- * across ranks before its fused optimizer update (resnet.c). Outside a step nothing is
+ * mask and keeps this rank's rows (ops.c), and the parameter gradients are summed across
+ * ranks node by node before each node's fused optimizer update, or with RN_OVERLAP=1 in
+ * buckets of several nodes' while backward goes on (resnet.c). Outside a step nothing is
  * synchronised (each rank may run the same computation redundantly). */
 #ifndef RN_DIST_H
 #define RN_DIST_H
@@ -34,6 +35,21 @@ void dist_share_cores(void);
 void dist_allreduce_floats(float *x, size_t n);
 void dist_allreduce_doubles(double *x, size_t n);
 void dist_allreduce_longs(long *x, size_t n);
+/* A sum across ranks that runs while the caller goes on (MPI_Iallreduce on a communicator
+ * of its own): returns a ticket; x must stay untouched until dist_test says 1 (each call
+ * also moves the transfer along) or dist_wait returns. At most 4 in flight. One rank, or
+ * !dist_overlap(): summed before it returns, the ticket complete. */
+int dist_iallreduce_floats(float *x, size_t n);
+int dist_test(int ticket);
+void dist_wait(int ticket);
+/* 1 when dist_iallreduce_floats overlaps: when the environment's RN_OVERLAP is 1 (rank
+ * 0's; 0, the default, sums each bucket before returning: see dist.c for why). */
+int dist_overlap(void);
+/* Gradient floats a bucket gathers before its sum is started: with dist_overlap() 25 MB
+ * (PyTorch DDP's bucket_cap_mb), without it 1 (each node's gradients summed as soon as
+ * its backward is done: on one machine that keeps them in cache for the update), or
+ * RN_BUCKET_MB megabytes (rank 0's). */
+size_t dist_bucket_floats(void);
 /* all[r * bytes ..] = rank r's `mine` (bytes each), on every rank. */
 void dist_allgather(const void *mine, void *all, size_t bytes);
 /* rows [n, row_bytes] of which this rank filled its dist_batch_range share: afterwards

@@ -472,6 +472,11 @@ void plan_free(NetPlan *plan) {
     rn_free(plan->affine);
     rn_free(plan->wino_buf);
     rn_free(plan->step_grad);
+    for (int b = 0; b < 2; b++) {
+        rn_free(plan->bucket[b].grad);
+        rn_free(plan->bucket[b].params);
+        rn_free(plan->bucket[b].own_grad);
+    }
     memset(plan, 0, sizeof *plan);
 }
 

@@ -1191,47 +1191,152 @@ int net_dump_forward(Net *net, const float *x, int n, const char *path) {
 
 /* ------------------------------------------------------------------ backward */
 
-static void step_grads_begin(Net *net, const Node *nd, float *saved[2]) {
+/* Where a node's parameter gradients go during a fused step (net_backward_step): Param.grad
+ * is pointed into the step's own buffer, its zeroed gradient, and given back after the
+ * node's update. One process: plan.step_grad, one node's, updated as soon as the node's
+ * backward is done. Several ranks (dist.h): a bucket (below). */
+static float *step_grads_place(Net *net, size_t need, Optimizer *opt);
+
+static void step_grads_begin(Net *net, const Node *nd, Optimizer *opt, float *saved[2]) {
     const int idx[2] = {nd->weight, nd->bias};
-    size_t at = 0;
+    size_t need = 0;
+    for (int k = 0; k < 2; k++)
+        if (idx[k] >= 0 && !net->params[idx[k]].is_buffer)
+            need += align_up((size_t)net->params[idx[k]].numel);
+    float *at = step_grads_place(net, need, opt);
     for (int k = 0; k < 2; k++) {
         saved[k] = NULL;
         if (idx[k] < 0 || net->params[idx[k]].is_buffer) continue;
         Param *prm = &net->params[idx[k]];
         saved[k] = prm->grad;
-        prm->grad = net->plan.step_grad + at;
+        prm->grad = at;
         memset(prm->grad, 0, sizeof(float) * (size_t)prm->numel);
         at += align_up((size_t)prm->numel);
     }
 }
 
-/* Apply the optimizer to node nd's parameters, then give Param.grad back its own buffer. */
+/* ------------------------------------------------------------------ gradient buckets
+ * Data-parallel training sums every gradient across ranks before its update. Node by node
+ * (one blocking all-reduce each) the next node's backward would wait for every sum; here
+ * consecutive nodes' gradients fill a bucket of about dist_bucket_floats() (25 MB, as
+ * PyTorch's DistributedDataParallel), whose sum is then started (MPI_Iallreduce) while
+ * backward goes on filling the other bucket. After each node the sums in flight are moved
+ * along (dist_test) and a finished bucket's parameters are updated; a bucket is waited for
+ * only when it must be filled again, and at the end of backward. Each parameter's update
+ * reads its own summed gradient only, so the order of updates changes no bit. Without
+ * dist_overlap() (the default: dist.c says why) a bucket is summed as soon as it is full,
+ * and is by default one node's: each node updated at once, its gradients still in cache. */
+
+static void bucket_update(Net *net, GradBucket *b, Optimizer *opt) {
+    for (int k = 0; k < b->n; k++) {
+        optimizer_update(opt, net, b->params[k]);
+        net->params[b->params[k]].grad = b->own_grad[k];
+    }
+    b->n = 0;
+    b->used = 0;
+    b->in_flight = 0;
+}
+
+static void bucket_start(GradBucket *b) {
+    if (b->n == 0 || b->in_flight) return;
+    b->ticket = dist_iallreduce_floats(b->grad, b->used);
+    b->in_flight = 1;
+}
+
+/* Moves the sums in flight along; updates the buckets whose sums have arrived. */
+static void buckets_poll(Net *net, Optimizer *opt) {
+    for (int i = 0; i < 2; i++) {
+        GradBucket *b = &net->plan.bucket[i];
+        if (b->in_flight && dist_test(b->ticket)) bucket_update(net, b, opt);
+    }
+}
+
+/* The end of backward: every bucket summed and applied. */
+static void buckets_finish(Net *net, Optimizer *opt) {
+    NetPlan *plan = &net->plan;
+    bucket_start(&plan->bucket[plan->filling]);
+    for (int i = 0; i < 2; i++) { /* the older one first */
+        GradBucket *b = &plan->bucket[(plan->filling + 1 + i) % 2];
+        if (!b->in_flight) continue;
+        dist_wait(b->ticket);
+        bucket_update(net, b, opt);
+    }
+}
+
+static float *step_grads_place(Net *net, size_t need, Optimizer *opt) {
+    NetPlan *plan = &net->plan;
+    if (!dist_step_active()) return plan->step_grad;
+    GradBucket *b = &plan->bucket[plan->filling];
+    if (b->used + need > b->floats) { /* full: sum it, go on in the other */
+        bucket_start(b);
+        plan->filling ^= 1;
+        b = &plan->bucket[plan->filling];
+    }
+    if (b->in_flight) { /* its previous gradients' sum, still in flight */
+        dist_wait(b->ticket);
+        bucket_update(net, b, opt);
+    }
+    float *at = b->grad + b->used;
+    b->used += need;
+    return at;
+}
+
+/* Apply the optimizer to node nd's parameters, then give Param.grad back its own buffer;
+ * with several ranks, leave them to their bucket. */
 static void step_grads_end(Net *net, const Node *nd, Optimizer *opt, float *const saved[2]) {
     const int idx[2] = {nd->weight, nd->bias};
+    if (dist_step_active()) {
+        GradBucket *b = &net->plan.bucket[net->plan.filling];
+        for (int k = 0; k < 2; k++) {
+            if (idx[k] < 0 || net->params[idx[k]].is_buffer) continue;
+            b->params[b->n] = idx[k];
+            b->own_grad[b->n++] = saved[k];
+        }
+        if (b->used >= dist_bucket_floats()) {
+            bucket_start(b);
+            net->plan.filling ^= 1;
+        }
+        buckets_poll(net, opt);
+        return;
+    }
     for (int k = 0; k < 2; k++) {
         if (idx[k] < 0 || net->params[idx[k]].is_buffer) continue;
-        /* data-parallel (dist.h): the gradients of every rank's slice summed, one node's
-         * parameters a bucket, so every rank makes the same update */
-        if (dist_step_active())
-            dist_allreduce_floats(net->params[idx[k]].grad, (size_t)net->params[idx[k]].numel);
         optimizer_update(opt, net, idx[k]);
         net->params[idx[k]].grad = saved[k];
     }
 }
 
-/* net->plan.step_grad sized for the node with the most parameter values (its weight and bias),
- * once: a network's parameters never change shape. */
+/* A fused step's gradient buffers, once (a network's parameters never change shape): one
+ * process, net->plan.step_grad for the node with the most parameter values (its weight and
+ * bias); several ranks, two buckets of dist_bucket_floats() or that node's, if larger. */
 static void step_grad_reserve(Net *net) {
-    if (net->plan.step_grad) return;
-    size_t need = 16;
+    NetPlan *plan = &net->plan;
+    int ranks = dist_step_active();
+    if (ranks ? plan->bucket[0].grad != NULL : plan->step_grad != NULL) return;
+    size_t largest = 16;
     for (int i = 0; i < net->n_nodes; i++) {
         const Node *nd = &net->nodes[i];
         size_t floats = 0;
         if (nd->weight >= 0) floats += align_up((size_t)net->params[nd->weight].numel);
         if (nd->bias >= 0) floats += align_up((size_t)net->params[nd->bias].numel);
-        if (floats > need) need = floats;
+        if (floats > largest) largest = floats;
     }
-    net->plan.step_grad = rn_alloc(need * sizeof(float));
+    if (!ranks) {
+        plan->step_grad = rn_alloc(largest * sizeof(float));
+        return;
+    }
+    size_t floats = dist_bucket_floats() > largest ? dist_bucket_floats() : largest;
+    for (int b = 0; b < 2; b++) {
+        GradBucket *bk = &plan->bucket[b];
+        bk->grad = rn_alloc(floats * sizeof(float));
+        bk->floats = floats;
+        bk->params = rn_alloc(sizeof(int) * (size_t)net->n_params);
+        bk->own_grad = rn_alloc(sizeof(float *) * (size_t)net->n_params);
+        bk->n = 0;
+        bk->used = 0;
+        bk->in_flight = 0;
+    }
+    plan->filling = 0;
 }
 
 static int backward_pass(Net *net, const float *dlogits, int n, float *dx, Optimizer *opt);
@@ -1311,7 +1416,7 @@ static int backward_pass(Net *net, const float *dlogits, int n, float *dx, Optim
         a.x = plan->nodes[j].recompute && op->reads_input ? plan_recomputed_output(net, j, n)
                                                           : in->out;
         float *saved_grads[2];
-        if (opt && a.trains) step_grads_begin(net, nd, saved_grads);
+        if (opt && a.trains) step_grads_begin(net, nd, opt, saved_grads);
         op->backward(net, i, &a);
         if (a.dx && !op->delivers_grads) grad_done(net, i, j, a.dx, (size_t)n * node_numel(in));
         if (net->node_seconds) { /* profiling */
@@ -1327,6 +1432,11 @@ static int backward_pass(Net *net, const float *dlogits, int n, float *dx, Optim
                 t0 = t1;
             }
         }
+    }
+    if (opt && dist_step_active()) {
+        double t1 = net->node_seconds ? rn_seconds() : 0;
+        buckets_finish(net, opt);
+        if (net->node_seconds) net->node_seconds[2 * net->n_nodes] += rn_seconds() - t1;
     }
     if (dx) memcpy(dx, net->nodes[0].dout, sizeof(float) * n * node_numel(&net->nodes[0]));
     return 0;

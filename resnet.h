@@ -427,6 +427,19 @@ typedef struct {
     int wino_ready;         /* wino_u was made (from wino_w) */
 } PlanNode;
 
+/* Data-parallel fused step (dist.h): the gradients of consecutive nodes gathered back to
+ * back until the bucket holds dist_bucket_floats(); then their sum across ranks is started
+ * and backward goes on into the other bucket. The updates wait for the sum. */
+typedef struct {
+    float *grad;      /* [floats]: the gradients of the parameters below, in order */
+    size_t floats, used;
+    int *params;      /* [n_params]: the parameters whose gradients it holds */
+    float **own_grad; /* [n_params]: their Param.grad, given back after their update */
+    int n;            /* parameters held */
+    int in_flight;    /* its sum was started and its updates wait for it */
+    int ticket;       /* that sum's (dist_iallreduce_floats) */
+} GradBucket;
+
 /* ... and for the whole net: one arena holding every activation and gradient, and the
  * buffers backward borrows. */
 typedef struct {
@@ -444,6 +457,8 @@ typedef struct {
     float *wino_buf;           /* every node's wino_u and wino_w */
     size_t wino_floats;
     float *step_grad;    /* parameter gradients of one node in a fused step */
+    GradBucket bucket[2]; /* ... with several ranks (dist.h); bucket[filling] takes them */
+    int filling;
     int forward_train;   /* train flag of the last forward, for backward */
     int grad_from_stage; /* stages >= this may hold gradients not yet zeroed */
 } NetPlan;
@@ -600,7 +615,10 @@ void net_zero_grad(Net *net); /* the gradients backward wrote since the last cal
  * in a buffer the size of the largest layer's, so no gradient of the whole network is
  * ever held and nothing needs zeroing. The same parameters, bit for bit, as net_zero_grad,
  * net_backward and optimizer_step (a parameter is read by backward only before its own
- * node's update). Param.grad is left untouched. Returns 0, or -1 (rn_error says why). */
+ * node's update). Param.grad is left untouched. Inside a data-parallel step (dist.h) each
+ * node's gradients are summed across ranks before its update, or (RN_OVERLAP=1) gather in
+ * two buckets of about 25 MB whose sums run while backward goes on, each parameter updated
+ * once its bucket's sum is in. Returns 0, or -1 (rn_error says why). */
 struct Optimizer; /* below */
 int net_backward_step(Net *net, const float *dlogits, int n, struct Optimizer *opt);
 /* Free every Param.grad (ResNet-50: 102 MB) when only net_backward_step will train the

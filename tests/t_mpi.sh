@@ -6,6 +6,7 @@
 #   1. the feature caches are the same bytes;
 #   2. the models agree within TOL (the gradient sums and batch-norm sums are added in
 #      another order; SGD keeps that at float rounding) and score the test set the same;
+#   2b. the gradient buckets' size changes no bit of a 2-rank run;
 #   3. a 2-rank run killed after an epoch and resumed with 2 ranks gives the uninterrupted
 #      2-rank model byte for byte, and resumed with 3 ranks the same model within TOL;
 #   4. infer under mpirun: --save-logits, --save-features, --json, --csv and --eval outputs
@@ -69,6 +70,32 @@ done
 for f in checkpoint.safetensors model.safetensors; do
   [ -s "$T/r2/$f" ] || fail "2 ranks: no $f"
 done
+# 2b. gradient buckets. r2 ran as ranks on one machine do: each node's gradients summed
+#     (blocking) once its backward is done. Overlapped (RN_OVERLAP=1, as across machines):
+#     one 25 MB bucket (the whole net here), a bucket a node (RN_BUCKET_MB=0.004, 1000
+#     floats: each sum in flight while the next nodes' backward runs, buckets waited for
+#     and refilled), a few nodes a bucket (0.2); and blocking buckets of a few nodes. All
+#     give r2's model byte for byte: two ranks add each gradient in one order whatever the
+#     bucketing
+for cfg in 1:25 1:0.004 1:0.2 0:0.2; do
+  ov=${cfg%%:*} mb=${cfg#*:}
+  RN_OVERLAP=$ov RN_BUCKET_MB=$mb mpi 2 "$TRAIN" $JOB --out "$T/b$cfg" --cache-dir "$T/cache2" \
+    > "$T/b$cfg.log" 2>&1 \
+    || { tail -n 20 "$T/b$cfg.log"; fail "2 ranks, RN_OVERLAP=$ov RN_BUCKET_MB=$mb: train failed"; }
+  cmp -s "$T/r2/model.safetensors" "$T/b$cfg/model.safetensors" \
+    && ok "2 ranks, overlap $ov, buckets of $mb MB: the node-by-node model, byte for byte" \
+    || fail "2 ranks, overlap $ov, buckets of $mb MB: model differs ($(maxdiff "$T/r2/model.safetensors" "$T/b$cfg/model.safetensors"))"
+done
+RN_OVERLAP=yes mpi 2 "$TRAIN" $JOB --out "$T/obad" --cache-dir "$T/cache2" > "$T/obad.log" 2>&1
+st=$?
+[ "$st" = 2 ] && grep -q "RN_OVERLAP=yes: expected 0 or 1" "$T/obad.log" \
+  && ok "RN_OVERLAP=yes: refused (status 2)" \
+  || { cat "$T/obad.log"; fail "RN_OVERLAP=yes: status $st"; }
+RN_BUCKET_MB=lots mpi 2 "$TRAIN" $JOB --out "$T/bbad" --cache-dir "$T/cache2" > "$T/bbad.log" 2>&1
+st=$?
+[ "$st" = 2 ] && grep -q "RN_BUCKET_MB=lots: expected megabytes" "$T/bbad.log" \
+  && ok "RN_BUCKET_MB=lots: refused (status 2)" \
+  || { cat "$T/bbad.log"; fail "RN_BUCKET_MB=lots: status $st"; }
 # 3. kill after epoch 3 (phase 2's first), resume with 2 and with 3 ranks
 for np in 2 3; do
   mpi 2 "$TRAIN" $JOB --out "$T/k$np" --cache-dir "$T/cache2" --kill-after-epochs 3 \
