@@ -1125,24 +1125,44 @@ void relu_affine_backward(int n, int c, int hw, const float *x, const float *sca
 /* SiLU and sigmoid                                                                      */
 /* ------------------------------------------------------------------------------------ */
 
-/* silu(x) = x * sigmoid(x); d/dx = s + x * s * (1 - s) with s = sigmoid(x). */
+/* silu(x) = x * sigmoid(x); d/dx = s + x * s * (1 - s) with s = sigmoid(x). Vectors of
+ * VLEN elements through vexp (simd.h), the last one partial; each element's value is the
+ * same whichever thread or vector holds it. */
+#define ACT_LOOP(n) \
+    OMP_PRAGMA(omp parallel for schedule(static) if (n > 65536 && !omp_in_parallel())) \
+    for (long i = 0; i < (long)(n); i += VLEN)
+static inline VF act_load(const float *p, long i, size_t n) {
+    return i + VLEN <= (long)n ? vload(p + i) : vload_part(p + i, 0, (int)((long)n - i));
+}
+static inline void act_store(float *p, long i, size_t n, VF v) {
+    if (i + VLEN <= (long)n)
+        vstore(p + i, v);
+    else
+        vstore_part(p + i, 0, (int)((long)n - i), v);
+}
+
+/* 1 + e^-x */
+static inline VF one_plus_exp_neg(VF x) { return vadd(vset1(1.0f), vexp(vsub(vzero(), x))); }
+static inline VF vsigmoid(VF x) { return vdiv(vset1(1.0f), one_plus_exp_neg(x)); }
+
 void silu_forward(size_t n, const float *x, float *y) {
-    OMP_PRAGMA(omp parallel for schedule(static) if (n > 65536 && !omp_in_parallel()))
-    for (long i = 0; i < (long)n; i++) y[i] = x[i] / (1.0f + expf(-x[i]));
+    ACT_LOOP(n) {
+        VF v = act_load(x, i, n);
+        act_store(y, i, n, vdiv(v, one_plus_exp_neg(v)));
+    }
 }
 
 void silu_backward(size_t n, const float *x, const float *y, const float *dy, float *dx) {
-    OMP_PRAGMA(omp parallel for schedule(static) if (n > 65536 && !omp_in_parallel()))
-    for (long i = 0; i < (long)n; i++) {
-        float s = 1.0f / (1.0f + expf(-x[i]));
-        dx[i] = dy[i] * (s + x[i] * s * (1.0f - s));
+    ACT_LOOP(n) {
+        VF v = act_load(x, i, n), s = vsigmoid(v);
+        VF ds = vfma(vmul(v, s), vsub(vset1(1.0f), s), s);
+        act_store(dx, i, n, vmul(act_load(dy, i, n), ds));
     }
 }
 
 /* sigmoid(x) = 1 / (1 + exp(-x)); d/dx = y * (1 - y), from the output. */
 void sigmoid_forward(size_t n, const float *x, float *y) {
-    OMP_PRAGMA(omp parallel for schedule(static) if (n > 65536 && !omp_in_parallel()))
-    for (long i = 0; i < (long)n; i++) y[i] = 1.0f / (1.0f + expf(-x[i]));
+    ACT_LOOP(n) act_store(y, i, n, vsigmoid(act_load(x, i, n)));
 }
 
 void sigmoid_backward(size_t n, const float *x, const float *y, const float *dy, float *dx) {

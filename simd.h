@@ -10,6 +10,11 @@
  *   vadd(a, b)        a + b                  vmul(a, b)      a * b
  *   vfma(a, b, c)     a * b + c (fused when the unit has FMA)
  *   vmax(a, b)        lane-wise maximum
+ *   vsub(a, b)        a - b                  vdiv(a, b)      a / b
+ *   vclamp(x, lo, hi) x held to [lo, hi]; a NaN stays NaN
+ *   vround(x)         x rounded to the nearest integer (ties to even)
+ *   vpow2i(k)         2^k for an integral k in [-126, 127]
+ *   vexp(x)           e^x within 2 ulp for x in [-87, 88] (held there; NaN stays NaN)
  *   vsum(v)           sum of the lanes (a float)
  *   vload_even(p)     p[0], p[2], ..., p[2 * VLEN - 2] (reads p[0..2 * VLEN - 1) only)
  *   vprefetch(p)      a hint to bring p's cache line in (any unit; nothing without GCC/clang)
@@ -46,6 +51,14 @@ typedef __m512 VF;
 #define vmul(a, b)    _mm512_mul_ps((a), (b))
 #define vfma(a, b, c) _mm512_fmadd_ps((a), (b), (c))
 #define vmax(a, b)    _mm512_max_ps((a), (b))
+#define vsub(a, b)    _mm512_sub_ps((a), (b))
+#define vdiv(a, b)    _mm512_div_ps((a), (b))
+/* max/min return their second operand when either is NaN: x goes second */
+#define vclamp(x, lo, hi) _mm512_min_ps(_mm512_set1_ps(hi), _mm512_max_ps(_mm512_set1_ps(lo), (x)))
+#define vround(x)     _mm512_roundscale_ps((x), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define vpow2i(k) \
+    _mm512_castsi512_ps(_mm512_slli_epi32( \
+        _mm512_add_epi32(_mm512_cvtps_epi32(k), _mm512_set1_epi32(127)), 23))
 #define vsum(v)       _mm512_reduce_add_ps(v)
 /* from a = p[0..16) and b = p[15..31): a[0], a[2], ..., a[14], b[1], b[3], ..., b[15] */
 static inline __m512 vload_even(const float *p) {
@@ -149,6 +162,13 @@ typedef __m256 VF;
 #define vmul(a, b)    _mm256_mul_ps((a), (b))
 #define vfma(a, b, c) _mm256_fmadd_ps((a), (b), (c))
 #define vmax(a, b)    _mm256_max_ps((a), (b))
+#define vsub(a, b)    _mm256_sub_ps((a), (b))
+#define vdiv(a, b)    _mm256_div_ps((a), (b))
+#define vclamp(x, lo, hi) _mm256_min_ps(_mm256_set1_ps(hi), _mm256_max_ps(_mm256_set1_ps(lo), (x)))
+#define vround(x)     _mm256_round_ps((x), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define vpow2i(k) \
+    _mm256_castsi256_ps(_mm256_slli_epi32( \
+        _mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23))
 static inline float vsum_avx2(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -197,6 +217,13 @@ typedef float32x4_t VF;
 #define vfma(a, b, c) vfmaq_f32((c), (a), (b))
 /* maxNum: a NaN in a gives b, as the other units' vmax(x, 0) gives 0 for ReLU */
 #define vmax(a, b)    vmaxnmq_f32((a), (b))
+#define vsub(a, b)    vsubq_f32((a), (b))
+#define vdiv(a, b)    vdivq_f32((a), (b))
+/* vmaxq/vminq (not the Num forms) return NaN when either is NaN */
+#define vclamp(x, lo, hi) vminq_f32(vmaxq_f32((x), vdupq_n_f32(lo)), vdupq_n_f32(hi))
+#define vround(x)     vrndnq_f32(x)
+#define vpow2i(k) \
+    vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(k), vdupq_n_s32(127)), 23))
 #define vsum(v)       vaddvq_f32(v)
 /* from a = p[0..4) and b = p[3..7): a0 a2 | b1 b3 */
 static inline float32x4_t vload_even(const float *p) {
@@ -220,6 +247,9 @@ static inline void vdeinterleave4(float32x4_t v[4]) { vtranspose(v); }
 static inline void vinterleave4(float32x4_t v[4]) { vtranspose(v); }
 
 #else
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
 #define SIMD_NAME     "scalar"
 #define VLEN          1
 typedef float VF;
@@ -231,6 +261,17 @@ typedef float VF;
 #define vmul(a, b)    ((a) * (b))
 #define vfma(a, b, c) ((a) * (b) + (c))
 #define vmax(a, b)    ((a) > (b) ? (a) : (b))
+#define vsub(a, b)    ((a) - (b))
+#define vdiv(a, b)    ((a) / (b))
+static inline float vclamp(float x, float lo, float hi) { return x < lo ? lo : x > hi ? hi : x; }
+#define vround(x)     rintf(x)
+/* the exponent field set directly, as the vector units do; a NaN k gives 1 (its x is NaN) */
+static inline float vpow2i(float k) {
+    int32_t bits = (int32_t)((uint32_t)((k == k ? (int32_t)k : 0) + 127) << 23);
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
 #define vsum(v)       (v)
 #define vload_even(p) (*(p))
 static inline void vtranspose(float r[1]) { (void)r; }
@@ -266,6 +307,25 @@ static inline void vinterleave4(VF v[4]) {
     for (int k = 0; k < 4; k++) v[k] = vload(u + k * VLEN);
 }
 #endif
+
+/* e^x = 2^k e^r with k = round(x log2(e)) and r = x - k ln(2) (|r| <= ln(2) / 2, ln(2) in two
+ * parts so that k ln(2) is exact: Cody and Waite), e^r from Cephes' degree-7 minimax
+ * polynomial 1 + r + r^2 P(r). x is held to [-87, 88], so k is in [-126, 127] and 2^k a
+ * normal float: e^-87 is 1.6e-38 (not the denormals below), e^88 is 1.7e38 (not inf). */
+static inline VF vexp(VF x) {
+    x = vclamp(x, -87.0f, 88.0f);
+    VF k = vround(vmul(x, vset1(1.44269504088896341f)));
+    VF r = vfma(k, vset1(-0.693359375f), x);
+    r = vfma(k, vset1(2.12194440e-4f), r);
+    VF p = vset1(1.9875691500e-4f);
+    p = vfma(p, r, vset1(1.3981999507e-3f));
+    p = vfma(p, r, vset1(8.3334519073e-3f));
+    p = vfma(p, r, vset1(4.1665795894e-2f));
+    p = vfma(p, r, vset1(1.6666665459e-1f));
+    p = vfma(p, r, vset1(5.0000001201e-1f));
+    p = vfma(p, vmul(r, r), vadd(r, vset1(1.0f)));
+    return vmul(p, vpow2i(k));
+}
 
 /* A hint to fetch the cache line holding p (for reading, into all levels); nothing where
  * the compiler has no such builtin. Loops over a run step LINE_FLOATS (64-byte lines). */
