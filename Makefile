@@ -34,8 +34,11 @@ STB_DIR ?= $(firstword $(wildcard /usr/include/stb /usr/local/include/stb third_
 CFLAGS  ?= -O2 -g
 # -fno-math-errno: sqrtf and friends never set errno, so loops calling them vectorise
 # (results are unchanged: IEEE sqrt is correctly rounded either way).
+# -ffp-contract=off: x * a + b in C is two roundings, as in the vector kernels' vmul and vadd
+# (gcc does not fuse it in C99 mode, clang would), so fused and layer-by-layer passes give
+# the same bits with either compiler.
 override CFLAGS += -std=c99 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -pthread \
-                   -fno-math-errno
+                   -fno-math-errno -ffp-contract=off
 override LDLIBS += -lm -pthread
 
 # MPI=1: data-parallel training and sharded inference over MPI (dist.c, the only file that

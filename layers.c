@@ -265,7 +265,7 @@ static int conv_split_batch(int n) {
 }
 
 static int epilogue_is_empty(const ConvEpilogue *e, const float *residual) {
-    return !e->scale && !e->shift && !residual && !e->relu;
+    return !e->scale && !e->shift && !residual && e->act == CONV_ACT_NONE;
 }
 
 /* The epilogue on one output row (channel oc) of length N, in place:
@@ -284,9 +284,16 @@ static void epilogue_row(const ConvEpilogue *e, int oc, int N, float *row, const
         OMP_PRAGMA(omp simd)
         for (int i = 0; i < N; i++) row[i] += res[i];
     }
-    if (e->relu) {
+    if (e->act == CONV_ACT_RELU) {
         OMP_PRAGMA(omp simd)
         for (int i = 0; i < N; i++) row[i] = row[i] > 0 ? row[i] : 0.0f;
+    } else if (e->act == CONV_ACT_SILU) {
+        for (int i = 0; i < N; i += VLEN) { /* as silu_forward, the last vector partly */
+            if (i + VLEN <= N)
+                vstore(row + i, vsilu(vload(row + i)));
+            else
+                vstore_part(row, i, N, vsilu(vload_part(row, i, N)));
+        }
     }
 }
 
@@ -405,12 +412,11 @@ static void conv_forward_image(const ConvSpec *s, int h, int w, int oh, int ow, 
 /* ------------------------------------------------------------------------------------ */
 
 /* A depthwise convolution (groups = in_c = out_c, EfficientNet's and MobileNet's k x k
- * layers) convolves each channel's plane with its own kernel. As a grouped GEMM it would be
- * a product of one-row matrices; here each plane is copied once into a zero-padded buffer
- * xp (ph x pw, pad on every side, cut to what the outputs read), so the inner loops have
- * no bounds checks, VLEN outputs at a time:
+ * layers) convolves each channel's plane with its own kernel:
  *   y[oy, ox] = sum_{ky, kx} w[ky, kx] * xp[oy * s + ky, ox * s + kx]
- * stride 1 reading consecutive inputs (vload), stride 2 every other one (vload_even). */
+ * xp being the plane with pad zeros on every side, cut to ph x pw (what the outputs read).
+ * As a grouped GEMM it would be a product of one-row matrices; here it runs directly, on
+ * VLEN channels at a time (below), so the vectors are full for any width and stride. */
 static int conv_is_depthwise(const ConvSpec *s) {
     return s->groups > 1 && s->groups == s->in_c && s->groups == s->out_c;
 }
@@ -428,157 +434,298 @@ static DwShape dw_shape(const ConvSpec *s, int h, int w) {
     return d;
 }
 
-static size_t dw_plane_floats(const DwShape *d) { return ((size_t)d->ph * d->pw + 15) / 16 * 16; }
+/* The forward runs on blocks of VLEN channels, interleaved: the block's padded input
+ * planes become xb [ph][pw][VLEN] (one vector per position, a lane per channel), so each
+ * output position is one vector whatever the map's width or the stride:
+ *   yb[oy, ox] = sum_{ky, kx} wb[ky, kx] (*) xb[oy * s + ky, ox * s + kx]   (lane by lane)
+ * wb [kh * kw][VLEN] holding the block's kernels. Rows go into and out of NCHW through
+ * VLEN x VLEN transposes; the epilogue is applied to the vectors before they go out (a
+ * residual, per plane after). A block with fewer than VLEN channels leaves lanes at 0. */
+#define DW_OX_BLOCK 4 /* outputs of a row in flight: independent chains of FMAs */
 
-/* xp = the plane x with pad zeros around it, cut to ph x pw. */
-static void dw_pad_plane(const ConvSpec *s, const DwShape *d, const float *x, float *xp) {
-    memset(xp, 0, sizeof(float) * (size_t)d->ph * d->pw);
-    const int p = s->pad, cols = d->w + p < d->pw ? d->w : d->pw - p;
-    for (int iy = 0; iy < d->h && iy + p < d->ph; iy++)
-        if (cols > 0) memcpy(xp + (size_t)(iy + p) * d->pw + p, x + (size_t)iy * d->w,
-                             sizeof(float) * cols);
+typedef struct {
+    float *xb, *wb, *yr; /* [ph * pw][VLEN], [taps][VLEN], one output row [ow][VLEN] */
+} DwBlockBuf;
+
+static size_t dw_block_floats(const DwShape *d, int taps) {
+    return ((size_t)d->ph * d->pw + (size_t)taps + (size_t)d->ow) * VLEN;
 }
 
-/* One padded plane xp through the kernel wk [kh, kw] into y [oh, ow]. */
-static void dw_plane_forward(const ConvSpec *s, const DwShape *d, const float *xp,
-                             const float *wk, float *y) {
-    const int st = s->stride, kh = s->kh, kw = s->kw, pw = d->pw, ow = d->ow;
-    for (int oy = 0; oy < d->oh; oy++) {
-        const float *rows = xp + (size_t)oy * st * pw;
-        float *yr = y + (size_t)oy * ow;
-        int ox = 0;
-        if (st == 1) {
-            for (; ox < ow; ox += VLEN) { /* the last vector partly, by vload_part */
-                VF acc = vzero();
-                for (int ky = 0; ky < kh; ky++)
-                    for (int kx = 0; kx < kw; kx++) {
-                        const float *p = rows + (size_t)ky * pw + kx;
-                        VF v = ox + VLEN <= ow ? vload(p + ox) : vload_part(p, ox, ow);
-                        acc = vfma(vset1(wk[ky * kw + kx]), v, acc);
-                    }
-                if (ox + VLEN <= ow)
-                    vstore(yr + ox, acc);
-                else
-                    vstore_part(yr, ox, ow, acc);
-            }
-        } else if (st == 2) {
-            for (; ox + VLEN <= ow; ox += VLEN) {
-                VF acc = vzero();
-                for (int ky = 0; ky < kh; ky++)
-                    for (int kx = 0; kx < kw; kx++)
-                        acc = vfma(vset1(wk[ky * kw + kx]),
-                                   vload_even(rows + (size_t)ky * pw + 2 * ox + kx), acc);
-                vstore(yr + ox, acc);
-            }
+static DwBlockBuf dw_block_buf(const DwShape *d, int taps, float *mem) {
+    DwBlockBuf b = {mem, mem + (size_t)d->ph * d->pw * VLEN, NULL};
+    b.yr = b.wb + (size_t)taps * VLEN;
+    return b;
+}
+
+/* xb = nc planes x (h x w each, nc <= VLEN) padded and interleaved; wb = their kernels. */
+static void dw_pack_block(const ConvSpec *s, const DwShape *d, const float *x, const float *wk,
+                          int nc, DwBlockBuf *b) {
+    const int p = s->pad, pw = d->pw, taps = s->kh * s->kw;
+    int rows = d->h + p < d->ph ? d->h : d->ph - p, cols = d->w + p < pw ? d->w : pw - p;
+    if (rows < 0) rows = 0;
+    if (cols < 0) cols = 0;
+    for (int t = 0; t < taps; t++)
+        for (int c = 0; c < VLEN; c++)
+            b->wb[t * VLEN + c] = c < nc ? wk[(size_t)c * taps + t] : 0.0f;
+    for (int r = 0; r < d->ph; r++) {
+        float *row = b->xb + (size_t)r * pw * VLEN;
+        if (r < p || r >= p + rows) {
+            memset(row, 0, sizeof(float) * pw * VLEN);
+            continue;
         }
-        for (; ox < ow; ox++) { /* other strides, and stride 2's last outputs */
-            float acc = 0.0f;
-            for (int ky = 0; ky < kh; ky++)
-                for (int kx = 0; kx < kw; kx++)
-                    acc += wk[ky * kw + kx] * rows[(size_t)ky * pw + ox * st + kx];
-            yr[ox] = acc;
+        const int left = p < pw ? p : pw, right = pw - p - cols;
+        memset(row, 0, sizeof(float) * left * VLEN);
+        if (right > 0) memset(row + (size_t)(p + cols) * VLEN, 0, sizeof(float) * right * VLEN);
+        const float *in = x + (size_t)(r - p) * d->w;
+        for (int ix = 0; ix < cols; ix += VLEN) {
+            VF v[VLEN];
+            for (int c = 0; c < VLEN; c++)
+                v[c] = c < nc ? vload_part(in + (size_t)c * d->h * d->w, ix, cols) : vzero();
+            vtranspose(v);
+            for (int j = 0; j < VLEN && ix + j < cols; j++)
+                vstore(row + (size_t)(p + ix + j) * VLEN, v[j]);
         }
     }
 }
 
-/* Every (image, channel) plane: pad, convolve, apply the epilogue while it is in cache.
- * Planes are independent, so threads take them in any order with the same results. */
+/* Output row oy of the block into b->yr, the epilogue applied when e is given. */
+static void dw_block_row(const ConvSpec *s, const DwShape *d, const DwBlockBuf *b, int oy,
+                         const ConvEpilogue *e, const float *scale, const float *shift) {
+    const int st = s->stride, kh = s->kh, kw = s->kw, ow = d->ow;
+    const size_t pw = (size_t)d->pw, sv = (size_t)st * VLEN;
+    const float *in = b->xb + (size_t)oy * st * pw * VLEN;
+    int ox = 0;
+    for (; ox + DW_OX_BLOCK <= ow; ox += DW_OX_BLOCK) {
+        VF a0 = vzero(), a1 = vzero(), a2 = vzero(), a3 = vzero();
+        for (int ky = 0; ky < kh; ky++) {
+            const float *q = in + (ky * pw + (size_t)ox * st) * VLEN;
+            for (int kx = 0; kx < kw; kx++, q += VLEN) {
+                VF wv = vload(b->wb + (size_t)(ky * kw + kx) * VLEN);
+                a0 = vfma(wv, vload(q), a0);
+                a1 = vfma(wv, vload(q + sv), a1);
+                a2 = vfma(wv, vload(q + 2 * sv), a2);
+                a3 = vfma(wv, vload(q + 3 * sv), a3);
+            }
+        }
+        vstore(b->yr + (size_t)ox * VLEN, a0);
+        vstore(b->yr + (size_t)(ox + 1) * VLEN, a1);
+        vstore(b->yr + (size_t)(ox + 2) * VLEN, a2);
+        vstore(b->yr + (size_t)(ox + 3) * VLEN, a3);
+    }
+    for (; ox < ow; ox++) { /* the same sums, one output at a time */
+        VF a = vzero();
+        for (int ky = 0; ky < kh; ky++) {
+            const float *q = in + (ky * pw + (size_t)ox * st) * VLEN;
+            for (int kx = 0; kx < kw; kx++, q += VLEN)
+                a = vfma(vload(b->wb + (size_t)(ky * kw + kx) * VLEN), vload(q), a);
+        }
+        vstore(b->yr + (size_t)ox * VLEN, a);
+    }
+    if (!e) return;
+    /* epilogue_row's operations, in its order, on a vector of channels per position */
+    const VF sc = scale ? vload(scale) : vset1(1.0f), sh = shift ? vload(shift) : vzero();
+    for (ox = 0; ox < ow; ox++) {
+        VF o = vload(b->yr + (size_t)ox * VLEN);
+        if (e->scale)
+            o = vadd(vmul(o, sc), sh);
+        else if (e->shift)
+            o = vadd(o, sh);
+        if (e->act == CONV_ACT_RELU)
+            o = vmax(o, vzero());
+        else if (e->act == CONV_ACT_SILU)
+            o = vsilu(o);
+        vstore(b->yr + (size_t)ox * VLEN, o);
+    }
+}
+
+/* b->yr back into row oy of the nc output planes y (oh x ow each). */
+static void dw_unpack_row(const DwShape *d, const DwBlockBuf *b, int oy, int nc, float *y) {
+    const int ow = d->ow;
+    const size_t N = (size_t)d->oh * ow;
+    for (int ox = 0; ox < ow; ox += VLEN) {
+        VF v[VLEN];
+        for (int j = 0; j < VLEN; j++)
+            v[j] = ox + j < ow ? vload(b->yr + (size_t)(ox + j) * VLEN) : vzero();
+        vtranspose(v);
+        for (int c = 0; c < nc; c++) vstore_part(y + c * N + (size_t)oy * ow, ox, ow, v[c]);
+    }
+}
+
+/* Every (image, block of VLEN channels): pack, convolve row by row with the epilogue, unpack.
+ * Blocks are independent, so threads take them in any order with the same results. */
 static void conv_forward_depthwise(const ConvSpec *s, int n, int h, int w, const float *x,
                                    const float *weight, const ConvEpilogue *e,
                                    const float *residual, float *y) {
     const DwShape d = dw_shape(s, h, w);
     const int c = s->in_c, taps = s->kh * s->kw, N = d.oh * d.ow;
+    const int blocks = (c + VLEN - 1) / VLEN;
     OMP_PRAGMA(omp parallel if (!omp_in_parallel()))
     {
-        float *xp = rn_scratch(omp_get_thread_num(), dw_plane_floats(&d));
+        float *mem = rn_scratch(omp_get_thread_num(), dw_block_floats(&d, taps));
+        DwBlockBuf b = dw_block_buf(&d, taps, mem);
+        float sc[VLEN], sh[VLEN];
         OMP_PRAGMA(omp for schedule(static))
-        for (long plane = 0; plane < (long)n * c; plane++) {
-            const int ch = (int)(plane % c);
-            float *yp = y + (size_t)plane * N;
-            dw_pad_plane(s, &d, x + (size_t)plane * h * w, xp);
-            dw_plane_forward(s, &d, xp, weight + (size_t)ch * taps, yp);
-            if (e) epilogue_row(e, ch, N, yp, residual ? residual + (size_t)plane * N : NULL);
+        for (long job = 0; job < (long)n * blocks; job++) {
+            const int img = (int)(job / blocks), c0 = (int)(job % blocks) * VLEN;
+            const int nc = c - c0 < VLEN ? c - c0 : VLEN;
+            const size_t plane0 = (size_t)img * c + c0;
+            const ConvEpilogue *eb = residual ? NULL : e; /* else per plane, after */
+            if (eb)
+                for (int k = 0; k < VLEN; k++) {
+                    sc[k] = eb->scale && k < nc ? eb->scale[c0 + k] : 1.0f;
+                    sh[k] = eb->shift && k < nc ? eb->shift[c0 + k] : 0.0f;
+                }
+            dw_pack_block(s, &d, x + plane0 * h * w, weight + (size_t)c0 * taps, nc, &b);
+            for (int oy = 0; oy < d.oh; oy++) {
+                dw_block_row(s, &d, &b, oy, eb, eb ? sc : NULL, eb ? sh : NULL);
+                dw_unpack_row(&d, &b, oy, nc, y + plane0 * N);
+            }
+            if (e && residual)
+                for (int k = 0; k < nc; k++)
+                    epilogue_row(e, c0 + k, N, y + (plane0 + k) * N, residual + (plane0 + k) * N);
         }
     }
 }
 
-/* One plane's backward from its padded input xp and output gradient dy [oh, ow]:
- *   dw[ky, kx] += sum_{oy, ox} xp[oy * s + ky, ox * s + kx] * dy[oy, ox]
- *   dxp[oy * s + ky, ox * s + kx] += w[ky, kx] * dy[oy, ox]   (dxp zeroed here, padded) */
-static void dw_plane_backward(const ConvSpec *s, const DwShape *d, const float *xp,
-                              const float *wk, const float *dy, float *dxp, float *dwk) {
-    const int st = s->stride, kh = s->kh, kw = s->kw, pw = d->pw, ow = d->ow;
-    if (dwk)
-        for (int ky = 0; ky < kh; ky++)
-            for (int kx = 0; kx < kw; kx++) {
-                VF acc = vzero();
-                float tail = 0.0f;
-                for (int oy = 0; oy < d->oh; oy++) {
-                    const float *p = xp + (size_t)(oy * st + ky) * pw + kx;
-                    const float *g = dy + (size_t)oy * ow;
-                    int ox = 0;
-                    if (st == 1)
-                        for (; ox + VLEN <= ow; ox += VLEN)
-                            acc = vfma(vload(p + ox), vload(g + ox), acc);
-                    else if (st == 2)
-                        for (; ox + VLEN <= ow; ox += VLEN)
-                            acc = vfma(vload_even(p + 2 * ox), vload(g + ox), acc);
-                    for (; ox < ow; ox++) tail += p[ox * st] * g[ox];
-                }
-                dwk[ky * kw + kx] += vsum(acc) + tail;
+/* The backward on the same blocks of VLEN interleaved channels, image by image: with the
+ * block's padded input xb, its output gradient gb [oh][ow][VLEN] and the kernels wb,
+ *   dw[ky, kx] += sum_{oy, ox} xb[oy * s + ky, ox * s + kx] (*) gb[oy, ox]
+ *   dxb[oy * s + ky, ox * s + kx] += wb[ky, kx] (*) gb[oy, ox]      (dxb zeroed, padded)
+ *   dbias += sum_{oy, ox} gb[oy, ox]                                 (in double)
+ * then dxb's interior goes out to dx. */
+typedef struct {
+    DwBlockBuf f;         /* xb and wb as the forward's */
+    float *gb, *dxb, *dw; /* [oh * ow][VLEN], [ph * pw][VLEN], [taps][VLEN] */
+} DwBackBuf;
+
+static size_t dw_back_floats(const DwShape *d, int taps) {
+    return dw_block_floats(d, taps) +
+           ((size_t)d->oh * d->ow + (size_t)d->ph * d->pw + (size_t)taps) * VLEN;
+}
+
+static DwBackBuf dw_back_buf(const DwShape *d, int taps, float *mem) {
+    DwBackBuf b;
+    b.f = dw_block_buf(d, taps, mem);
+    b.gb = mem + dw_block_floats(d, taps);
+    b.dxb = b.gb + (size_t)d->oh * d->ow * VLEN;
+    b.dw = b.dxb + (size_t)d->ph * d->pw * VLEN;
+    return b;
+}
+
+/* gb = the nc planes dy (oh x ow each) interleaved. */
+static void dw_pack_grad(const DwShape *d, const float *dy, int nc, float *gb) {
+    const int ow = d->ow;
+    const size_t N = (size_t)d->oh * ow;
+    for (int oy = 0; oy < d->oh; oy++)
+        for (int ox = 0; ox < ow; ox += VLEN) {
+            VF v[VLEN];
+            for (int c = 0; c < VLEN; c++)
+                v[c] = c < nc ? vload_part(dy + c * N + (size_t)oy * ow, ox, ow) : vzero();
+            vtranspose(v);
+            for (int j = 0; j < VLEN && ox + j < ow; j++)
+                vstore(gb + ((size_t)oy * ow + ox + j) * VLEN, v[j]);
+        }
+}
+
+static void dw_block_weight_grad(const ConvSpec *s, const DwShape *d, DwBackBuf *b) {
+    const int st = s->stride, kw = s->kw, ow = d->ow;
+    const size_t pw = (size_t)d->pw;
+    for (int t = 0; t < s->kh * kw; t++) {
+        const int ky = t / kw, kx = t % kw;
+        VF a0 = vzero(), a1 = vzero(); /* two chains: even and odd outputs */
+        for (int oy = 0; oy < d->oh; oy++) {
+            const float *q = b->f.xb + ((size_t)(oy * st + ky) * pw + kx) * VLEN;
+            const float *g = b->gb + (size_t)oy * ow * VLEN;
+            int ox = 0;
+            for (; ox + 2 <= ow; ox += 2) {
+                a0 = vfma(vload(q + (size_t)ox * st * VLEN), vload(g + (size_t)ox * VLEN), a0);
+                a1 = vfma(vload(q + (size_t)(ox + 1) * st * VLEN),
+                          vload(g + (size_t)(ox + 1) * VLEN), a1);
             }
-    if (!dxp) return;
-    memset(dxp, 0, sizeof(float) * (size_t)d->ph * pw);
-    for (int oy = 0; oy < d->oh; oy++) {
-        const float *g = dy + (size_t)oy * ow;
-        for (int ky = 0; ky < kh; ky++)
-            for (int kx = 0; kx < kw; kx++) {
-                float *row = dxp + (size_t)(oy * st + ky) * pw + kx;
-                const float wv = wk[ky * kw + kx];
-                int ox = 0;
-                if (st == 1)
-                    for (; ox + VLEN <= ow; ox += VLEN)
-                        vstore(row + ox, vfma(vset1(wv), vload(g + ox), vload(row + ox)));
-                for (; ox < ow; ox++) row[ox * st] += wv * g[ox];
-            }
+            if (ox < ow)
+                a0 = vfma(vload(q + (size_t)ox * st * VLEN), vload(g + (size_t)ox * VLEN), a0);
+        }
+        vstore(b->dw + (size_t)t * VLEN, vadd(a0, a1));
     }
 }
 
-/* The depthwise backward channel by channel (each thread owns its channels' weight and
- * bias gradients, summed over the images in order: the same bits for any thread count);
- * dx set, or added to when add_dx, from the padded gradient's interior. */
+static void dw_block_input_grad(const ConvSpec *s, const DwShape *d, DwBackBuf *b) {
+    const int st = s->stride, kh = s->kh, kw = s->kw, ow = d->ow;
+    const size_t pw = (size_t)d->pw;
+    memset(b->dxb, 0, sizeof(float) * (size_t)d->ph * pw * VLEN);
+    for (int oy = 0; oy < d->oh; oy++)
+        for (int ky = 0; ky < kh; ky++) {
+            float *row = b->dxb + (size_t)(oy * st + ky) * pw * VLEN;
+            const float *g = b->gb + (size_t)oy * ow * VLEN;
+            for (int ox = 0; ox < ow; ox++) {
+                const VF gv = vload(g + (size_t)ox * VLEN);
+                float *q = row + (size_t)ox * st * VLEN;
+                for (int kx = 0; kx < kw; kx++, q += VLEN)
+                    vstore(q, vfma(vload(b->f.wb + (size_t)(ky * kw + kx) * VLEN), gv, vload(q)));
+            }
+        }
+}
+
+/* dxb's interior (row iy + pad, column ix + pad of input pixel iy, ix; 0 past what the
+ * outputs read) into the nc planes dx (h x w each), added to them when add_dx. */
+static void dw_unpack_input_grad(const ConvSpec *s, const DwShape *d, const DwBackBuf *b, int nc,
+                                 int add_dx, float *dx) {
+    const int p = s->pad, h = d->h, w = d->w;
+    const size_t HW = (size_t)h * w;
+    for (int iy = 0; iy < h; iy++) {
+        const float *row = b->dxb + (size_t)(iy + p) * d->pw * VLEN;
+        for (int ix = 0; ix < w; ix += VLEN) {
+            VF v[VLEN];
+            for (int j = 0; j < VLEN; j++)
+                v[j] = iy + p < d->ph && ix + j < w && ix + j + p < d->pw
+                           ? vload(row + (size_t)(ix + j + p) * VLEN)
+                           : vzero();
+            vtranspose(v);
+            for (int c = 0; c < nc; c++) {
+                float *out = dx + c * HW + (size_t)iy * w;
+                vstore_part(out, ix, w, add_dx ? vadd(vload_part(out, ix, w), v[c]) : v[c]);
+            }
+        }
+    }
+}
+
+/* Each thread takes whole blocks of channels and goes through the images in order, so
+ * every weight and bias gradient is summed in one order whatever the thread count. */
 static void conv_backward_depthwise(const ConvSpec *s, int n, int h, int w, const float *x,
                                     const float *weight, const float *dy, float *dx, int add_dx,
                                     float *dweight, float *dbias) {
     const DwShape d = dw_shape(s, h, w);
-    const int c = s->in_c, taps = s->kh * s->kw, N = d.oh * d.ow, p = s->pad;
-    const size_t plane_floats = dw_plane_floats(&d);
+    const int c = s->in_c, taps = s->kh * s->kw, N = d.oh * d.ow;
+    const int blocks = (c + VLEN - 1) / VLEN;
     OMP_PRAGMA(omp parallel if (!omp_in_parallel()))
     {
-        float *xp = rn_scratch(omp_get_thread_num(), 2 * plane_floats), *dxp = xp + plane_floats;
+        float *mem = rn_scratch(omp_get_thread_num(), dw_back_floats(&d, taps));
+        DwBackBuf b = dw_back_buf(&d, taps, mem);
         OMP_PRAGMA(omp for schedule(static))
-        for (int ch = 0; ch < c; ch++) {
-            double bias_sum = 0;
-            for (int b = 0; b < n; b++) {
-                const size_t plane = (size_t)b * c + ch;
-                const float *g = dy + plane * N;
+        for (int blk = 0; blk < blocks; blk++) {
+            const int c0 = blk * VLEN, nc = c - c0 < VLEN ? c - c0 : VLEN;
+            double bias_sum[VLEN] = {0};
+            for (int img = 0; img < n; img++) {
+                const size_t plane0 = (size_t)img * c + c0;
+                dw_pack_grad(&d, dy + plane0 * N, nc, b.gb);
                 if (dbias)
-                    for (int i = 0; i < N; i++) bias_sum += g[i];
+                    for (int i = 0; i < N; i++)
+                        for (int k = 0; k < VLEN; k++) bias_sum[k] += b.gb[(size_t)i * VLEN + k];
                 if (!dx && !dweight) continue;
-                if (dweight) dw_pad_plane(s, &d, x + plane * h * w, xp);
-                dw_plane_backward(s, &d, xp, weight + (size_t)ch * taps, g, dx ? dxp : NULL,
-                                  dweight ? dweight + (size_t)ch * taps : NULL);
-                if (!dx) continue;
-                float *dxc = dx + plane * h * w;
-                for (int iy = 0; iy < h; iy++)
-                    for (int ix = 0; ix < w; ix++) {
-                        const int py = iy + p, px = ix + p;
-                        const float v =
-                            py < d.ph && px < d.pw ? dxp[(size_t)py * d.pw + px] : 0.0f;
-                        dxc[(size_t)iy * w + ix] = add_dx ? dxc[(size_t)iy * w + ix] + v : v;
-                    }
+                dw_pack_block(s, &d, x + plane0 * h * w, weight + (size_t)c0 * taps, nc, &b.f);
+                if (dweight) {
+                    dw_block_weight_grad(s, &d, &b);
+                    for (int k = 0; k < nc; k++)
+                        for (int t = 0; t < taps; t++)
+                            dweight[(size_t)(c0 + k) * taps + t] += b.dw[(size_t)t * VLEN + k];
+                }
+                if (dx) {
+                    dw_block_input_grad(s, &d, &b);
+                    dw_unpack_input_grad(s, &d, &b, nc, add_dx, dx + plane0 * h * w);
+                }
             }
-            if (dbias) dbias[ch] += (float)bias_sum;
+            if (dbias)
+                for (int k = 0; k < nc; k++) dbias[c0 + k] += (float)bias_sum[k];
         }
     }
 }
@@ -626,7 +773,7 @@ static void conv_forward_grouped(const ConvSpec *s, int n, int h, int w, const f
     for (int b = 0; b < n; b++)
         for (int g = 0; g < conv_groups(s); g++) {
             const size_t co = (size_t)g * L.spec.out_c, yo = group_out_at(&L, s, b, g);
-            ConvEpilogue eg = {NULL, NULL, e ? e->relu : 0};
+            ConvEpilogue eg = {NULL, NULL, e ? e->act : CONV_ACT_NONE};
             if (e && e->scale) eg.scale = e->scale + co;
             if (e && e->shift) eg.shift = e->shift + co;
             conv2d_forward_fused(&L.spec, 1, h, w, x + group_in_at(&L, s, b, g),
@@ -682,7 +829,7 @@ void conv2d_forward_fused(const ConvSpec *s, int n, int h, int w, const float *x
 
 void conv2d_forward(const ConvSpec *s, int n, int h, int w, const float *x, const float *weight,
                     const float *bias, float *y) {
-    ConvEpilogue e = {NULL, bias, 0};
+    ConvEpilogue e = {NULL, bias, CONV_ACT_NONE};
     conv2d_forward_fused(s, n, h, w, x, weight, &e, NULL, y);
 }
 
@@ -1086,6 +1233,21 @@ void relu_backward(size_t n, const float *y, const float *dy, float *dx) {
     }
 }
 
+/* The batch norm's output rebuilt from its input and its scale and shift (a training plan
+ * does not keep a batch norm's output that only a SiLU reads): y = x * scale[c] + shift[c],
+ * the batch norm's own float operations, so the same bits. */
+void batchnorm_affine_forward(int n, int c, int hw, const float *x, const float *scale,
+                              const float *shift, float *y) {
+    OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
+    for (long plane = 0; plane < (long)n * c; plane++) {
+        const float a = scale[plane % c], b = shift[plane % c];
+        const float *p = x + (size_t)plane * hw;
+        float *q = y + (size_t)plane * hw;
+        OMP_PRAGMA(omp simd)
+        for (int i = 0; i < hw; i++) q[i] = p[i] * a + b;
+    }
+}
+
 /* ReLU of a per-channel affine map, the ReLU after conv -> batch norm rebuilt from the conv
  * output and the batch norm's scale and shift (a training plan keeps only the conv output):
  *   forward:  y = max(0, x * scale[c] + shift[c])
@@ -1129,7 +1291,7 @@ void relu_affine_backward(int n, int c, int hw, const float *x, const float *sca
  * VLEN elements through vexp (simd.h), the last one partial; each element's value is the
  * same whichever thread or vector holds it. */
 #define ACT_LOOP(n) \
-    OMP_PRAGMA(omp parallel for schedule(static) if (n > 65536 && !omp_in_parallel())) \
+    OMP_PRAGMA(omp parallel for schedule(static) if ((n) > 65536 && !omp_in_parallel())) \
     for (long i = 0; i < (long)(n); i += VLEN)
 static inline VF act_load(const float *p, long i, size_t n) {
     return i + VLEN <= (long)n ? vload(p + i) : vload_part(p + i, 0, (int)((long)n - i));
@@ -1141,15 +1303,8 @@ static inline void act_store(float *p, long i, size_t n, VF v) {
         vstore_part(p + i, 0, (int)((long)n - i), v);
 }
 
-/* 1 + e^-x */
-static inline VF one_plus_exp_neg(VF x) { return vadd(vset1(1.0f), vexp(vsub(vzero(), x))); }
-static inline VF vsigmoid(VF x) { return vdiv(vset1(1.0f), one_plus_exp_neg(x)); }
-
 void silu_forward(size_t n, const float *x, float *y) {
-    ACT_LOOP(n) {
-        VF v = act_load(x, i, n);
-        act_store(y, i, n, vdiv(v, one_plus_exp_neg(v)));
-    }
+    ACT_LOOP(n) act_store(y, i, n, vsilu(act_load(x, i, n)));
 }
 
 void silu_backward(size_t n, const float *x, const float *y, const float *dy, float *dx) {
@@ -1230,14 +1385,24 @@ void maxpool2d_backward(int n, int c, int h, int w, int k, int stride, int pad,
 /* Global average pool                                                                   */
 /* ------------------------------------------------------------------------------------ */
 
+/* The mean of a plane, summed in double as 8 interleaved partial sums (element i into sum
+ * i mod 8), then added pairwise: eight independent chains of adds instead of one that waits
+ * on every add's latency, the same order on every ISA. */
+static float plane_mean(const float *p, int hw) {
+    double part[8] = {0};
+    int i = 0;
+    for (; i + 8 <= hw; i += 8)
+        for (int k = 0; k < 8; k++) part[k] += p[i + k];
+    for (int k = 0; i + k < hw; k++) part[k] += p[i + k];
+    double sum = ((part[0] + part[1]) + (part[2] + part[3])) +
+                 ((part[4] + part[5]) + (part[6] + part[7]));
+    return (float)(sum / hw);
+}
+
 void avgpool_global_forward(int n, int c, int hw, const float *x, float *y) {
     OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
-    for (long plane = 0; plane < (long)n * c; plane++) {
-        const float *p = x + (size_t)plane * hw;
-        double sum = 0;
-        for (int i = 0; i < hw; i++) sum += p[i];
-        y[plane] = (float)(sum / hw);
-    }
+    for (long plane = 0; plane < (long)n * c; plane++)
+        y[plane] = plane_mean(x + (size_t)plane * hw, hw);
 }
 
 void avgpool_global_backward(int n, int c, int hw, const float *dy, float *dx) {

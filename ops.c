@@ -479,10 +479,10 @@ static void concat_node_backward(Net *net, int i, const BackwardArgs *a) {
     }
 /* An elementwise activation: its forward and backward layer functions and which of x and y
  * its backward reads. */
-#define OP_ACT(name, act_fwd, act_bwd, reads_input, reads_output)                                  \
+#define OP_ACT(name, act_fwd, act_bwd, reads_input, reads_output, fuse)                            \
     {                                                                                              \
         name, shape_same, act_node_forward, act_node_backward, act_fwd, act_bwd, reads_input,      \
-            reads_output, 1, 0, 0, 1, FUSE_NONE, SAVE_NONE                                         \
+            reads_output, 1, 0, 0, 1, fuse, SAVE_NONE                                              \
     }
 
 /*                name        shape           forward               backward
@@ -512,8 +512,8 @@ const OpDef op_table[] = {
                           1, 0, 0, 0, FUSE_NONE, SAVE_OUTPUT),
     [OP_CONCAT] = OP_ROW("concat", shape_concat, concat_node_forward, concat_node_backward, 0, 0, 0,
                          1, 0, 0, FUSE_NONE, SAVE_NONE),
-    [OP_SILU] = OP_ACT("silu", silu_forward, silu_backward, 1, 0),
-    [OP_SIGMOID] = OP_ACT("sigmoid", sigmoid_forward, sigmoid_backward, 0, 1),
+    [OP_SILU] = OP_ACT("silu", silu_forward, silu_backward, 1, 0, FUSE_SILU),
+    [OP_SIGMOID] = OP_ACT("sigmoid", sigmoid_forward, sigmoid_backward, 0, 1, FUSE_NONE),
     [OP_ADAPTIVE_AVGPOOL] = OP_ROW("adaptive_avgpool", shape_adaptive_pool, adaptive_pool_forward,
                                    adaptive_pool_backward, 0, 0, 0, 0, 0, 0, FUSE_NONE, SAVE_NONE),
     [OP_CHANNEL_SCALE] = OP_ROW("channel_scale", shape_channel_scale, channel_scale_node_forward,
@@ -531,9 +531,9 @@ const char *op_name(OpType op) {
 
 /* ------------------------------------------------------------------ fusion and gradients */
 
-/* An eval-mode conv -> BN [-> ReLU | -> sum] group (the plan's fuse_tail) as one pass: the
- * batch norm folded into the conv's epilogue as y * scale + shift (kept in the BN's
- * save0/save1), then the residual sum and the ReLU, written straight into the last node's
+/* An eval-mode conv -> BN [-> ReLU | -> SiLU | -> sum] group (the plan's fuse_tail) as one
+ * pass: the batch norm folded into the conv's epilogue as y * scale + shift (kept in the BN's
+ * save0/save1), then the residual sum and the activation, written straight into the last node's
  * output. The same float operations as the layers one by one, so the same results; a 3x3
  * stride-1 conv with Winograd weights in the plan runs by Winograd instead. */
 void op_fused_forward(Net *net, int i, int n) {
@@ -543,7 +543,10 @@ void op_fused_forward(Net *net, int i, int n) {
                           param_data(net, bn->mean), param_data(net, bn->var), bn->eps, bn->save0,
                           bn->save1);
     const FuseRole role = op_table[tail->op].fuse;
-    ConvEpilogue e = {bn->save0, bn->save1, role == FUSE_RELU || role == FUSE_SUM_RELU};
+    ConvEpilogue e = {bn->save0, bn->save1,
+                      role == FUSE_RELU || role == FUSE_SUM_RELU ? CONV_ACT_RELU
+                      : role == FUSE_SILU                        ? CONV_ACT_SILU
+                                                                 : CONV_ACT_NONE};
     const float *residual = NULL;
     if (role == FUSE_SUM || role == FUSE_SUM_RELU)
         residual = net->nodes[tail->in[0] == i + 1 ? tail->in[1] : tail->in[0]].out;

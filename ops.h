@@ -28,8 +28,17 @@ typedef struct {
     float *scratch; /* the plan's scratch, for inputs read by several nodes */
 } BackwardArgs;
 
-/* The part an op can play in an eval-forward fusion group conv -> BN [-> ReLU | -> sum]. */
-typedef enum { FUSE_NONE, FUSE_CONV, FUSE_BN, FUSE_RELU, FUSE_SUM, FUSE_SUM_RELU } FuseRole;
+/* The part an op can play in an eval-forward fusion group conv -> BN [-> ReLU | -> SiLU |
+ * -> sum]. */
+typedef enum {
+    FUSE_NONE,
+    FUSE_CONV,
+    FUSE_BN,
+    FUSE_RELU,
+    FUSE_SILU,
+    FUSE_SUM,
+    FUSE_SUM_RELU
+} FuseRole;
 /* What an op's forward keeps for its backward in save0 (/ save1): nothing, two vectors of
  * channels (batch-norm statistics), one value per output element (mask, argmax), or one
  * per sample (stochastic depth's factors). */
@@ -70,8 +79,10 @@ static inline int bn_trains(const Net *net, const Node *nd, int train) {
 
 /* plan.c: outputs a training plan did not keep, rebuilt for backward. */
 const float *plan_recomputed_output(Net *net, int t, int n);
-/* The batch norm feeding ReLU node t as a per-channel affine map (scale, shift) of the conv
- * output, from the statistics of the last forward; in net->plan.affine. */
+/* Batch norm node bn as a per-channel affine map (scale, shift) of the conv output, from the
+ * statistics of the last forward; in net->plan.affine. plan_relu_affine: the one feeding
+ * ReLU node t. */
+void plan_bn_affine(Net *net, int bn, const float **scale, const float **shift);
 void plan_relu_affine(Net *net, int t, const float **scale, const float **shift);
 /* conv node i's Winograd weights, remade if the weights changed; NULL: not planned. */
 const float *plan_winograd_weights(Net *net, int i);

@@ -13,19 +13,22 @@
  * over the consumer's gradient buffer instead. An output lives until its last consumer has
  * run, unless backward will read it (trainable stages). ReLUs run in place, and a training
  * plan does not keep a ReLU after conv -> BN at all: backward recomputes it (or only its
- * gradient mask) from the conv output, which the batch norm needs anyway. A low-memory
+ * gradient mask) from the conv output, which the batch norm needs anyway; nor a batch
+ * norm's output that only a SiLU reads, nor squeeze-and-excitation's scaled map (their
+ * readers' backward gets them rebuilt). A low-memory
  * plan (net->low_memory, the default) does not keep the outputs of expanding 1x1 convs
  * either: backward runs them again when their batch norm needs them.
  *
- * Fusion: eval forwards run conv -> BN [-> ReLU | -> residual sum] as one convolution
+ * Fusion: eval forwards run conv -> BN [-> ReLU | -> SiLU | -> residual sum] as one convolution
  * whose epilogue applies the batch norm as y * scale + shift (folded from the current
  * running statistics at every forward, so parameter changes need no invalidation), the
- * residual and the ReLU, with the same float operations as the layers one by one; 3x3
+ * residual and the activation, with the same float operations as the layers one by one; 3x3
  * stride-1 ones by Winograd where net->winograd (weights transformed here, remade when the
  * weights change).
  *
- * Every decision reads the op table's facts (ops.h), not op names, except the two patterns
- * that are recomputed (a ReLU of conv -> BN, an expanding 1x1 conv before its BN). A
+ * Every decision reads the op table's facts (ops.h), not op names, except the four patterns
+ * that are recomputed (a ReLU of conv -> BN, a BN of conv -> BN -> SiLU, a channel scale,
+ * an expanding 1x1 conv before its BN). A
  * reference plan (net->reference) makes none of these decisions: no fusion, no
  * recomputation, no Winograd. */
 #include "ops.h"
@@ -129,8 +132,8 @@ typedef struct {
     int *drop_at;   /* the last step reading j (a fused group counts as its tail), -1: none */
 } Liveness;
 
-/* Fusion groups for eval forwards: conv (no bias) -> BN -> ReLU, or conv -> BN -> sum whose
- * other input is already computed, or conv -> BN, where each output in the group is read
+/* Fusion groups for eval forwards: conv (no bias) -> BN -> ReLU or SiLU, or conv -> BN -> sum
+ * whose other input is already computed, or conv -> BN, where each output in the group is read
  * only by the next node. A training plan fuses only frozen stages, because backward reads
  * the conv and BN outputs the fused pass never writes. */
 static void plan_fusion(Net *net, const int *consumers, int training, int ft) {
@@ -150,7 +153,8 @@ static void plan_fusion(Net *net, const int *consumers, int training, int ft) {
         if (i + 2 >= n || consumers[i + 1] != 1 || always_kept(net, i + 1)) continue;
         const Node *next = &net->nodes[i + 2];
         const FuseRole role = op_of(next)->fuse;
-        if (role == FUSE_RELU && next->in[0] == i + 1) pn[i].fuse_tail = i + 2;
+        if ((role == FUSE_RELU || role == FUSE_SILU) && next->in[0] == i + 1)
+            pn[i].fuse_tail = i + 2;
         if ((role == FUSE_SUM || role == FUSE_SUM_RELU) &&
             (next->in[0] == i + 1 || next->in[1] == i + 1)) {
             int other = next->in[0] == i + 1 ? next->in[1] : next->in[0];
@@ -167,6 +171,34 @@ static int relu_recomputable(const Net *net, const Liveness *lv, int t, int ft) 
     const Node *bn = &net->nodes[nd->in[0]];
     return op_of(bn)->fuse == FUSE_BN && lv->consumers[nd->in[0]] == 1 &&
            op_of(&net->nodes[bn->in[0]])->fuse == FUSE_CONV;
+}
+
+/* Nor the output of a conv -> BN whose only reader is a SiLU (EfficientNet's conv-BN-SiLU):
+ * the SiLU's backward, the one reader of it, gets it rebuilt from the conv output (kept for
+ * the batch norm's backward, or itself recomputed) and the saved statistics. */
+static int bn_recomputable(const Net *net, const Liveness *lv, int t, int ft) {
+    const Node *nd = &net->nodes[t];
+    if (op_of(nd)->fuse != FUSE_BN || nd->stage < ft || lv->consumers[t] != 1 ||
+        always_kept(net, t) || op_of(&net->nodes[nd->in[0]])->fuse != FUSE_CONV)
+        return 0;
+    for (int k = t + 1; k < net->n_nodes; k++)
+        for (int q = 0; q < net->nodes[k].n_in; q++)
+            if (net->nodes[k].in[q] == t) return op_of(&net->nodes[k])->fuse == FUSE_SILU;
+    return 0;
+}
+
+/* Nor squeeze-and-excitation's scaled map x * s (OP_CHANNEL_SCALE, as large as x), when one
+ * node reads it as its first input: that node's backward gets it rebuilt from x and s, which
+ * the scale's own backward keeps anyway. */
+static int scale_recomputable(const Net *net, const Liveness *lv, int t, int ft) {
+    const Node *nd = &net->nodes[t];
+    if (nd->op != OP_CHANNEL_SCALE || nd->stage < ft || lv->consumers[t] != 1 ||
+        always_kept(net, t))
+        return 0;
+    for (int k = t + 1; k < net->n_nodes; k++)
+        for (int q = 0; q < net->nodes[k].n_in; q++)
+            if (net->nodes[k].in[q] == t) return q == 0;
+    return 0;
 }
 
 /* Low-memory training plans do not keep the outputs of expanding 1x1 convs either (a
@@ -215,7 +247,9 @@ static void plan_liveness(Net *net, Liveness *lv, int training, int ft) {
     }
     const int recompute = training && !net->reference;
     for (int t = 0; t < n; t++) {
-        pn[t].recompute = recompute && relu_recomputable(net, lv, t, ft);
+        pn[t].recompute =
+            recompute && (relu_recomputable(net, lv, t, ft) || bn_recomputable(net, lv, t, ft) ||
+                          scale_recomputable(net, lv, t, ft));
         if (pn[t].recompute) lv->keep[t] = 0;
     }
     for (int t = 0; t < n && recompute && net->low_memory; t++)
@@ -421,11 +455,12 @@ int net_plan(Net *net, int batch, int h, int w, int training) {
         if (plan->nodes[i].recompute && op_of(nd)->fuse == FUSE_CONV &&
             size[i] > recompute_conv_floats)
             recompute_conv_floats = size[i];
-        /* a recomputed ReLU needs the buffer only where backward reads it as an input */
+        /* a recomputed ReLU, BN or scaled map needs the buffer only where backward reads it
+         * as an input */
         for (int k = 0; k < nd->n_in && nd->stage >= ft && op_of(nd)->reads_input; k++) {
             int j = nd->in[k];
-            if (plan->nodes[j].recompute && op_of(&net->nodes[j])->fuse == FUSE_RELU &&
-                size[j] > recompute_floats)
+            const FuseRole role = op_of(&net->nodes[j])->fuse;
+            if (plan->nodes[j].recompute && role != FUSE_CONV && size[j] > recompute_floats)
                 recompute_floats = size[j];
         }
     }
@@ -483,7 +518,11 @@ void plan_free(NetPlan *plan) {
 /* ------------------------------------------------------------------ recomputation */
 
 void plan_relu_affine(Net *net, int t, const float **scale, const float **shift) {
-    const Node *bn = &net->nodes[net->nodes[t].in[0]];
+    plan_bn_affine(net, net->nodes[t].in[0], scale, shift);
+}
+
+void plan_bn_affine(Net *net, int b, const float **scale, const float **shift) {
+    const Node *bn = &net->nodes[b];
     const Param *p = net->params;
     const float *gamma = p[bn->weight].data, *beta = p[bn->bias].data;
     float *sc = net->plan.affine, *sh = net->plan.affine + bn->c;
@@ -516,12 +555,29 @@ static const float *recomputed_conv(Net *net, int t, int n) {
     return plan->recompute_conv_buf;
 }
 
-/* The output of node t that the training plan did not keep: a conv (recomputed_conv) or a
- * ReLU after conv -> BN (relu_affine_forward of the kept conv output), in the plan's
- * recompute buffers. */
+/* The output of node t that the training plan did not keep: a conv (recomputed_conv), a
+ * ReLU after conv -> BN (relu_affine_forward of the kept conv output), a BN before a SiLU
+ * (batchnorm_affine_forward of the conv output, kept or itself recomputed) or a scaled map
+ * (channel_scale_forward of its kept inputs), in the plan's recompute buffers. */
 const float *plan_recomputed_output(Net *net, int t, int n) {
     NetPlan *plan = &net->plan;
     if (op_of(&net->nodes[t])->fuse == FUSE_CONV) return recomputed_conv(net, t, n);
+    if (net->nodes[t].op == OP_CHANNEL_SCALE && plan->recompute_owner != t) {
+        const Node *nd = &net->nodes[t];
+        channel_scale_forward(n, nd->c, nd->h * nd->w, net->nodes[nd->in[0]].out,
+                              net->nodes[nd->in[1]].out, plan->recompute_buf);
+        plan->recompute_owner = t;
+    }
+    if (op_of(&net->nodes[t])->fuse == FUSE_BN && plan->recompute_owner != t) {
+        const Node *bn = &net->nodes[t];
+        const int conv = bn->in[0];
+        const float *x = plan->nodes[conv].recompute ? recomputed_conv(net, conv, n)
+                                                     : net->nodes[conv].out;
+        const float *scale, *shift;
+        plan_bn_affine(net, t, &scale, &shift);
+        batchnorm_affine_forward(n, bn->c, bn->h * bn->w, x, scale, shift, plan->recompute_buf);
+        plan->recompute_owner = t;
+    }
     if (plan->recompute_owner != t) {
         const Node *bn = &net->nodes[net->nodes[t].in[0]];
         const float *scale, *shift;

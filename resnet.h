@@ -164,12 +164,13 @@ void conv2d_backward_add(const ConvSpec *s, int n, int h, int w, const float *x,
 /* The convolution with its epilogue applied per image while the output is in cache:
  *   y = act(conv(x) * scale[oc] + shift[oc] + residual[n, oc, oy, ox])
  * scale NULL: 1; shift NULL: 0 (shift = bias is conv2d_forward); residual NULL: none;
- * act = ReLU when relu. With batchnorm_eval_affine's scale and shift this is conv, eval
- * batch norm (folded), the residual sum and ReLU in one pass, with the same float operations
- * as the separate layers. */
+ * act: none, ReLU or SiLU. With batchnorm_eval_affine's scale and shift this is conv, eval
+ * batch norm (folded), the residual sum and the activation in one pass, with the same float
+ * operations as the separate layers. */
+typedef enum { CONV_ACT_NONE, CONV_ACT_RELU, CONV_ACT_SILU } ConvAct;
 typedef struct {
     const float *scale, *shift;
-    int relu;
+    ConvAct act;
 } ConvEpilogue;
 void conv2d_forward_fused(const ConvSpec *s, int n, int h, int w, const float *x,
                           const float *weight, const ConvEpilogue *e, const float *residual,
@@ -228,6 +229,9 @@ void relu_affine_forward(int n, int c, int hw, const float *x, const float *scal
                          const float *shift, float *y);
 void relu_affine_backward(int n, int c, int hw, const float *x, const float *scale,
                           const float *shift, const float *dy, float *dx);
+/* The batch norm's output rebuilt the same way: y = x * scale[c] + shift[c], its bits. */
+void batchnorm_affine_forward(int n, int c, int hw, const float *x, const float *scale,
+                              const float *shift, float *y);
 /* Elementwise activations, forward and backward in one shape (backward reads x or y,
  * whichever its derivative needs; dx may alias dy):
  *   silu(x) = x * sigmoid(x), silu'(x) = s + x * s * (1 - s) with s = sigmoid(x)

@@ -15,6 +15,7 @@
  *   vround(x)         x rounded to the nearest integer (ties to even)
  *   vpow2i(k)         2^k for an integral k in [-126, 127]
  *   vexp(x)           e^x within 2 ulp for x in [-87, 88] (held there; NaN stays NaN)
+ *   vsigmoid(x)       1 / (1 + e^-x)         vsilu(x)        x / (1 + e^-x)
  *   vsum(v)           sum of the lanes (a float)
  *   vload_even(p)     p[0], p[2], ..., p[2 * VLEN - 2] (reads p[0..2 * VLEN - 1) only)
  *   vprefetch(p)      a hint to bring p's cache line in (any unit; nothing without GCC/clang)
@@ -326,6 +327,14 @@ static inline VF vexp(VF x) {
     p = vfma(p, vmul(r, r), vadd(r, vset1(1.0f)));
     return vmul(p, vpow2i(k));
 }
+
+/* sigmoid(x) = 1 / (1 + e^-x) and silu(x) = x * sigmoid(x), computed as x / (1 + e^-x). Every
+ * kernel that applies them (the layers, the convolutions' epilogues) uses these, so a fused
+ * activation gives the same bits as the layer on its own. */
+static inline VF vsigmoid(VF x) {
+    return vdiv(vset1(1.0f), vadd(vset1(1.0f), vexp(vsub(vzero(), x))));
+}
+static inline VF vsilu(VF x) { return vdiv(x, vadd(vset1(1.0f), vexp(vsub(vzero(), x)))); }
 
 /* A hint to fetch the cache line holding p (for reading, into all levels); nothing where
  * the compiler has no such builtin. Loops over a run step LINE_FLOATS (64-byte lines). */

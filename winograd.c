@@ -217,7 +217,10 @@ static void output_transform_block(int t0, int t1, int th, int tw, int oh, int o
                     else if (e->shift)
                         o = vadd(o, sh);
                     if (residual) o = vadd(o, vload_part(residual + row, c, x1));
-                    if (e->relu) o = vmax(o, vzero());
+                    if (e->act == CONV_ACT_RELU)
+                        o = vmax(o, vzero());
+                    else if (e->act == CONV_ACT_SILU)
+                        o = vsilu(o);
                     vstore_part(y + row, c, x1, o);
                 }
             }
@@ -259,7 +262,7 @@ static void winograd_chunk(const ConvSpec *s, int h, int w, const float *x, cons
 
 void conv2d_forward_winograd(const ConvSpec *s, int n, int h, int w, const float *x, const float *u,
                              const ConvEpilogue *e, const float *residual, float *y) {
-    ConvEpilogue none = {NULL, NULL, 0};
+    ConvEpilogue none = {NULL, NULL, CONV_ACT_NONE};
     if (!e) e = &none;
     int th = (h + WT - 1) / WT, tw = (w + WT - 1) / WT, total = n * th * tw;
     int threads = omp_in_parallel() ? 1 : omp_get_max_threads();

@@ -95,7 +95,8 @@ expect 0 "resumed phase 1 after epoch 1" "$T/rel.log" "relative path with a newl
 # kill (the fine-tuned net's evaluation went through the training plan in one process and
 # the inference plan in the other)
 FT="$RUN --data $T/data/train --epochs 1 --finetune-epochs 2 --unfreeze 1 --finetune-lr 0.001"
-$RUNNER "$TRAIN" $FT --out "$T/ft1" > "$T/ft1.log" 2>&1 || fail "fine-tune run failed"
+$RUNNER "$TRAIN" $FT --out "$T/ft1" > "$T/ft1.log" 2>&1; st=$?
+[ "$st" -eq 0 ] || { echo "  (status $st, log:)"; tail -n 5 "$T/ft1.log"; fail "fine-tune run failed"; }
 ($RUNNER "$TRAIN" $FT --out "$T/ft2" --kill-after-epochs 3; true) > /dev/null 2>&1
 $RUNNER "$TRAIN" --resume "$T/ft2" > "$T/ft2.log" 2>&1; st=$?
 masked() { sed -e 's/"seconds":[^,}]*/"seconds":_/g' -e 's/"peak_memory_mb":[^,}]*/"peak_memory_mb":_/g' -e 's/"notes":.*/"notes":_}/' "$1"; }

@@ -242,8 +242,8 @@ static void test_conv_fast_matches_reference(void) {
     }
 }
 
-/* conv2d_forward_fused = conv2d_forward, then y * scale + shift + residual and ReLU, bit for
- * bit, on the batched (small map) and the image-by-image paths. */
+/* conv2d_forward_fused = conv2d_forward, then y * scale + shift + residual and ReLU (or SiLU),
+ * bit for bit, on the batched (small map) and the image-by-image paths. */
 static void test_conv_fused_epilogue(void) {
     static const ConvShape shapes[] = {
         {{6, 8, 3, 3, 1, 1}, 3, 7, 7},   /* small map: the batch in one product */
@@ -253,6 +253,7 @@ static void test_conv_fused_epilogue(void) {
         {{4, 6, 1, 1, 1, 0}, 2, 30, 25}, /* 1x1 in two chunks */
         {{6, 6, 3, 3, 1, 1, 6}, 2, 20, 21}, /* depthwise: the epilogue per plane */
         {{6, 6, 5, 5, 2, 2, 6}, 2, 23, 40},
+        {{20, 20, 3, 3, 2, 1, 20}, 2, 14, 14}, /* a full block of channels and a partial one */
     };
     for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
         const ConvSpec *s = &shapes[t].s;
@@ -271,10 +272,20 @@ static void test_conv_fused_epilogue(void) {
             v += res[i];
             ref[i] = v > 0 ? v : 0.0f;
         }
-        ConvEpilogue e = {scale, shift, 1};
+        ConvEpilogue e = {scale, shift, CONV_ACT_RELU};
         conv2d_forward_fused(s, n, h, w, x, wt, &e, res, y);
         CHECK_MSG(memcmp(y, ref, ny * 4) == 0, "shape %zu: rel diff %.2g", t,
                   max_rel_diff(y, ref, ny, 1e-6));
+        /* SiLU, no residual (depthwise: in the blocked kernel), = silu_forward's bits */
+        conv2d_forward(s, n, h, w, x, wt, NULL, ref);
+        for (size_t i = 0; i < ny; i++)
+            ref[i] = ref[i] * scale[i / N % s->out_c] + shift[i / N % s->out_c];
+        silu_forward(ny, ref, ref);
+        ConvEpilogue es = {scale, shift, CONV_ACT_SILU};
+        conv2d_forward_fused(s, n, h, w, x, wt, &es, NULL, y);
+        CHECK_MSG(memcmp(y, ref, ny * 4) == 0, "shape %zu, SiLU: rel diff %.2g", t,
+                  max_rel_diff(y, ref, ny, 1e-6));
+        conv2d_forward_fused(s, n, h, w, x, wt, &e, res, y);
         int zeros = 0;
         for (size_t i = 0; i < ny; i++) zeros += y[i] == 0;
         CHECK(zeros > 0 && zeros < (int)ny); /* the ReLU did something, not everything */
@@ -329,7 +340,7 @@ static void test_conv_winograd(void) {
             float v = conv[i] * scale[oc] + shift[oc] + res[i];
             ref[i] = v > 0 ? v : 0.0f;
         }
-        ConvEpilogue ep = {scale, shift, 1};
+        ConvEpilogue ep = {scale, shift, CONV_ACT_RELU};
         conv2d_forward_winograd(&s, n, h, w, x, u, &ep, res, y);
         e = 0;
         int zeros = 0;

@@ -354,15 +354,26 @@ static void randomise_bn(Net *net, uint64_t seed) {
     }
 }
 
-/* Eval forward with batch norm, ReLU and residual sums folded into the convolutions gives
- * the logits and features of the layer-by-layer reference (no_fusion), in inference
+/* Eval forward with batch norm, ReLU or SiLU and residual sums folded into the convolutions
+ * gives the logits and features of the layer-by-layer reference (no_fusion), in inference
  * plans and in the frozen stages of a training plan, and follows parameter changes. With
  * winograd the 3x3 stride-1 convs round differently (by about 1e-6; a training plan's
  * batch norm on two samples then magnifies that in layer4): tol says how close. */
+typedef struct {
+    const char *bn, *conv, *conv3; /* a batch norm, a conv and a 3x3 conv changed between rounds */
+} FusedProbe;
+static const FusedProbe resnet_probe = {"bn1", "conv1", "layer1.0.conv2"};
+static const FusedProbe effnet_probe = {"features.8.1", "features.8.0", "features.7.0.block.1.0"};
+
 static void fused_vs_reference(const char *arch, int n, int size, int training, int ft,
                                int winograd, double tol) {
+    const FusedProbe *probe = strncmp(arch, "efficientnet", 12) ? &resnet_probe : &effnet_probe;
+    char name[RN_NAME_MAX];
     Net *net = resnet_create(arch, 5, NULL, 11);
     randomise_bn(net, 12);
+    for (int i = 0; i < net->n_nodes; i++) /* EfficientNet's random parts off in training */
+        if (net->nodes[i].op == OP_STOCHASTIC_DEPTH || net->nodes[i].op == OP_DROPOUT)
+            net->nodes[i].p = 0.0f;
     net_set_first_trainable(net, ft);
     net->winograd = winograd;
     CHECK(net_plan(net, n, size, size, training) == 0);
@@ -386,14 +397,21 @@ static void fused_vs_reference(const char *arch, int n, int size, int training, 
         printf("     %s %s plan%s: fused vs reference, logits %.2e, features %.2e\n", arch,
                training ? "training (frozen)" : "inference", winograd ? ", Winograd" : "", e, ef);
         CHECK(e <= tol && ef <= tol);
-        if (round == 1) CHECK(max_rel_diff(ref, first, (size_t)n * 5, 1e-3) > 1e-3);
+        if (round == 1)
+            CHECK_MSG(max_rel_diff(ref, first, (size_t)n * 5, 1e-3) > 1e-3,
+                      "%s: the changed parameters changed nothing (%.2g)", arch,
+                      max_rel_diff(ref, first, (size_t)n * 5, 1e-3));
         /* new parameters take effect at once: nothing folded is cached */
         memcpy(first, ref, sizeof(float) * n * 5);
-        net_find_param(net, "bn1.running_mean")->data[0] += 0.5f;
-        net_find_param(net, "bn1.weight")->data[1] *= 2.0f;
-        Param *w = net_find_param(net, "conv1.weight");
+        snprintf(name, sizeof name, "%s.running_mean", probe->bn);
+        net_find_param(net, name)->data[0] += 0.5f;
+        snprintf(name, sizeof name, "%s.weight", probe->bn);
+        net_find_param(net, name)->data[1] *= 2.0f;
+        snprintf(name, sizeof name, "%s.weight", probe->conv);
+        Param *w = net_find_param(net, name);
         for (int64_t k = 0; k < w->numel; k++) w->data[k] *= 0.9f;
-        w = net_find_param(net, "layer1.0.conv2.weight"); /* 3x3: Winograd remakes its own */
+        snprintf(name, sizeof name, "%s.weight", probe->conv3); /* Winograd remakes its own */
+        w = net_find_param(net, name);
         for (int64_t k = 0; k < w->numel; k += 3) w->data[k] *= -1.5f;
     }
     free(x);
@@ -411,6 +429,9 @@ static void test_fused_eval_forward(void) {
     fused_vs_reference("resnet18", 2, 40, 0, STAGE_STEM, 1, 2e-5);
     if (big) fused_vs_reference("resnet50", 2, 64, 0, STAGE_STEM, 1, 2e-5);
     if (big) fused_vs_reference("resnet50", 2, 64, 1, STAGE_LAYER4, 1, 2e-4);
+    /* conv -> BN -> SiLU groups, depthwise ones among them; frozen up to features.6 */
+    fused_vs_reference("efficientnet_b0", 2, 64, 0, 0, 0, 1e-5);
+    fused_vs_reference("efficientnet_b0", 2, 64, 1, 6, 0, 1e-5);
 }
 
 /* ------------------------------------------------------------------ gradients */
