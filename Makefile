@@ -4,7 +4,9 @@
 #   make OPENMP=0 SIMD=0 the plain C99 build (same tests)
 #   make SIMD=auto       a portable x86-64 build: the GEMM kernel is chosen at run time
 #   make setup           find stb (libstb-dev) or install it with apt-get
-#   make bench           ResNet-50 speed, side by side with PyTorch when available
+#   make bench           ResNet-50 and EfficientNet-B0 speed, side by side with PyTorch and
+#                        ONNX Runtime when available
+#   make ort-setup       install ONNX Runtime for make bench (npm, into third_party/onnxruntime)
 #   make demo            transfer learning end to end on generated tasks, no download (tools/demo.sh)
 #   make test T=pattern  only the test binaries and shell tests whose name holds pattern
 #                        (SKIP_TESTS=pattern: all but those)
@@ -118,7 +120,7 @@ TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BINS := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%$(EXE))
 PROGS := $(BIN)/train$(EXE) $(BIN)/infer$(EXE)
 
-.PHONY: all test clean setup check-stb bench demo fuzz fuzz-long fuzz-seeds golden-check asan tsan
+.PHONY: all test clean setup check-stb bench ort-setup demo fuzz fuzz-long fuzz-seeds golden-check asan tsan
 all: $(PROGS)
 
 STB_HEADERS := stb_image.h stb_image_write.h stb_easy_font.h
@@ -203,7 +205,14 @@ tsan:
 	  CFLAGS="$(SAN_FLAGS) -fsanitize=thread" LDFLAGS="-fsanitize=thread" test
 
 bench: $(BUILD)/tests/bench
-	@SHARED="$(SHARED)" sh tools/bench.sh $(BUILD)/tests/bench
+	@SHARED="$(SHARED)" ONNX_DIR="$(BUILD)/onnx" sh tools/bench.sh $(BUILD)/tests/bench
+
+# ONNX Runtime 1.30's CPU binaries are inside the npm package; its install script only
+# fetches GPU extras, so it is skipped. Nothing here is needed to build, test or run.
+ORT_VERSION ?= 1.30.0
+ort-setup:
+	npm install --ignore-scripts --no-audit --no-fund --prefix third_party/onnxruntime \
+	  onnxruntime-node@$(ORT_VERSION)
 
 $(BUILD)/tests/bench: tools/bench.c $(BUILD)/libresnet.a
 	@mkdir -p $(dir $@)

@@ -1,17 +1,21 @@
 #!/bin/sh
 # tools/bench.sh BENCH - `make bench`: the C bench (tools/bench.c) and, when /usr/bin/python3
-# imports torch and torchvision, the same configurations in PyTorch (tools/bench_torch.py),
+# imports torch and torchvision, the same configurations in PyTorch (tools/bench_torch.py)
+# and, when node and onnxruntime-node are there (make ort-setup), the inference ones in ONNX
+# Runtime (tools/bench_ort.js, on graphs tools/ort_export.py exports once into ONNX_DIR),
 # run one after the other per configuration and thread count, then one table with ratios.
-# On shared machines speeds drift from minute to minute, so C and PyTorch alternate and,
-# with several rounds, the table shows each side's median, and as ratios the median of the
-# rounds' ratios (each C run against the PyTorch run right after it: slow drift cancels).
+# On shared machines speeds drift from minute to minute, so the peers alternate and, with
+# several rounds, the table shows each side's median, and as ratios the median of the
+# rounds' ratios (each C run against the peer's run right after it: slow drift cancels).
 #   BENCH_ROUNDS=3          rounds of every configuration (default 1)
 #   BENCH_THREADS="1 2"     thread counts (default: 1 and 2, capped at the CPU count)
 #   BENCH_CONFIGS="..."     configurations (default: all; see `BENCH list`)
 #   BENCH_TORCH=0           skip PyTorch
+#   BENCH_ORT=0             skip ONNX Runtime (ORT_NODE_MODULES: where onnxruntime-node is)
 bench=${1:-build/tests/bench}
 py=${PYTHON:-/usr/bin/python3}
 here=$(dirname "$0")
+onnx_dir=${ONNX_DIR:-build/onnx}
 [ -x "$bench" ] || { echo "bench.sh: $bench not built (make bench builds it)"; exit 1; }
 
 ncpu=$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
@@ -25,6 +29,25 @@ else
   echo "PyTorch: not available (C only)"
 fi
 
+ort=0
+if [ "${BENCH_ORT:-1}" != 0 ] && [ "$torch" = 1 ] && command -v node >/dev/null 2>&1 &&
+   ortv=$(node "$here/bench_ort.js" version 2>/dev/null); then
+  ort=1
+  echo "ONNX Runtime: $ortv"
+else
+  echo "ONNX Runtime: not available (make ort-setup installs it; it needs node and torch)"
+fi
+# The ONNX graph of a configuration's network, exported on first use.
+onnx_of() {
+  arch=resnet50
+  case $1 in *_effb0) arch=efficientnet_b0 ;; esac
+  if [ ! -f "$onnx_dir/$arch.onnx" ]; then
+    mkdir -p "$onnx_dir" && "$py" "$here/ort_export.py" "$arch" "$onnx_dir/$arch.onnx" >/dev/null 2>&1 ||
+      { echo "  (ONNX export of $arch failed)" >&2; return 1; }
+  fi
+  echo "$onnx_dir/$arch.onnx"
+}
+
 echo "C: $("$bench" info)"
 log=$(mktemp); trap 'rm -f "$log"' EXIT
 rounds=${BENCH_ROUNDS:-1}
@@ -37,6 +60,11 @@ while [ "$round" -le "$rounds" ]; do
       if [ "$torch" = 1 ] && [ "$cfg" != peak ]; then
         "$py" "$here/bench_torch.py" "$cfg" "$t" 2>/dev/null | sed 's/^RESULT /RESULT torch /' \
           | tee -a "$log" | grep -v '^RESULT' || echo "  (torch $cfg failed)"
+      fi
+      case $cfg in infer*) ;; *) continue ;; esac
+      if [ "$ort" = 1 ] && model=$(onnx_of "$cfg"); then
+        node "$here/bench_ort.js" "$model" "$cfg" "$t" 2>/dev/null | sed 's/^RESULT /RESULT ort /' \
+          | tee -a "$log" | grep -v '^RESULT' || echo "  (onnxruntime $cfg failed)"
       fi
     done
   done
@@ -54,6 +82,8 @@ awk '
   if (who == "c") { crate[key] = add(crate[key], v["rate"]); unit[key] = v["unit"]; clast[key] = v["rate"];
                     cgf[key] = add(cgf[key], v["gflops"]); cpk[key] = add(cpk[key], v["peak"]);
                     crss[key] = v["rss_mb"] }
+  else if (who == "ort") { orate[key] = add(orate[key], v["rate"]); orss[key] = v["rss_mb"]
+         if (clast[key] > 0 && v["rate"] > 0) oratio[key] = add(oratio[key], clast[key] / v["rate"]) }
   else if (v["mode"] == "eager" && cfg ~ /^infer/) { erate[key] = add(erate[key], v["rate"])
          if (clast[key] > 0 && v["rate"] > 0) eratio[key] = add(eratio[key], clast[key] / v["rate"]) }
   else { trate[key] = add(trate[key], v["rate"]); trss[key] = v["rss_mb"]; tmode[key] = v["mode"]
@@ -70,20 +100,22 @@ function median(list,   k, m, i, j, t, x) {
 function num(x, w) { return x == "" ? sprintf("%" w "s", "-") : sprintf("%" w ".2f", x) }
 function ratio(r) { return r == "" ? sprintf("%7s", "-") : sprintf("%6.2fx", r) }
 END {
-  printf "%-24s %3s %9s %-8s %8s %6s %7s | %9s %-5s %7s %9s | %7s %7s %7s\n", "config", "thr", "C", "unit",
-         "GFLOP/s", "%peak", "RSS MB", "torch", "mode", "RSS MB", "eager", "C/torch", "C/eager", "RSS C/t"
+  printf "%-24s %3s %9s %-8s %8s %6s %7s | %9s %-5s %7s %9s | %7s %7s %7s | %9s %7s %7s\n", "config", "thr",
+         "C", "unit", "GFLOP/s", "%peak", "RSS MB", "torch", "mode", "RSS MB", "eager", "C/torch", "C/eager",
+         "RSS C/t", "ORT", "RSS MB", "C/ORT"
   for (i = 0; i < n; i++) {
     key = order[i]; split(key, p, " ")
     crate[key] = median(crate[key]); trate[key] = median(trate[key]); erate[key] = median(erate[key])
+    orate[key] = median(orate[key])
     if (cgf[key] != "") cgf[key] = sprintf("%.1f", median(cgf[key]))
     if (cpk[key] != "") cpk[key] = sprintf("%.1f", median(cpk[key]))
     cr = crate[key] != "" ? num(crate[key], 9) : sprintf("%9s", "failed")
     rss_ratio = (key in trss) && trss[key] > 0 ? sprintf("%7.2f", crss[key] / trss[key]) : sprintf("%7s", "-")
-    printf "%-24s %3s %s %-8s %8s %6s %7s | %s %-5s %7s %s | %s %s %s\n", p[1], p[2], cr, unit[key],
-           cgf[key], cpk[key], crss[key], num(trate[key], 9), (key in tmode) ? tmode[key] : "",
+    printf "%-24s %3s %s %-8s %8s %6s %7s | %s %-5s %7s %s | %s %s %s | %s %7s %s\n", p[1], p[2], cr,
+           unit[key], cgf[key], cpk[key], crss[key], num(trate[key], 9), (key in tmode) ? tmode[key] : "",
            (key in trss) ? trss[key] : "-", num(erate[key], 9), ratio(median(tratio[key])),
            ratio(median(eratio[key] != "" ? eratio[key] : (tmode[key] == "eager" ? tratio[key] : ""))),
-           rss_ratio
+           rss_ratio, num(orate[key], 9), (key in orss) ? orss[key] : "-", ratio(median(oratio[key]))
   }
 }' "$log"
 if grep -q '^PROFILE' "$log"; then
