@@ -300,6 +300,10 @@ static size_t place_outputs(const Net *net, const size_t *size, size_t *off, con
  * the first forward that needs them and again whenever the weights differ from the copy
  * they were made from (a memcmp per conv and forward: a few ms for ResNet-50, against
  * rebuilding them, or missing a change made to Param.data directly). */
+/* Below this many 4x4 tiles in the batch (ResNet-50's 7x7 maps at batch 1: 4) Winograd
+ * reads 36 / 9 = 4 times the weights for too few products to hide it: im2col is faster. */
+#define WINOGRAD_MIN_TILES 8
+
 static void plan_winograd(Net *net) {
     NetPlan *pl = &net->plan;
     size_t total = 0;
@@ -311,7 +315,8 @@ static void plan_winograd(Net *net) {
             /* (tiles of the batch are counted in int) */
             double tiles = (double)net->batch * ((nd->h + 3) / 4) * ((nd->w + 3) / 4);
             int use = net->winograd && !net->reference && op_of(nd)->fuse == FUSE_CONV &&
-                      pn->fuse_tail >= 0 && conv_winograd_eligible(&nd->conv) && tiles < 1e9;
+                      pn->fuse_tail >= 0 && conv_winograd_eligible(&nd->conv) &&
+                      tiles >= WINOGRAD_MIN_TILES && tiles < 1e9;
             size_t wf = use ? align_up((size_t)net->params[nd->weight].numel) : 0;
             size_t uf = use ? align_up(winograd_weight_floats(&nd->conv)) : 0;
             if (pass == 1) {

@@ -10,10 +10,12 @@
  * Written per position xi of the 6x6 transformed tile, the sum over input channels is a
  * matrix product, so a convolution becomes 36 of them:
  *
- *     M[xi] (out_c x tiles) = U[xi] (out_c x in_c) * V[xi] (in_c x tiles)
+ *     M[xi] (out_c x tiles) = U[xi]^T * V[xi] (in_c x tiles)
  *
- * with U = G g G^T (weights, transformed once: winograd_weight_transform) and V = B^T d B
- * (input tiles). That is 36 multiply-adds per tile and channel pair where the direct
+ * with U = G g G^T (weights, transformed once: winograd_weight_transform, stored in_c x
+ * out_c) and V = B^T d B (input tiles). U is stored transposed so that sgemm may as well
+ * compute M[xi]^T = V[xi]^T U[xi]: with few tiles (a small map at a small batch) that puts
+ * the output channels along its vectors, where the tiles would fill a fraction of them. That is 36 multiply-adds per tile and channel pair where the direct
  * convolution needs 16 * 9 = 144: a quarter. The transforms cost a few additions per
  * element. Rounding differs from the direct sum (the transforms scale values by up to 8
  * and cancel), by about 1e-6 of the output's magnitude per layer: tests bound it.
@@ -63,7 +65,7 @@ int conv_winograd_pays(void) { return VLEN > 1; }
 
 size_t winograd_weight_floats(const ConvSpec *s) { return (size_t)WXI * s->out_c * s->in_c; }
 
-/* u[xi][oc][ic] = (G g G^T)[xi], g = weight[oc, ic] (3x3), in double then rounded once.
+/* u[xi][ic][oc] = (G g G^T)[xi], g = weight[oc, ic] (3x3), in double then rounded once.
  * A run of input channels at a time goes through tile[][36], then out plane by plane (the
  * 36 planes are out_c * in_c floats apart: writing all of them at once thrashes the cache). */
 #define WEIGHT_RUN 64
@@ -86,8 +88,8 @@ void winograd_weight_transform(const ConvSpec *s, const float *weight, float *u)
                             (float)(gt[k][0] * G[l][0] + gt[k][1] * G[l][1] + gt[k][2] * G[l][2]);
             }
             for (int xi = 0; xi < WXI; xi++) {
-                float *dst = u + ((size_t)xi * co + oc) * ci + ic0;
-                for (int r = 0; r < run; r++) dst[r] = tile[r][xi];
+                float *dst = u + ((size_t)xi * ci + ic0) * co + oc;
+                for (int r = 0; r < run; r++) dst[(size_t)r * co] = tile[r][xi];
             }
         }
 }
@@ -251,7 +253,7 @@ static void winograd_chunk(const ConvSpec *s, int h, int w, const float *x, cons
             input_transform_block(t, t + BLOCK < end ? t + BLOCK : end, th, tw, h, w, x, ci, ic,
                                   v + (size_t)ic * ld + (t - first), xi_v);
     for (int xi = 0; xi < WXI; xi++)
-        sgemm(0, 0, co, count, ci, 1.0f, u + (size_t)xi * co * ci, ci, v + xi * xi_v, ld, 0.0f,
+        sgemm(1, 0, co, count, ci, 1.0f, u + (size_t)xi * co * ci, co, v + xi * xi_v, ld, 0.0f,
               m + xi * xi_m, ld);
     OMP_PRAGMA(omp parallel for schedule(static) if (inner))
     for (int oc = 0; oc < co; oc++)
