@@ -40,6 +40,7 @@
 #define GEMM_CAT_(a, b)  a##_##b
 #define GEMM_CAT(a, b)   GEMM_CAT_(a, b)
 #define sgemm            GEMM_CAT(sgemm, RN_GEMM_VARIANT)
+#define sgemm_tiles      GEMM_CAT(sgemm_tiles, RN_GEMM_VARIANT)
 #define simd_name        GEMM_CAT(simd_name, RN_GEMM_VARIANT)
 #define simd_peak_gflops GEMM_CAT(simd_peak_gflops, RN_GEMM_VARIANT)
 #endif
@@ -323,10 +324,18 @@ static const float *operand_at(Operand x, int r, int c) {
     return x.trans ? x.p + (size_t)c * x.ld + r : x.p + (size_t)r * x.ld + c;
 }
 
+/* sgemm_tiles' callback and where this thread's part of C starts in the whole product. */
+typedef struct {
+    GemmTileFn fn;
+    void *ctx;
+    int i0, j0;
+} TileHook;
+
 /* The blocked product of one thread on its own part of C, with its own packing buffer.
- * C element (i, j) lives at c[i * rs + j * cs]. */
+ * C element (i, j) lives at c[i * rs + j * cs]. hook->fn (if any) gets each mc x nc block
+ * of C once its last K block is in. */
 static void gemm_blocks(Operand a, Operand b, int m, int n, int k, float alpha, float beta,
-                        float *c, size_t rs, size_t cs) {
+                        float *c, size_t rs, size_t cs, const TileHook *hook) {
     int nc_max = block_size(n, NC, NR), kc_max = block_size(k, KC, 1);
     int mc_max = block_size(m, MC, MR);
     /* A row-major A used by few columns is read in place: packing it would cost more than
@@ -374,6 +383,8 @@ static void gemm_blocks(Operand a, Operand b, int m, int n, int k, float alpha, 
                                      beta_block, c + i * rs + j * cs, rs, cs);
                     }
                 }
+                if (hook->fn && pc + kc == k) /* the mc x nc block is final, in L2 */
+                    hook->fn(hook->ctx, hook->i0 + ic, mc, hook->j0 + jc, nc);
             }
         }
     }
@@ -387,6 +398,8 @@ typedef struct {
     float *c;
     size_t rs, cs;
     int split_n; /* threads split the columns of C (else its rows) */
+    GemmTileFn tile_fn;
+    void *tile_ctx;
 } GemmJob;
 
 /* Part `part` of `parts`: a contiguous run of whole tiles along the longer side of C, so
@@ -398,16 +411,20 @@ static void gemm_part(const GemmJob *g, int part, int parts) {
     int first = (int)((long)tiles * part / parts) * unit;
     int last = min_int((int)((long)tiles * (part + 1) / parts) * unit, len);
     if (last <= first) return;
+    TileHook hook = {g->tile_fn, g->tile_ctx, g->split_n ? 0 : first, g->split_n ? first : 0};
     if (g->split_n)
         gemm_blocks(g->a, (Operand){operand_at(g->b, 0, first), g->b.ld, g->b.trans}, g->m,
-                    last - first, g->k, g->alpha, g->beta, g->c + first * g->cs, g->rs, g->cs);
+                    last - first, g->k, g->alpha, g->beta, g->c + first * g->cs, g->rs, g->cs,
+                    &hook);
     else
         gemm_blocks((Operand){operand_at(g->a, first, 0), g->a.ld, g->a.trans}, g->b, last - first,
-                    g->n, g->k, g->alpha, g->beta, g->c + first * g->rs, g->rs, g->cs);
+                    g->n, g->k, g->alpha, g->beta, g->c + first * g->rs, g->rs, g->cs, &hook);
 }
 
 /* Padded work of an m x n product in micro-tiles: the MR x NR grid the kernel runs. */
 static double padded_work(int m, int n) { return (double)round_up(m, MR) * round_up(n, NR); }
+
+static void gemm_run(GemmJob *job);
 
 void sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
            const float *b, int ldb, float beta, float *c, int ldc) {
@@ -437,26 +454,48 @@ void sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const flo
         rs = 1;
         cs = (size_t)ldc;
     }
-    GemmJob job = {opa, opb, m, n, k, alpha, beta, c, rs, cs, n >= m};
-    int threads = 1;
+    GemmJob job = {opa, opb, m, n, k, alpha, beta, c, rs, cs, n >= m, NULL, NULL};
+    gemm_run(&job);
+}
+
+/* C = op(A) op(B), then fn on every block of C as soon as it is final, on the thread that
+ * computed it (the epilogue of a convolution while the block is in L2). Never transposed
+ * to C^T, so fn sees C's own rows and columns. */
+void sgemm_tiles(int trans_a, int trans_b, int m, int n, int k, const float *a, int lda,
+                 const float *b, int ldb, float *c, int ldc, GemmTileFn fn, void *ctx) {
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0) {
+        sgemm(trans_a, trans_b, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc);
+        fn(ctx, 0, m, 0, n);
+        return;
+    }
+    GemmJob job = {{a, lda, trans_a}, {b, ldb, trans_b}, m, n, k, 1.0f, 0.0f, c, (size_t)ldc, 1,
+                   n >= m, fn, ctx};
+    gemm_run(&job);
+}
+
+/* The job on as many threads as pay (none inside a parallel region). */
+static void gemm_run(GemmJob *job) {
+    int m = job->m, n = job->n, threads = 1;
 #ifdef _OPENMP
-    if (!omp_in_parallel() && (double)m * n * k >= PARALLEL_MIN_MACS)
+    if (!omp_in_parallel() && (double)m * n * job->k >= PARALLEL_MIN_MACS)
         threads = omp_get_max_threads();
 #endif
-    int tiles = job.split_n ? (n + NR - 1) / NR : (m + MR - 1) / MR;
+    int tiles = job->split_n ? (n + NR - 1) / NR : (m + MR - 1) / MR;
     if (threads > tiles) threads = tiles;
     if (threads <= 1) {
-        gemm_part(&job, 0, 1);
+        gemm_part(job, 0, 1);
         return;
     }
 #ifdef _OPENMP
 #pragma omp parallel num_threads(threads)
-    gemm_part(&job, omp_get_thread_num(), omp_get_num_threads());
+    gemm_part(job, omp_get_thread_num(), omp_get_num_threads());
 #endif
 }
 
 #ifdef RN_GEMM_DISPATCHER
 #undef sgemm
+#undef sgemm_tiles
 #undef simd_name
 #undef simd_peak_gflops
 #include <pthread.h>
@@ -464,9 +503,12 @@ void sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const flo
 
 typedef void (*SgemmFn)(int, int, int, int, int, float, const float *, int, const float *, int,
                         float, float *, int);
+typedef void (*SgemmTilesFn)(int, int, int, int, int, const float *, int, const float *, int,
+                             float *, int, GemmTileFn, void *);
 typedef struct {
     const char *name;
     SgemmFn gemm;
+    SgemmTilesFn gemm_tiles;
     const char *(*name_fn)(void);
     double (*peak)(void);
     int (*supported)(void);
@@ -476,6 +518,10 @@ void sgemm_avx512(int, int, int, int, int, float, const float *, int, const floa
                   float *, int);
 void sgemm_avx2(int, int, int, int, int, float, const float *, int, const float *, int, float,
                 float *, int);
+void sgemm_tiles_avx512(int, int, int, int, int, const float *, int, const float *, int, float *,
+                        int, GemmTileFn, void *);
+void sgemm_tiles_avx2(int, int, int, int, int, const float *, int, const float *, int, float *,
+                      int, GemmTileFn, void *);
 const char *simd_name_avx512(void);
 const char *simd_name_avx2(void);
 double simd_peak_gflops_avx512(void);
@@ -489,9 +535,10 @@ static int has_avx2(void) {
 static int has_base(void) { return 1; }
 
 static const GemmKernel kernels[] = {
-    {"avx512", sgemm_avx512, simd_name_avx512, simd_peak_gflops_avx512, has_avx512},
-    {"avx2", sgemm_avx2, simd_name_avx2, simd_peak_gflops_avx2, has_avx2},
-    {"scalar", sgemm_base, simd_name_base, simd_peak_gflops_base, has_base},
+    {"avx512", sgemm_avx512, sgemm_tiles_avx512, simd_name_avx512, simd_peak_gflops_avx512,
+     has_avx512},
+    {"avx2", sgemm_avx2, sgemm_tiles_avx2, simd_name_avx2, simd_peak_gflops_avx2, has_avx2},
+    {"scalar", sgemm_base, sgemm_tiles_base, simd_name_base, simd_peak_gflops_base, has_base},
 };
 #define N_KERNELS ((int)(sizeof kernels / sizeof kernels[0]))
 
@@ -526,6 +573,11 @@ static const GemmKernel *kernel(void) {
 void sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
            const float *b, int ldb, float beta, float *c, int ldc) {
     kernel()->gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void sgemm_tiles(int trans_a, int trans_b, int m, int n, int k, const float *a, int lda,
+                 const float *b, int ldb, float *c, int ldc, GemmTileFn fn, void *ctx) {
+    kernel()->gemm_tiles(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc, fn, ctx);
 }
 
 const char *simd_name(void) { return kernel()->name_fn(); }

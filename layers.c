@@ -372,11 +372,37 @@ static void conv_backward_batched(const ConvSpec *s, int h, int w, int oh, int o
     }
 }
 
+/* The epilogue of one chunk of an image's output (columns at.. of the N-column planes),
+ * tile by tile from inside the product (sgemm_tiles), while each tile is in L1. */
+typedef struct {
+    const ConvEpilogue *e;
+    const float *residual;
+    float *y;
+    size_t N, at;
+    int out_c;
+} ChunkEpilogue;
+
 #define RESIDUAL_AHEAD 4 /* channels the residual epilogue prefetches ahead */
 
-/* One image: y[out_c, oh*ow] = weight[out_c, K] * col[K, oh*ow], then the epilogue, a
- * chunk of output rows at a time (a pointwise conv multiplies x itself). Each element's
- * arithmetic is the same as in one product (sgemm's K blocking depends on K only). */
+static void chunk_epilogue_tile(void *ctx, int oc0, int rows, int j0, int cols) {
+    const ChunkEpilogue *c = ctx;
+    for (int oc = oc0; oc < oc0 + rows; oc++) {
+        size_t off = (size_t)oc * c->N + c->at + j0;
+        /* The residual (a block's input, written layers ago) is in L3 or memory, one short
+         * run per channel that the hardware prefetcher picks up too late: ask for the run
+         * RESIDUAL_AHEAD channels ahead (measured: the 56x56 residual convs of ResNet-50
+         * went from 8.1 to 5.8 ms). */
+        if (c->residual && oc + RESIDUAL_AHEAD < c->out_c)
+            for (int i = 0; i < cols; i += LINE_FLOATS)
+                vprefetch(c->residual + off + (size_t)RESIDUAL_AHEAD * c->N + i);
+        epilogue_row(c->e, oc, cols, c->y + off, c->residual ? c->residual + off : NULL);
+    }
+}
+
+/* One image: y[out_c, oh*ow] = weight[out_c, K] * col[K, oh*ow], then the epilogue on each
+ * tile of the product as it is finished, a chunk of output rows at a time (a pointwise conv
+ * multiplies x itself). Each element's arithmetic is the same as in one product (sgemm's K
+ * blocking depends on K only) followed by epilogue_row. */
 static void conv_forward_image(const ConvSpec *s, int h, int w, int oh, int ow, const float *x,
                                const float *weight, const ConvEpilogue *e, const float *residual,
                                float *y, float *col, int inner_parallel) {
@@ -385,24 +411,19 @@ static void conv_forward_image(const ConvSpec *s, int h, int w, int oh, int ow, 
     for (int oy0 = 0; oy0 < oh; oy0 += step) {
         int oy1 = oy0 + step < oh ? oy0 + step : oh, cols = (oy1 - oy0) * ow;
         size_t at = (size_t)oy0 * ow;
-        if (pointwise) {
-            sgemm(0, 0, s->out_c, cols, K, 1.0f, weight, K, x + at, N, 0.0f, y + at, N);
-        } else {
+        const float *b = x + at;
+        int ldb = N;
+        if (!pointwise) {
             im2col_rows(s, h, w, oy0, oy1, ow, x, col, (size_t)cols, inner_parallel);
-            sgemm(0, 0, s->out_c, cols, K, 1.0f, weight, K, col, cols, 0.0f, y + at, N);
+            b = col;
+            ldb = cols;
         }
-        if (!epilogue_is_empty(e, residual))
-            OMP_PRAGMA(omp parallel for schedule(static) if (inner_parallel))
-        for (int oc = 0; oc < s->out_c; oc++) {
-            /* The residual (a block's input, written layers ago) is in L3 or memory,
-                 * one short run per channel that the hardware prefetcher picks up too
-                 * late: ask for the run RESIDUAL_AHEAD channels ahead (measured: the
-                 * 56x56 residual convs of ResNet-50 went from 8.1 to 5.8 ms). */
-            if (residual && oc + RESIDUAL_AHEAD < s->out_c)
-                for (int i = 0; i < cols; i += LINE_FLOATS)
-                    vprefetch(residual + (size_t)(oc + RESIDUAL_AHEAD) * N + at + i);
-            epilogue_row(e, oc, cols, y + (size_t)oc * N + at,
-                         residual ? residual + (size_t)oc * N + at : NULL);
+        if (epilogue_is_empty(e, residual)) {
+            sgemm(0, 0, s->out_c, cols, K, 1.0f, weight, K, b, ldb, 0.0f, y + at, N);
+        } else {
+            ChunkEpilogue ce = {e, residual, y, (size_t)N, at, s->out_c};
+            sgemm_tiles(0, 0, s->out_c, cols, K, weight, K, b, ldb, y + at, N,
+                        chunk_epilogue_tile, &ce);
         }
     }
 }

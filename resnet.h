@@ -335,6 +335,13 @@ void sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const flo
            const float *b, int ldb, float beta, float *c, int ldc);
 void sgemm_ref(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
                const float *b, int ldb, float beta, float *c, int ldc);
+/* C = op(A) * op(B) (sgemm's arithmetic, alpha 1, beta 0), calling fn(ctx, i0, rows, j0,
+ * cols) on each tile C[i0 : i0 + rows, j0 : j0 + cols] once it is final, on the thread
+ * that computed it: an epilogue applied while the tile is still in cache. Every element is
+ * in exactly one tile; fn must only touch its tile's elements (and may read anything). */
+typedef void (*GemmTileFn)(void *ctx, int i0, int rows, int j0, int cols);
+void sgemm_tiles(int trans_a, int trans_b, int m, int n, int k, const float *a, int lda,
+                 const float *b, int ldb, float *c, int ldc, GemmTileFn fn, void *ctx);
 const char *simd_name(void); /* "avx512", "avx2", "scalar": the unit sgemm runs on */
 /* The FMA peak of that unit on the current OpenMP team, measured (best of 5 short runs). */
 double simd_peak_gflops(void);

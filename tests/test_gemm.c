@@ -175,6 +175,73 @@ static void test_thread_count_independence(void) {
 #endif
 }
 
+/* sgemm_tiles: C as sgemm's (alpha 1, beta 0) bit for bit, and the callback sees every
+ * element of C exactly once, already final (its value then is the finished product's),
+ * with several K blocks, edge tiles, both thread counts and k = 0. */
+typedef struct {
+    const float *c;
+    float *seen;
+    int *visits;
+    int n, ldc;
+} TileLog;
+
+static void log_tile(void *ctx, int i0, int rows, int j0, int cols) {
+    TileLog *t = ctx;
+    for (int i = i0; i < i0 + rows; i++)
+        for (int j = j0; j < j0 + cols; j++) {
+            t->visits[(size_t)i * t->n + j]++;
+            t->seen[(size_t)i * t->n + j] = t->c[(size_t)i * t->ldc + j];
+        }
+}
+
+static void test_sgemm_tiles(void) {
+    static const int shapes[][3] = {{37, 1000, 700}, {300, 50, 65}, {256, 448, 64}, {1, 1, 1},
+                                    {9, 17, 0}};
+    for (int s = 0; s < 5; s++)
+        for (int threads = 1; threads <= 2; threads++) {
+            int m = shapes[s][0], n = shapes[s][1], k = shapes[s][2], ldc = n + 3;
+            size_t mn = (size_t)m * n, cn = (size_t)m * ldc;
+            float *a = rn_alloc(((size_t)m * k + 1) * sizeof(float));
+            float *b = rn_alloc(((size_t)k * n + 1) * sizeof(float));
+            float *c = rn_alloc(cn * sizeof(float)), *r = rn_alloc(cn * sizeof(float));
+            float *seen = rn_alloc(mn * sizeof(float));
+            int *visits = calloc(mn, sizeof(int));
+            hash_fill(a, (size_t)m * k, 70 + s, 1.0f);
+            hash_fill(b, (size_t)k * n, 80 + s, 1.0f);
+            hash_fill(c, cn, 90, 1.0f);
+            memcpy(r, c, cn * sizeof(float));
+#ifdef _OPENMP
+            int saved = omp_get_max_threads();
+            omp_set_num_threads(threads);
+#endif
+            sgemm(0, 0, m, n, k, 1.0f, a, k, b, n, 0.0f, r, ldc);
+            TileLog log = {c, seen, visits, n, ldc};
+            sgemm_tiles(0, 0, m, n, k, a, k, b, n, c, ldc, log_tile, &log);
+#ifdef _OPENMP
+            omp_set_num_threads(saved);
+#endif
+            int once = 1, final = 1;
+            for (int i = 0; i < m; i++)
+                for (int j = 0; j < n; j++) {
+                    once &= visits[(size_t)i * n + j] == 1;
+                    final &= memcmp(&seen[(size_t)i * n + j], &c[(size_t)i * ldc + j], 4) == 0;
+                }
+            CHECK_MSG(memcmp(c, r, cn * sizeof(float)) == 0,
+                      "m=%d n=%d k=%d, %d threads: sgemm_tiles differs from sgemm", m, n, k,
+                      threads);
+            CHECK_MSG(once, "m=%d n=%d k=%d, %d threads: an element not seen exactly once", m, n,
+                      k, threads);
+            CHECK_MSG(final, "m=%d n=%d k=%d, %d threads: a tile seen before it was final", m, n,
+                      k, threads);
+            rn_free(a);
+            rn_free(b);
+            rn_free(c);
+            rn_free(r);
+            rn_free(seen);
+            free(visits);
+        }
+}
+
 /* simd.h's macro layer against its definitions, lane by lane, on this build's unit. */
 static void test_simd_macros(void) {
     float p[4 * VLEN], q[4 * VLEN];
@@ -242,6 +309,7 @@ int main(void) {
     RUN(test_beta_zero_ignores_nan);
     RUN(test_degenerate);
     RUN(test_thread_count_independence);
+    RUN(test_sgemm_tiles);
     RUN(test_simd_macros);
     RUN(test_simd_name);
     return test_summary();
