@@ -478,6 +478,8 @@ static DwBlockBuf dw_block_buf(const DwShape *d, int taps, float *mem) {
     return b;
 }
 
+#define DW_PREFETCH_ROWS 4
+
 /* xb = nc planes x (h x w each, nc <= VLEN) padded and interleaved; wb = their kernels. */
 static void dw_pack_block(const ConvSpec *s, const DwShape *d, const float *x, const float *wk,
                           int nc, DwBlockBuf *b) {
@@ -498,6 +500,12 @@ static void dw_pack_block(const ConvSpec *s, const DwShape *d, const float *x, c
         memset(row, 0, sizeof(float) * left * VLEN);
         if (right > 0) memset(row + (size_t)(p + cols) * VLEN, 0, sizeof(float) * right * VLEN);
         const float *in = x + (size_t)(r - p) * d->w;
+        /* nc planes are nc streams, more than the hardware prefetcher follows: ask for
+         * each one's row DW_PREFETCH_ROWS ahead */
+        if (r - p + DW_PREFETCH_ROWS < rows)
+            for (int c = 0; c < nc; c++)
+                for (int ix = 0; ix < cols; ix += LINE_FLOATS)
+                    vprefetch(in + (size_t)c * d->h * d->w + (size_t)DW_PREFETCH_ROWS * d->w + ix);
         for (int ix = 0; ix < cols; ix += VLEN) {
             VF v[VLEN];
             for (int c = 0; c < VLEN; c++)
