@@ -66,18 +66,19 @@ int conv_winograd_pays(void) { return VLEN > 1; }
 size_t winograd_weight_floats(const ConvSpec *s) { return (size_t)WXI * s->out_c * s->in_c; }
 
 /* u[xi][ic][oc] = (G g G^T)[xi], g = weight[oc, ic] (3x3), in double then rounded once.
- * A run of input channels at a time goes through tile[][36], then out plane by plane (the
- * 36 planes are out_c * in_c floats apart: writing all of them at once thrashes the cache). */
-#define WEIGHT_RUN 64
+ * A run of output channels at a time goes through tile[][36], then out as 36 runs of
+ * consecutive floats (the 36 planes are in_c * out_c floats apart: writing a tile's 36
+ * values one by one would touch 36 cache lines for each). */
+#define WEIGHT_RUN 16
 void winograd_weight_transform(const ConvSpec *s, const float *weight, float *u) {
     int co = s->out_c, ci = s->in_c;
-    OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel() && co >= 64))
-    for (int oc = 0; oc < co; oc++)
-        for (int ic0 = 0; ic0 < ci; ic0 += WEIGHT_RUN) {
-            int run = ci - ic0 < WEIGHT_RUN ? ci - ic0 : WEIGHT_RUN;
+    OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel() && ci >= 64))
+    for (int ic = 0; ic < ci; ic++)
+        for (int oc0 = 0; oc0 < co; oc0 += WEIGHT_RUN) {
+            int run = co - oc0 < WEIGHT_RUN ? co - oc0 : WEIGHT_RUN;
             float tile[WEIGHT_RUN][WXI];
             for (int r = 0; r < run; r++) {
-                const float *g = weight + ((size_t)oc * ci + ic0 + r) * 9;
+                const float *g = weight + ((size_t)(oc0 + r) * ci + ic) * 9;
                 double gt[WA][3]; /* G g */
                 for (int k = 0; k < WA; k++)
                     for (int j = 0; j < 3; j++)
@@ -88,8 +89,8 @@ void winograd_weight_transform(const ConvSpec *s, const float *weight, float *u)
                             (float)(gt[k][0] * G[l][0] + gt[k][1] * G[l][1] + gt[k][2] * G[l][2]);
             }
             for (int xi = 0; xi < WXI; xi++) {
-                float *dst = u + ((size_t)xi * ci + ic0) * co + oc;
-                for (int r = 0; r < run; r++) dst[(size_t)r * co] = tile[r][xi];
+                float *dst = u + ((size_t)xi * ci + ic) * co + oc0;
+                for (int r = 0; r < run; r++) dst[r] = tile[r][xi];
             }
         }
 }
