@@ -231,7 +231,7 @@ static Net *net_for_weights(const char *path, const char *arch, int *k_out) {
         Net *shape = resnet_describe(arch, k, NULL);
         int bad = !shape || net_check_weights(shape, &f, 0);
         net_free(shape);
-        if (!bad) net = resnet_create(arch, k, NULL, 0);
+        if (!bad) net = resnet_create_for_loading(arch, k, NULL);
         if (net && net_load_weights_st(net, &f, 0) != 0) {
             net_free(net);
             net = NULL;

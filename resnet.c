@@ -125,7 +125,9 @@ static int param_add(Net *net, const char *prefix, const char *suffix, int ndim,
     return idx;
 }
 
+/* The random initialisations; rng NULL (resnet_create_for_loading): left 0. */
 static void fill_normal(Param *p, float std, Rng *rng) {
+    if (!rng) return;
     const double scale = 1.0 / 4503599627370496.0; /* 2^-52 */
     for (int64_t i = 0; p->data && i < p->numel;) {
         double u = (double)(rng_next(rng) >> 11) * scale - 1.0;
@@ -139,6 +141,7 @@ static void fill_normal(Param *p, float std, Rng *rng) {
 }
 
 static void fill_uniform(Param *p, float bound, Rng *rng) {
+    if (!rng) return;
     for (int64_t i = 0; p->data && i < p->numel; i++)
         p->data[i] = (2.0f * rng_uniform(rng) - 1.0f) * bound;
 }
@@ -868,8 +871,10 @@ static void head_attach(Net *net, Rng *rng, const HeadSpec *head, int x, int c,
     }
 }
 
+typedef enum { CREATE_INIT, CREATE_SHAPES_ONLY, CREATE_FOR_LOADING } CreateMode;
+
 static Net *create_net(const char *arch, int num_classes, const HeadSpec *head, uint64_t seed,
-                       int shapes_only) {
+                       CreateMode mode) {
     const ArchSpec *a = arch_find(arch);
     if (!a) {
         char known[1024];
@@ -879,25 +884,29 @@ static Net *create_net(const char *arch, int num_classes, const HeadSpec *head, 
     }
     if (check_classes(num_classes) || head_check(head)) return NULL;
     Net *net = net_new(arch, num_classes, 3, seed);
-    net->shapes_only = shapes_only;
-    Rng rng;
+    net->shapes_only = mode == CREATE_SHAPES_ONLY;
+    Rng rng, *init = mode == CREATE_INIT ? &rng : NULL;
     rng_seed(&rng, seed);
     node_add(net, OP_INPUT, "input", 0, -1, -1);
-    int c = a->build(net, a, &rng);
+    int c = a->build(net, a, init);
     if (c < 0) {
         net_free(net);
         return NULL;
     }
-    head_attach(net, &rng, head, net->feature_node, c, a);
+    head_attach(net, init, head, net->feature_node, c, a);
     return net;
 }
 
 Net *resnet_create(const char *arch, int num_classes, const HeadSpec *head, uint64_t seed) {
-    return create_net(arch, num_classes, head, seed, 0);
+    return create_net(arch, num_classes, head, seed, CREATE_INIT);
 }
 
 Net *resnet_describe(const char *arch, int num_classes, const HeadSpec *head) {
-    return create_net(arch, num_classes, head, 0, 1);
+    return create_net(arch, num_classes, head, 0, CREATE_SHAPES_ONLY);
+}
+
+Net *resnet_create_for_loading(const char *arch, int num_classes, const HeadSpec *head) {
+    return create_net(arch, num_classes, head, 0, CREATE_FOR_LOADING);
 }
 
 Net *head_create(int c, int h, int w, int num_classes, const HeadSpec *head, uint64_t seed) {

@@ -576,6 +576,11 @@ Net *resnet_create(const char *arch, int num_classes, const HeadSpec *head, uint
  * sized by the parameters is allocated), to check a file against the network it describes
  * before building it (net_check_weights). Only net_free may be called on it. */
 Net *resnet_describe(const char *arch, int num_classes, const HeadSpec *head);
+/* resnet_create without the random draws (convolution and linear weights and biases left
+ * 0, batch norm as torchvision's), for a network whose every parameter is then read from a
+ * file (net_load_weights_st with allow_new_head 0): a ResNet-50's init costs about as much
+ * as loading it. */
+Net *resnet_create_for_loading(const char *arch, int num_classes, const HeadSpec *head);
 /* A network made of a head only, fed with features of shape [c, h, w] (h = w = 1 for
  * pooled features), in one freeze group, "head". Parameter names equal the head's names
  * inside resnet_create's network, so trained head weights copy across by name

@@ -434,6 +434,39 @@ static void test_net_weights(void) {
     tiny_free(b);
 }
 
+/* resnet_create_for_loading: the same network as resnet_create with its random parts left
+ * 0 (and only those: batch norm starts as torchvision's), and once every tensor is loaded,
+ * the same parameters bit for bit. */
+static void test_create_for_loading(void) {
+    const char *archs[] = {"resnet18", "efficientnet_b0"};
+    for (int t = 0; t < 2; t++) {
+        Net *a = resnet_create(archs[t], 7, NULL, 5), *b = resnet_create_for_loading(archs[t], 7, NULL);
+        CHECK(a && b && a->n_params == b->n_params && a->n_nodes == b->n_nodes);
+        int zero_convs = 1, same_bn = 1;
+        for (int i = 0; i < b->n_params; i++) {
+            const Param *p = &b->params[i];
+            CHECK(!strcmp(p->name, a->params[i].name) && p->numel == a->params[i].numel);
+            for (int64_t k = 0; p->ndim >= 2 && k < p->numel; k++) zero_convs &= p->data[k] == 0;
+        }
+        for (int i = 0; i < b->n_nodes; i++) {
+            const Node *nd = &b->nodes[i];
+            if (nd->op != OP_BN) continue;
+            const int ps[4] = {nd->weight, nd->bias, nd->mean, nd->var};
+            for (int j = 0; j < 4; j++)
+                same_bn &= !memcmp(b->params[ps[j]].data, a->params[ps[j]].data,
+                                   (size_t)b->params[ps[j]].numel * 4);
+        }
+        CHECK_MSG(zero_convs, "%s: a weight was drawn", archs[t]);
+        CHECK_MSG(same_bn, "%s: batch norm differs from resnet_create's", archs[t]);
+        const char *path = tmp_path("for_loading.safetensors");
+        CHECK(net_save_weights(a, path, NULL, NULL, 0) == 0);
+        CHECK(net_load_weights(b, path, 0) == 0);
+        CHECK(same_params(a, b));
+        net_free(a);
+        net_free(b);
+    }
+}
+
 static void test_new_head(void) {
     /* a "stock" 10-class file into a 2-class model */
     Net *stock = tiny_net(10, 1.0f), *mine = tiny_net(2, -3.0f), *fresh = tiny_net(2, -3.0f);
@@ -864,6 +897,7 @@ int main(int argc, char **argv) {
     RUN(test_f16_bf16);
     RUN(test_mutations);
     RUN(test_net_weights);
+    RUN(test_create_for_loading);
     RUN(test_new_head);
     RUN(test_f16_weights);
     RUN(test_bn_eps_metadata);
