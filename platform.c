@@ -1,4 +1,7 @@
 /* platform.c - platform.h for POSIX systems and for Windows (mingw-w64). */
+#if defined(__linux__) && !defined(_DEFAULT_SOURCE)
+#define _DEFAULT_SOURCE /* madvise */
+#endif
 #include "platform.h"
 #include "resnet.h"
 
@@ -21,6 +24,9 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#endif
+#ifdef __linux__
+#include <sys/mman.h>
 #endif
 
 #ifdef _WIN32
@@ -153,9 +159,20 @@ int rn_lock_file(const char *path) {
 
 #else /* POSIX */
 
+/* Blocks of 2 MB and more (weights, activations, im2col and packing buffers) are aligned
+ * to 2 MB and, on Linux, asked for transparent huge pages: a ResNet-50 run otherwise takes
+ * a page fault per 4 KB it first touches (a third of a short ./infer run) and a TLB miss
+ * per 4 KB of weights it streams. */
+#define HUGE_PAGE ((size_t)2 << 20)
+
 void *rn_aligned_alloc(size_t align, size_t size) {
     void *p = NULL;
-    return posix_memalign(&p, align, size) == 0 ? p : NULL;
+    int huge = size >= HUGE_PAGE;
+    if (posix_memalign(&p, huge && align < HUGE_PAGE ? HUGE_PAGE : align, size) != 0) return NULL;
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (huge) madvise(p, size / HUGE_PAGE * HUGE_PAGE, MADV_HUGEPAGE);
+#endif
+    return p;
 }
 
 double rn_seconds(void) {
