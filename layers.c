@@ -264,6 +264,18 @@ static int conv_split_batch(int n) {
     return !omp_in_parallel() && t > 1 && t <= RN_MAX_THREADS && n >= t;
 }
 
+/* The vector at p + i of a run of n floats, the last one partial (lanes past n: 0 when
+ * loaded, untouched when stored): activations and epilogues VLEN elements at a time. */
+static inline VF act_load(const float *p, long i, size_t n) {
+    return i + VLEN <= (long)n ? vload(p + i) : vload_part(p + i, 0, (int)((long)n - i));
+}
+static inline void act_store(float *p, long i, size_t n, VF v) {
+    if (i + VLEN <= (long)n)
+        vstore(p + i, v);
+    else
+        vstore_part(p + i, 0, (int)((long)n - i), v);
+}
+
 static int epilogue_is_empty(const ConvEpilogue *e, const float *residual) {
     return !e->scale && !e->shift && !residual && e->act == CONV_ACT_NONE;
 }
@@ -287,13 +299,8 @@ static void epilogue_row(const ConvEpilogue *e, int oc, int N, float *row, const
     if (e->act == CONV_ACT_RELU) {
         OMP_PRAGMA(omp simd)
         for (int i = 0; i < N; i++) row[i] = row[i] > 0 ? row[i] : 0.0f;
-    } else if (e->act == CONV_ACT_SILU) {
-        for (int i = 0; i < N; i += VLEN) { /* as silu_forward, the last vector partly */
-            if (i + VLEN <= N)
-                vstore(row + i, vsilu(vload(row + i)));
-            else
-                vstore_part(row, i, N, vsilu(vload_part(row, i, N)));
-        }
+    } else if (e->act == CONV_ACT_SILU) { /* as silu_forward */
+        for (long i = 0; i < N; i += VLEN) act_store(row, i, (size_t)N, vsilu(act_load(row, i, N)));
     }
 }
 
@@ -373,7 +380,7 @@ static void conv_backward_batched(const ConvSpec *s, int h, int w, int oh, int o
 }
 
 /* The epilogue of one chunk of an image's output (columns at.. of the N-column planes),
- * tile by tile from inside the product (sgemm_tiles), while each tile is in L1. */
+ * block by block from inside the product (sgemm_tiles), while each block is in L2. */
 typedef struct {
     const ConvEpilogue *e;
     const float *residual;
@@ -422,8 +429,8 @@ static void conv_forward_image(const ConvSpec *s, int h, int w, int oh, int ow, 
             sgemm(0, 0, s->out_c, cols, K, 1.0f, weight, K, b, ldb, 0.0f, y + at, N);
         } else {
             ChunkEpilogue ce = {e, residual, y, (size_t)N, at, s->out_c};
-            sgemm_tiles(0, 0, s->out_c, cols, K, weight, K, b, ldb, y + at, N,
-                        chunk_epilogue_tile, &ce);
+            sgemm_tiles(0, 0, s->out_c, cols, K, weight, K, b, ldb, y + at, N, chunk_epilogue_tile,
+                        &ce);
         }
     }
 }
@@ -1262,19 +1269,33 @@ void relu_backward(size_t n, const float *y, const float *dy, float *dx) {
     }
 }
 
-/* The batch norm's output rebuilt from its input and its scale and shift (a training plan
- * does not keep a batch norm's output that only a SiLU reads): y = x * scale[c] + shift[c],
- * the batch norm's own float operations, so the same bits. */
-void batchnorm_affine_forward(int n, int c, int hw, const float *x, const float *scale,
-                              const float *shift, float *y) {
+/* y = x * scale[c] + shift[c] plane by plane, then max(0, y) when relu: the batch norm's
+ * own float operations, so the same bits as its output (and the ReLU's). */
+static void affine_planes(int n, int c, int hw, const float *x, const float *scale,
+                          const float *shift, int relu, float *y) {
     OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
     for (long plane = 0; plane < (long)n * c; plane++) {
         const float a = scale[plane % c], b = shift[plane % c];
         const float *p = x + (size_t)plane * hw;
         float *q = y + (size_t)plane * hw;
-        OMP_PRAGMA(omp simd)
-        for (int i = 0; i < hw; i++) q[i] = p[i] * a + b;
+        if (relu) {
+            OMP_PRAGMA(omp simd)
+            for (int i = 0; i < hw; i++) {
+                float v = p[i] * a + b;
+                q[i] = v > 0 ? v : 0.0f;
+            }
+        } else {
+            OMP_PRAGMA(omp simd)
+            for (int i = 0; i < hw; i++) q[i] = p[i] * a + b;
+        }
     }
+}
+
+/* The batch norm's output rebuilt from its input and its scale and shift (a training plan
+ * does not keep a batch norm's output that only a SiLU reads). */
+void batchnorm_affine_forward(int n, int c, int hw, const float *x, const float *scale,
+                              const float *shift, float *y) {
+    affine_planes(n, c, hw, x, scale, shift, 0, y);
 }
 
 /* ReLU of a per-channel affine map, the ReLU after conv -> batch norm rebuilt from the conv
@@ -1284,17 +1305,7 @@ void batchnorm_affine_forward(int n, int c, int hw, const float *x, const float 
  * with the batch norm's own float operations, so y is bit for bit the ReLU's output. */
 void relu_affine_forward(int n, int c, int hw, const float *x, const float *scale,
                          const float *shift, float *y) {
-    OMP_PRAGMA(omp parallel for schedule(static) if (!omp_in_parallel()))
-    for (long plane = 0; plane < (long)n * c; plane++) {
-        const float a = scale[plane % c], b = shift[plane % c];
-        const float *p = x + (size_t)plane * hw;
-        float *q = y + (size_t)plane * hw;
-        OMP_PRAGMA(omp simd)
-        for (int i = 0; i < hw; i++) {
-            float v = p[i] * a + b;
-            q[i] = v > 0 ? v : 0.0f;
-        }
-    }
+    affine_planes(n, c, hw, x, scale, shift, 1, y);
 }
 
 void relu_affine_backward(int n, int c, int hw, const float *x, const float *scale,
@@ -1322,15 +1333,6 @@ void relu_affine_backward(int n, int c, int hw, const float *x, const float *sca
 #define ACT_LOOP(n) \
     OMP_PRAGMA(omp parallel for schedule(static) if ((n) > 65536 && !omp_in_parallel())) \
     for (long i = 0; i < (long)(n); i += VLEN)
-static inline VF act_load(const float *p, long i, size_t n) {
-    return i + VLEN <= (long)n ? vload(p + i) : vload_part(p + i, 0, (int)((long)n - i));
-}
-static inline void act_store(float *p, long i, size_t n, VF v) {
-    if (i + VLEN <= (long)n)
-        vstore(p + i, v);
-    else
-        vstore_part(p + i, 0, (int)((long)n - i), v);
-}
 
 void silu_forward(size_t n, const float *x, float *y) {
     ACT_LOOP(n) act_store(y, i, n, vsilu(act_load(x, i, n)));

@@ -173,6 +173,17 @@ static int relu_recomputable(const Net *net, const Liveness *lv, int t, int ft) 
            op_of(&net->nodes[bn->in[0]])->fuse == FUSE_CONV;
 }
 
+/* The first node after t that reads t's output, and in which input slot; -1: none. */
+static int first_reader(const Net *net, int t, int *slot) {
+    for (int k = t + 1; k < net->n_nodes; k++)
+        for (int q = 0; q < net->nodes[k].n_in; q++)
+            if (net->nodes[k].in[q] == t) {
+                *slot = q;
+                return k;
+            }
+    return -1;
+}
+
 /* Nor the output of a conv -> BN whose only reader is a SiLU (EfficientNet's conv-BN-SiLU):
  * the SiLU's backward, the one reader of it, gets it rebuilt from the conv output (kept for
  * the batch norm's backward, or itself recomputed) and the saved statistics. */
@@ -181,10 +192,8 @@ static int bn_recomputable(const Net *net, const Liveness *lv, int t, int ft) {
     if (op_of(nd)->fuse != FUSE_BN || nd->stage < ft || lv->consumers[t] != 1 ||
         always_kept(net, t) || op_of(&net->nodes[nd->in[0]])->fuse != FUSE_CONV)
         return 0;
-    for (int k = t + 1; k < net->n_nodes; k++)
-        for (int q = 0; q < net->nodes[k].n_in; q++)
-            if (net->nodes[k].in[q] == t) return op_of(&net->nodes[k])->fuse == FUSE_SILU;
-    return 0;
+    int slot, k = first_reader(net, t, &slot);
+    return k >= 0 && op_of(&net->nodes[k])->fuse == FUSE_SILU;
 }
 
 /* Nor squeeze-and-excitation's scaled map x * s (OP_CHANNEL_SCALE, as large as x), when one
@@ -195,10 +204,8 @@ static int scale_recomputable(const Net *net, const Liveness *lv, int t, int ft)
     if (nd->op != OP_CHANNEL_SCALE || nd->stage < ft || lv->consumers[t] != 1 ||
         always_kept(net, t))
         return 0;
-    for (int k = t + 1; k < net->n_nodes; k++)
-        for (int q = 0; q < net->nodes[k].n_in; q++)
-            if (net->nodes[k].in[q] == t) return q == 0;
-    return 0;
+    int slot;
+    return first_reader(net, t, &slot) >= 0 && slot == 0;
 }
 
 /* Low-memory training plans do not keep the outputs of expanding 1x1 convs either (a

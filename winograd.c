@@ -15,10 +15,11 @@
  * with U = G g G^T (weights, transformed once: winograd_weight_transform, stored in_c x
  * out_c) and V = B^T d B (input tiles). U is stored transposed so that sgemm may as well
  * compute M[xi]^T = V[xi]^T U[xi]: with few tiles (a small map at a small batch) that puts
- * the output channels along its vectors, where the tiles would fill a fraction of them. That is 36 multiply-adds per tile and channel pair where the direct
- * convolution needs 16 * 9 = 144: a quarter. The transforms cost a few additions per
- * element. Rounding differs from the direct sum (the transforms scale values by up to 8
- * and cancel), by about 1e-6 of the output's magnitude per layer: tests bound it.
+ * the output channels along its vectors, where the tiles would fill a fraction of them.
+ * That is 36 multiply-adds per tile and channel pair where the direct convolution needs
+ * 16 * 9 = 144: a quarter. The transforms cost a few additions per element. Rounding
+ * differs from the direct sum (the transforms scale values by up to 8 and cancel), by about
+ * 1e-6 of the output's magnitude per layer: tests bound it.
  *
  * Tiles of the whole batch are numbered (image, tile row, tile column) and processed in
  * chunks: transform a chunk's input, 36 products (sgemm), transform the output and apply
