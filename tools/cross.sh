@@ -24,7 +24,12 @@ case $target in
   mingw64)
     cc=x86_64-w64-mingw32-gcc; runner=wine
     export WINEDEBUG=-all WINEPREFIX="${WINEPREFIX:-$PWD/build-mingw64/wineprefix}"
-    mkdir -p "$WINEPREFIX" ;;
+    mkdir -p "$WINEPREFIX"
+    # One persistent wineserver for the whole suite: by default each wine program starts a
+    # server that exits 3 s after its last client, and a program starting just then is refused
+    # ("wine client error:0: recvmsg: Connection reset by peer"), failing a test at random.
+    wineserver -p
+    trap 'wineserver -k 2> /dev/null || true' EXIT ;;
   *) echo "tools/cross.sh: unknown target '$target' (aarch64, s390x, i686 or mingw64)" >&2; exit 2 ;;
 esac
 command -v "$cc" > /dev/null || { echo "tools/cross.sh: $cc not installed (see .ci/run)" >&2; exit 1; }
