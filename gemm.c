@@ -453,6 +453,17 @@ void sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const flo
         n = tmp;
         rs = 1;
         cs = (size_t)ldc;
+    } else if (!trans_a && trans_b && m < NR && n >= NR) {
+        /* A short C with a transposed B (a linear layer on a few images: 1 x 1000 from
+         * 1000 x 1280 weights) would pack all of B through register transposes to make a
+         * few rows; C^T = op(B)^T op(A)^T reads B in place and transposes A's few rows. */
+        opa = (Operand){b, ldb, 0};
+        opb = (Operand){a, lda, 1};
+        int tmp = m;
+        m = n;
+        n = tmp;
+        rs = 1;
+        cs = (size_t)ldc;
     }
     GemmJob job = {opa, opb, m, n, k, alpha, beta, c, rs, cs, n >= m, NULL, NULL};
     gemm_run(&job);

@@ -304,6 +304,44 @@ static void epilogue_row(const ConvEpilogue *e, int oc, int N, float *row, const
     }
 }
 
+/* epilogue_row's operations, in its order, on one vector: lanes along a row (sc and sh
+ * the row's scale and shift in every lane) or across channels (a vector of each). */
+static inline VF epilogue_vector(const ConvEpilogue *e, VF o, VF sc, VF sh, const VF *res) {
+    if (e->scale)
+        o = vadd(vmul(o, sc), sh);
+    else if (e->shift)
+        o = vadd(o, sh);
+    if (res) o = vadd(o, *res);
+    if (e->act == CONV_ACT_RELU)
+        o = vmax(o, vzero());
+    else if (e->act == CONV_ACT_SILU)
+        o = vsilu(o);
+    return o;
+}
+
+/* A pointwise convolution of 1x1 maps (squeeze-and-excitation's two layers) is a linear
+ * layer, y[n, out_c] = x[n, in_c] weight^T: one product for the batch, then the epilogue
+ * along each image's channels, a vector of channels at a time. (Image by image it ran the
+ * epilogue on rows of one element, 20-40 us a layer, and the batched path copied x into
+ * col first.) Each element gets the same products in the same order as there. */
+static void conv_forward_1x1_map(const ConvSpec *s, int n, const float *x, const float *weight,
+                                 const ConvEpilogue *e, const float *residual, float *y) {
+    const int K = s->in_c, co = s->out_c;
+    sgemm(0, 1, n, co, K, 1.0f, x, K, weight, K, 0.0f, y, co);
+    if (epilogue_is_empty(e, residual)) return;
+    for (int b = 0; b < n; b++) {
+        float *yb = y + (size_t)b * co;
+        const float *rb = residual ? residual + (size_t)b * co : NULL;
+        for (int oc = 0; oc < co; oc += VLEN) {
+            VF sc = e->scale ? act_load(e->scale, oc, (size_t)co) : vzero();
+            VF sh = e->shift ? act_load(e->shift, oc, (size_t)co) : vzero();
+            VF r = rb ? act_load(rb, oc, (size_t)co) : vzero();
+            act_store(yb, oc, (size_t)co,
+                      epilogue_vector(e, act_load(yb, oc, (size_t)co), sc, sh, rb ? &r : NULL));
+        }
+    }
+}
+
 /* Small maps (layer4 at 224x224, layer3 and layer4 at 96x96) make thin per-image products
  * that waste most of the GEMM's register tiles and, in backward, sum the weight gradient a
  * few columns at a time. Below CONV_BATCH_MAX_N output positions the whole batch goes
@@ -558,20 +596,10 @@ static void dw_block_row(const ConvSpec *s, const DwShape *d, const DwBlockBuf *
         vstore(b->yr + (size_t)ox * VLEN, a);
     }
     if (!e) return;
-    /* epilogue_row's operations, in its order, on a vector of channels per position */
     const VF sc = scale ? vload(scale) : vset1(1.0f), sh = shift ? vload(shift) : vzero();
-    for (ox = 0; ox < ow; ox++) {
-        VF o = vload(b->yr + (size_t)ox * VLEN);
-        if (e->scale)
-            o = vadd(vmul(o, sc), sh);
-        else if (e->shift)
-            o = vadd(o, sh);
-        if (e->act == CONV_ACT_RELU)
-            o = vmax(o, vzero());
-        else if (e->act == CONV_ACT_SILU)
-            o = vsilu(o);
-        vstore(b->yr + (size_t)ox * VLEN, o);
-    }
+    for (ox = 0; ox < ow; ox++)
+        vstore(b->yr + (size_t)ox * VLEN,
+               epilogue_vector(e, vload(b->yr + (size_t)ox * VLEN), sc, sh, NULL));
 }
 
 /* b->yr back into row oy of the nc output planes y (oh x ow each). */
@@ -831,6 +859,10 @@ void conv2d_forward_fused(const ConvSpec *s, int n, int h, int w, const float *x
     }
     if (conv_groups(s) > 1) {
         conv_forward_grouped(s, n, h, w, x, weight, e, residual, y);
+        return;
+    }
+    if (conv_is_pointwise(s) && h == 1 && w == 1) {
+        conv_forward_1x1_map(s, n, x, weight, e, residual, y);
         return;
     }
     size_t col_size = conv_col_floats(s, conv_chunk_rows(oh, ow), ow); /* one chunk */

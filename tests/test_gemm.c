@@ -133,9 +133,9 @@ static void test_thread_count_independence(void) {
     SKIP("built without OpenMP");
 #else
     static const int shapes[][3] = {
-        {256, 3136, 64}, {2048, 49, 512}, {100, 257, 1000}, {64, 576, 784}};
+        {256, 3136, 64}, {2048, 49, 512}, {100, 257, 1000}, {64, 576, 784}, {5, 1000, 700}};
     int saved = omp_get_max_threads();
-    for (int s = 0; s < 4; s++)
+    for (int s = 0; s < 5; s++)
         for (int t = 0; t < 4; t++) {
             int m = shapes[s][0], n = shapes[s][1], k = shapes[s][2], ta = t & 1, tb = t >> 1;
             int lda = ta ? m : k, ldb = tb ? k : n;
@@ -173,6 +173,32 @@ static void test_thread_count_independence(void) {
         }
     omp_set_num_threads(saved);
 #endif
+}
+
+/* A few rows against a transposed B (a linear layer on a few images) are computed as C^T
+ * with B read in place: each row must still get the bits it gets among many rows (the
+ * same image alone or in a batch of 60, a batch-1 run and a batch-8 run agree). */
+static void test_short_c_turned(void) {
+    const int rows = 60, n = 1000, k = 700;
+    float *a = rn_alloc((size_t)rows * k * sizeof(float));
+    float *b = rn_alloc((size_t)n * k * sizeof(float));
+    float *all = rn_alloc((size_t)rows * n * sizeof(float));
+    float *few = rn_alloc((size_t)rows * n * sizeof(float));
+    hash_fill(a, (size_t)rows * k, 81, 1.0f);
+    hash_fill(b, (size_t)n * k, 82, 1.0f);
+    sgemm(0, 1, rows, n, k, 1.0f, a, k, b, k, 0.0f, all, n);
+    static const int counts[] = {1, 5, 47};
+    for (int t = 0; t < 3; t++) {
+        int m = counts[t];
+        memset(few, 0, (size_t)m * n * sizeof(float));
+        sgemm(0, 1, m, n, k, 1.0f, a, k, b, k, 0.0f, few, n);
+        CHECK_MSG(memcmp(few, all, (size_t)m * n * sizeof(float)) == 0,
+                  "%d rows of a transposed B differ from the same rows among %d", m, rows);
+    }
+    rn_free(a);
+    rn_free(b);
+    rn_free(all);
+    rn_free(few);
 }
 
 /* sgemm_tiles: C as sgemm's (alpha 1, beta 0) bit for bit, and the callback sees every
@@ -309,6 +335,7 @@ int main(void) {
     RUN(test_beta_zero_ignores_nan);
     RUN(test_degenerate);
     RUN(test_thread_count_independence);
+    RUN(test_short_c_turned);
     RUN(test_sgemm_tiles);
     RUN(test_simd_macros);
     RUN(test_simd_name);

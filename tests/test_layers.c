@@ -154,6 +154,11 @@ static void test_conv_fast_matches_reference(void) {
         {{4, 8, 3, 3, 1, 1}, 2, 37, 29},   /* 1073 positions: im2col chunks of 17, 17, 3 rows */
         {{3, 4, 3, 3, 2, 1}, 2, 6, 1100},  /* rows of 550 > one chunk: a row at a time */
         {{8, 16, 1, 1, 1, 0}, 2, 30, 25},  /* 1x1 over 750 positions: two chunks */
+        /* 1x1 over 1x1 maps (squeeze-and-excitation): one product x weight^T for the
+         * batch, turned around by sgemm from 48 output channels */
+        {{40, 20, 1, 1, 1, 0}, 3, 1, 1},
+        {{24, 72, 1, 1, 1, 0}, 1, 1, 1},
+        {{300, 50, 1, 1, 1, 0}, 5, 1, 1},
         /* "same" stride-1 kernels (im2col as shifted plane copies) on narrow images, where
          * the shift spans whole rows */
         {{3, 4, 3, 3, 1, 1}, 2, 5, 1},   /* 3x3 p1 over a 1-wide column */
@@ -254,6 +259,8 @@ static void test_conv_fused_epilogue(void) {
         {{6, 6, 3, 3, 1, 1, 6}, 2, 20, 21}, /* depthwise: the epilogue per plane */
         {{6, 6, 5, 5, 2, 2, 6}, 2, 23, 40},
         {{20, 20, 3, 3, 2, 1, 20}, 2, 14, 14}, /* a full block of channels and a partial one */
+        {{40, 20, 1, 1, 1, 0}, 3, 1, 1}, /* 1x1 maps: the epilogue across channels */
+        {{24, 72, 1, 1, 1, 0}, 2, 1, 1},
     };
     for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
         const ConvSpec *s = &shapes[t].s;
