@@ -241,6 +241,7 @@ static int conv_is_pointwise(const ConvSpec *s) {
  * packing, and the product with it (its rows < DIRECT_A_MAX_N columns) reads the weights
  * in place; the epilogue then runs on output still in cache. */
 #define CONV_CHUNK_COLS 512
+#define CONV_CHUNK_MIN_MACS (1L << 20) /* sgemm's own threshold for using threads */
 
 static int conv_chunk_rows(int oh, int ow) {
     long chunks = ((long)oh * ow + CONV_CHUNK_COLS - 1) / CONV_CHUNK_COLS; /* equal chunks */
@@ -444,33 +445,51 @@ static void chunk_epilogue_tile(void *ctx, int oc0, int rows, int j0, int cols) 
     }
 }
 
-/* One image: y[out_c, oh*ow] = weight[out_c, K] * col[K, oh*ow], then the epilogue on each
- * tile of the product as it is finished, a chunk of output rows at a time (a pointwise conv
- * multiplies x itself). Each element's arithmetic is the same as in one product (sgemm's K
- * blocking depends on K only) followed by epilogue_row. */
+/* Output rows [oy0, oy1) of one image: y[out_c, cols] = weight[out_c, K] * col[K, cols],
+ * then the epilogue on each tile of the product as it is finished (a pointwise conv
+ * multiplies x itself). */
+static void conv_forward_chunk(const ConvSpec *s, int h, int w, int oh, int ow, const float *x,
+                               const float *weight, const ConvEpilogue *e, const float *residual,
+                               float *y, float *col, int oy0, int oy1, int inner_parallel) {
+    int K = s->in_c * s->kh * s->kw, N = oh * ow, cols = (oy1 - oy0) * ow;
+    size_t at = (size_t)oy0 * ow;
+    const float *b = x + at;
+    int ldb = N;
+    if (!conv_is_pointwise(s)) {
+        im2col_rows(s, h, w, oy0, oy1, ow, x, col, (size_t)cols, inner_parallel);
+        b = col;
+        ldb = cols;
+    }
+    if (epilogue_is_empty(e, residual)) {
+        sgemm(0, 0, s->out_c, cols, K, 1.0f, weight, K, b, ldb, 0.0f, y + at, N);
+    } else {
+        ChunkEpilogue ce = {e, residual, y, (size_t)N, at, s->out_c};
+        sgemm_tiles(0, 0, s->out_c, cols, K, weight, K, b, ldb, y + at, N, chunk_epilogue_tile,
+                    &ce);
+    }
+}
+
+/* One image, a chunk of output rows at a time. Each element's arithmetic is the same as in
+ * one product (sgemm's K blocking depends on K only) followed by epilogue_row. */
 static void conv_forward_image(const ConvSpec *s, int h, int w, int oh, int ow, const float *x,
                                const float *weight, const ConvEpilogue *e, const float *residual,
                                float *y, float *col, int inner_parallel) {
-    int K = s->in_c * s->kh * s->kw, N = oh * ow, pointwise = conv_is_pointwise(s);
-    int step = conv_chunk_rows(oh, ow);
-    for (int oy0 = 0; oy0 < oh; oy0 += step) {
-        int oy1 = oy0 + step < oh ? oy0 + step : oh, cols = (oy1 - oy0) * ow;
-        size_t at = (size_t)oy0 * ow;
-        const float *b = x + at;
-        int ldb = N;
-        if (!pointwise) {
-            im2col_rows(s, h, w, oy0, oy1, ow, x, col, (size_t)cols, inner_parallel);
-            b = col;
-            ldb = cols;
-        }
-        if (epilogue_is_empty(e, residual)) {
-            sgemm(0, 0, s->out_c, cols, K, 1.0f, weight, K, b, ldb, 0.0f, y + at, N);
-        } else {
-            ChunkEpilogue ce = {e, residual, y, (size_t)N, at, s->out_c};
-            sgemm_tiles(0, 0, s->out_c, cols, K, weight, K, b, ldb, y + at, N, chunk_epilogue_tile,
-                        &ce);
-        }
+    const int step = conv_chunk_rows(oh, ow);
+    /* A pointwise chunk over few input channels (EfficientNet's 16 -> 96 at 112x112: 0.8 M
+     * multiply-adds) is too small for sgemm to wake its threads: the threads take whole
+     * chunks instead (there is no col to share, and a chunk's bits do not depend on the
+     * thread). */
+    if (inner_parallel && conv_is_pointwise(s) && oh > step &&
+        (long)s->out_c * step * ow * s->in_c < CONV_CHUNK_MIN_MACS) {
+        OMP_PRAGMA(omp parallel for schedule(static))
+        for (int oy0 = 0; oy0 < oh; oy0 += step)
+            conv_forward_chunk(s, h, w, oh, ow, x, weight, e, residual, y, col, oy0,
+                               oy0 + step < oh ? oy0 + step : oh, 0);
+        return;
     }
+    for (int oy0 = 0; oy0 < oh; oy0 += step)
+        conv_forward_chunk(s, h, w, oh, ow, x, weight, e, residual, y, col, oy0,
+                           oy0 + step < oh ? oy0 + step : oh, inner_parallel);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -509,34 +528,49 @@ static DwShape dw_shape(const ConvSpec *s, int h, int w) {
  * residual, per plane after). A block with fewer than VLEN channels leaves lanes at 0. */
 #define DW_OX_BLOCK 4 /* outputs of a row in flight: independent chains of FMAs */
 
+/* The forward packs and convolves a band of DW_BAND_ROWS output rows at a time: the band's
+ * input rows (kh - stride of them packed twice) stay in L2 from packing to use, where a
+ * whole 112x112 plane of 16 channels (800 KB) went out to L3 before its rows were read. */
+#define DW_BAND_ROWS 8
+
 typedef struct {
-    float *xb, *wb, *yr; /* [ph * pw][VLEN], [taps][VLEN], one output row [ow][VLEN] */
+    float *xb, *wb, *yr; /* [rows][pw][VLEN], [taps][VLEN], one output row [ow][VLEN] */
 } DwBlockBuf;
 
-static size_t dw_block_floats(const DwShape *d, int taps) {
-    return ((size_t)d->ph * d->pw + (size_t)taps + (size_t)d->ow) * VLEN;
+/* Padded input rows a band of output rows reads (rows_out: d->oh for the whole plane). */
+static int dw_band_in_rows(const ConvSpec *s, const DwShape *d, int rows_out) {
+    int r = (rows_out - 1) * s->stride + s->kh;
+    return r < d->ph ? r : d->ph;
 }
 
-static DwBlockBuf dw_block_buf(const DwShape *d, int taps, float *mem) {
-    DwBlockBuf b = {mem, mem + (size_t)d->ph * d->pw * VLEN, NULL};
+static size_t dw_block_floats(const DwShape *d, int in_rows, int taps) {
+    return ((size_t)in_rows * d->pw + (size_t)taps + (size_t)d->ow) * VLEN;
+}
+
+static DwBlockBuf dw_block_buf(const DwShape *d, int in_rows, int taps, float *mem) {
+    DwBlockBuf b = {mem, mem + (size_t)in_rows * d->pw * VLEN, NULL};
     b.yr = b.wb + (size_t)taps * VLEN;
     return b;
 }
 
 #define DW_PREFETCH_ROWS 4
 
-/* xb = nc planes x (h x w each, nc <= VLEN) padded and interleaved; wb = their kernels. */
-static void dw_pack_block(const ConvSpec *s, const DwShape *d, const float *x, const float *wk,
-                          int nc, DwBlockBuf *b) {
-    const int p = s->pad, pw = d->pw, taps = s->kh * s->kw;
+/* wb = the kernels of nc channels (nc <= VLEN), interleaved. */
+static void dw_pack_weights(const ConvSpec *s, const float *wk, int nc, float *wb) {
+    const int taps = s->kh * s->kw;
+    for (int t = 0; t < taps; t++)
+        for (int c = 0; c < VLEN; c++) wb[t * VLEN + c] = c < nc ? wk[(size_t)c * taps + t] : 0.0f;
+}
+
+/* xb = rows [r0, r1) of nc planes (h x w each) padded and interleaved, row r0 first. */
+static void dw_pack_rows(const ConvSpec *s, const DwShape *d, const float *x, int nc, int r0,
+                         int r1, float *xb) {
+    const int p = s->pad, pw = d->pw;
     int rows = d->h + p < d->ph ? d->h : d->ph - p, cols = d->w + p < pw ? d->w : pw - p;
     if (rows < 0) rows = 0;
     if (cols < 0) cols = 0;
-    for (int t = 0; t < taps; t++)
-        for (int c = 0; c < VLEN; c++)
-            b->wb[t * VLEN + c] = c < nc ? wk[(size_t)c * taps + t] : 0.0f;
-    for (int r = 0; r < d->ph; r++) {
-        float *row = b->xb + (size_t)r * pw * VLEN;
+    for (int r = r0; r < r1; r++) {
+        float *row = xb + (size_t)(r - r0) * pw * VLEN;
         if (r < p || r >= p + rows) {
             memset(row, 0, sizeof(float) * pw * VLEN);
             continue;
@@ -562,12 +596,20 @@ static void dw_pack_block(const ConvSpec *s, const DwShape *d, const float *x, c
     }
 }
 
-/* Output row oy of the block into b->yr, the epilogue applied when e is given. */
-static void dw_block_row(const ConvSpec *s, const DwShape *d, const DwBlockBuf *b, int oy,
+/* The whole block: wb, and xb holding every padded row. */
+static void dw_pack_block(const ConvSpec *s, const DwShape *d, const float *x, const float *wk,
+                          int nc, DwBlockBuf *b) {
+    dw_pack_weights(s, wk, nc, b->wb);
+    dw_pack_rows(s, d, x, nc, 0, d->ph, b->xb);
+}
+
+/* Output row oy of the block into b->yr, the epilogue applied when e is given; xb holds
+ * the padded rows from r0 on. */
+static void dw_block_row(const ConvSpec *s, const DwShape *d, const DwBlockBuf *b, int r0, int oy,
                          const ConvEpilogue *e, const float *scale, const float *shift) {
     const int st = s->stride, kh = s->kh, kw = s->kw, ow = d->ow;
     const size_t pw = (size_t)d->pw, sv = (size_t)st * VLEN;
-    const float *in = b->xb + (size_t)oy * st * pw * VLEN;
+    const float *in = b->xb + ((size_t)oy * st - (size_t)r0) * pw * VLEN;
     int ox = 0;
     for (; ox + DW_OX_BLOCK <= ow; ox += DW_OX_BLOCK) {
         VF a0 = vzero(), a1 = vzero(), a2 = vzero(), a3 = vzero();
@@ -625,8 +667,9 @@ static void conv_forward_depthwise(const ConvSpec *s, int n, int h, int w, const
     const int blocks = (c + VLEN - 1) / VLEN;
     OMP_PRAGMA(omp parallel if (!omp_in_parallel()))
     {
-        float *mem = rn_scratch(omp_get_thread_num(), dw_block_floats(&d, taps));
-        DwBlockBuf b = dw_block_buf(&d, taps, mem);
+        const int band_rows = dw_band_in_rows(s, &d, DW_BAND_ROWS);
+        float *mem = rn_scratch(omp_get_thread_num(), dw_block_floats(&d, band_rows, taps));
+        DwBlockBuf b = dw_block_buf(&d, band_rows, taps, mem);
         float sc[VLEN], sh[VLEN];
         OMP_PRAGMA(omp for schedule(static))
         for (long job = 0; job < (long)n * blocks; job++) {
@@ -639,10 +682,16 @@ static void conv_forward_depthwise(const ConvSpec *s, int n, int h, int w, const
                     sc[k] = eb->scale && k < nc ? eb->scale[c0 + k] : 1.0f;
                     sh[k] = eb->shift && k < nc ? eb->shift[c0 + k] : 0.0f;
                 }
-            dw_pack_block(s, &d, x + plane0 * h * w, weight + (size_t)c0 * taps, nc, &b);
-            for (int oy = 0; oy < d.oh; oy++) {
-                dw_block_row(s, &d, &b, oy, eb, eb ? sc : NULL, eb ? sh : NULL);
-                dw_unpack_row(&d, &b, oy, nc, y + plane0 * N);
+            dw_pack_weights(s, weight + (size_t)c0 * taps, nc, b.wb);
+            for (int oy0 = 0; oy0 < d.oh; oy0 += DW_BAND_ROWS) {
+                const int oy1 = oy0 + DW_BAND_ROWS < d.oh ? oy0 + DW_BAND_ROWS : d.oh;
+                const int r0 = oy0 * s->stride;
+                dw_pack_rows(s, &d, x + plane0 * h * w, nc, r0,
+                             r0 + dw_band_in_rows(s, &d, oy1 - oy0), b.xb);
+                for (int oy = oy0; oy < oy1; oy++) {
+                    dw_block_row(s, &d, &b, r0, oy, eb, eb ? sc : NULL, eb ? sh : NULL);
+                    dw_unpack_row(&d, &b, oy, nc, y + plane0 * N);
+                }
             }
             if (e && residual)
                 for (int k = 0; k < nc; k++)
@@ -663,14 +712,14 @@ typedef struct {
 } DwBackBuf;
 
 static size_t dw_back_floats(const DwShape *d, int taps) {
-    return dw_block_floats(d, taps) +
+    return dw_block_floats(d, d->ph, taps) +
            ((size_t)d->oh * d->ow + (size_t)d->ph * d->pw + (size_t)taps) * VLEN;
 }
 
 static DwBackBuf dw_back_buf(const DwShape *d, int taps, float *mem) {
     DwBackBuf b;
-    b.f = dw_block_buf(d, taps, mem);
-    b.gb = mem + dw_block_floats(d, taps);
+    b.f = dw_block_buf(d, d->ph, taps, mem);
+    b.gb = mem + dw_block_floats(d, d->ph, taps);
     b.dxb = b.gb + (size_t)d->oh * d->ow * VLEN;
     b.dw = b.dxb + (size_t)d->ph * d->pw * VLEN;
     return b;
