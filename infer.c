@@ -1216,6 +1216,7 @@ static int infer_main(int argc, char **argv) {
         return rc;
     }
     if (o.winograd >= 0) net->winograd = o.winograd;
+    net->constant_weights = 1; /* nothing here changes a loaded parameter */
     net->reference = o.reference;
     int threads = rn_threads();
     fprintf(stderr,

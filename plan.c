@@ -306,7 +306,8 @@ static size_t place_outputs(const Net *net, const size_t *size, size_t *off, con
 /* Room for the Winograd weights of every fused 3x3 stride-1 conv (net->winograd), made at
  * the first forward that needs them and again whenever the weights differ from the copy
  * they were made from (a memcmp per conv and forward: a few ms for ResNet-50, against
- * rebuilding them, or missing a change made to Param.data directly). */
+ * rebuilding them, or missing a change made to Param.data directly). With
+ * net->constant_weights no copy is kept: they are made once per plan. */
 /* Below this many 4x4 tiles in the batch (ResNet-50's 7x7 maps at batch 1: 4) Winograd
  * reads 36 / 9 = 4 times the weights for too few products to hide it: im2col is faster. */
 #define WINOGRAD_MIN_TILES 8
@@ -324,11 +325,13 @@ static void plan_winograd(Net *net) {
             int use = net->winograd && !net->reference && op_of(nd)->fuse == FUSE_CONV &&
                       pn->fuse_tail >= 0 && conv_winograd_eligible(&nd->conv) &&
                       tiles >= WINOGRAD_MIN_TILES && tiles < 1e9;
-            size_t wf = use ? align_up((size_t)net->params[nd->weight].numel) : 0;
+            size_t wf = use && !net->constant_weights
+                            ? align_up((size_t)net->params[nd->weight].numel)
+                            : 0;
             size_t uf = use ? align_up(winograd_weight_floats(&nd->conv)) : 0;
             if (pass == 1) {
                 pn->wino_u = use ? pl->wino_buf + at : NULL;
-                pn->wino_w = use ? pl->wino_buf + at + uf : NULL;
+                pn->wino_w = wf ? pl->wino_buf + at + uf : NULL;
                 pn->wino_ready = 0;
             }
             at += uf + wf;
@@ -348,9 +351,13 @@ const float *plan_winograd_weights(Net *net, int i) {
     const Node *nd = &net->nodes[i];
     const Param *wp = &net->params[nd->weight];
     size_t bytes = sizeof(float) * (size_t)wp->numel;
-    if (!pn->wino_ready || memcmp(pn->wino_w, wp->data, bytes) != 0) {
+    /* no copy to check against: planned with constant_weights, which holds (made once) or
+     * was withdrawn since (made every forward) */
+    int stale = !pn->wino_ready ||
+                (pn->wino_w ? memcmp(pn->wino_w, wp->data, bytes) != 0 : !net->constant_weights);
+    if (stale) {
         winograd_weight_transform(&nd->conv, wp->data, pn->wino_u);
-        memcpy(pn->wino_w, wp->data, bytes);
+        if (pn->wino_w) memcpy(pn->wino_w, wp->data, bytes);
         pn->wino_ready = 1;
     }
     return pn->wino_u;

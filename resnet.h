@@ -521,6 +521,12 @@ typedef struct Net {
                                  within about 1e-6 of the direct sum; 0: im2col + GEMM,
                                  the layers' exact float operations. The transformed
                                  weights are remade whenever the weights change */
+    int constant_weights;     /* 0 (the default): each forward checks the weights Winograd's
+                                 were made from against a copy of them; 1: the caller
+                                 promises the parameters stay as they are from net_plan on
+                                 (infer), so they are made once and no copy is kept (less
+                                 memory first touched, no memcmp of the 3x3 weights per
+                                 forward). Read by net_plan */
     ForwardHook forward_hook; /* NULL, or called after every node (eval forwards then run
                                  layer by layer, so every node is seen) */
     void *hook_ctx;

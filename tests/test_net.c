@@ -434,6 +434,47 @@ static void test_fused_eval_forward(void) {
     fused_vs_reference("efficientnet_b0", 2, 64, 1, 6, 0, 1e-5);
 }
 
+/* net->constant_weights: Winograd's weights made once with no copy of the weights kept,
+ * the same logits bit for bit; withdrawn without a new plan, a changed weight still takes
+ * effect (they are then made every forward). */
+static void test_constant_weights(void) {
+    Net *net = resnet_create("resnet18", 5, NULL, 21);
+    randomise_bn(net, 22);
+    const int n = 2, size = 40;
+    size_t per = (size_t)3 * size * size;
+    float *x = malloc(sizeof(float) * n * per), y0[2 * 5], y1[2 * 5], y2[2 * 5];
+    fill_random(x, n * per, 23);
+    net->winograd = 1;
+    for (int constant = 0; constant < 2; constant++) {
+        net->constant_weights = constant;
+        CHECK(net_plan(net, n, size, size, 0) == 0);
+        int made = 0, copies = 0;
+        for (int i = 0; i < net->n_nodes; i++) {
+            made += net->plan.nodes[i].wino_u != NULL;
+            copies += net->plan.nodes[i].wino_w != NULL;
+        }
+        CHECK_MSG(made > 0 && copies == (constant ? 0 : made), "constant %d: %d made, %d copies",
+                  constant, made, copies);
+        const float *y = net_forward(net, x, n, 0);
+        CHECK(y != NULL);
+        memcpy(constant ? y1 : y0, y, sizeof y0);
+        y = net_forward(net, x, n, 0); /* made once: the second forward is the first's */
+        CHECK(y && memcmp(y, constant ? y1 : y0, sizeof y0) == 0);
+    }
+    CHECK(memcmp(y0, y1, sizeof y0) == 0);
+    net->constant_weights = 0; /* withdrawn, no new plan */
+    Param *w = net_find_param(net, "layer1.0.conv2.weight");
+    for (int64_t k = 0; k < w->numel; k += 3) w->data[k] *= -1.5f;
+    const float *y = net_forward(net, x, n, 0);
+    CHECK(y != NULL);
+    memcpy(y2, y, sizeof y2);
+    CHECK(net_plan(net, n, size, size, 0) == 0); /* a fresh plan, a copy kept */
+    y = net_forward(net, x, n, 0);
+    CHECK(y && memcmp(y, y2, sizeof y2) == 0 && memcmp(y2, y0, sizeof y0) != 0);
+    free(x);
+    net_free(net);
+}
+
 /* ------------------------------------------------------------------ gradients */
 
 static void test_gradcheck_cifar_resnet20(void) {
@@ -1382,6 +1423,7 @@ int main(void) {
     RUN(test_shapes);
     RUN(test_forward_consistency);
     RUN(test_fused_eval_forward);
+    RUN(test_constant_weights);
     RUN(test_gradcheck_cifar_resnet20);
     RUN(test_gradcheck_mlp_head);
     RUN(test_gradcheck_inception_head);

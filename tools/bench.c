@@ -244,6 +244,7 @@ static int bench_net(const char *config, const char *arch, int train, int size, 
     c.net = resnet_create(arch, 1000, NULL, 1);
     if (c.net && keep_outputs) c.net->low_memory = 0; /* else the library's default plan */
     if (c.net && getenv("BENCH_WINOGRAD")) c.net->winograd = atoi(getenv("BENCH_WINOGRAD"));
+    if (c.net && !train) c.net->constant_weights = 1; /* as ./infer runs */
     if (!c.net || net_plan(c.net, batch, size, size, train) != 0) {
         fprintf(stderr, "bench: %s: %s\n", config, rn_error());
         if (c.net) net_free(c.net);
