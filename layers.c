@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "resnet.h"
+#include "conv_epilogue.h"
 #include "dist.h"
 #include "parallel.h"
 #include "simd.h"
@@ -303,21 +304,6 @@ static void epilogue_row(const ConvEpilogue *e, int oc, int N, float *row, const
     } else if (e->act == CONV_ACT_SILU) { /* as silu_forward */
         for (long i = 0; i < N; i += VLEN) act_store(row, i, (size_t)N, vsilu(act_load(row, i, N)));
     }
-}
-
-/* epilogue_row's operations, in its order, on one vector: lanes along a row (sc and sh
- * the row's scale and shift in every lane) or across channels (a vector of each). */
-static inline VF epilogue_vector(const ConvEpilogue *e, VF o, VF sc, VF sh, const VF *res) {
-    if (e->scale)
-        o = vadd(vmul(o, sc), sh);
-    else if (e->shift)
-        o = vadd(o, sh);
-    if (res) o = vadd(o, *res);
-    if (e->act == CONV_ACT_RELU)
-        o = vmax(o, vzero());
-    else if (e->act == CONV_ACT_SILU)
-        o = vsilu(o);
-    return o;
 }
 
 /* A pointwise convolution of 1x1 maps (squeeze-and-excitation's two layers) is a linear

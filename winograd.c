@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "resnet.h"
+#include "conv_epilogue.h"
 #include "parallel.h"
 #include "simd.h"
 
@@ -215,17 +216,9 @@ static void output_transform_block(int t0, int t1, int th, int tw, int oh, int o
                 RN_UNROLL for (int j = 0; j < WT; j++) {
                     int c = x0 + WT * q + j * VLEN;
                     if (c >= x1) break;
-                    VF o = yv[j];
-                    if (e->scale)
-                        o = vadd(vmul(o, sc), sh);
-                    else if (e->shift)
-                        o = vadd(o, sh);
-                    if (residual) o = vadd(o, vload_part(residual + row, c, x1));
-                    if (e->act == CONV_ACT_RELU)
-                        o = vmax(o, vzero());
-                    else if (e->act == CONV_ACT_SILU)
-                        o = vsilu(o);
-                    vstore_part(y + row, c, x1, o);
+                    VF r = residual ? vload_part(residual + row, c, x1) : vzero();
+                    vstore_part(y + row, c, x1,
+                                epilogue_vector(e, yv[j], sc, sh, residual ? &r : NULL));
                 }
             }
         }
