@@ -643,6 +643,202 @@ static void dw_unpack_row(const DwShape *d, const DwBlockBuf *b, int oy, int nc,
     }
 }
 
+/* Maps at least DW_PLANE_MIN_OW wide run plane by plane instead, with a vector along each
+ * output row, straight from and to NCHW (no transposes). The plane's padded input is
+ * split by column phase: with stride s, phase q holds xq[r, j] = xp[r, j * s + q], so tap
+ * (ky, kx) of the outputs ox.. ox + VLEN - 1 is one unaligned vector of phase kx % s:
+ *   y[oy, ox..] = sum_{ky, kx} w[ky, kx] * x{kx % s}[oy * s + ky, ox + kx / s ..]
+ * Each phase row is padded with zeros past what the last vector reads, so the loads need
+ * no masks; the last vector of a row is stored in part. The sums run over (ky, kx) in the
+ * blocked kernel's order from zero, and the epilogue is the same epilogue_vector: both
+ * paths give the same bits. */
+#define DW_PLANE_MIN_OW   16
+
+typedef struct {
+    int vecs;   /* vectors per output row */
+    int pcols;  /* floats per phase row: vecs * VLEN + (kw - 1) / s, to whole lines */
+    size_t per; /* floats per phase: ph * pcols */
+} DwPlane;
+
+static DwPlane dw_plane(const ConvSpec *s, const DwShape *d) {
+    DwPlane p;
+    p.vecs = (d->ow + VLEN - 1) / VLEN;
+    p.pcols = (p.vecs * VLEN + (s->kw - 1) / s->stride + LINE_FLOATS - 1) / LINE_FLOATS *
+              LINE_FLOATS;
+    p.per = (size_t)d->ph * p.pcols;
+    return p;
+}
+
+/* xq = the plane x (h x w) padded and split into its s column phases, a vector at a time:
+ * column j of phase q is input column j * s + q - pad (0 outside the plane). Vectors that
+ * reach past the plane's columns load only what is there (vload_part); stride 2 takes the
+ * even lanes of two vectors. */
+static void dw_plane_phases(const ConvSpec *s, const DwShape *d, const DwPlane *p, const float *x,
+                            float *xq) {
+    const int st = s->stride, pad = s->pad, w = d->w, pc = p->pcols;
+    for (int q = 0; q < st; q++)
+        for (int r = 0; r < d->ph; r++) {
+            float *row = xq + q * p->per + (size_t)r * pc;
+            const int iy = r - pad;
+            if (iy < 0 || iy >= d->h) {
+                for (int j = 0; j < pc; j += VLEN) vstore(row + j, vzero());
+                continue;
+            }
+            const float *in = x + (size_t)iy * w;
+            for (int j = 0; j < pc; j += VLEN) {
+                const int i0 = j * st + q - pad; /* input column of lane 0 */
+                if (st == 1) {
+                    vstore(row + j, i0 >= 0 && i0 + VLEN <= w ? vload(in + i0)
+                                                              : vload_part(in, i0, w));
+                } else if (st == 2) {
+                    const int full = i0 >= 0 && i0 + 2 * VLEN <= w;
+                    const VF lo = full ? vload(in + i0) : vload_part(in, i0, w);
+                    const VF hi = full ? vload(in + i0 + VLEN) : vload_part(in, i0 + VLEN, w);
+                    vstore(row + j, veven(lo, hi));
+                } else {
+                    for (int k = 0; k < VLEN; k++)
+                        row[j + k] = i0 + k * st >= 0 && i0 + k * st < w ? in[i0 + k * st] : 0.0f;
+                }
+            }
+        }
+}
+
+#if defined(__GNUC__) || defined(__clang__)
+#define DW_INLINE static inline __attribute__((always_inline))
+#else
+#define DW_INLINE static inline
+#endif
+
+/* The epilogue of channel oc on one output vector (row oy, columns ox..), and its store. */
+DW_INLINE void dw_plane_store(const DwShape *d, const ConvEpilogue *e, VF sc, VF sh,
+                              const float *res, float *y, int oy, int ox, VF v) {
+    const size_t row0 = (size_t)oy * d->ow;
+    if (e) {
+        VF r = res ? act_load(res + row0, ox, (size_t)d->ow) : vzero();
+        v = epilogue_vector(e, v, sc, sh, res ? &r : NULL);
+    }
+    act_store(y + row0, ox, (size_t)d->ow, v);
+}
+
+/* Output rows oy0..oy0 + R - 1 of one plane at C vectors of columns from ox, for a KH x KW
+ * kernel of stride S (constants once inlined, so the loops unroll and the kernel's taps
+ * stay in registers; R * C independent chains of FMAs). Each input vector is loaded once
+ * and goes to every output row that reads it: input row oy0 * S + rr holds tap row
+ * ky = rr - i * S of output row oy0 + i. Each output still sums its taps in (ky, kx)
+ * order, from zero. */
+DW_INLINE void dw_plane_rows(const DwPlane *p, const float *xq, const VF *wv, int KH, int KW,
+                             int S, int R, int C, int oy0, int ox, VF *acc) {
+    RN_UNROLL for (int i = 0; i < R * C; i++) acc[i] = vzero();
+    const float *base = xq + (size_t)oy0 * S * p->pcols + (size_t)ox;
+    RN_UNROLL for (int rr = 0; rr < (R - 1) * S + KH; rr++) {
+        RN_UNROLL for (int kx = 0; kx < KW; kx++) {
+            const float *q =
+                base + (size_t)(kx % S) * p->per + (size_t)rr * p->pcols + (size_t)(kx / S);
+            RN_UNROLL for (int c = 0; c < C; c++) {
+                const VF xv = vload(q + c * VLEN);
+                RN_UNROLL for (int i = 0; i < R; i++) {
+                    const int ky = rr - i * S;
+                    if (ky >= 0 && ky < KH)
+                        acc[i * C + c] = vfma(wv[ky * KW + kx], xv, acc[i * C + c]);
+                }
+            }
+        }
+    }
+}
+
+#define DW_PLANE_ROWS 4 /* output rows in flight, */
+#define DW_PLANE_VECS 2 /* times vectors along them */
+
+/* Every output vector of one plane (weights wk), in blocks of DW_PLANE_ROWS rows by
+ * DW_PLANE_VECS vectors; the rest one vector at a time. */
+DW_INLINE void dw_plane_fixed(const DwShape *d, const DwPlane *p, const float *xq, const float *wk,
+                              int KH, int KW, int S, const ConvEpilogue *e, VF sc, VF sh,
+                              const float *res, float *y) {
+    enum { R = DW_PLANE_ROWS, C = DW_PLANE_VECS };
+    VF wv[25], acc[R * C];
+    RN_UNROLL for (int t = 0; t < KH * KW; t++) wv[t] = vset1(wk[t]);
+    const int full = d->oh / R * R, wide = p->vecs / C * C * VLEN;
+    for (int oy = 0; oy < full; oy += R) {
+        int ox = 0;
+        for (; ox < wide; ox += C * VLEN) {
+            dw_plane_rows(p, xq, wv, KH, KW, S, R, C, oy, ox, acc);
+            RN_UNROLL for (int i = 0; i < R; i++) RN_UNROLL for (int c = 0; c < C; c++)
+                dw_plane_store(d, e, sc, sh, res, y, oy + i, ox + c * VLEN, acc[i * C + c]);
+        }
+        for (; ox < d->ow; ox += VLEN) {
+            dw_plane_rows(p, xq, wv, KH, KW, S, R, 1, oy, ox, acc);
+            RN_UNROLL for (int i = 0; i < R; i++)
+                dw_plane_store(d, e, sc, sh, res, y, oy + i, ox, acc[i]);
+        }
+    }
+    for (int oy = full; oy < d->oh; oy++)
+        for (int ox = 0; ox < d->ow; ox += VLEN) {
+            dw_plane_rows(p, xq, wv, KH, KW, S, 1, 1, oy, ox, acc);
+            dw_plane_store(d, e, sc, sh, res, y, oy, ox, acc[0]);
+        }
+}
+
+/* Any other kernel: one output vector at a time, its taps in a loop. */
+static void dw_plane_any(const ConvSpec *s, const DwShape *d, const DwPlane *p, const float *xq,
+                         const float *wk, const ConvEpilogue *e, VF sc, VF sh, const float *res,
+                         float *y) {
+    const int st = s->stride, kh = s->kh, kw = s->kw;
+    for (int oy = 0; oy < d->oh; oy++)
+        for (int ox = 0; ox < d->ow; ox += VLEN) {
+            VF a = vzero();
+            for (int ky = 0; ky < kh; ky++)
+                for (int kx = 0; kx < kw; kx++)
+                    a = vfma(vset1(wk[ky * kw + kx]),
+                             vload(xq + (size_t)(kx % st) * p->per +
+                                   (size_t)(oy * st + ky) * p->pcols + (size_t)(ox + kx / st)),
+                             a);
+            dw_plane_store(d, e, sc, sh, res, y, oy, ox, a);
+        }
+}
+
+/* Every output vector of one plane (weights wk [kh * kw]), with the epilogue of channel oc
+ * when e is given (and the residual plane res, if any). */
+static void dw_plane_convolve(const ConvSpec *s, const DwShape *d, const DwPlane *p,
+                              const float *xq, const float *wk, const ConvEpilogue *e, int oc,
+                              const float *res, float *y) {
+    const VF sc = e && e->scale ? vset1(e->scale[oc]) : vset1(1.0f);
+    const VF sh = e && e->shift ? vset1(e->shift[oc]) : vzero();
+    const int k = s->kh == s->kw ? s->kh : 0;
+    if (k == 3 && s->stride == 1)
+        dw_plane_fixed(d, p, xq, wk, 3, 3, 1, e, sc, sh, res, y);
+    else if (k == 3 && s->stride == 2)
+        dw_plane_fixed(d, p, xq, wk, 3, 3, 2, e, sc, sh, res, y);
+    else if (k == 5 && s->stride == 1)
+        dw_plane_fixed(d, p, xq, wk, 5, 5, 1, e, sc, sh, res, y);
+    else if (k == 5 && s->stride == 2)
+        dw_plane_fixed(d, p, xq, wk, 5, 5, 2, e, sc, sh, res, y);
+    else
+        dw_plane_any(s, d, p, xq, wk, e, sc, sh, res, y);
+}
+
+/* Every (image, channel) plane: phases, then its output vectors. Planes are independent,
+ * so threads take them in any order with the same results. */
+static void conv_forward_depthwise_planes(const ConvSpec *s, int n, int h, int w, const float *x,
+                                          const float *weight, const ConvEpilogue *e,
+                                          const float *residual, float *y) {
+    const DwShape d = dw_shape(s, h, w);
+    const DwPlane p = dw_plane(s, &d);
+    const int c = s->in_c, taps = s->kh * s->kw;
+    const size_t N = (size_t)d.oh * d.ow, HW = (size_t)h * w;
+    OMP_PRAGMA(omp parallel if (!omp_in_parallel()))
+    {
+        float *xq = rn_scratch(omp_get_thread_num(), (size_t)s->stride * p.per + VLEN);
+        OMP_PRAGMA(omp for schedule(static))
+        for (long plane = 0; plane < (long)n * c; plane++) {
+            const int oc = (int)(plane % c);
+            dw_plane_phases(s, &d, &p, x + (size_t)plane * HW, xq);
+            dw_plane_convolve(s, &d, &p, xq, weight + (size_t)oc * taps, e, oc,
+                              residual ? residual + (size_t)plane * N : NULL,
+                              y + (size_t)plane * N);
+        }
+    }
+}
+
 /* Every (image, block of VLEN channels): pack, convolve row by row with the epilogue, unpack.
  * Blocks are independent, so threads take them in any order with the same results. */
 static void conv_forward_depthwise(const ConvSpec *s, int n, int h, int w, const float *x,
@@ -651,6 +847,10 @@ static void conv_forward_depthwise(const ConvSpec *s, int n, int h, int w, const
     const DwShape d = dw_shape(s, h, w);
     const int c = s->in_c, taps = s->kh * s->kw, N = d.oh * d.ow;
     const int blocks = (c + VLEN - 1) / VLEN;
+    if (d.ow >= DW_PLANE_MIN_OW) {
+        conv_forward_depthwise_planes(s, n, h, w, x, weight, e, residual, y);
+        return;
+    }
     OMP_PRAGMA(omp parallel if (!omp_in_parallel()))
     {
         const int band_rows = dw_band_in_rows(s, &d, DW_BAND_ROWS);

@@ -18,6 +18,7 @@
  *   vsigmoid(x)       1 / (1 + e^-x)         vsilu(x)        x / (1 + e^-x)
  *   vsum(v)           sum of the lanes (a float)
  *   vload_even(p)     p[0], p[2], ..., p[2 * VLEN - 2] (reads p[0..2 * VLEN - 1) only)
+ *   veven(a, b)       lanes 0, 2, 4, ... of a followed by b (2 VLEN lanes): VLEN of them
  *   vprefetch(p)      a hint to bring p's cache line in (any unit; nothing without GCC/clang)
  *   vtranspose(r)     r is VF[VLEN], a VLEN x VLEN block (row i in r[i]): transpose it
  *   vload_part(row, start, n)      lane i: row[start + i] where 0 <= start + i < n, else 0
@@ -66,6 +67,11 @@ static inline __m512 vload_even(const float *p) {
     const __m512i even =
         _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 17, 19, 21, 23, 25, 27, 29, 31);
     return _mm512_permutex2var_ps(_mm512_loadu_ps(p), even, _mm512_loadu_ps(p + 15));
+}
+static inline __m512 veven(__m512 a, __m512 b) {
+    const __m512i even =
+        _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    return _mm512_permutex2var_ps(a, even, b);
 }
 /* 4x4 transposes inside each 128-bit lane (unpack, shuffle), then a 4x4 transpose of the
  * lanes across vectors 4 apart (two rounds of shuffle_f32x4). */
@@ -184,6 +190,11 @@ static inline __m256 vload_even(const float *p) {
         _mm256_shuffle_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(p + 7), _MM_SHUFFLE(3, 1, 2, 0));
     return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(t), _MM_SHUFFLE(3, 1, 2, 0)));
 }
+/* a0 a2 b0 b2 | a4 a6 b4 b6 within the 128-bit lanes, then the 64-bit pairs reordered */
+static inline __m256 veven(__m256 a, __m256 b) {
+    __m256 t = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(t), _MM_SHUFFLE(3, 1, 2, 0)));
+}
 /* 4x4 transposes inside each 128-bit lane, then swap the lanes of vectors 4 apart. */
 static inline void vtranspose(__m256 r[8]) {
     __m256 t[8];
@@ -231,6 +242,7 @@ static inline float32x4_t vload_even(const float *p) {
     float32x4_t a = vld1q_f32(p), b = vld1q_f32(p + 3);
     return vcombine_f32(vget_low_f32(vuzp1q_f32(a, a)), vget_low_f32(vuzp2q_f32(b, b)));
 }
+#define veven(a, b) vuzp1q_f32((a), (b))
 /* 2x2 transposes of lanes (trn1/trn2), then of lane pairs (as 64-bit lanes) */
 static inline void vtranspose(float32x4_t r[4]) {
     float32x4_t t0 = vtrn1q_f32(r[0], r[1]), t1 = vtrn2q_f32(r[0], r[1]);
@@ -275,6 +287,7 @@ static inline float vpow2i(float k) {
 }
 #define vsum(v)       (v)
 #define vload_even(p) (*(p))
+#define veven(a, b)   ((void)(b), (a))
 static inline void vtranspose(float r[1]) { (void)r; }
 #endif
 

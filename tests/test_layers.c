@@ -1025,6 +1025,56 @@ static void test_conv_grouped(void) {
         }
 }
 
+/* The depthwise forward runs maps at least 16 outputs wide plane by plane and narrower ones
+ * on interleaved blocks of channels. Both sum each output's taps in the same order and apply
+ * the same epilogue: a narrow map cut from a wide one gives the wide one's bits at every
+ * output whose inputs it holds (with and without the epilogue, every kernel the plane path
+ * has its own code for, a 7x7 and stride 3 on the generic one, full and partial vectors). */
+static void test_depthwise_wide_narrow(void) {
+    static const struct {
+        int k, stride, pad;
+    } kernels[] = {{3, 1, 1}, {3, 2, 1}, {5, 1, 2}, {5, 2, 2}, {7, 1, 3}, {3, 3, 1}, {3, 1, 0}};
+    const int c = 5, n = 2, h = 11, wide = 70;
+    for (size_t t = 0; t < sizeof kernels / sizeof kernels[0]; t++) {
+        const int k = kernels[t].k, st = kernels[t].stride, pad = kernels[t].pad;
+        const ConvSpec s = {c, c, k, k, st, pad, c};
+        const int narrow = 12 * st; /* 12 or fewer outputs a row: the blocked path */
+        const int oh = conv_out_size(h, k, st, pad), ow = conv_out_size(wide, k, st, pad);
+        const int own = conv_out_size(narrow, k, st, pad);
+        CHECK(ow >= 16 && own < 16);
+        float *x = tensor((size_t)n * c * h * wide, 300 + t, 1.0f);
+        float *xn = rn_alloc(sizeof(float) * n * c * h * narrow);
+        for (int r = 0; r < n * c * h; r++)
+            memcpy(xn + (size_t)r * narrow, x + (size_t)r * wide, sizeof(float) * narrow);
+        float *wt = tensor((size_t)c * k * k, 310 + t, 0.3f);
+        float *scale = tensor(c, 311, 1.0f), *shift = tensor(c, 312, 0.5f);
+        float *y = rn_alloc(sizeof(float) * n * c * oh * ow);
+        float *yn = rn_alloc(sizeof(float) * n * c * oh * own);
+        /* outputs whose last input column lies inside the narrow map */
+        const int shared = (narrow - k + pad) / st + 1;
+        const ConvEpilogue plain = {NULL, NULL, CONV_ACT_NONE},
+                           silu = {scale, shift, CONV_ACT_SILU};
+        for (int fused = 0; fused <= 1; fused++) {
+            const ConvEpilogue *e = fused ? &silu : &plain;
+            conv2d_forward_fused(&s, n, h, wide, x, wt, e, NULL, y);
+            conv2d_forward_fused(&s, n, h, narrow, xn, wt, e, NULL, yn);
+            int differ = 0;
+            for (int r = 0; r < n * c * oh; r++)
+                differ += memcmp(y + (size_t)r * ow, yn + (size_t)r * own,
+                                 sizeof(float) * shared) != 0;
+            CHECK_MSG(differ == 0, "kernel %dx%d stride %d%s: %d rows differ", k, k, st,
+                      fused ? " with BN and SiLU" : "", differ);
+        }
+        rn_free(x);
+        rn_free(xn);
+        rn_free(wt);
+        rn_free(scale);
+        rn_free(shift);
+        rn_free(y);
+        rn_free(yn);
+    }
+}
+
 /* ------------------------------------------------------------------ sums, concat, ReLU of BN */
 
 static void test_add_and_concat(void) {
@@ -1270,6 +1320,7 @@ int main(void) {
     RUN(test_cross_entropy_gradient);
     RUN(test_softmax_rows);
     RUN(test_conv_grouped);
+    RUN(test_depthwise_wide_narrow);
     RUN(test_add_and_concat);
     RUN(test_relu_affine);
     RUN(test_vexp);
