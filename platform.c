@@ -25,7 +25,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #endif
-#ifdef __linux__
+#ifndef _WIN32
 #include <sys/mman.h>
 #endif
 
@@ -51,6 +51,14 @@ long rn_peak_rss_kb(void) {
     if (!GetProcessMemoryInfo(GetCurrentProcess(), &pmc, sizeof pmc)) return -1;
     return (long)(pmc.PeakWorkingSetSize / 1024);
 }
+
+void *rn_map_file(const char *path, size_t *len) {
+    (void)path;
+    *len = 0;
+    return NULL;
+}
+
+void rn_unmap_file(void *p, size_t len) { (void)p, (void)len; }
 
 static void win_error(const char *path, const char *what) {
     rn_set_error("%s: %s (Windows error %lu)", path, what, (unsigned long)GetLastError());
@@ -158,6 +166,28 @@ int rn_lock_file(const char *path) {
 }
 
 #else /* POSIX */
+
+void *rn_map_file(const char *path, size_t *len) {
+    *len = 0;
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return NULL;
+    struct stat st;
+    void *p = NULL;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 &&
+        (uint64_t)st.st_size <= (uint64_t)SIZE_MAX) {
+        p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED)
+            p = NULL;
+        else
+            *len = (size_t)st.st_size;
+    }
+    close(fd); /* the mapping keeps the file */
+    return p;
+}
+
+void rn_unmap_file(void *p, size_t len) {
+    if (p) munmap(p, len);
+}
 
 /* Blocks of 2 MB and more (weights, activations, im2col and packing buffers) are aligned
  * to 2 MB and, on Linux, asked for transparent huge pages: a ResNet-50 run otherwise takes

@@ -722,8 +722,9 @@ typedef struct {
 
 typedef struct {
     char path[512]; /* for error messages ("<memory>" when parsed from a buffer) */
-    uint8_t *file;  /* whole file, owned */
+    uint8_t *file;  /* whole file, owned: a copy, or a mapping (st_open, where it can) */
     size_t file_len;
+    int mapped;     /* file is a read-only mapping (rn_map_file), else a malloc'd copy */
     const uint8_t *data; /* start of the data section */
     size_t data_len;
     StTensor *tensors;

@@ -8,6 +8,7 @@
  * string -> string. The tensors must tile the data section exactly: no overlap, no holes.
  * Every error names the file, the tensor and what was expected against what was found. */
 #include "resnet.h"
+#include "platform.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -398,7 +399,10 @@ static void shape_str(char *out, size_t len, int ndim, const int64_t *shape) {
 
 void st_close(StFile *f) {
     if (!f) return;
-    free(f->file);
+    if (f->mapped)
+        rn_unmap_file(f->file, f->file_len);
+    else
+        free(f->file);
     for (int i = 0; i < f->n_tensors; i++) free(f->tensors[i].name);
     free(f->tensors);
     for (int i = 0; i < f->n_meta; i++) {
@@ -602,11 +606,12 @@ static int check_layout(StFile *f) {
 }
 
 /* Takes ownership of buf (malloc'ed, len bytes). */
-static int st_parse_owned(uint8_t *buf, size_t len, const char *label, StFile *f) {
+static int st_parse_owned(uint8_t *buf, size_t len, int mapped, const char *label, StFile *f) {
     memset(f, 0, sizeof *f);
     snprintf(f->path, sizeof f->path, "%s", label ? label : "<memory>");
     f->file = buf;
     f->file_len = len;
+    f->mapped = mapped;
     if (len < 8) {
         rn_set_error("%s: truncated: %zu bytes, expected at least 8 (the header length)", f->path,
                      len);
@@ -689,15 +694,18 @@ int st_parse(const uint8_t *buf, size_t len, const char *label, StFile *f) {
         return -1;
     }
     if (len) memcpy(copy, buf, len);
-    return st_parse_owned(copy, len, label, f);
+    return st_parse_owned(copy, len, 0, label, f);
 }
 
+/* The file mapped where the platform can (nothing here writes to it), else read. */
 int st_open(const char *path, StFile *f) {
     size_t len = 0;
     memset(f, 0, sizeof *f);
+    uint8_t *map = rn_map_file(path, &len);
+    if (map) return st_parse_owned(map, len, 1, path, f);
     uint8_t *buf = read_file(path, &len);
     if (!buf) return -1;
-    return st_parse_owned(buf, len, path, f);
+    return st_parse_owned(buf, len, 0, path, f);
 }
 
 const StTensor *st_find(const StFile *f, const char *name) {
