@@ -211,54 +211,67 @@ static char **read_lines(const char *path, int *n_out) {
     return lines;
 }
 
-/* A bare backbone's weights: its classifier's rows are the class count, and the whole file
- * is checked against that network before it is built (an 80-byte file claiming a
- * [1048576, 0] fc would otherwise cost 8.6 GB of resnet152). */
-static Net *net_for_weights(const char *path, const char *arch, int *k_out) {
-    StFile f;
-    if (st_open(path, &f) != 0) return NULL;
+/* The model in two steps, so that decoding can start while the weights load: load_info
+ * opens the file (f) and reads what the inputs need (architecture, classes, preprocessing,
+ * names), load_net builds the network from f and closes it. */
+
+/* A bare backbone's weights: its classifier's rows are the class count. */
+static int weights_info(const char *path, const char *arch, StFile *f, int *k_out) {
+    if (st_open(path, f) != 0) return -1;
     char name[64];
     snprintf(name, sizeof name, "%s.weight", arch_find(arch)->classifier);
-    const StTensor *t = st_find(&f, name);
-    Net *net = NULL;
+    const StTensor *t = st_find(f, name);
     if (!t || t->ndim != 2) {
         rn_set_error("%s: no 2-D classifier tensor '%s' found", path, name);
     } else if (t->shape[0] < 1 || t->shape[0] > (1 << 20)) {
         rn_set_error("%s: classifier tensor '%s' has %lld rows (classes), expected 1..%d", path,
                      name, (long long)t->shape[0], 1 << 20);
     } else {
-        int k = (int)t->shape[0];
-        Net *shape = resnet_describe(arch, k, NULL);
-        int bad = !shape || net_check_weights(shape, &f, 0);
-        net_free(shape);
-        if (!bad) net = resnet_create_for_loading(arch, k, NULL);
-        if (net && net_load_weights_st(net, &f, 0) != 0) {
-            net_free(net);
-            net = NULL;
-        }
-        *k_out = k;
+        *k_out = (int)t->shape[0];
+        return 0;
     }
-    st_close(&f);
+    st_close(f);
+    return -1;
+}
+
+/* The whole file is checked against the network before it is built (an 80-byte file
+ * claiming a [1048576, 0] fc would otherwise cost 8.6 GB of resnet152). */
+static Net *weights_net(const StFile *f, const char *arch, int k) {
+    Net *shape = resnet_describe(arch, k, NULL);
+    int bad = !shape || net_check_weights(shape, f, 0);
+    net_free(shape);
+    Net *net = bad ? NULL : resnet_create_for_loading(arch, k, NULL);
+    if (net && net_load_weights_st(net, f, 0) != 0) {
+        net_free(net);
+        net = NULL;
+    }
     return net;
 }
 
-static Net *load_model(const Options *o, ModelInfo *info) {
+static Net *load_net(const Options *o, ModelInfo *info, StFile *f) {
+    Net *net = o->model ? model_load_net_st(f, info) : weights_net(f, info->arch, info->num_classes);
+    st_close(f);
+    return net;
+}
+
+static int load_info(const Options *o, ModelInfo *info, StFile *f) {
     memset(info, 0, sizeof *info);
-    Net *net;
     if (o->model) {
-        net = model_load(o->model, info);
-        if (!net) return NULL;
+        if (st_open(o->model, f) != 0) return -1;
+        if (model_read_info_st(f, info) != 0) {
+            st_close(f);
+            return -1;
+        }
     } else {
         const ArchSpec *a = arch_find(o->arch);
         if (!a) {
             char known[1024];
             arch_list(known, sizeof known);
             rn_set_error("unknown --arch '%s' (known: %s)", o->arch, known);
-            return NULL;
+            return -1;
         }
         int k = 0;
-        net = net_for_weights(o->weights, o->arch, &k);
-        if (!net) return NULL;
+        if (weights_info(o->weights, o->arch, f, &k) != 0) return -1;
         snprintf(info->arch, sizeof info->arch, "%s", o->arch);
         info->num_classes = k;
         info->head.type = HEAD_LINEAR;
@@ -278,8 +291,9 @@ static Net *load_model(const Options *o, ModelInfo *info) {
     if (o->preprocess) {
         PrepKind kind;
         if (prep_parse(o->preprocess, &kind) != 0) {
-            net_free(net);
-            return NULL;
+            st_close(f);
+            model_info_free(info);
+            return -1;
         }
         if (o->model && kind != info->prep.kind)
             fprintf(stderr, "infer: note: --preprocess %s overrides the model's %s\n",
@@ -305,16 +319,18 @@ static Net *load_model(const Options *o, ModelInfo *info) {
         int n = 0;
         char **names = read_lines(labels, &n);
         if (!names) {
-            net_free(net);
-            return NULL;
+            st_close(f);
+            model_info_free(info);
+            return -1;
         }
         if (n != info->num_classes) {
             rn_set_error("%s: %d class names, but the model has %d classes", labels, n,
                          info->num_classes);
             for (int i = 0; i < n; i++) rn_free(names[i]);
             rn_free(names);
-            net_free(net);
-            return NULL;
+            st_close(f);
+            model_info_free(info);
+            return -1;
         }
         if (info->class_names) {
             for (int i = 0; i < info->num_classes; i++) rn_free(info->class_names[i]);
@@ -330,7 +346,7 @@ static Net *load_model(const Options *o, ModelInfo *info) {
             info->class_names[i] = rn_strdup(b);
         }
     }
-    return net;
+    return 0;
 }
 
 /* ------------------------------------------------------------------ inputs */
@@ -451,15 +467,19 @@ static void collect_batch(void *ctx, int n, const int *idx, const int *labels,
     (void)labels;
 }
 
-/* Run every item of ds through the net in batches; results land in input order. */
+/* Run every item of ds through the net in batches; results land in input order. early:
+ * the loader, started before the net was loaded (net_dataset_loader), or NULL. */
 static int run_dataset(Net *net, const ModelInfo *info, const Dataset *ds, const Options *o,
-                       int want_features, Results *r) {
+                       int want_features, Loader *early, Results *r) {
     int k = info->num_classes, size = info->prep.size, batch = o->batch;
     memset(r, 0, sizeof *r);
     r->n = ds->n;
     r->k = k;
     int feat_node = net->pooled_node >= 0 ? net->pooled_node : net->feature_node;
-    if (net_plan(net, batch, size, size, 0) != 0) return -1;
+    if (net_plan(net, batch, size, size, 0) != 0) {
+        loader_free(early);
+        return -1;
+    }
     if (want_features) r->feat = (int)net_node_size(net, feat_node);
     size_t n = (size_t)(ds->n ? ds->n : 1);
     r->probs = rn_calloc(n * (size_t)k, sizeof(float));
@@ -467,8 +487,10 @@ static int run_dataset(Net *net, const ModelInfo *info, const Dataset *ds, const
     r->features = want_features ? rn_calloc(n * (size_t)r->feat, sizeof(float)) : NULL;
     r->ok = rn_calloc(n, 1);
     RunCtx ctx = {net, r, feat_node, rn_alloc(sizeof(float) * (size_t)batch * k), ds};
-    int failed = net_forward_dataset(net, -1, ds, &info->prep, batch, o->threads, "inference",
-                                     collect_batch, &ctx);
+    int failed = early ? net_forward_loader(net, -1, early, ds, &info->prep, batch, "inference",
+                                            collect_batch, &ctx)
+                       : net_forward_dataset(net, -1, ds, &info->prep, batch, o->threads,
+                                             "inference", collect_batch, &ctx);
     rn_free(ctx.probs);
     if (failed < 0) return -1;
     /* under mpirun each rank ran its run of batches: every row on every rank, input order */
@@ -605,17 +627,17 @@ static int dump_first_batch(Net *net, const ModelInfo *info, const Dataset *ds, 
     return rc;
 }
 
-static int cmd_classify(Net *net, ModelInfo *info, const Options *o) {
-    Dataset ds;
-    collect_inputs(o, &ds);
+/* The inputs (ds, freed here), decoding since `early` started (or NULL). */
+static int cmd_classify(Net *net, ModelInfo *info, const Options *o, Dataset ds, Loader *early) {
     int failed = ds.n_skipped;
     if (o->dump_nodes && dump_first_batch(net, info, &ds, o) != 0) {
         fprintf(stderr, "infer: %s\n", rn_error());
+        loader_free(early);
         dataset_free(&ds);
         return 1;
     }
     Results r;
-    if (run_dataset(net, info, &ds, o, o->save_features != NULL, &r) != 0) {
+    if (run_dataset(net, info, &ds, o, o->save_features != NULL, early, &r) != 0) {
         fprintf(stderr, "infer: %s\n", rn_error());
         dataset_free(&ds);
         return 1;
@@ -637,15 +659,10 @@ static int cmd_classify(Net *net, ModelInfo *info, const Options *o) {
     return rc || failed ? 1 : 0;
 }
 
-static int cmd_eval(Net *net, ModelInfo *info, const Options *o) {
-    Dataset ds;
-    if (dataset_from_folder_classes(o->eval_dir, info->class_names, info->num_classes, &ds) != 0) {
-        fprintf(stderr, "infer: %s\n", rn_error());
-        return 1;
-    }
-    dataset_summary(&ds, "eval", stderr);
+/* The labelled inputs (ds, freed here), decoding since `early` started (or NULL). */
+static int cmd_eval(Net *net, ModelInfo *info, const Options *o, Dataset ds, Loader *early) {
     Results r;
-    if (run_dataset(net, info, &ds, o, o->save_features != NULL, &r) != 0) {
+    if (run_dataset(net, info, &ds, o, o->save_features != NULL, early, &r) != 0) {
         fprintf(stderr, "infer: %s\n", rn_error());
         dataset_free(&ds);
         return 1;
@@ -1201,9 +1218,33 @@ static int infer_main(int argc, char **argv) {
     if (o.threads > 0) omp_set_num_threads(o.threads);
 #endif
     ModelInfo info;
-    Net *net = load_model(&o, &info);
+    StFile f;
+    if (load_info(&o, &info, &f) != 0) {
+        fprintf(stderr, "infer: %s\n", rn_error());
+        model_info_free(&info);
+        rn_free(o.inputs);
+        return 1;
+    }
+    /* The inputs start decoding now, on the cores the weights' loading leaves idle. */
+    Dataset ds;
+    memset(&ds, 0, sizeof ds);
+    Loader *early = NULL;
+    if (o.eval_dir &&
+        dataset_from_folder_classes(o.eval_dir, info.class_names, info.num_classes, &ds) != 0) {
+        fprintf(stderr, "infer: %s\n", rn_error());
+        st_close(&f);
+        model_info_free(&info);
+        rn_free(o.inputs);
+        return 1;
+    }
+    if (o.eval_dir) dataset_summary(&ds, "eval", stderr);
+    if (!o.eval_dir && !o.patch && !o.info) collect_inputs(&o, &ds);
+    if (ds.n > 0) early = net_dataset_loader(&ds, &info.prep, o.batch, o.threads);
+    Net *net = load_net(&o, &info, &f);
     if (!net) {
         fprintf(stderr, "infer: %s\n", rn_error());
+        loader_free(early);
+        dataset_free(&ds);
         model_info_free(&info);
         rn_free(o.inputs);
         return 1;
@@ -1225,9 +1266,9 @@ static int infer_main(int argc, char **argv) {
             info.prep.crop_pct, threads, threads == 1 ? "" : "s",
             net->reference ? "reference kernels" : simd_name(),
             !net->reference && net->winograd ? ", Winograd 3x3" : "");
-    int rc = o.eval_dir ? cmd_eval(net, &info, &o)
+    int rc = o.eval_dir ? cmd_eval(net, &info, &o, ds, early)
              : o.patch  ? cmd_patches(net, &info, &o)
-                        : cmd_classify(net, &info, &o);
+                        : cmd_classify(net, &info, &o, ds, early);
     fprintf(stderr, "infer: peak memory %ld MB (resident)\n", rn_peak_rss_kb() / 1024);
     net_free(net);
     model_info_free(&info);

@@ -39,6 +39,8 @@ void *rn_aligned_alloc(size_t align, size_t size) {
     return malloc(size);
 }
 
+void *rn_zeroed_alloc(size_t size) { return calloc(1, size); }
+
 double rn_seconds(void) {
     LARGE_INTEGER f, t;
     QueryPerformanceFrequency(&f);
@@ -201,6 +203,16 @@ void *rn_aligned_alloc(size_t align, size_t size) {
     if (posix_memalign(&p, huge && align < HUGE_PAGE ? HUGE_PAGE : align, size) != 0) return NULL;
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
     if (huge) madvise(p, size / HUGE_PAGE * HUGE_PAGE, MADV_HUGEPAGE);
+#endif
+    return p;
+}
+
+void *rn_zeroed_alloc(size_t size) {
+    void *p = calloc(1, size);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    uintptr_t lo = ((uintptr_t)p + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
+    uintptr_t hi = ((uintptr_t)p + size) & ~(uintptr_t)(HUGE_PAGE - 1);
+    if (p && hi > lo) madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
 #endif
     return p;
 }

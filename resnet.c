@@ -118,7 +118,8 @@ static int param_add(Net *net, const char *prefix, const char *suffix, int ndim,
     }
     if (!net->shapes_only) {
         p->data = rn_calloc((size_t)p->numel, sizeof(float));
-        p->grad = is_buffer ? NULL : rn_calloc((size_t)p->numel, sizeof(float));
+        /* untouched until a backward writes it: ./infer never does, train.c releases it */
+        p->grad = is_buffer ? NULL : rn_calloc_lazy((size_t)p->numel, sizeof(float));
     }
     p->is_buffer = is_buffer;
     p->stage = stage;
@@ -1523,14 +1524,25 @@ size_t net_node_size(const Net *net, int node) {
     return node_numel(&net->nodes[node]);
 }
 
-int net_forward_dataset(Net *net, int node, const Dataset *d, const Preprocess *p, int batch,
-                        int threads, const char *label, BatchVisitor visit, void *ctx) {
-    if (d->n == 0) return 0;
+Loader *net_dataset_loader(const Dataset *d, const Preprocess *p, int batch, int threads) {
     Loader *l = loader_create(d, p, NULL, batch, 0, 0, threads);
-    if (!l) return -1;
+    if (!l) return NULL;
     /* under mpirun each rank takes its run of whole batches (dist_batch_range) */
     if (dist_size() > 1) loader_shard(l, dist_rank(), dist_size(), 1);
     loader_start_epoch(l, 0);
+    return l;
+}
+
+int net_forward_dataset(Net *net, int node, const Dataset *d, const Preprocess *p, int batch,
+                        int threads, const char *label, BatchVisitor visit, void *ctx) {
+    if (d->n == 0) return 0;
+    Loader *l = net_dataset_loader(d, p, batch, threads);
+    if (!l) return -1;
+    return net_forward_loader(net, node, l, d, p, batch, label, visit, ctx);
+}
+
+int net_forward_loader(Net *net, int node, Loader *l, const Dataset *d, const Preprocess *p,
+                       int batch, const char *label, BatchVisitor visit, void *ctx) {
     float *x = rn_alloc(sizeof(float) * (size_t)batch * 3 * p->size * p->size);
     int *labels = rn_alloc(sizeof(int) * (size_t)batch),
         *idx = rn_alloc(sizeof(int) * (size_t)batch);

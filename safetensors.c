@@ -1478,11 +1478,10 @@ Net *model_load(const char *path, ModelInfo *info) {
     return net;
 }
 
-Net *model_load_st(const StFile *fp, ModelInfo *info) {
+int model_read_info_st(const StFile *fp, ModelInfo *info) {
     const StFile f = *fp;
     const char *path = f.path;
     memset(info, 0, sizeof *info);
-    Net *net = NULL;
     const char *fmt = st_meta(&f, "format");
     const char *arch = st_meta(&f, "arch"), *head = st_meta(&f, "head");
     const char *prep = st_meta(&f, "preprocess"), *classes = st_meta(&f, "classes");
@@ -1534,9 +1533,18 @@ Net *model_load_st(const StFile *fp, ModelInfo *info) {
     if (parse_classes(&f, classes, info->num_classes, info)) goto fail;
     const char *training = st_meta(&f, "training");
     if (training) info->training = rn_strdup(training);
+    return 0;
+fail:
+    model_info_free(info);
+    return -1;
+}
+
+Net *model_load_net_st(const StFile *fp, const ModelInfo *info) {
+    const StFile f = *fp;
+    const char *path = f.path;
     /* the file is checked against the network its metadata describes before that network
      * is built: a 216-byte file claiming "mlp:65536,16384" fails here, not after 4 GB */
-    net = resnet_describe(info->arch, info->num_classes, &info->head);
+    Net *net = resnet_describe(info->arch, info->num_classes, &info->head);
     if (!net) {
         char why[512];
         snprintf(why, sizeof why, "%s", rn_error());
@@ -1565,6 +1573,12 @@ Net *model_load_st(const StFile *fp, ModelInfo *info) {
     return net;
 fail:
     if (net) net_free(net);
-    model_info_free(info);
     return NULL;
+}
+
+Net *model_load_st(const StFile *f, ModelInfo *info) {
+    if (model_read_info_st(f, info)) return NULL;
+    Net *net = model_load_net_st(f, info);
+    if (!net) model_info_free(info);
+    return net;
 }

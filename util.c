@@ -53,6 +53,15 @@ void *rn_calloc(size_t count, size_t size) {
     return p;
 }
 
+void *rn_calloc_lazy(size_t count, size_t size) {
+    if (size && count > SIZE_MAX / size) out_of_memory(SIZE_MAX);
+    size_t bytes = count * size;
+    if (bytes < ((size_t)1 << 20)) return rn_calloc(count, size);
+    void *p = rn_zeroed_alloc(bytes);
+    if (!p) out_of_memory(bytes);
+    return p;
+}
+
 void *rn_realloc(void *p, size_t bytes) {
     void *q = realloc(p, bytes ? bytes : 1);
     if (!q) out_of_memory(bytes);

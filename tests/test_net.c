@@ -475,6 +475,51 @@ static void test_constant_weights(void) {
     net_free(net);
 }
 
+/* net_forward_dataset, and the same in two steps with the loader started before the net
+ * is planned (what ./infer does while the weights load): the same rows, bit for bit, for
+ * a batch that does not divide the items. */
+typedef struct {
+    float *rows;
+    int k, seen;
+} Rows;
+
+static void keep_rows(void *ctx, int n, const int *idx, const int *labels, const float *out) {
+    Rows *r = ctx;
+    for (int i = 0; i < n; i++) memcpy(r->rows + (size_t)idx[i] * r->k, out + (size_t)i * r->k,
+                                       sizeof(float) * r->k);
+    r->seen += n;
+    (void)labels;
+}
+
+static void test_forward_early_loader(void) {
+    const int n = 11, k = 10, batch = 4;
+    Dataset d;
+    memset(&d, 0, sizeof d);
+    d.n = n;
+    d.pixel_w = d.pixel_h = 32;
+    d.pixels = rn_alloc((size_t)n * 32 * 32 * 3);
+    d.labels = rn_alloc(sizeof(int) * n);
+    for (int i = 0; i < n * 32 * 32 * 3; i++) d.pixels[i] = (uint8_t)((i * 2654435761u) >> 24);
+    for (int i = 0; i < n; i++) d.labels[i] = i % k;
+    const Preprocess prep = {PREP_TORCHVISION, 32, 1.0f};
+    Net *net = resnet_create("cifar_resnet20", k, NULL, 3);
+    float *a = rn_calloc((size_t)n * k, sizeof(float)), *b = rn_calloc((size_t)n * k, sizeof(float));
+    Rows ra = {a, k, 0}, rb = {b, k, 0};
+    CHECK(net_plan(net, batch, 32, 32, 0) == 0);
+    CHECK(net_forward_dataset(net, -1, &d, &prep, batch, 2, "a", keep_rows, &ra) == 0);
+    net_free(net);
+    Loader *l = net_dataset_loader(&d, &prep, batch, 2); /* decoding before the net exists */
+    CHECK(l != NULL);
+    net = resnet_create("cifar_resnet20", k, NULL, 3);
+    CHECK(net_plan(net, batch, 32, 32, 0) == 0);
+    CHECK(l && net_forward_loader(net, -1, l, &d, &prep, batch, "b", keep_rows, &rb) == 0);
+    CHECK(ra.seen == n && rb.seen == n && memcmp(a, b, sizeof(float) * n * k) == 0);
+    rn_free(a);
+    rn_free(b);
+    net_free(net);
+    dataset_free(&d);
+}
+
 /* ------------------------------------------------------------------ gradients */
 
 static void test_gradcheck_cifar_resnet20(void) {
@@ -1424,6 +1469,7 @@ int main(void) {
     RUN(test_forward_consistency);
     RUN(test_fused_eval_forward);
     RUN(test_constant_weights);
+    RUN(test_forward_early_loader);
     RUN(test_gradcheck_cifar_resnet20);
     RUN(test_gradcheck_mlp_head);
     RUN(test_gradcheck_inception_head);
