@@ -7,7 +7,9 @@
 // THREADS, every graph optimisation, sequential execution; the input is ready in memory, as
 // tools/bench.c's. Times are medians after warm-up, with tools/bench.c's stopping rule.
 // onnxruntime-node is looked for in $ORT_NODE_MODULES (default: third_party/onnxruntime/
-// node_modules, where `make ort-setup` installs it). Prints lines
+// node_modules, where `make ort-setup` installs it). ORT_PROFILE=PREFIX also writes ORT's
+// per-node profile, PREFIX_<date>.json (a Chrome trace: events of cat "Node" with
+// args.op_name and dur in us; each node then carries some 10 us of profiling). Prints lines
 //   RESULT <config> threads=<t> rate=<x> unit=img/s gflops=0 peak=0 rss_mb=<m> mode=ort
 'use strict';
 const path = require('path');
@@ -44,7 +46,9 @@ async function main() {
   const size = +shape[1], batch = +shape[2];
   const session = await ort.InferenceSession.create(model, {
     intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential',
-    graphOptimizationLevel: 'all'});
+    graphOptimizationLevel: 'all',
+    ...(process.env.ORT_PROFILE ? {enableProfiling: true, profileFilePrefix: process.env.ORT_PROFILE}
+                                : {})});
   const count = batch * 3 * size * size, data = new Float32Array(count);
   for (let i = 0; i < count; i++) data[i] = ((i * 7919) % 4001) / 1000 - 2; /* [-2, 2] */
   const feeds = {[session.inputNames[0]]: new ort.Tensor('float32', data, [batch, 3, size, size])};
