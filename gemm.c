@@ -143,12 +143,6 @@ double simd_peak_gflops(void) {
 /* Below this many multiply-adds one thread is faster than waking the team. */
 #define PARALLEL_MIN_MACS (1 << 20)
 
-#if defined(__GNUC__) || defined(__clang__)
-#define RN_INLINE static inline __attribute__((always_inline))
-#else
-#define RN_INLINE static inline
-#endif
-
 static int round_up(int x, int m) { return (x + m - 1) / m * m; }
 static int min_int(int a, int b) { return a < b ? a : b; }
 

@@ -703,14 +703,8 @@ static void dw_plane_phases(const ConvSpec *s, const DwShape *d, const DwPlane *
         }
 }
 
-#if defined(__GNUC__) || defined(__clang__)
-#define DW_INLINE static inline __attribute__((always_inline))
-#else
-#define DW_INLINE static inline
-#endif
-
 /* The epilogue of channel oc on one output vector (row oy, columns ox..), and its store. */
-DW_INLINE void dw_plane_store(const DwShape *d, const ConvEpilogue *e, VF sc, VF sh,
+RN_INLINE void dw_plane_store(const DwShape *d, const ConvEpilogue *e, VF sc, VF sh,
                               const float *res, float *y, int oy, int ox, VF v) {
     const size_t row0 = (size_t)oy * d->ow;
     if (e) {
@@ -726,7 +720,7 @@ DW_INLINE void dw_plane_store(const DwShape *d, const ConvEpilogue *e, VF sc, VF
  * and goes to every output row that reads it: input row oy0 * S + rr holds tap row
  * ky = rr - i * S of output row oy0 + i. Each output still sums its taps in (ky, kx)
  * order, from zero. */
-DW_INLINE void dw_plane_rows(const DwPlane *p, const float *xq, const VF *wv, int KH, int KW,
+RN_INLINE void dw_plane_rows(const DwPlane *p, const float *xq, const VF *wv, int KH, int KW,
                              int S, int R, int C, int oy0, int ox, VF *acc) {
     RN_UNROLL for (int i = 0; i < R * C; i++) acc[i] = vzero();
     const float *base = xq + (size_t)oy0 * S * p->pcols + (size_t)ox;
@@ -751,7 +745,7 @@ DW_INLINE void dw_plane_rows(const DwPlane *p, const float *xq, const VF *wv, in
 
 /* Every output vector of one plane (weights wk), in blocks of DW_PLANE_ROWS rows by
  * DW_PLANE_VECS vectors; the rest one vector at a time. */
-DW_INLINE void dw_plane_fixed(const DwShape *d, const DwPlane *p, const float *xq, const float *wk,
+RN_INLINE void dw_plane_fixed(const DwShape *d, const DwPlane *p, const float *xq, const float *wk,
                               int KH, int KW, int S, const ConvEpilogue *e, VF sc, VF sh,
                               const float *res, float *y) {
     enum { R = DW_PLANE_ROWS, C = DW_PLANE_VECS };

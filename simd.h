@@ -361,4 +361,12 @@ static inline VF vsilu(VF x) { return vdiv(x, vadd(vset1(1.0f), vexp(vsub(vzero(
 /* Full unrolling of short constant-count loops (gcc and clang both read this). */
 #define RN_UNROLL _Pragma("GCC unroll 32")
 
+/* A kernel's helper inlined wherever it is called, so that its constant arguments (tile
+ * and kernel sizes) unroll its loops. */
+#if defined(__GNUC__) || defined(__clang__)
+#define RN_INLINE static inline __attribute__((always_inline))
+#else
+#define RN_INLINE static inline
+#endif
+
 #endif /* RN_SIMD_H */
